@@ -1,0 +1,1 @@
+"""Thin Faust agents that call the risk core."""

@@ -1,0 +1,125 @@
+"""Event time as integer microseconds since the Unix epoch, UTC.
+
+Integers keep window and due-date arithmetic exact. The calendar code is the
+proleptic Gregorian algorithm of Howard Hinnant's ``days_from_civil``, so it has
+no year limit and never builds a naive ``datetime``.
+"""
+
+from __future__ import annotations
+
+import re
+
+SECOND = 1_000_000
+MINUTE = 60 * SECOND
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+
+# ASCII digits only: ``\d`` would also match other scripts' digits.
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(?:\.([0-9]+))?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
+_DURATION = re.compile(r"([0-9]+)(s|m|h|d)")
+_DURATION_UNITS = {"s": SECOND, "m": MINUTE, "h": HOUR, "d": DAY}
+
+
+def days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
+
+
+def civil_from_days(days: int) -> tuple[int, int, int]:
+    """The (year, month, day) of a day count since 1970-01-01."""
+    days += 719468
+    era = days // 146097
+    day_of_era = days - era * 146097
+    year_of_era = (
+        day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146096
+    ) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    month_index = (5 * day_of_year + 2) // 153
+    day = day_of_year - (153 * month_index + 2) // 5 + 1
+    month = month_index + 3 if month_index < 10 else month_index - 9
+    return year_of_era + era * 400 + (month <= 2), month, day
+
+
+def days_in_month(year: int, month: int) -> int:
+    """Length of a month, leap years included."""
+    if month == 2:
+        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+        return 29 if leap else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def parse_timestamp(text: str) -> int | str:
+    """Parse the strict RFC 3339 profile of the contract.
+
+    Returns epoch microseconds, or an error message. Uppercase ``T`` and ``Z``
+    only, an offset is required, a leap second is rejected, and a fraction
+    longer than microseconds is truncated (never rounded into the next second).
+    """
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        return f"{text[:40]!r} is not an RFC 3339 timestamp YYYY-MM-DDTHH:MM:SS[.f](Z|±HH:MM)"
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction, offset = match.group(7), match.group(8)
+    if year < 1970:
+        return f"{text[:40]!r}: years before 1970 are not accepted"
+    if not 1 <= month <= 12 or not 1 <= day <= days_in_month(year, month):
+        return f"{text[:40]!r}: no such date"
+    if hour > 23 or minute > 59 or second > 59:
+        return f"{text[:40]!r}: no such time of day (leap seconds are not accepted)"
+    offset_seconds = 0
+    if offset != "Z":
+        offset_hours, offset_minutes = int(offset[1:3]), int(offset[4:6])
+        if offset_hours > 23 or offset_minutes > 59:
+            return f"{text[:40]!r}: no such UTC offset"
+        offset_seconds = (offset_hours * 3600 + offset_minutes * 60) * (
+            -1 if offset[0] == "-" else 1
+        )
+    seconds = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
+    micros = int(fraction[:6].ljust(6, "0")) if fraction else 0
+    return (seconds - offset_seconds) * SECOND + micros
+
+
+def format_timestamp(micros: int) -> str:
+    """Render as UTC ``Z`` with the fraction's trailing zeros stripped."""
+    seconds, fraction = divmod(micros, SECOND)
+    text = format_timestamp_seconds(seconds * SECOND)
+    if fraction:
+        text = f"{text[:-1]}.{fraction:06d}".rstrip("0") + "Z"
+    return text
+
+
+def format_timestamp_seconds(micros: int) -> str:
+    """Render as ``YYYY-MM-DDTHH:MM:SSZ``, truncated to the second (timer names)."""
+    days, day_micros = divmod(micros, DAY)
+    year, month, day = civil_from_days(days)
+    second_of_day = day_micros // SECOND
+    hour, rest = divmod(second_of_day, 3600)
+    minute, second = divmod(rest, 60)
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}Z"
+
+
+def add_months(micros: int, months: int) -> int:
+    """The same day and time of day ``months`` calendar months later, clamped to month end."""
+    days, day_micros = divmod(micros, DAY)
+    year, month, day = civil_from_days(days)
+    month_count = year * 12 + (month - 1) + months
+    year, month = divmod(month_count, 12)
+    month += 1
+    day = min(day, days_in_month(year, month))
+    return days_from_civil(year, month, day) * DAY + day_micros
+
+
+def parse_duration(text: str) -> int | None:
+    """Parse ``90s``, ``15m``, ``24h`` or ``7d`` into microseconds; None if malformed."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        return None
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]

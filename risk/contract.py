@@ -1,0 +1,176 @@
+"""The input contract: raw Kafka record bytes to typed events, or a rejection.
+
+Checks run in the order of the contract, cheapest and most certain first:
+``too_large``, ``invalid_json``, ``schema_violation``, ``key_mismatch``. The
+checks that need time or state (``in_future``, duplicates, ``too_late``) are in
+:mod:`risk.engine`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+from risk.clock import DAY, parse_timestamp
+
+MAX_MONEY: Final = 2**53 - 1
+
+EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Reference = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Channel = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Money = Annotated[int, msgspec.Meta(ge=1, le=MAX_MONEY)]
+Income = Annotated[int, msgspec.Meta(ge=0, le=MAX_MONEY)]
+TermMonths = Annotated[int, msgspec.Meta(ge=1, le=600)]
+
+
+class Reason(StrEnum):
+    """Why a record went to the dead-letter topic (header ``dlt.reason``)."""
+
+    INVALID_JSON = "invalid_json"
+    SCHEMA_VIOLATION = "schema_violation"
+    KEY_MISMATCH = "key_mismatch"
+    TOO_LATE = "too_late"
+    TOO_LARGE = "too_large"
+    IN_FUTURE = "in_future"
+
+
+class Rejection(msgspec.Struct, frozen=True):
+    """A record that cannot be applied, with a short human-readable message."""
+
+    reason: Reason
+    error: str
+
+
+# Wire shapes. Timestamps are decoded as text because msgspec's own datetime
+# parser is lenient (lowercase ``t``, a space separator); ours is strict.
+class _PurchaseWire(msgspec.Struct):
+    event_id: EventId
+    user_id: UserId
+    occurred_at: str
+    order_id: Reference
+    amount: Money
+    installments: Literal[1, 3, 6, 9, 12, 24] | None = None
+    first_due_at: str | None = None
+    merchant_id: Reference | None = None
+
+
+class _RepaymentWire(msgspec.Struct):
+    event_id: EventId
+    user_id: UserId
+    occurred_at: str
+    amount: Money
+    order_id: Reference | None = None
+
+
+class _LoanApplicationWire(msgspec.Struct):
+    event_id: EventId
+    user_id: UserId
+    occurred_at: str
+    requested_amount: Money
+    term_months: TermMonths | None = None
+    declared_monthly_income: Income | None = None
+    channel: Channel | None = None
+
+
+class Purchase(msgspec.Struct, frozen=True):
+    """A purchase on the line; ``at`` and ``first_due`` are epoch microseconds."""
+
+    event_id: str
+    user_id: str
+    at: int
+    order_id: str
+    amount: int
+    installments: int
+    first_due: int
+
+
+class Repayment(msgspec.Struct, frozen=True):
+    """A repayment, optionally aimed at one order first."""
+
+    event_id: str
+    user_id: str
+    at: int
+    amount: int
+    order_id: str | None
+
+
+class LoanApplication(msgspec.Struct, frozen=True):
+    """A loan or credit application; ``declared_monthly_income`` None when not given."""
+
+    event_id: str
+    user_id: str
+    at: int
+    requested_amount: int
+    declared_monthly_income: int | None
+
+
+Event = Purchase | Repayment | LoanApplication
+
+PURCHASES, REPAYMENTS, LOAN_APPLICATIONS = 0, 1, 2
+"""Topic indexes: the order of the contract's topic table, which breaks event-time ties."""
+
+_DECODERS: Final = (
+    msgspec.json.Decoder(_PurchaseWire),
+    msgspec.json.Decoder(_RepaymentWire),
+    msgspec.json.Decoder(_LoanApplicationWire),
+)
+_any_json: Final = msgspec.json.Decoder()
+_DEFAULT_FIRST_DUE: Final = 30 * DAY
+
+
+def decode(
+    topic_index: int, key: bytes | None, value: bytes | None, max_record_bytes: int
+) -> Event | Rejection:
+    """Decode one record of input topic ``topic_index`` into an event or a rejection."""
+    if value is None:
+        return Rejection(Reason.INVALID_JSON, "the record has no value (a tombstone)")
+    if len(value) > max_record_bytes:
+        return Rejection(
+            Reason.TOO_LARGE, f"value of {len(value)} bytes exceeds {max_record_bytes} bytes"
+        )
+    try:
+        wire = _DECODERS[topic_index].decode(value)
+    except msgspec.ValidationError as error:
+        return _invalid_json(value) or Rejection(Reason.SCHEMA_VIOLATION, str(error))
+    except msgspec.DecodeError as error:
+        return Rejection(Reason.INVALID_JSON, str(error))
+    at = parse_timestamp(wire.occurred_at)
+    if isinstance(at, str):
+        return Rejection(Reason.SCHEMA_VIOLATION, f"{at} - at `$.occurred_at`")
+    event: Event
+    if isinstance(wire, _PurchaseWire):
+        first_due = (
+            at + _DEFAULT_FIRST_DUE
+            if wire.first_due_at is None
+            else parse_timestamp(wire.first_due_at)
+        )
+        if isinstance(first_due, str):
+            return Rejection(Reason.SCHEMA_VIOLATION, f"{first_due} - at `$.first_due_at`")
+        event = Purchase(
+            wire.event_id, wire.user_id, at, wire.order_id, wire.amount,
+            wire.installments or 1, first_due,
+        )  # fmt: skip
+    elif isinstance(wire, _RepaymentWire):
+        event = Repayment(wire.event_id, wire.user_id, at, wire.amount, wire.order_id)
+    else:
+        event = LoanApplication(
+            wire.event_id, wire.user_id, at, wire.requested_amount,
+            wire.declared_monthly_income,
+        )  # fmt: skip
+    if key is None:
+        return Rejection(Reason.KEY_MISMATCH, "the record has no key; it must be the user_id")
+    if key != event.user_id.encode():
+        return Rejection(Reason.KEY_MISMATCH, "the record key is not the event's user_id")
+    return event
+
+
+def _invalid_json(value: bytes) -> Rejection | None:
+    """Tell malformed JSON from a type error that msgspec met before the syntax error."""
+    try:
+        _any_json.decode(value)
+    except msgspec.DecodeError as error:
+        return Rejection(Reason.INVALID_JSON, str(error))
+    return None

@@ -1,0 +1,67 @@
+"""Limit events: the decisions lineguard emits, and their wire form."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Final
+
+import msgspec
+import orjson
+
+from risk.clock import format_timestamp
+
+FREEZE: Final = "limit.freeze"
+RESTORE: Final = "limit.restore"
+
+
+class ReasonCode(msgspec.Struct, frozen=True):
+    """One reason of a decision: the measured value against the policy threshold."""
+
+    code: str
+    value: int | float
+    threshold: int | float
+    message: str
+
+
+class Decision(msgspec.Struct, frozen=True):
+    """A freeze or restore, complete but for ``decided_at``, which is wall-clock time."""
+
+    type: str
+    user_id: str
+    occurred_at: int
+    caused_by: str
+    reasons: tuple[ReasonCode, ...]
+    features: dict[str, Any]
+    restore_path: tuple[str, ...]
+    policy_version: str
+
+    @property
+    def event_id(self) -> str:
+        """Deterministic id, so consumers can deduplicate a decision re-emitted after a crash."""
+        name = f"lineguard:{self.user_id}:{self.type}:{self.caused_by}:{self.policy_version}"
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+    def to_json(self, decided_at: int) -> bytes:
+        """The record value on ``credit.limit-events.v1``, fields in the contract's order."""
+        return orjson.dumps(
+            {
+                "event_id": self.event_id,
+                "type": self.type,
+                "user_id": self.user_id,
+                "occurred_at": format_timestamp(self.occurred_at),
+                "decided_at": format_timestamp(decided_at),
+                "caused_by": self.caused_by,
+                "reasons": [
+                    {
+                        "code": r.code,
+                        "value": r.value,
+                        "threshold": r.threshold,
+                        "message": r.message,
+                    }
+                    for r in self.reasons
+                ],
+                "features": self.features,
+                "restore_path": list(self.restore_path),
+                "policy_version": self.policy_version,
+            }
+        )

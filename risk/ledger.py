@@ -1,0 +1,137 @@
+"""The instalment ledger and overdue episodes: state changes made at the user's clock.
+
+Every change happens at ``state.clock``: a late repayment is allocated when it
+is applied and never rewrites an episode that has already happened.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+
+from risk.clock import DAY, add_months
+from risk.contract import Purchase
+from risk.policy import EPISODES_CAP, Policy
+from risk.state import INSTALMENTS_CAP, Episode, Instalment, UserState
+
+
+def add_purchase(state: UserState, purchase: Purchase) -> None:
+    """Split a purchase into instalments and pay them from any credit at once."""
+    share, remainder = divmod(purchase.amount, purchase.installments)
+    created = [
+        Instalment(
+            order_id=purchase.order_id,
+            number=number + 1,
+            due_at=add_months(purchase.first_due, number),
+            amount=share + (remainder if number == 0 else 0),
+        )
+        for number in range(purchase.installments)
+    ]
+    for instalment in created:
+        if state.credit:
+            payment = min(state.credit, instalment.amount)
+            instalment.paid = payment
+            state.credit -= payment
+        if instalment.unpaid:
+            index = bisect_right(state.instalments, instalment.due_at, key=_due)
+            state.instalments.insert(index, instalment)
+        else:
+            state.paid_on_time += 1
+    while len(state.instalments) > INSTALMENTS_CAP:
+        _merge_latest(state.instalments)
+
+
+def _due(instalment: Instalment) -> int:
+    return instalment.due_at
+
+
+def _merge_latest(instalments: list[Instalment]) -> None:
+    """Fold the latest-due instalment into the one before it, keeping the earlier due date."""
+    latest = instalments.pop()
+    kept = instalments[-1]
+    kept.amount += latest.amount
+    kept.paid += latest.paid
+
+
+def repay(state: UserState, amount: int, order_id: str | None) -> None:
+    """Allocate a repayment: the named order first, then everything by due date; rest is credit."""
+    ordered = state.instalments
+    if order_id is not None:
+        ordered = [i for i in ordered if i.order_id == order_id] + [
+            i for i in ordered if i.order_id != order_id
+        ]
+    episode = state.open_episode
+    for instalment in ordered:
+        if not amount:
+            break
+        payment = min(amount, instalment.unpaid)
+        instalment.paid += payment
+        amount -= payment
+        if instalment.unpaid:
+            continue
+        if instalment.overdue:
+            state.paid_late += 1
+            if episode is not None:
+                episode.max_dpd = max(episode.max_dpd, (state.clock - instalment.due_at) // DAY)
+        else:
+            state.paid_on_time += 1
+    state.instalments = [i for i in state.instalments if i.unpaid]
+    state.credit += amount
+
+
+def mark_overdue(state: UserState, policy: Policy) -> None:
+    """Mark instalments past due + grace at the clock, starting an episode if none runs."""
+    for instalment in state.instalments:
+        if instalment.due_at + policy.grace > state.clock:
+            break
+        if not instalment.overdue:
+            instalment.overdue = True
+            if state.open_episode is None:
+                state.episodes.append(Episode(start=state.clock))
+                _bound_episodes(state, policy)
+
+
+def close_episode_if_cured(state: UserState, policy: Policy) -> None:
+    """End the spell once nothing is overdue, and fix the cure period's length."""
+    episode = state.open_episode
+    if episode is None or (state.instalments and state.instalments[0].overdue):
+        return
+    episode.end = state.clock
+    minor = episode.max_dpd <= policy.minor_max_dpd
+    alone = episodes_since(state, state.clock - policy.episode_window) <= 1
+    state.cure_until = state.clock + (0 if minor and alone else policy.cure)
+
+
+def current_max_dpd(state: UserState) -> int:
+    """Largest DPD reached in the running spell so far; 0 when none runs."""
+    episode = state.open_episode
+    if episode is None:
+        return 0
+    oldest = state.instalments[0]
+    running = (state.clock - oldest.due_at) // DAY if oldest.overdue else 0
+    return max(episode.max_dpd, running)
+
+
+def episodes_since(state: UserState, start: int) -> int:
+    """Episodes whose start lies after ``start``."""
+    return sum(1 for episode in state.episodes if episode.start > start)
+
+
+def next_overdue_at(state: UserState, policy: Policy) -> int | None:
+    """When the next instalment goes overdue (instalments are sorted by due date)."""
+    for instalment in state.instalments:
+        if not instalment.overdue:
+            return instalment.due_at + policy.grace
+    return None
+
+
+def prune_episodes(state: UserState, policy: Policy) -> None:
+    """Forget ended episodes that no window or cure rule can see any more."""
+    horizon = state.clock - policy.episode_window
+    if state.episodes and state.episodes[0].start <= horizon and state.episodes[0].end is not None:
+        state.episodes = [e for e in state.episodes if e.start > horizon or e.end is None]
+
+
+def _bound_episodes(state: UserState, policy: Policy) -> None:
+    prune_episodes(state, policy)
+    if len(state.episodes) > EPISODES_CAP:
+        del state.episodes[: len(state.episodes) - EPISODES_CAP]

@@ -1,0 +1,271 @@
+"""The risk policy: a versioned TOML file holding every threshold, window and period.
+
+Loading checks types, ranges and the relations between fields, and every error
+names the field's path (``rules.loan_velocity.restore_max_applications``), so a
+bad file stops start-up with a message the risk team can act on.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from fractions import Fraction
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Final
+
+import msgspec
+
+from risk.clock import DAY, HOUR, parse_duration
+
+EXACT_TIMESTAMPS_CAP: Final = 64
+"""Exact timestamps kept per window; a count threshold above this could not be decided exactly."""
+EPISODES_CAP: Final = 32
+"""Overdue episodes kept per user."""
+MAX_WINDOW: Final = 400 * DAY
+"""Longest window: hourly buckets beyond the exact cap stay below 9,600 per window."""
+
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Duration = Annotated[str, msgspec.Meta(pattern=r"^[0-9]+(s|m|h|d)$")]
+Ratio = Annotated[str, msgspec.Meta(pattern=r"^[0-9]+(\.[0-9]+)?$")]
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}")
+
+
+class PolicyError(ValueError):
+    """A policy file that must not be used; the message names the field."""
+
+
+# Every section forbids unknown keys: in a policy file they are typos, and a
+# silently ignored threshold is worse than a refused start-up.
+class OverduePolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Grace, cure and episode counting."""
+
+    grace_days: Count = 3
+    minor_max_dpd: Count = 3
+    cure_days: Count = 30
+    episode_window: Duration = "180d"
+
+
+class OverdueActiveRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Freeze while any instalment is overdue."""
+
+    enabled: bool = True
+
+
+class OverdueRepeatedRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Freeze on repeated overdue episodes."""
+
+    enabled: bool = True
+    freeze_min_episodes: Annotated[int, msgspec.Meta(ge=1)] = 3
+    restore_max_episodes: Count = 2
+
+
+class LoanVelocityRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Freeze on many loan applications in a short window."""
+
+    enabled: bool = True
+    window: Duration = "7d"
+    freeze_min_applications: Annotated[int, msgspec.Meta(ge=1)] = 5
+    restore_max_applications: Count = 2
+    long_window: Duration = "30d"
+
+
+class SmallLoanBurstRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Freeze on a burst of small applications."""
+
+    enabled: bool = True
+    window: Duration = "24h"
+    small_max_amount: Annotated[int, msgspec.Meta(ge=1)] = 100000
+    freeze_min_applications: Annotated[int, msgspec.Meta(ge=1)] = 3
+    restore_max_applications: Count = 1
+
+
+class SpendIncomeRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Freeze when spend runs far ahead of the declared monthly income."""
+
+    enabled: bool = True
+    window: Duration = "30d"
+    freeze_above_ratio: Ratio = "3"
+    restore_max_ratio: Ratio = "2.0"
+
+
+class Rules(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One section per freeze rule of the default policy."""
+
+    overdue_active: OverdueActiveRule = OverdueActiveRule()
+    overdue_repeated: OverdueRepeatedRule = OverdueRepeatedRule()
+    loan_velocity: LoanVelocityRule = LoanVelocityRule()
+    small_loan_burst: SmallLoanBurstRule = SmallLoanBurstRule()
+    spend_income: SpendIncomeRule = SpendIncomeRule()
+
+
+class TimePolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Event-time handling."""
+
+    allowed_lateness: Duration = "7d"
+    watermark_delay: Duration = "60s"
+    dedup_horizon: Duration = "30d"
+    max_future_skew: Duration = "1d"
+
+
+class InputPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Limits on input records."""
+
+    max_record_bytes: Annotated[int, msgspec.Meta(ge=256, le=16 * 1024 * 1024)] = 65536
+
+
+class PolicyFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The policy file as written."""
+
+    version: str
+    overdue: OverduePolicy = OverduePolicy()
+    rules: Rules = Rules()
+    time: TimePolicy = TimePolicy()
+    input: InputPolicy = InputPolicy()
+
+
+class Policy(msgspec.Struct, frozen=True):
+    """The validated policy in the units the core computes with (microseconds, fractions)."""
+
+    source: PolicyFile
+    version: str
+    grace: int
+    minor_max_dpd: int
+    cure: int
+    episode_window: int
+    loan_window: int
+    loan_long_window: int
+    small_window: int
+    spend_window: int
+    freeze_above_ratio: Fraction
+    restore_max_ratio: Fraction
+    allowed_lateness: int
+    watermark_delay: int
+    dedup_horizon: int
+    max_future_skew: int
+    max_record_bytes: int
+
+
+def parse_policy(text: str) -> Policy:
+    """Parse and validate policy TOML; raise :class:`PolicyError` naming the field."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise PolicyError(f"policy is not valid TOML: {error}") from error
+    try:
+        source = msgspec.convert(raw, PolicyFile)
+    except msgspec.ValidationError as error:
+        raise PolicyError(f"invalid policy: {_dotted(str(error))}") from error
+    return _resolve(source)
+
+
+def load_policy(path: Path | None = None) -> Policy:
+    """Load a policy file, or the packaged default policy when ``path`` is None."""
+    if path is None:
+        text = resources.files("risk").joinpath("default_policy.toml").read_text("utf-8")
+        return parse_policy(text)
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise PolicyError(f"cannot read policy file {path}: {error}") from error
+    return parse_policy(text)
+
+
+def _dotted(message: str) -> str:
+    """Turn msgspec's ``$.rules.x`` paths into the dotted names of the TOML file."""
+    return re.sub(r"`\$\.([^`]*)`", r"`\1`", message).replace("`$`", "the top level")
+
+
+def _duration(value: str, field: str, *, positive: bool = True) -> int:
+    micros = parse_duration(value)
+    if micros is None or (positive and micros == 0):
+        raise PolicyError(f"invalid policy: `{field}` must be a positive duration, got {value!r}")
+    if micros > MAX_WINDOW:
+        raise PolicyError(f"invalid policy: `{field}` must be at most 400d, got {value!r}")
+    return micros
+
+
+def _resolve(source: PolicyFile) -> Policy:
+    if _VERSION.fullmatch(source.version) is None:
+        raise PolicyError(
+            "invalid policy: `version` must be 1-64 characters of letters, digits and ._:+-,"
+            f" got {source.version!r}"
+        )
+    rules = source.rules
+    for name, freeze, restore in (
+        ("overdue_repeated", rules.overdue_repeated.freeze_min_episodes,
+         rules.overdue_repeated.restore_max_episodes),
+        ("loan_velocity", rules.loan_velocity.freeze_min_applications,
+         rules.loan_velocity.restore_max_applications),
+        ("small_loan_burst", rules.small_loan_burst.freeze_min_applications,
+         rules.small_loan_burst.restore_max_applications),
+    ):  # fmt: skip
+        restore_field = (
+            "restore_max_episodes" if name == "overdue_repeated" else ("restore_max_applications")
+        )
+        if restore >= freeze:
+            raise PolicyError(
+                f"invalid policy: `rules.{name}.{restore_field}` ({restore}) must be below the"
+                f" freeze threshold ({freeze}), or a line would be frozen and restored at once"
+            )
+    cap_checks = (
+        ("overdue_repeated.freeze_min_episodes", rules.overdue_repeated.freeze_min_episodes,
+         EPISODES_CAP),
+        ("loan_velocity.freeze_min_applications", rules.loan_velocity.freeze_min_applications,
+         EXACT_TIMESTAMPS_CAP),
+        ("small_loan_burst.freeze_min_applications",
+         rules.small_loan_burst.freeze_min_applications, EXACT_TIMESTAMPS_CAP),
+    )  # fmt: skip
+    for field, value, cap in cap_checks:
+        if value > cap:
+            raise PolicyError(
+                f"invalid policy: `rules.{field}` ({value}) is above {cap}, the number of"
+                " exact entries kept per user, so it could not be decided exactly"
+            )
+    freeze_ratio = Fraction(rules.spend_income.freeze_above_ratio)
+    restore_ratio = Fraction(rules.spend_income.restore_max_ratio)
+    if restore_ratio > freeze_ratio:
+        raise PolicyError(
+            "invalid policy: `rules.spend_income.restore_max_ratio` must not exceed"
+            " `rules.spend_income.freeze_above_ratio`"
+        )
+    loan_window = _duration(rules.loan_velocity.window, "rules.loan_velocity.window")
+    loan_long_window = _duration(rules.loan_velocity.long_window, "rules.loan_velocity.long_window")
+    small_window = _duration(rules.small_loan_burst.window, "rules.small_loan_burst.window")
+    if small_window > loan_long_window or loan_window > loan_long_window:
+        raise PolicyError(
+            "invalid policy: `rules.loan_velocity.long_window` must be at least as long as"
+            " `rules.loan_velocity.window` and `rules.small_loan_burst.window`"
+        )
+    time = source.time
+    allowed_lateness = _duration(time.allowed_lateness, "time.allowed_lateness", positive=False)
+    dedup_horizon = _duration(time.dedup_horizon, "time.dedup_horizon")
+    if dedup_horizon < max(30 * DAY, allowed_lateness):
+        raise PolicyError(
+            "invalid policy: `time.dedup_horizon` must be at least 30d and at least"
+            " `time.allowed_lateness`, so that a late duplicate is still recognised"
+        )
+    episode_window = _duration(source.overdue.episode_window, "overdue.episode_window")
+    if source.overdue.cure_days * DAY > MAX_WINDOW or source.overdue.grace_days * DAY > MAX_WINDOW:
+        raise PolicyError(
+            "invalid policy: `overdue.cure_days` and `grace_days` must be at most 400"
+        )
+    return Policy(
+        source=source,
+        version=source.version,
+        grace=source.overdue.grace_days * DAY,
+        minor_max_dpd=source.overdue.minor_max_dpd,
+        cure=source.overdue.cure_days * DAY,
+        episode_window=episode_window,
+        loan_window=loan_window,
+        loan_long_window=loan_long_window,
+        small_window=small_window,
+        spend_window=_duration(rules.spend_income.window, "rules.spend_income.window"),
+        freeze_above_ratio=freeze_ratio,
+        restore_max_ratio=restore_ratio,
+        allowed_lateness=allowed_lateness,
+        watermark_delay=_duration(time.watermark_delay, "time.watermark_delay", positive=False),
+        dedup_horizon=dedup_horizon,
+        max_future_skew=max(_duration(time.max_future_skew, "time.max_future_skew"), HOUR // 60),
+        max_record_bytes=source.input.max_record_bytes,
+    )

@@ -1,0 +1,87 @@
+"""Per-user state: the instalment ledger, overdue episodes, windows, income and dedup memory.
+
+Every structure is bounded whatever the traffic (see the caps below and the
+README), because one user's state is one Faust table record.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from risk.window import Window
+
+INSTALMENTS_CAP: Final = 1024
+"""Open instalments per user; past it the two latest-due ones merge (earlier due date kept)."""
+DEDUP_CAP: Final = 2048
+"""Event-id hashes remembered per user; past it the oldest are forgotten and ``dedup_floor`` set."""
+
+
+class Instalment(msgspec.Struct, array_like=True):
+    """One unpaid instalment. ``number`` counts from 1 within its order."""
+
+    order_id: str
+    number: int
+    due_at: int
+    amount: int
+    paid: int = 0
+    overdue: bool = False
+
+    @property
+    def unpaid(self) -> int:
+        """Amount still owed."""
+        return self.amount - self.paid
+
+
+class Episode(msgspec.Struct, array_like=True):
+    """One delinquency spell; ``max_dpd`` covers instalments settled so far, final once ended."""
+
+    start: int
+    end: int | None = None
+    max_dpd: int = 0
+
+
+class LastDecision(msgspec.Struct, array_like=True):
+    """The latest limit event emitted for the user."""
+
+    type: str
+    event_id: str
+    occurred_at: int
+    caused_by: str
+
+
+class UserState(msgspec.Struct, omit_defaults=True):
+    """Everything lineguard knows about one user. Times are epoch microseconds (UTC)."""
+
+    user_id: str
+    first_seen: int
+    clock: int
+    last_activity: int
+    frozen: bool = False
+    freeze_reasons: list[str] = []
+    last_decision: LastDecision | None = None
+    instalments: list[Instalment] = []
+    credit: int = 0
+    paid_on_time: int = 0
+    paid_late: int = 0
+    episodes: list[Episode] = []
+    cure_until: int = 0
+    income: int | None = None
+    income_at: int = 0
+    applications: Window = msgspec.field(default_factory=Window)
+    small_applications: Window = msgspec.field(default_factory=Window)
+    spend: Window = msgspec.field(default_factory=Window)
+    seen: dict[int, int] = {}
+    dedup_floor: int | None = None
+
+    @property
+    def open_episode(self) -> Episode | None:
+        """The running delinquency spell, if any."""
+        if self.episodes and self.episodes[-1].end is None:
+            return self.episodes[-1]
+        return None
+
+
+STATE_ENCODER: Final = msgspec.msgpack.Encoder()
+STATE_DECODER: Final = msgspec.msgpack.Decoder(UserState)

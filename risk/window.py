@@ -1,0 +1,84 @@
+"""Event-time sliding windows with bounded memory.
+
+A window of length W at time t covers (t - W, t]: an entry at e counts up to,
+but not at, e + W. The newest ``exact_cap`` entries are kept exactly; older ones
+fold into one-hour buckets that remember their latest entry and leave the window
+with it. A count rule "count >= K" with K <= ``exact_cap`` is therefore decided
+exactly, because the K newest entries are always exact; only features that count
+past the cap (or sum amounts past it) can run up to one hour long.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+
+import msgspec
+
+from risk.clock import HOUR
+
+
+class Window(msgspec.Struct, array_like=True, omit_defaults=True):
+    """Entries (time, value) sorted by time; bucket entries are all older than exact ones."""
+
+    times: list[int] = []
+    values: list[int] = []
+    bucket_hours: list[int] = []
+    bucket_latest: list[int] = []
+    bucket_values: list[int] = []
+
+    def add(self, at: int, value: int, exact_cap: int) -> None:
+        """Insert an entry, folding the oldest exact one into a bucket past the cap."""
+        if self.bucket_hours and at < (self.times[0] if self.times else self.bucket_latest[-1]):
+            self._add_to_bucket(at, value)
+            return
+        index = bisect_right(self.times, at)
+        self.times.insert(index, at)
+        self.values.insert(index, value)
+        if len(self.times) > exact_cap:
+            self._add_to_bucket(self.times.pop(0), self.values.pop(0))
+
+    def _add_to_bucket(self, at: int, value: int) -> None:
+        hour = at // HOUR
+        index = bisect_left(self.bucket_hours, hour)
+        if index < len(self.bucket_hours) and self.bucket_hours[index] == hour:
+            self.bucket_values[index] += value
+            self.bucket_latest[index] = max(self.bucket_latest[index], at)
+            return
+        self.bucket_hours.insert(index, hour)
+        self.bucket_latest.insert(index, at)
+        self.bucket_values.insert(index, value)
+
+    def prune(self, horizon_start: int) -> None:
+        """Forget what no window can see any more: entries at or before ``horizon_start``."""
+        if self.bucket_latest and self.bucket_latest[0] <= horizon_start:
+            keep = [i for i, latest in enumerate(self.bucket_latest) if latest > horizon_start]
+            self.bucket_hours = [self.bucket_hours[i] for i in keep]
+            self.bucket_latest = [self.bucket_latest[i] for i in keep]
+            self.bucket_values = [self.bucket_values[i] for i in keep]
+        if self.times and self.times[0] <= horizon_start:
+            cut = bisect_right(self.times, horizon_start)
+            del self.times[:cut]
+            del self.values[:cut]
+
+    def total(self, start: int) -> int:
+        """Sum of the values of the entries after ``start`` (the window's open end)."""
+        cut = bisect_right(self.times, start)
+        exact = sum(self.values[cut:]) if cut else sum(self.values)
+        if not self.bucket_latest:
+            return exact
+        return exact + sum(
+            value
+            for latest, value in zip(self.bucket_latest, self.bucket_values, strict=True)
+            if latest > start
+        )
+
+    def oldest_after(self, start: int) -> int | None:
+        """Time of the oldest entry after ``start``: the next one to leave the window."""
+        for latest in self.bucket_latest:
+            if latest > start:
+                return latest
+        cut = bisect_right(self.times, start)
+        return self.times[cut] if cut < len(self.times) else None
+
+    def __len__(self) -> int:
+        return len(self.times) + len(self.bucket_hours)

@@ -1,0 +1,1 @@
+"""The Faust app and its wiring: settings, topics, tables, web views, metrics and the CLI."""

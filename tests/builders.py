@@ -1,0 +1,109 @@
+"""Builders for replay input lines and a helper to run the core over them."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import orjson
+
+from risk.clock import parse_timestamp
+from risk.policy import Policy, load_policy
+from risk.replay import INPUT_TOPICS, ReplayResult, parse_records, replay
+
+PURCHASES, REPAYMENTS, APPLICATIONS = INPUT_TOPICS
+NOW = "2030-01-01T00:00:00Z"
+_ids = itertools.count(1)
+
+
+def ts(text: str) -> int:
+    parsed = parse_timestamp(text)
+    assert isinstance(parsed, int), parsed
+    return parsed
+
+
+def _record(topic: str, user: str, body: dict[str, Any], event_id: str | None) -> dict[str, Any]:
+    value = {"event_id": event_id or f"e-{next(_ids)}", "user_id": user, **body}
+    return {"topic": topic, "key": user, "value": value}
+
+
+def purchase(
+    at: str,
+    amount: int,
+    *,
+    user: str = "u-1",
+    order: str = "o-1",
+    installments: int | None = None,
+    first_due: str | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"occurred_at": at, "order_id": order, "amount": amount}
+    if installments is not None:
+        body["installments"] = installments
+    if first_due is not None:
+        body["first_due_at"] = first_due
+    return _record(PURCHASES, user, body, event_id)
+
+
+def repayment(
+    at: str,
+    amount: int,
+    *,
+    user: str = "u-1",
+    order: str | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"occurred_at": at, "amount": amount}
+    if order is not None:
+        body["order_id"] = order
+    return _record(REPAYMENTS, user, body, event_id)
+
+
+def application(
+    at: str,
+    requested: int = 500_000,
+    *,
+    user: str = "u-1",
+    income: int | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"occurred_at": at, "requested_amount": requested}
+    if income is not None:
+        body["declared_monthly_income"] = income
+    return _record(APPLICATIONS, user, body, event_id)
+
+
+def run(
+    lines: list[dict[str, Any]],
+    *,
+    until: str | None = None,
+    partitions: int = 1,
+    policy: Policy | None = None,
+    now: str = NOW,
+) -> ReplayResult:
+    raw = [orjson.dumps(line) for line in lines]
+    return replay(
+        list(parse_records(raw)),
+        policy or load_policy(),
+        partitions=partitions,
+        until=None if until is None else ts(until),
+        now=ts(now),
+    )
+
+
+def decisions(result: ReplayResult) -> list[dict[str, Any]]:
+    """Decisions as they appear on the topic, without the wall-clock ``decided_at``."""
+    out = []
+    for decision in result.decisions:
+        doc = orjson.loads(decision.to_json(0))
+        del doc["decided_at"]
+        out.append(doc)
+    return out
+
+
+def summary(result: ReplayResult) -> list[tuple[str, str, str, list[str]]]:
+    """(type, occurred_at, caused_by, reason codes) per decision: the hand-checked essentials."""
+    return [
+        (d["type"], d["occurred_at"], d["caused_by"], [r["code"] for r in d["reasons"]])
+        for d in decisions(result)
+    ]

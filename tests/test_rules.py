@@ -1,0 +1,288 @@
+"""Hand-checked scenarios: one per rule of the default policy, for freeze and restore."""
+
+from __future__ import annotations
+
+import uuid
+
+from builders import application, decisions, purchase, repayment, run, summary
+
+FREEZE, RESTORE = "limit.freeze", "limit.restore"
+
+# One instalment of 35000 due 2026-03-01T00:00Z: overdue at exactly 2026-03-04T00:00Z.
+BOUGHT = purchase("2026-02-01T00:00:00Z", 35000, order="o-17", first_due="2026-03-01T00:00:00Z")
+
+
+def test_repayment_just_before_due_plus_grace_is_on_time() -> None:
+    result = run(
+        [BOUGHT, repayment("2026-03-03T23:59:59.999999Z", 35000)], until="2026-06-01T00:00:00Z"
+    )
+    assert summary(result) == []
+
+
+def test_repayment_at_exactly_due_plus_grace_is_late_and_the_zero_day_cure_restores_at_once() -> (
+    None
+):
+    result = run([BOUGHT, repayment("2026-03-04T00:00:00Z", 35000, event_id="r-1")])
+    assert summary(result) == [
+        (FREEZE, "2026-03-04T00:00:00Z", "timer:overdue:2026-03-04T00:00:00Z", ["OVERDUE_ACTIVE"]),
+        (RESTORE, "2026-03-04T00:00:00Z", "r-1", ["REPAID_AND_CURED"]),
+    ]
+    freeze, restore = decisions(result)
+    assert freeze["reasons"] == [
+        {
+            "code": "OVERDUE_ACTIVE",
+            "value": 1,
+            "threshold": 1,
+            "message": "instalment 1 of order o-17 is 3 days past due",
+        }
+    ]
+    assert freeze["features"]["max_dpd"] == 3
+    assert freeze["restore_path"] == ["repay 35000 overdue"]
+    assert restore["restore_path"] == []
+    assert restore["features"]["cure_ends_at"] is None
+    assert restore["features"]["outstanding"] == 0
+
+
+def test_overdue_freeze_has_the_contract_fields_and_a_deterministic_event_id() -> None:
+    result = run(
+        [
+            application("2026-01-05T00:00:00Z", 50000, income=800000, event_id="a-1"),
+            BOUGHT,
+            repayment("2026-03-06T00:00:00Z", 10000, event_id="r-1"),
+        ]
+    )
+    (freeze,) = decisions(result)
+    assert list(freeze) == [
+        "event_id", "type", "user_id", "occurred_at", "caused_by", "reasons", "features",
+        "restore_path", "policy_version",
+    ]  # fmt: skip
+    assert freeze["event_id"] == str(
+        uuid.uuid5(
+            uuid.NAMESPACE_URL,
+            "lineguard:u-1:limit.freeze:timer:overdue:2026-03-04T00:00:00Z:2026-11-28.1",
+        )
+    )
+    assert freeze["features"] == {
+        "overdue_active": 1,
+        "overdue_amount": 35000,
+        "max_dpd": 3,
+        "overdue_episodes_180d": 1,
+        "loan_applications_7d": 0,
+        "loan_applications_30d": 0,
+        "small_loan_applications_24h": 0,
+        "spend_30d": 0,
+        "declared_monthly_income": 800000,
+        "outstanding": 35000,
+        "credit": 0,
+        "cure_ends_at": None,
+    }
+    assert freeze["policy_version"] == "2026-11-28.1"
+
+
+def test_overdue_past_minor_dpd_needs_the_thirty_day_cure() -> None:
+    result = run(
+        [BOUGHT, repayment("2026-03-06T00:00:00Z", 35000, event_id="r-1")],
+        until="2026-05-01T00:00:00Z",
+    )
+    assert summary(result) == [
+        (FREEZE, "2026-03-04T00:00:00Z", "timer:overdue:2026-03-04T00:00:00Z", ["OVERDUE_ACTIVE"]),
+        (RESTORE, "2026-04-05T00:00:00Z", "timer:cure:2026-04-05T00:00:00Z", ["REPAID_AND_CURED"]),
+    ]
+
+
+def test_cure_does_not_restore_before_the_watermark_reaches_it() -> None:
+    result = run([BOUGHT, repayment("2026-03-06T00:00:00Z", 35000)])
+    assert [d[0] for d in summary(result)] == [FREEZE]
+
+
+def test_partial_repayment_keeps_the_line_frozen_and_says_what_is_left() -> None:
+    result = run(
+        [
+            BOUGHT,
+            repayment("2026-03-05T00:00:00Z", 20000),
+            purchase("2026-03-05T01:00:00Z", 100, order="o-18"),
+        ]
+    )
+    (freeze,) = decisions(result)
+    assert freeze["restore_path"] == ["repay 35000 overdue"]
+
+
+def _overdue_episode(buy: str, due: str, repay: str, order: str) -> list[dict[str, object]]:
+    return [
+        purchase(buy, 1000, order=order, first_due=due),
+        repayment(repay, 1000, event_id=f"r-{order}"),
+    ]
+
+
+def test_overdue_repeated_freezes_on_the_third_episode_and_restores_when_one_leaves() -> None:
+    lines = [
+        *_overdue_episode("2026-01-01T00:00:00Z", "2026-01-10T00:00:00Z", "2026-01-13T12:00:00Z", "a"),
+        *_overdue_episode("2026-01-20T00:00:00Z", "2026-02-10T00:00:00Z", "2026-02-14T00:00:00Z", "b"),
+        *_overdue_episode("2026-03-20T00:00:00Z", "2026-04-10T00:00:00Z", "2026-04-14T00:00:00Z", "c"),
+    ]  # fmt: skip
+    result = run(lines, until="2026-08-01T00:00:00Z")
+    assert summary(result) == [
+        (FREEZE, "2026-01-13T00:00:00Z", "timer:overdue:2026-01-13T00:00:00Z", ["OVERDUE_ACTIVE"]),
+        # max DPD 3 and the only episode: no cure period.
+        (RESTORE, "2026-01-13T12:00:00Z", "r-a", ["REPAID_AND_CURED"]),
+        (FREEZE, "2026-02-13T00:00:00Z", "timer:overdue:2026-02-13T00:00:00Z", ["OVERDUE_ACTIVE"]),
+        # the second episode in 180 days: 30 days of cure from the repayment.
+        (RESTORE, "2026-03-16T00:00:00Z", "timer:cure:2026-03-16T00:00:00Z", ["REPAID_AND_CURED"]),
+        (
+            FREEZE, "2026-04-13T00:00:00Z", "timer:overdue:2026-04-13T00:00:00Z",
+            ["OVERDUE_ACTIVE", "OVERDUE_REPEATED"],
+        ),
+        # cure ends 2026-05-14, but 3 episodes stay in 180 days until the first leaves.
+        (
+            RESTORE, "2026-07-12T00:00:00Z", "timer:window:2026-07-12T00:00:00Z",
+            ["REPAID_AND_CURED", "OVERDUE_REPEATED_CLEARED"],
+        ),
+    ]  # fmt: skip
+    third_freeze = decisions(result)[4]
+    assert third_freeze["reasons"][1]["value"] == 3
+    assert third_freeze["features"]["overdue_episodes_180d"] == 3
+
+
+def test_one_abandoned_order_is_one_long_episode() -> None:
+    result = run(
+        [
+            purchase(
+                "2026-01-01T00:00:00Z", 3000, installments=3, first_due="2026-02-01T00:00:00Z"
+            ),
+            repayment("2026-06-01T00:00:00Z", 3000, event_id="r-1"),
+        ],
+        until="2026-09-01T00:00:00Z",
+    )
+    assert summary(result) == [
+        (FREEZE, "2026-02-04T00:00:00Z", "timer:overdue:2026-02-04T00:00:00Z", ["OVERDUE_ACTIVE"]),
+        (RESTORE, "2026-07-01T00:00:00Z", "timer:cure:2026-07-01T00:00:00Z", ["REPAID_AND_CURED"]),
+    ]
+    assert decisions(result)[1]["features"]["overdue_episodes_180d"] == 1
+
+
+def test_loan_velocity_freezes_at_five_and_restores_when_the_third_leaves_at_exactly_seven_days() -> (
+    None
+):
+    lines = [
+        application(f"2026-05-0{day}T10:00:00Z", 500_000, event_id=f"a-{day}")
+        for day in range(1, 6)
+    ]
+    result = run(lines, until="2026-06-01T00:00:00Z")
+    assert summary(result) == [
+        (FREEZE, "2026-05-05T10:00:00Z", "a-5", ["LOAN_VELOCITY"]),
+        # a-3 (2026-05-03T10:00Z) leaves (t - 7d, t] at exactly t = 2026-05-10T10:00Z.
+        (RESTORE, "2026-05-10T10:00:00Z", "timer:window:2026-05-10T10:00:00Z", ["LOAN_VELOCITY_CLEARED"]),
+    ]  # fmt: skip
+    freeze, restore = decisions(result)
+    assert freeze["reasons"][0]["value"] == 5
+    assert freeze["restore_path"] == ["wait until loan applications in 7d fall from 5 to 2"]
+    assert restore["reasons"][0]["value"] == 2
+    assert restore["reasons"][0]["threshold"] == 2
+
+
+def test_an_application_still_counts_one_microsecond_before_seven_days() -> None:
+    lines = [
+        application(f"2026-05-0{day}T10:00:00Z", 500_000, event_id=f"a-{day}")
+        for day in range(1, 6)
+    ]
+    lines.append(application("2026-05-10T09:59:59.999999Z", 500_000, event_id="a-6"))
+    result = run(lines)
+    # At a-6, a-3 has not left yet: 4 in the window, above the restore bound of 2.
+    assert [d[0] for d in summary(result)] == [FREEZE]
+
+
+def test_small_loan_burst_and_its_restore() -> None:
+    lines = [
+        application("2026-05-01T10:00:00Z", 100_000, event_id="s-1"),
+        application("2026-05-01T12:00:00Z", 99_000, event_id="s-2"),
+        application("2026-05-01T20:00:00Z", 5_000, event_id="s-3"),
+    ]
+    result = run(lines, until="2026-05-10T00:00:00Z")
+    assert summary(result) == [
+        (FREEZE, "2026-05-01T20:00:00Z", "s-3", ["SMALL_LOAN_BURST"]),
+        # Small ones fall to <= 1 in 24 hours at 2026-05-02T12:00Z, but a restore also needs
+        # <= 2 applications of any size in 7 days: that holds once s-1 leaves them.
+        (RESTORE, "2026-05-08T10:00:00Z", "timer:window:2026-05-08T10:00:00Z", ["SMALL_LOAN_BURST_CLEARED"]),
+    ]  # fmt: skip
+    restore = decisions(result)[1]
+    assert restore["features"]["loan_applications_7d"] == 2
+    assert restore["features"]["small_loan_applications_24h"] == 0
+
+
+def test_an_application_just_above_the_small_limit_is_not_small() -> None:
+    lines = [application(f"2026-05-01T1{h}:00:00Z", 100_001) for h in range(3)]
+    assert summary(run(lines)) == []
+
+
+def _spend_lines(amounts: list[tuple[str, int]]) -> list[dict[str, object]]:
+    lines: list[dict[str, object]] = [application("2026-04-01T00:00:00Z", 200_000, income=800_000)]
+    for index, (at, amount) in enumerate(amounts):
+        order = f"o-{index}"
+        lines.append(purchase(at, amount, order=order, event_id=f"p-{index}"))
+        lines.append(repayment(at.replace("T00", "T01"), amount, order=order))
+    return lines
+
+
+def test_spend_income_mismatch_with_hysteresis() -> None:
+    lines = _spend_lines(
+        [
+            ("2026-04-02T00:00:00Z", 400_000),
+            ("2026-04-12T00:00:00Z", 1_000_000),
+            ("2026-04-22T00:00:00Z", 1_100_000),
+        ]
+    )
+    result = run(lines, until="2026-06-01T00:00:00Z")
+    assert summary(result) == [
+        # 2,500,000 > 3 x 800,000
+        (FREEZE, "2026-04-22T00:00:00Z", "p-2", ["SPEND_INCOME_MISMATCH"]),
+        # 2026-05-02: 2,100,000 is below the freeze bound but above 2 x income: still frozen.
+        # 2026-05-12: 1,100,000 <= 1,600,000.
+        (
+            RESTORE, "2026-05-12T00:00:00Z", "timer:window:2026-05-12T00:00:00Z",
+            ["SPEND_INCOME_MISMATCH_CLEARED"],
+        ),
+    ]  # fmt: skip
+    freeze, restore = decisions(result)
+    assert freeze["reasons"][0]["value"] == 3.125
+    assert freeze["reasons"][0]["threshold"] == 3
+    assert freeze["restore_path"] == [
+        "wait until spend over 30d falls from 2500000 to 2.0 × the declared monthly income 800000"
+    ]
+    assert restore["features"]["spend_30d"] == 1_100_000
+
+
+def test_spend_exactly_at_three_times_income_does_not_freeze() -> None:
+    assert summary(run(_spend_lines([("2026-04-02T00:00:00Z", 2_400_000)]))) == []
+
+
+def test_spend_without_declared_income_never_freezes() -> None:
+    lines = [
+        purchase("2026-04-02T00:00:00Z", 90_000_000),
+        repayment("2026-04-02T01:00:00Z", 90_000_000),
+    ]
+    assert summary(run(lines)) == []
+
+
+def test_a_higher_declared_income_restores() -> None:
+    lines = _spend_lines([("2026-04-02T00:00:00Z", 2_500_000)])
+    lines.append(application("2026-04-03T00:00:00Z", 200_000, income=2_000_000, event_id="a-raise"))
+    assert summary(run(lines)) == [
+        (FREEZE, "2026-04-02T00:00:00Z", "p-0", ["SPEND_INCOME_MISMATCH"]),
+        (RESTORE, "2026-04-03T00:00:00Z", "a-raise", ["SPEND_INCOME_MISMATCH_CLEARED"]),
+    ]
+
+
+def test_freeze_reasons_accumulate_and_every_one_is_cleared_on_restore() -> None:
+    lines = [
+        BOUGHT,
+        *[application(f"2026-03-05T0{h}:00:00Z", 500_000) for h in range(5)],
+        repayment("2026-03-05T12:00:00Z", 35000, event_id="r-1"),
+    ]
+    result = run(lines, until="2026-05-01T00:00:00Z")
+    assert summary(result) == [
+        (FREEZE, "2026-03-04T00:00:00Z", "timer:overdue:2026-03-04T00:00:00Z", ["OVERDUE_ACTIVE"]),
+        (
+            RESTORE, "2026-04-04T12:00:00Z", "timer:cure:2026-04-04T12:00:00Z",
+            ["REPAID_AND_CURED", "LOAN_VELOCITY_CLEARED"],
+        ),
+    ]  # fmt: skip
