@@ -135,7 +135,8 @@ def decode(
         wire = _DECODERS[topic_index].decode(value)
     except msgspec.ValidationError as error:
         return _invalid_json(value) or Rejection(Reason.SCHEMA_VIOLATION, str(error))
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+        # msgspec reports bad UTF-8 inside a string as UnicodeDecodeError.
         return Rejection(Reason.INVALID_JSON, str(error))
     at = parse_timestamp(wire.occurred_at)
     if isinstance(at, str):
@@ -171,6 +172,6 @@ def _invalid_json(value: bytes) -> Rejection | None:
     """Tell malformed JSON from a type error that msgspec met before the syntax error."""
     try:
         _any_json.decode(value)
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
         return Rejection(Reason.INVALID_JSON, str(error))
     return None

@@ -1,0 +1,204 @@
+"""The Python decoder and the published JSON Schemas accept exactly the same inputs.
+
+Samples come from the schemas themselves (hypothesis-jsonschema) and from mutations of
+them, so a field added, tightened or loosened on one side only fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis_jsonschema import from_schema
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError
+
+from risk.contract import LOAN_APPLICATIONS, PURCHASES, REPAYMENTS, Event, Reason, Rejection, decode
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+TOPICS = {
+    PURCHASES: "purchase.v1.schema.json",
+    REPAYMENTS: "repayment.v1.schema.json",
+    LOAN_APPLICATIONS: "loan-application.v1.schema.json",
+}
+
+
+def _strict_integer(_checker: object, instance: object) -> bool:
+    # JSON Schema's data model calls 100.0 an integer; the contract wants an integer token.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _ecma_pattern(validator: Any, pattern: str, instance: object, _schema: Any) -> Any:
+    # Python's `$` also matches before a final newline; ECMA-262 (the schema's dialect) does not.
+    if isinstance(instance, str) and not re.search(re.sub(r"\$$", r"\\Z", pattern), instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Strict = validators.extend(
+    Draft202012Validator,
+    validators={"pattern": _ecma_pattern},
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer),
+)
+VALIDATORS = {
+    topic: _Strict(
+        json.loads((SCHEMAS / name).read_text("utf-8")),
+        format_checker=Draft202012Validator.FORMAT_CHECKER,
+    )
+    for topic, name in TOPICS.items()
+}
+SCHEMA_DOCS = {topic: validator.schema for topic, validator in VALIDATORS.items()}
+
+
+def _encodable(value: object) -> bool:
+    """False for strings holding lone surrogates, which no UTF-8 producer can send."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _decode(topic: int, doc: Any) -> Event | Rejection:
+    key = doc.get("user_id") if isinstance(doc, dict) else None
+    key_bytes = key.encode() if isinstance(key, str) and _encodable(key) else b"k"
+    raw = json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    return decode(topic, key_bytes, raw, 1 << 24)
+
+
+def _agrees(topic: int, doc: Any) -> None:
+    schema_valid = VALIDATORS[topic].is_valid(doc)
+    decoded = _decode(topic, doc)
+    if schema_valid:
+        assert not isinstance(decoded, Rejection), (doc, decoded)
+    else:
+        assert isinstance(decoded, Rejection), doc
+        assert decoded.reason is Reason.SCHEMA_VIOLATION, (doc, decoded)
+
+
+_fast = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+@st.composite
+def _valid_sample(draw: st.DrawFn) -> tuple[int, dict[str, Any]]:
+    topic = draw(st.sampled_from(sorted(TOPICS)))
+    doc = draw(from_schema(SCHEMA_DOCS[topic]))
+    assume(_encodable(doc) and VALIDATORS[topic].is_valid(doc))
+    return topic, doc
+
+
+@_fast
+@given(_valid_sample())
+def test_every_schema_valid_sample_decodes(sample: tuple[int, dict[str, Any]]) -> None:
+    topic, doc = sample
+    decoded = _decode(topic, doc)
+    assert not isinstance(decoded, Rejection), (doc, decoded)
+    assert decoded.event_id == doc["event_id"]
+    assert decoded.user_id == doc["user_id"]
+
+
+_WRONG_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-5, max_value=700).map(float),
+    st.text(max_size=140),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.sampled_from(
+        [
+            "2026-03-01T00:00:00Z",
+            "2026-03-01T00:00:00.5+08:00",
+            "2026-03-01t00:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "2026-03-01T00:00:60Z",
+            "2026-03-01T00:00:00Z\n",
+            "1969-12-31T23:59:59Z",
+            "x" * 128,
+            "x" * 129,
+            "y" * 64,
+            "y" * 65,
+            "",
+            1,
+            3,
+            24,
+            2,
+            0,
+            2**53 - 1,
+            2**53,
+            600,
+            601,
+        ]
+    ),
+)
+
+
+def _branches(schema: dict[str, Any], root: dict[str, Any]) -> list[dict[str, Any]]:
+    """The subschemas a field's value may match, with local ``$ref`` resolved."""
+    if "$ref" in schema:
+        return _branches(root["$defs"][schema["$ref"].rsplit("/", 1)[1]], root)
+    if "anyOf" in schema:
+        return [b for branch in schema["anyOf"] for b in _branches(branch, root)]
+    return [schema]
+
+
+def _variants(schema: dict[str, Any], root: dict[str, Any]) -> list[Any]:
+    """Values at and just past the bounds a field's schema states."""
+    out: list[Any] = []
+    for branch in _branches(schema, root):
+        if "maxLength" in branch:
+            top = branch["maxLength"]
+            out += ["x" * top, "x" * (top + 1), "𝒳" * top, "𝒳" * (top + 1), ""]
+        if "minimum" in branch:
+            low = branch["minimum"]
+            out += [low - 1, low, float(low), low + 1]
+        if "maximum" in branch:
+            high = branch["maximum"]
+            out += [high, high + 1]
+        for value in branch.get("enum", []):
+            out += [value] if value is None else [value, value + 1, float(value), True]
+    return out
+
+
+@_fast
+@given(_valid_sample(), st.data())
+def test_values_at_the_schema_bounds_are_accepted_or_rejected_alike(
+    sample: tuple[int, dict[str, Any]], data: st.DataObject
+) -> None:
+    topic, doc = sample
+    properties = SCHEMA_DOCS[topic]["properties"]
+    field = data.draw(st.sampled_from(sorted(properties)))
+    variants = _variants(properties[field], SCHEMA_DOCS[topic]) or [None, 1.0, "x"]
+    _agrees(topic, {**doc, field: data.draw(st.sampled_from(variants))})
+
+
+@_fast
+@given(_valid_sample(), st.data())
+def test_mutated_samples_are_accepted_or_rejected_alike(
+    sample: tuple[int, dict[str, Any]], data: st.DataObject
+) -> None:
+    topic, doc = sample
+    fields = sorted(SCHEMA_DOCS[topic]["properties"])
+    field = data.draw(st.sampled_from(fields))
+    mutated = dict(doc)
+    if data.draw(st.booleans()):
+        mutated.pop(field, None)
+    else:
+        mutated[field] = data.draw(_WRONG_VALUES)
+    assume(_encodable(mutated))
+    _agrees(topic, mutated)
+
+
+@_fast
+@given(st.sampled_from(sorted(TOPICS)), st.one_of(st.lists(st.integers()), st.text(), st.none()))
+def test_non_objects_are_rejected_by_both(topic: int, doc: object) -> None:
+    assume(_encodable(doc))
+    _agrees(topic, doc)
