@@ -20,6 +20,7 @@ from risk.ledger import (
     episodes_since,
     mark_overdue,
     next_overdue_at,
+    overdue_amount,
     prune_episodes,
     repay,
 )
@@ -91,10 +92,9 @@ def apply(state: UserState, event: Event, policy: Policy) -> list[Decision]:
     state.clock = max(state.clock, event.at)
     state.last_activity = max(state.last_activity, event.at)
     if isinstance(event, Purchase):
-        add_purchase(state, event)
+        add_purchase(state, event, policy)
         if event.at > state.clock - policy.spend_window:
             state.spend.add(event.at, event.amount, EXACT_TIMESTAMPS_CAP)
-        mark_overdue(state, policy)
     elif isinstance(event, Repayment):
         repay(state, event.amount, event.order_id)
         close_episode_if_cured(state, policy)
@@ -175,24 +175,11 @@ def fire_timers(state: UserState, until: int, policy: Policy) -> list[Decision]:
 class _Measures:
     """The quantities the rules compare, at the user's clock."""
 
-    __slots__ = (
-        "applications",
-        "episodes",
-        "overdue_amount",
-        "overdue_count",
-        "small_applications",
-        "spend",
-    )
+    __slots__ = ("applications", "episodes", "overdue_count", "small_applications", "spend")
 
     def __init__(self, state: UserState, policy: Policy) -> None:
         clock = state.clock
-        self.overdue_count = 0
-        self.overdue_amount = 0
-        for instalment in state.instalments:
-            if not instalment.overdue:
-                break
-            self.overdue_count += 1
-            self.overdue_amount += instalment.unpaid
+        self.overdue_count = state.overdue_count
         self.episodes = episodes_since(state, clock - policy.episode_window)
         self.applications = state.applications.total(clock - policy.loan_window)
         self.small_applications = state.small_applications.total(clock - policy.small_window)
@@ -252,7 +239,7 @@ def _restore_path(state: UserState, m: _Measures, policy: Policy) -> list[str]:
     path: list[str] = []
     if rules.overdue_active.enabled:
         if m.overdue_count:
-            path.append(f"repay {m.overdue_amount} overdue")
+            path.append(f"repay {overdue_amount(state)} overdue")
         elif state.cure_until > state.clock:
             path.append(f"wait for the cure period to end at {format_timestamp(state.cure_until)}")
     repeated = rules.overdue_repeated
@@ -334,7 +321,8 @@ def evaluate(state: UserState, policy: Policy, caused_by: str) -> Decision | Non
         state.freeze_reasons = [
             code for code in FREEZE_CODES if code in new_codes or code in state.freeze_reasons
         ]
-    if _restore_path(state, m, policy):
+    still_overdue = m.overdue_count and policy.source.rules.overdue_active.enabled
+    if still_overdue or _restore_path(state, m, policy):  # the common case, without the words
         return None
     reasons = _cleared(state, m, policy)
     state.frozen = False
@@ -370,7 +358,7 @@ def features(state: UserState, policy: Policy, m: _Measures | None = None) -> di
     m = m or _Measures(state, policy)
     return {
         "overdue_active": m.overdue_count,
-        "overdue_amount": m.overdue_amount,
+        "overdue_amount": overdue_amount(state),
         "max_dpd": current_max_dpd(state),
         "overdue_episodes_180d": m.episodes,
         "loan_applications_7d": m.applications,
@@ -378,7 +366,7 @@ def features(state: UserState, policy: Policy, m: _Measures | None = None) -> di
         "small_loan_applications_24h": m.small_applications,
         "spend_30d": m.spend,
         "declared_monthly_income": state.income,
-        "outstanding": sum(instalment.unpaid for instalment in state.instalments),
+        "outstanding": sum(i.amount - i.paid for i in state.instalments),
         "credit": state.credit,
         "cure_ends_at": (
             format_timestamp(state.cure_until) if state.cure_until > state.clock else None

@@ -14,8 +14,12 @@ from risk.policy import EPISODES_CAP, Policy
 from risk.state import INSTALMENTS_CAP, Episode, Instalment, UserState
 
 
-def add_purchase(state: UserState, purchase: Purchase) -> None:
-    """Split a purchase into instalments and pay them from any credit at once."""
+def add_purchase(state: UserState, purchase: Purchase, policy: Policy) -> None:
+    """Split a purchase into instalments, pay them from any credit at once, mark overdue ones.
+
+    A late or back-dated purchase can hold instalments already past due + grace:
+    they are overdue at once, at the user's clock.
+    """
     share, remainder = divmod(purchase.amount, purchase.installments)
     created = [
         Instalment(
@@ -26,6 +30,7 @@ def add_purchase(state: UserState, purchase: Purchase) -> None:
         )
         for number in range(purchase.installments)
     ]
+    lowest = len(state.instalments)
     for instalment in created:
         if state.credit:
             payment = min(state.credit, instalment.amount)
@@ -34,20 +39,24 @@ def add_purchase(state: UserState, purchase: Purchase) -> None:
         if instalment.unpaid:
             index = bisect_right(state.instalments, instalment.due_at, key=_due)
             state.instalments.insert(index, instalment)
+            lowest = min(lowest, index)
         else:
             state.paid_on_time += 1
     while len(state.instalments) > INSTALMENTS_CAP:
-        _merge_latest(state.instalments)
+        _merge_latest(state)
+    mark_overdue(state, policy, from_index=lowest)
 
 
 def _due(instalment: Instalment) -> int:
     return instalment.due_at
 
 
-def _merge_latest(instalments: list[Instalment]) -> None:
+def _merge_latest(state: UserState) -> None:
     """Fold the latest-due instalment into the one before it, keeping the earlier due date."""
-    latest = instalments.pop()
-    kept = instalments[-1]
+    latest = state.instalments.pop()
+    kept = state.instalments[-1]
+    if latest.overdue:
+        state.overdue_count -= 1
     kept.amount += latest.amount
     kept.paid += latest.paid
 
@@ -60,6 +69,7 @@ def repay(state: UserState, amount: int, order_id: str | None) -> None:
             i for i in ordered if i.order_id != order_id
         ]
     episode = state.open_episode
+    settled_overdue = 0
     for instalment in ordered:
         if not amount:
             break
@@ -69,31 +79,41 @@ def repay(state: UserState, amount: int, order_id: str | None) -> None:
         if instalment.unpaid:
             continue
         if instalment.overdue:
+            settled_overdue += 1
             state.paid_late += 1
             if episode is not None:
                 episode.max_dpd = max(episode.max_dpd, (state.clock - instalment.due_at) // DAY)
         else:
             state.paid_on_time += 1
     state.instalments = [i for i in state.instalments if i.unpaid]
+    state.overdue_count -= settled_overdue
     state.credit += amount
 
 
-def mark_overdue(state: UserState, policy: Policy) -> None:
-    """Mark instalments past due + grace at the clock, starting an episode if none runs."""
-    for instalment in state.instalments:
-        if instalment.due_at + policy.grace > state.clock:
-            break
+def mark_overdue(state: UserState, policy: Policy, from_index: int | None = None) -> None:
+    """Mark instalments past due + grace at the clock, starting an episode if none runs.
+
+    Only the unmarked tail after the overdue prefix is scanned, unless an insert
+    at ``from_index`` may have put an unmarked instalment inside the prefix.
+    """
+    instalments = state.instalments
+    index = state.overdue_count if from_index is None else min(from_index, state.overdue_count)
+    last_due = state.clock - policy.grace
+    while index < len(instalments) and instalments[index].due_at <= last_due:
+        instalment = instalments[index]
         if not instalment.overdue:
             instalment.overdue = True
             if state.open_episode is None:
                 state.episodes.append(Episode(start=state.clock))
                 _bound_episodes(state, policy)
+        index += 1
+    state.overdue_count = max(state.overdue_count, index)
 
 
 def close_episode_if_cured(state: UserState, policy: Policy) -> None:
     """End the spell once nothing is overdue, and fix the cure period's length."""
     episode = state.open_episode
-    if episode is None or (state.instalments and state.instalments[0].overdue):
+    if episode is None or state.overdue_count:
         return
     episode.end = state.clock
     minor = episode.max_dpd <= policy.minor_max_dpd
@@ -106,9 +126,13 @@ def current_max_dpd(state: UserState) -> int:
     episode = state.open_episode
     if episode is None:
         return 0
-    oldest = state.instalments[0]
-    running = (state.clock - oldest.due_at) // DAY if oldest.overdue else 0
+    running = (state.clock - state.instalments[0].due_at) // DAY if state.overdue_count else 0
     return max(episode.max_dpd, running)
+
+
+def overdue_amount(state: UserState) -> int:
+    """Unpaid amount of the overdue instalments."""
+    return sum(i.amount - i.paid for i in state.instalments[: state.overdue_count])
 
 
 def episodes_since(state: UserState, start: int) -> int:
@@ -118,9 +142,8 @@ def episodes_since(state: UserState, start: int) -> int:
 
 def next_overdue_at(state: UserState, policy: Policy) -> int | None:
     """When the next instalment goes overdue (instalments are sorted by due date)."""
-    for instalment in state.instalments:
-        if not instalment.overdue:
-            return instalment.due_at + policy.grace
+    if state.overdue_count < len(state.instalments):
+        return state.instalments[state.overdue_count].due_at + policy.grace
     return None
 
 

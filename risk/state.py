@@ -62,6 +62,8 @@ class UserState(msgspec.Struct, omit_defaults=True):
     freeze_reasons: list[str] = []
     last_decision: LastDecision | None = None
     instalments: list[Instalment] = []
+    overdue_count: int = 0
+    """Overdue instalments: always a prefix of ``instalments``, which is sorted by due date."""
     credit: int = 0
     paid_on_time: int = 0
     paid_late: int = 0

@@ -18,7 +18,10 @@ from risk.clock import HOUR
 
 
 class Window(msgspec.Struct, array_like=True, omit_defaults=True):
-    """Entries (time, value) sorted by time; bucket entries are all older than exact ones."""
+    """Entries (time, value) sorted by time; bucket entries are all older than exact ones.
+
+    Buckets are sorted by hour, so their latest times are sorted too.
+    """
 
     times: list[int] = []
     values: list[int] = []
@@ -51,10 +54,10 @@ class Window(msgspec.Struct, array_like=True, omit_defaults=True):
     def prune(self, horizon_start: int) -> None:
         """Forget what no window can see any more: entries at or before ``horizon_start``."""
         if self.bucket_latest and self.bucket_latest[0] <= horizon_start:
-            keep = [i for i, latest in enumerate(self.bucket_latest) if latest > horizon_start]
-            self.bucket_hours = [self.bucket_hours[i] for i in keep]
-            self.bucket_latest = [self.bucket_latest[i] for i in keep]
-            self.bucket_values = [self.bucket_values[i] for i in keep]
+            cut = bisect_right(self.bucket_latest, horizon_start)
+            del self.bucket_hours[:cut]
+            del self.bucket_latest[:cut]
+            del self.bucket_values[:cut]
         if self.times and self.times[0] <= horizon_start:
             cut = bisect_right(self.times, horizon_start)
             del self.times[:cut]
@@ -66,17 +69,13 @@ class Window(msgspec.Struct, array_like=True, omit_defaults=True):
         exact = sum(self.values[cut:]) if cut else sum(self.values)
         if not self.bucket_latest:
             return exact
-        return exact + sum(
-            value
-            for latest, value in zip(self.bucket_latest, self.bucket_values, strict=True)
-            if latest > start
-        )
+        return exact + sum(self.bucket_values[bisect_right(self.bucket_latest, start) :])
 
     def oldest_after(self, start: int) -> int | None:
         """Time of the oldest entry after ``start``: the next one to leave the window."""
-        for latest in self.bucket_latest:
-            if latest > start:
-                return latest
+        cut = bisect_right(self.bucket_latest, start)
+        if cut < len(self.bucket_latest):
+            return self.bucket_latest[cut]
         cut = bisect_right(self.times, start)
         return self.times[cut] if cut < len(self.times) else None
 
