@@ -1,0 +1,121 @@
+"""The `lineguard` command line: replay and check-policy, run as a user would."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from builders import purchase, repayment
+
+LINEGUARD = [sys.executable, "-c", "from streams.app import main; main()"]
+
+
+def _lineguard(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+    return subprocess.run(
+        [*LINEGUARD, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env,
+        timeout=120, check=False,
+    )  # fmt: skip
+
+
+def _write(path: Path, lines: list[dict[str, Any]]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    return path
+
+
+def test_replay_writes_limit_events_dead_letters_and_a_balanced_summary(tmp_path: Path) -> None:
+    bad_utf8 = base64.b64encode(b'{"x": "\xff"}').decode()
+    source = _write(
+        tmp_path / "in.jsonl",
+        [
+            purchase("2026-02-01T00:00:00Z", 35000, order="o-17", first_due="2026-03-01T00:00:00Z"),
+            repayment("2026-03-06T00:00:00Z", 35000, event_id="r-1"),
+            {"topic": "credit.repayments.v1", "key": "u-1", "value_base64": bad_utf8},
+            {"topic": "credit.repayments.v1", "key": "u-1", "value": "{"},
+        ],
+    )
+    done = _lineguard(
+        "replay", source, "--output", "out.jsonl", "--dead-letters", "dlt.jsonl",
+        "--until", "2026-05-01T00:00:00Z", "--partitions", "4", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "records=4 processed=2 duplicates=0 dead_lettered=2 decisions=2 balanced" in done.stderr
+    events = [orjson.loads(line) for line in (tmp_path / "out.jsonl").read_bytes().splitlines()]
+    assert [(e["type"], e["caused_by"]) for e in events] == [
+        ("limit.freeze", "timer:overdue:2026-03-04T00:00:00Z"),
+        ("limit.restore", "timer:cure:2026-04-05T00:00:00Z"),
+    ]
+    assert all(e["decided_at"].endswith("Z") for e in events)
+    letters = [orjson.loads(line) for line in (tmp_path / "dlt.jsonl").read_bytes().splitlines()]
+    assert [(d["reason"], d["line"]) for d in letters] == [("invalid_json", 3), ("invalid_json", 4)]
+    assert letters[0]["value_base64"] == bad_utf8
+    assert letters[1]["value"] == "{"
+
+
+def test_replay_to_stdout(tmp_path: Path) -> None:
+    source = _write(tmp_path / "in.jsonl", [repayment("2026-03-06T00:00:00Z", 1)])
+    done = _lineguard("replay", source, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert "records=1 processed=1" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ({"topic": "credit.refunds.v1", "key": "u", "value": {}}, "line 2: unknown topic"),
+        ({"topic": "credit.repayments.v1", "key": "u"}, "line 2: needs `value`"),
+        ("not an object", "line 2: not a JSON object"),
+    ],
+)
+def test_replay_refuses_input_that_is_not_a_kafka_record(
+    tmp_path: Path, line: object, message: str
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(
+        orjson.dumps(repayment("2026-03-06T00:00:00Z", 1)) + b"\n" + orjson.dumps(line)
+    )
+    done = _lineguard("replay", source, cwd=tmp_path)
+    assert done.returncode != 0
+    assert message in done.stderr
+
+
+def test_replay_with_a_bad_policy_names_the_field(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('version = "x"\n[rules.loan_velocity]\nwindow = "7 days"\n')
+    source = _write(tmp_path / "in.jsonl", [repayment("2026-03-06T00:00:00Z", 1)])
+    done = _lineguard("replay", source, "--policy", policy, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "rules.loan_velocity.window" in done.stderr
+
+
+def test_check_policy_accepts_the_shipped_policy(tmp_path: Path) -> None:
+    shipped = Path(__file__).resolve().parent.parent / "risk" / "default_policy.toml"
+    done = _lineguard("check-policy", shipped, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "version 2026-11-28.1" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('version = "x"\n[overdue]\ngrace_days = "3"\n', "overdue.grace_days"),
+        ('version = "x"\n[rules.small_loan_burst]\nsmal_max_amount = 1\n', "smal_max_amount"),
+        ("[overdue]\ngrace_days = 3\n", "version"),
+        ('version = "x"\n[time]\ndedup_horizon = "7d"\n', "time.dedup_horizon"),
+        ('version = "x"\nversion = "y"\n', "TOML"),
+    ],
+)
+def test_check_policy_names_the_bad_field(tmp_path: Path, text: str, field: str) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(text)
+    done = _lineguard("check-policy", policy, cwd=tmp_path)
+    assert done.returncode == 1
+    assert field in done.stderr

@@ -1,0 +1,103 @@
+"""Policy validation: every bad field is named, relations between fields are checked."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from risk.clock import DAY, HOUR
+from risk.policy import PolicyError, load_policy, parse_policy
+
+from builders import application, run
+
+
+def test_the_default_policy_matches_the_design() -> None:
+    policy = load_policy()
+    rules = policy.source.rules
+    assert policy.grace == 3 * DAY
+    assert policy.cure == 30 * DAY
+    assert policy.minor_max_dpd == 3
+    assert policy.episode_window == 180 * DAY
+    assert (
+        rules.overdue_repeated.freeze_min_episodes,
+        rules.overdue_repeated.restore_max_episodes,
+    ) == (3, 2)
+    assert (
+        rules.loan_velocity.freeze_min_applications,
+        rules.loan_velocity.restore_max_applications,
+    ) == (5, 2)
+    assert policy.loan_window == 7 * DAY
+    assert policy.small_window == 24 * HOUR
+    assert rules.small_loan_burst.small_max_amount == 100_000
+    assert (policy.freeze_above_ratio, policy.restore_max_ratio) == (Fraction(3), Fraction(2))
+    assert policy.allowed_lateness == 7 * DAY
+    assert policy.watermark_delay == 60 * 10**6
+    assert policy.max_record_bytes == 65536
+
+
+def test_sections_may_be_left_out() -> None:
+    assert parse_policy('version = "v1"').loan_window == 7 * DAY
+
+
+def test_decimal_ratios_are_exact() -> None:
+    policy = parse_policy('version = "v"\n[rules.spend_income]\nrestore_max_ratio = "2.1"\n')
+    assert policy.restore_max_ratio == Fraction(21, 10)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('version = ""', "version"),
+        ('version = "has space"', "version"),
+        ('version = "v"\nunknown = 1', "unknown"),
+        (
+            'version = "v"\n[rules.loan_velocity]\nfreeze_min_applications = 0',
+            "rules.loan_velocity.freeze_min_applications",
+        ),
+        (
+            'version = "v"\n[rules.loan_velocity]\nrestore_max_applications = 5',
+            "rules.loan_velocity.restore_max_applications",
+        ),
+        (
+            'version = "v"\n[rules.small_loan_burst]\nfreeze_min_applications = 65\nrestore_max_applications = 1',
+            "rules.small_loan_burst.freeze_min_applications",
+        ),
+        (
+            'version = "v"\n[rules.overdue_repeated]\nfreeze_min_episodes = 2',
+            "rules.overdue_repeated.restore_max_episodes",
+        ),
+        (
+            'version = "v"\n[rules.spend_income]\nrestore_max_ratio = "3.5"',
+            "rules.spend_income.restore_max_ratio",
+        ),
+        (
+            'version = "v"\n[rules.spend_income]\nfreeze_above_ratio = "three"',
+            "rules.spend_income.freeze_above_ratio",
+        ),
+        ('version = "v"\n[rules.spend_income]\nwindow = "0d"', "rules.spend_income.window"),
+        ('version = "v"\n[rules.spend_income]\nwindow = "401d"', "rules.spend_income.window"),
+        (
+            'version = "v"\n[rules.loan_velocity]\nlong_window = "1d"',
+            "rules.loan_velocity.long_window",
+        ),
+        ('version = "v"\n[rules.overdue_active]\nenabled = "yes"', "rules.overdue_active.enabled"),
+        ('version = "v"\n[time]\ndedup_horizon = "29d"', "time.dedup_horizon"),
+        ('version = "v"\n[time]\nallowed_lateness = "40d"', "time.dedup_horizon"),
+        ('version = "v"\n[input]\nmax_record_bytes = 10', "input.max_record_bytes"),
+        ('version = "v"\n[overdue]\ncure_days = 1000', "overdue.cure_days"),
+        ('version = "v"\n[overdue]\nminor_max_dpd = -1', "overdue.minor_max_dpd"),
+        ('version = "v"\n[overdue]\nepisode_window = 180', "overdue.episode_window"),
+    ],
+)
+def test_a_bad_field_is_named(text: str, field: str) -> None:
+    with pytest.raises(PolicyError, match="invalid policy") as raised:
+        parse_policy(text)
+    assert f"`{field}`" in str(raised.value) or field in str(raised.value)
+
+
+def test_a_disabled_rule_neither_freezes_nor_blocks_a_restore() -> None:
+    policy = parse_policy('version = "no-velocity"\n[rules.loan_velocity]\nenabled = false\n')
+    lines = [application(f"2026-05-01T0{h}:00:00Z", 500_000) for h in range(6)]
+    assert run(lines, policy=policy).decisions == []
+    assert len(run(lines).decisions) == 1
