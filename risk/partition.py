@@ -55,14 +55,16 @@ class PartitionProcessor:
             return Outcome.DUPLICATE, None, []
         if isinstance(verdict, Rejection):
             return Outcome.DEAD_LETTERED, verdict, []
-        if state is None:
-            state = new_state(event)
-        decisions = apply(state, event, self.policy)
-        self.store[event.user_id] = state
-        self._schedule(state)
+        # The accepted event moves the watermark first, so that other users' timers due
+        # before it come out before its own decisions. That changes only the order across
+        # users: the new watermark never passes the event, so its user sees the same timers.
         if self._max_event_at is None or event.at > self._max_event_at:
             self._max_event_at = event.at
-        decisions += self.advance_watermark(self._max_event_at - self.policy.watermark_delay)
+        decisions = self.advance_watermark(self._max_event_at - self.policy.watermark_delay)
+        state = self.store.get(event.user_id) or new_state(event)  # timers may have fired
+        decisions += apply(state, event, self.policy)
+        self.store[event.user_id] = state
+        self._schedule(state)
         return Outcome.PROCESSED, None, decisions
 
     def advance_watermark(self, to: int) -> list[Decision]:
