@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, MutableMapping
 from enum import StrEnum
+from typing import Literal
 
 from risk.contract import Event, Rejection
 from risk.decision import Decision
@@ -29,14 +30,24 @@ class Outcome(StrEnum):
 class PartitionProcessor:
     """Applies one partition group's events in order and fires its users' timers.
 
+    ``clock`` is ``stream`` (the watermark is the latest accepted event time minus
+    ``watermark_delay``) or ``wall`` (:meth:`tick` also advances it from the wall clock,
+    for live traffic on quiet partitions).
+
     ``store`` maps user ids to states; it is a dict in replay and a Faust table in
     the worker. Every changed state is written back with ``store[user] = state``
     so a changelog-backed table records one update per change.
     """
 
-    def __init__(self, policy: Policy, store: MutableMapping[str, UserState]) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        store: MutableMapping[str, UserState],
+        clock: Literal["stream", "wall"] = "stream",
+    ) -> None:
         self.policy = policy
         self.store = store
+        self.clock = clock
         self.watermark: int | None = None
         self._max_event_at: int | None = None
         self._heap: list[tuple[int, str]] = []
@@ -66,6 +77,16 @@ class PartitionProcessor:
         self.store[event.user_id] = state
         self._schedule(state)
         return Outcome.PROCESSED, None, decisions
+
+    def tick(self, now: int) -> list[Decision]:
+        """The ``wall`` mode's periodic sweep: the watermark follows ``now - watermark_delay``.
+
+        In ``stream`` mode only accepted events move the watermark, so decisions depend
+        on the partition's log alone; a tick changes nothing.
+        """
+        if self.clock != "wall":
+            return []
+        return self.advance_watermark(now - self.policy.watermark_delay)
 
     def advance_watermark(self, to: int) -> list[Decision]:
         """Move the watermark forward (never back) and fire every timer at or before it."""

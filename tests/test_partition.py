@@ -89,3 +89,18 @@ class _CountingStore(dict[str, UserState]):
     def __getitem__(self, key: str) -> UserState:
         self.reads += 1
         return super().__getitem__(key)
+
+
+def test_the_wall_clock_sweep_fires_timers_on_a_quiet_partition_only_in_wall_mode() -> None:
+    start = ts("2026-01-01T00:00:00Z")
+    later = start + 10 * DAY
+    stream = PartitionProcessor(POLICY, {}, clock="stream")
+    wall = PartitionProcessor(POLICY, {}, clock="wall")
+    for processor in (stream, wall):
+        processor.handle(_buy("quiet", start, start + DAY), NOW)
+    assert stream.tick(later) == []
+    assert [d.caused_by for d in wall.tick(later)] == ["timer:overdue:2026-01-05T00:00:00Z"]
+    assert wall.watermark == later - POLICY.watermark_delay
+    # The sweep never moves the watermark back.
+    assert wall.tick(start) == []
+    assert wall.watermark == later - POLICY.watermark_delay
