@@ -15,13 +15,12 @@ from typing import Any, Final
 
 import orjson
 
-from risk.contract import Rejection, decode
+from risk.contract import Rejection
 from risk.decision import Decision
-from risk.merge import EventTimeMerger
-from risk.partition import Outcome, PartitionProcessor
+from risk.group import PartitionGroup, never_more
+from risk.partition import Outcome
 from risk.partitioner import partition_for
 from risk.policy import Policy
-from risk.state import UserState
 
 INPUT_TOPICS: Final = (
     "credit.purchases.v1",
@@ -136,28 +135,20 @@ def replay(
 
 
 def _replay_partition(
-    group: list[InputRecord], policy: Policy, until: int | None, now: int, result: ReplayResult
+    records: list[InputRecord], policy: Policy, until: int | None, now: int, result: ReplayResult
 ) -> None:
-    store: dict[str, UserState] = {}
-    processor = PartitionProcessor(policy, store)
-    merger: EventTimeMerger[InputRecord] = EventTimeMerger(len(INPUT_TOPICS))
-    for record in group:
-        index = INPUT_TOPICS.index(record.topic)
-        merger.push(index, decode(index, record.key, record.value, policy.max_record_bytes), record)
-    result.records += len(group)
-    while (head := merger.pop(lambda _topic: False)) is not None:
-        _, decoded, record = head
-        if isinstance(decoded, Rejection):
-            result.dead_letters.append(dead_letter(record, decoded))
-            continue
-        outcome, rejection, decisions = processor.handle(decoded, now)
-        if outcome is Outcome.PROCESSED:
+    group: PartitionGroup[InputRecord] = PartitionGroup(policy, {}, len(INPUT_TOPICS))
+    for record in records:
+        group.push(INPUT_TOPICS.index(record.topic), record.key, record.value, record)
+    result.records += len(records)
+    for applied in group.drain(never_more, now):
+        if applied.outcome is Outcome.PROCESSED:
             result.processed += 1
-        elif outcome is Outcome.DUPLICATE:
+        elif applied.outcome is Outcome.DUPLICATE:
             result.duplicates += 1
         else:
-            assert rejection is not None  # noqa: S101 - DEAD_LETTERED always carries one
-            result.dead_letters.append(dead_letter(record, rejection))
-        result.decisions += decisions
+            assert applied.rejection is not None  # noqa: S101 - DEAD_LETTERED always carries one
+            result.dead_letters.append(dead_letter(applied.record, applied.rejection))
+        result.decisions += applied.decisions
     if until is not None:
-        result.decisions += processor.advance_watermark(until)
+        result.decisions += group.processor.advance_watermark(until)

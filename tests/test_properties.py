@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from risk.clock import DAY, HOUR, format_timestamp
 from risk.contract import Rejection, decode
 from risk.decision import Decision
-from risk.merge import EventTimeMerger
+from risk.group import PartitionGroup
 from risk.partition import PartitionProcessor
 from risk.policy import load_policy
 from risk.replay import INPUT_TOPICS, parse_records
@@ -126,19 +126,16 @@ def test_records_arriving_one_by_one_or_in_batches_merge_the_same(
     expected = [d.to_json(0) for d in run(lines).decisions]
     # Each topic-partition is fetched in chunks of random size, topics in random turns.
     unfed = {topic: [r for r in records if r.topic == topic] for topic in INPUT_TOPICS}
-    merger: EventTimeMerger[object] = EventTimeMerger(len(INPUT_TOPICS))
-    processor = PartitionProcessor(POLICY, {})
+    group: PartitionGroup[object] = PartitionGroup(POLICY, {}, len(INPUT_TOPICS))
     got: list[bytes] = []
-    while any(unfed.values()) or len(merger):
+    while any(unfed.values()) or len(group):
         waiting = [topic for topic, rest in unfed.items() if rest]
         if waiting:
             topic = data.draw(st.sampled_from(waiting))
             size = data.draw(st.integers(1, 4))
-            index = INPUT_TOPICS.index(topic)
             for record in unfed[topic][:size]:
-                merger.push(index, decode(index, record.key, record.value, 65536), record)
+                group.push(INPUT_TOPICS.index(topic), record.key, record.value, record)
             del unfed[topic][:size]
-        while (head := merger.pop(lambda i: bool(unfed[INPUT_TOPICS[i]]))) is not None:
-            if not isinstance(head[1], Rejection):
-                got += [d.to_json(0) for d in processor.handle(head[1], ts(NOW))[2]]
+        for applied in group.drain(lambda i: bool(unfed[INPUT_TOPICS[i]]), ts(NOW)):
+            got += [d.to_json(0) for d in applied.decisions]
     assert got == expected
