@@ -30,6 +30,8 @@ class Applied(Generic[Record]):
     outcome: Outcome
     rejection: Rejection | None
     decisions: list[Decision]
+    occurred_at: int | None
+    """The event time, when the record decoded."""
 
 
 class PartitionGroup(Generic[Record]):
@@ -58,10 +60,10 @@ class PartitionGroup(Generic[Record]):
         while (head := self._merger.pop(may_receive)) is not None:
             topic_index, decoded, record = head
             if isinstance(decoded, Rejection):
-                yield Applied(record, topic_index, Outcome.DEAD_LETTERED, decoded, [])
+                yield Applied(record, topic_index, Outcome.DEAD_LETTERED, decoded, [], None)
                 continue
             outcome, rejection, decisions = self.processor.handle(decoded, now)
-            yield Applied(record, topic_index, outcome, rejection, decisions)
+            yield Applied(record, topic_index, outcome, rejection, decisions, decoded.at)
 
     def __len__(self) -> int:
         return len(self._merger)

@@ -53,10 +53,18 @@ class PartitionProcessor:
         self._heap: list[tuple[int, str]] = []
         self._scheduled: dict[str, int] = {}
 
-    def rebuild_timers(self, states: Iterable[UserState]) -> None:
-        """Index the timers of recovered states (after a rebalance or a restart)."""
+    def recover(self, states: Iterable[UserState]) -> None:
+        """Rebuild the timer index and the watermark from recovered states.
+
+        After a restart or a rebalance, the latest accepted event time of the
+        partition is the latest ``last_activity`` of its users.
+        """
         for state in states:
             self._schedule(state)
+            if self._max_event_at is None or state.last_activity > self._max_event_at:
+                self._max_event_at = state.last_activity
+        if self._max_event_at is not None:
+            self.watermark = self._max_event_at - self.policy.watermark_delay
 
     def handle(self, event: Event, now: int) -> tuple[Outcome, Rejection | None, list[Decision]]:
         """Admit and apply one decoded event; ``now`` is the wall clock, for ``in_future``."""

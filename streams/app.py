@@ -1,11 +1,13 @@
 """The Faust app and the ``lineguard`` command line.
 
 One click-based program: Faust's own CLI (``worker`` and friends) plus the
-lineguard verbs added with ``@app.command``.
+lineguard verbs added with ``@app.command``. The app is configured only from
+:class:`~streams.settings.Settings`; Faust's own environment is emptied.
 """
 
 from __future__ import annotations
 
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -13,29 +15,92 @@ from typing import Any
 
 import faust
 from faust.cli import AppCommand, argument, option
+from pydantic import ValidationError
 
-from risk.clock import SECOND, parse_timestamp
+from risk.clock import parse_timestamp
 from risk.policy import PolicyError, load_policy
 from risk.replay import ReplayInputError, parse_records, replay
 from streams.settings import Settings
-
-settings = Settings()
-app = faust.App(
-    "lineguard",
-    broker=settings.broker_url,
-    store=settings.store,
-    autodiscover=["agents"],
-    origin="streams",
-)
-
-
-def _now() -> int:
-    return time.time_ns() // 1000
 
 
 def _fail(message: str, code: int = 2) -> None:
     print(f"lineguard: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def load_settings() -> Settings:
+    """Read the settings, or stop with a message naming the bad variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"LINEGUARD_{'_'.join(map(str, e['loc'])).upper() or 'SETTINGS'}: {e['msg']}"
+            for e in error.errors()
+        )
+        _fail(f"invalid settings: {problems}")
+        raise AssertionError from error  # unreachable: _fail exits
+
+
+def _credentials(settings: Settings) -> Any:
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context: ssl.SSLContext | None = None
+    if protocol.endswith("SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        )
+        if settings.kafka_ssl_certfile and settings.kafka_ssl_keyfile:
+            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+    if protocol.startswith("SASL"):
+        assert settings.kafka_sasl_username and settings.kafka_sasl_password  # noqa: S101
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username.get_secret_value(),
+            password=settings.kafka_sasl_password.get_secret_value(),
+            ssl_context=context,
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    return faust.SSLCredentials(context)
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the Faust app from lineguard's settings and nothing else."""
+    if settings.dev_broker == "tansu":
+        from streams.devbroker import apply_tansu_shims
+
+        apply_tansu_shims()
+    timeouts = settings.broker_timeouts()
+    return faust.App(
+        settings.app_id,
+        env={},  # Faust's unprefixed variables (BROKER_URL ...) must not override settings
+        broker=settings.broker_url,
+        broker_credentials=_credentials(settings),
+        store=settings.store,
+        processing_guarantee=settings.processing_guarantee,
+        datadir=str(settings.datadir),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        broker_commit_interval=settings.broker_commit_interval,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+        web_tables_enabled=False,  # /table serves table data without authentication
+        web_router_enabled=False,  # so does /router
+        web_graph_enabled=False,
+        autodiscover=["agents", "streams.web"],
+        origin="streams",
+        broker_session_timeout=timeouts["broker_session_timeout"],
+        broker_heartbeat_interval=timeouts["broker_heartbeat_interval"],
+        broker_rebalance_timeout=timeouts["broker_rebalance_timeout"],
+    )
+
+
+settings = load_settings()
+app = create_app(settings)
+
+
+def _now() -> int:
+    return time.time_ns() // 1000
 
 
 def _timestamp_option(text: str | None, name: str) -> int | None:
@@ -127,8 +192,18 @@ async def check_policy(self: AppCommand, policy_file: str) -> None:
 
 
 def main() -> None:
-    """Console entry point: ``lineguard``."""
+    """Console entry point: ``lineguard``.
+
+    Before ``worker`` starts Faust, the topics are created and checked, so that a
+    cluster with differently partitioned inputs is refused with a clear message.
+    """
+    if sys.argv[1:2] == ["worker"]:
+        import asyncio
+
+        from streams.preflight import PreflightError, prepare_topics
+
+        try:
+            asyncio.run(prepare_topics(settings))
+        except PreflightError as error:
+            _fail(str(error), code=3)
     app.main()
-
-
-__all__ = ["SECOND", "app", "main"]

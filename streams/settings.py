@@ -1,32 +1,101 @@
-"""Service settings: ``LINEGUARD_``-prefixed environment variables, validated at start-up."""
+"""Service settings: ``LINEGUARD_``-prefixed environment variables, validated at start-up.
+
+Faust reads its own unprefixed variables (``BROKER_URL`` ...) and lets them
+override code. The app is built with an empty Faust environment instead, so
+these settings are the only source of configuration.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TANSU_FAST_JOIN = {
+    "broker_session_timeout": 2.0,
+    "broker_heartbeat_interval": 0.5,
+    "broker_rebalance_timeout": 2.0,
+}
+"""Tansu holds a JoinGroup for half the session timeout: short values make joins take ~3 s."""
 
 
 class Settings(BaseSettings):
     """Everything the worker reads from its environment; a bad value stops start-up."""
 
-    model_config = SettingsConfigDict(env_prefix="LINEGUARD_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LINEGUARD_", extra="ignore", frozen=True)
 
-    broker_url: str = "kafka://localhost:9092"
+    app_id: str = Field("lineguard", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    broker_url: str = Field("kafka://localhost:9092", pattern=r"^(kafka|aiokafka)://\S+$")
     store: str = Field("memory://", pattern=r"^(memory|rocksdb)://")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     clock: Literal["stream", "wall"] = "stream"
     policy_file: Path | None = None
+    datadir: Path = Path("lineguard-data")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
     api_token: SecretStr | None = None
     topic_partitions: int = Field(6, ge=1, le=10000)
+    topic_replication_factor: int = Field(1, ge=1, le=10)
+    purchases_topic: str = "credit.purchases.v1"
+    repayments_topic: str = "credit.repayments.v1"
+    loan_applications_topic: str = "credit.loan-applications.v1"
+    limit_events_topic: str = "credit.limit-events.v1"
+    max_idle: float = Field(1.0, ge=0, le=60)
+    """Seconds an empty input partition with unread data may hold back the event-time merge."""
+    wall_sweep_interval: float = Field(1.0, gt=0, le=3600)
+    broker_session_timeout: float = Field(60.0, gt=0)
+    broker_heartbeat_interval: float = Field(3.0, gt=0)
+    broker_rebalance_timeout: float = Field(60.0, gt=0)
+    broker_commit_interval: float = Field(2.8, gt=0)
+    dev_broker: Literal["tansu"] | None = None
+    """``tansu``: the embedded development broker; enables its shims and fast joins."""
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     kafka_sasl_username: SecretStr | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                "LINEGUARD_KAFKA_SASL_USERNAME and LINEGUARD_KAFKA_SASL_PASSWORD are required"
+                f" with LINEGUARD_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
+            )
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError(
+                "LINEGUARD_KAFKA_SSL_CERTFILE and LINEGUARD_KAFKA_SSL_KEYFILE go together"
+            )
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "policy_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"LINEGUARD_{name.upper()}: no such file: {path}")
+        if self.broker_heartbeat_interval >= self.broker_session_timeout:
+            raise ValueError(
+                "LINEGUARD_BROKER_HEARTBEAT_INTERVAL must be below LINEGUARD_BROKER_SESSION_TIMEOUT"
+            )
+        return self
+
+    @property
+    def tick_topic(self) -> str:
+        """Internal topic, co-partitioned with the inputs, that wakes partitions for timers."""
+        return f"{self.app_id}-ticks"
+
+    @property
+    def input_topics(self) -> tuple[str, str, str]:
+        """The input topics in the contract's order, which breaks event-time ties."""
+        return (self.purchases_topic, self.repayments_topic, self.loan_applications_topic)
+
+    def broker_timeouts(self) -> dict[str, float]:
+        """Session, heartbeat and rebalance timeouts; the dev broker's fast joins unless set."""
+        fast = self.dev_broker == "tansu"
+        return {
+            name: default if fast and name not in self.model_fields_set else getattr(self, name)
+            for name, default in TANSU_FAST_JOIN.items()
+        }

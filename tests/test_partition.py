@@ -70,7 +70,8 @@ def test_rebuilt_index_fires_the_same_timers() -> None:
         for user, state in first.store.items()
     }
     recovered = PartitionProcessor(POLICY, restored)
-    recovered.rebuild_timers(recovered.store.values())
+    recovered.recover(recovered.store.values())
+    assert recovered.watermark == first.watermark
     assert [d.to_json(0) for d in recovered.advance_watermark(start + 30 * DAY)] == [
         d.to_json(0) for d in first.advance_watermark(start + 30 * DAY)
     ]

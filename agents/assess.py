@@ -1,0 +1,69 @@
+"""The risk agent: one Faust agent over the three input topics, calling the pure core.
+
+Records arrive as raw bytes, so a value that does not decode becomes a dead letter
+instead of killing the agent. All processing, timers included, happens in this one
+coroutine, inside the stream, where Faust allows table writes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from faust.types import StreamT
+
+from risk.policy import PolicyError, load_policy
+from streams import metrics
+from streams.app import app, settings
+from streams.runtime import Runtime
+from streams.topics import TICK_TOPIC, dead_letters, inputs, limit_events, ticks, users
+
+log = structlog.get_logger(__name__)
+
+try:
+    policy = load_policy(settings.policy_file)
+except PolicyError as error:
+    raise SystemExit(f"lineguard: {settings.policy_file}: {error}") from error
+
+metrics.BUILD_INFO.info({"version": "0.1.0", "policy_version": policy.version})
+
+runtime = Runtime(
+    app=app,
+    settings=settings,
+    policy=policy,
+    table=users,
+    limit_topic=limit_events,
+    dead_letter_topics=dead_letters,
+    tick_topic=TICK_TOPIC,
+)
+
+
+@app.agent(inputs)
+async def assess(stream: StreamT[Any]) -> None:
+    """Decode, merge by event time, apply, decide; ack each record once applied."""
+    async for event in stream.noack().events():  # type: ignore[attr-defined]  # StreamT omits it
+        await runtime.on_event(event, stream)
+
+
+@app.timer(interval=max(0.05, settings.max_idle / 4))
+async def end_idle_holds() -> None:
+    """Wake partitions whose merge waits on an empty topic, so ``max_idle`` can run out."""
+    for partition in runtime.holding():
+        await ticks.send(key=b"", value=b"idle", partition=partition)
+
+
+if settings.clock == "wall":
+
+    @app.timer(interval=settings.wall_sweep_interval)
+    async def wall_sweep() -> None:
+        """The wall clock mode: every assigned partition advances its watermark from now."""
+        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == TICK_TOPIC}
+        for partition in assigned:
+            await ticks.send(key=b"", value=b"wall", partition=partition)
+
+
+@app.on_partitions_revoked.connect
+async def forget_buffers(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    """Drop merge buffers on a rebalance; unacked records are redelivered after the seek."""
+    runtime.reset()
+    log.info("partitions_revoked")

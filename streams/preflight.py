@@ -1,0 +1,84 @@
+"""Start-up checks against the cluster, before the worker's consumer subscribes.
+
+The input topics must be co-partitioned, or one user's events would be split
+between workers. Missing topics are created with the configured partition
+count first, so that no broker auto-creates them with its own default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streams.settings import Settings
+
+
+class PreflightError(RuntimeError):
+    """The cluster is not fit to run lineguard on; the message says how."""
+
+
+def bootstrap_servers(broker_url: str) -> list[str]:
+    """``kafka://h1:9092;h2:9092`` to ``["h1:9092", "h2:9092"]``."""
+    hosts = broker_url.split("://", 1)[-1]
+    return [host for host in hosts.replace(",", ";").split(";") if host]
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Connection and security options for a plain aiokafka client."""
+    from streams.app import _credentials  # the same credentials the worker uses
+
+    options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers(settings.broker_url),
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    credentials = _credentials(settings)
+    if credentials is not None:
+        options["ssl_context"] = credentials.ssl_context
+        if settings.kafka_security_protocol.startswith("SASL"):
+            options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+            options["sasl_plain_username"] = credentials.username
+            options["sasl_plain_password"] = credentials.password
+    return options
+
+
+def required_topics(settings: Settings) -> list[str]:
+    """Every topic the worker reads or writes, apart from Faust's internal ones."""
+    return [
+        *settings.input_topics,
+        settings.tick_topic,
+        settings.limit_events_topic,
+        *(f"{topic}.dlt" for topic in settings.input_topics),
+    ]
+
+
+async def prepare_topics(settings: Settings) -> dict[str, int]:
+    """Create missing topics, then refuse to run unless the inputs are co-partitioned."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in required_topics(settings) if name not in existing]
+        if missing:
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        name,
+                        num_partitions=settings.topic_partitions,
+                        replication_factor=settings.topic_replication_factor,
+                    )
+                    for name in missing
+                ]
+            )
+        described = await admin.describe_topics([*settings.input_topics, settings.tick_topic])
+    finally:
+        await admin.close()
+    counts = {topic["topic"]: len(topic["partitions"]) for topic in described}
+    if len(set(counts.values())) != 1:
+        listing = ", ".join(f"{name}: {count}" for name, count in counts.items())
+        raise PreflightError(
+            "the input topics must have the same number of partitions (co-partitioned, all"
+            f" keyed by user_id with murmur2), but they have {listing}. Repartition them, or"
+            " point LINEGUARD_*_TOPIC at co-partitioned topics."
+        )
+    return counts

@@ -1,0 +1,222 @@
+"""The worker's imperative shell around the pure core.
+
+It owns one :class:`~risk.group.PartitionGroup` per assigned partition, decides
+when an empty input partition may still hold back the event-time merge, writes
+state to the Faust table only after the decisions it caused are delivered, and
+acks each record only once it is applied. Offsets are therefore committed only
+for applied events, and a crash re-emits a decision (same ``event_id``) rather
+than losing one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+import structlog
+from faust.types import TP, EventT, StreamT
+
+from risk.clock import SECOND, format_timestamp
+from risk.contract import Rejection
+from risk.decision import Decision
+from risk.group import Applied, PartitionGroup
+from risk.partition import Outcome
+from risk.partitioner import partition_for
+from risk.policy import Policy
+from risk.state import STATE_DECODER, STATE_ENCODER, UserState
+from streams import metrics
+
+log = structlog.get_logger(__name__)
+
+
+def wall_micros() -> int:
+    """The wall clock in epoch microseconds."""
+    return time.time_ns() // 1000
+
+
+class TableStore(MutableMapping[str, UserState]):
+    """Users' states over the Faust table, with writes held back until ``flush``."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+        self._pending: dict[str, UserState] = {}
+
+    def __getitem__(self, user_id: str) -> UserState:
+        if user_id in self._pending:
+            return self._pending[user_id]
+        raw = self._table[user_id]
+        if raw is None:
+            raise KeyError(user_id)
+        return STATE_DECODER.decode(raw)
+
+    def __setitem__(self, user_id: str, state: UserState) -> None:
+        self._pending[user_id] = state
+
+    def __delitem__(self, user_id: str) -> None:
+        raise NotImplementedError("states are never deleted by the core")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table.keys())
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def flush(self) -> int:
+        """Write the held-back states to the table (one changelog record each)."""
+        written = len(self._pending)
+        for user_id, state in self._pending.items():
+            self._table[user_id] = STATE_ENCODER.encode(state)
+        self._pending.clear()
+        return written
+
+    def states(self) -> Iterator[UserState]:
+        """Every state in the local table, decoded (recovery only: it scans)."""
+        for raw in self._table.values():
+            if raw is not None:
+                yield STATE_DECODER.decode(raw)
+
+
+class Runtime:
+    """Per-worker processing state; used only from the single agent coroutine."""
+
+    def __init__(
+        self,
+        *,
+        app: Any,
+        settings: Any,
+        policy: Policy,
+        table: Any,
+        limit_topic: Any,
+        dead_letter_topics: dict[str, Any],
+        tick_topic: str,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.policy = policy
+        self.store = TableStore(table)
+        self.limit_topic = limit_topic
+        self.dead_letter_topics = dead_letter_topics
+        self.tick_topic = tick_topic
+        self.topics: tuple[str, ...] = settings.input_topics
+        self.partitions: int = settings.topic_partitions
+        self.groups: dict[int, PartitionGroup[EventT[Any]]] = {}
+        self._next_offset: dict[TP, int] = {}
+        self._hold_since: dict[TP, float] = {}
+
+    def reset(self) -> None:
+        """Forget buffers and groups on a rebalance: Faust re-seeks to committed offsets."""
+        self.groups.clear()
+        self._next_offset.clear()
+        self._hold_since.clear()
+
+    def holding(self) -> list[int]:
+        """Partitions whose merge waits for more input: they need ticks to make progress."""
+        return [partition for partition, group in self.groups.items() if len(group)]
+
+    async def on_event(self, event: EventT[Any], stream: StreamT[Any]) -> None:
+        """Handle one record of an input topic or of the tick topic."""
+        message = event.message
+        if message.topic == self.tick_topic:
+            await stream.ack(event)
+            group = self._group(message.partition)
+            await self._deliver(group.processor.tick(wall_micros()), stream, None)
+            await self._drain(message.partition, stream)
+            return
+        tp = message.tp
+        if message.offset < self._next_offset.get(tp, 0):
+            await stream.ack(event)  # a copy already buffered or applied since the last seek
+            return
+        self._next_offset[tp] = message.offset + 1
+        self._hold_since.pop(tp, None)
+        group = self._group(message.partition)
+        group.push(self.topics.index(message.topic), message.key, message.value, event)
+        await self._drain(message.partition, stream)
+
+    def _group(self, partition: int) -> PartitionGroup[EventT[Any]]:
+        group = self.groups.get(partition)
+        if group is None:
+            group = PartitionGroup(self.policy, self.store, len(self.topics), self.settings.clock)
+            group.processor.recover(
+                state
+                for state in self.store.states()
+                if partition_for(state.user_id.encode(), self.partitions) == partition
+            )
+            self.groups[partition] = group
+            log.info(
+                "partition_recovered", partition=partition, timers=group.processor.pending_timers
+            )
+        return group
+
+    def _may_receive(self, partition: int, topic_index: int) -> bool:
+        """Whether an empty topic-partition holds the merge back (KIP-353).
+
+        It does while the broker has unread data for it, for at most ``max_idle`` seconds.
+        """
+        tp = TP(self.topics[topic_index], partition)
+        consumer = self.app.consumer
+        highwater = consumer.highwater(tp)
+        position = self._next_offset.get(tp, consumer._read_offset.get(tp))
+        if highwater is not None and position is not None and highwater <= position:
+            return False
+        if highwater == 0:
+            return False
+        since = self._hold_since.setdefault(tp, time.monotonic())
+        return bool(time.monotonic() - since < self.settings.max_idle)
+
+    async def _drain(self, partition: int, stream: StreamT[Any]) -> None:
+        group = self.groups[partition]
+        for applied in group.drain(
+            lambda index: self._may_receive(partition, index), wall_micros()
+        ):
+            started = time.perf_counter()
+            await self._deliver(applied.decisions, stream, applied)
+            metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
+
+    async def _deliver(
+        self, decisions: list[Decision], stream: StreamT[Any], applied: Applied[EventT[Any]] | None
+    ) -> None:
+        """Emit, then persist, then ack: the order that makes a crash repeat, never lose."""
+        if applied is not None and applied.rejection is not None:
+            await self._dead_letter(applied.record, applied.topic_index, applied.rejection)
+        now = wall_micros()
+        for decision in decisions:
+            sent = await self.limit_topic.send(
+                key=decision.user_id.encode(), value=decision.to_json(now)
+            )
+            await sent  # delivered before the state that remembers it is written
+            for reason in decision.reasons:
+                metrics.DECISIONS.labels(decision.type, reason.code).inc()
+            metrics.DECISION_LAG_SECONDS.observe(max(0, now - decision.occurred_at) / SECOND)
+            log.info(
+                "limit_decision", type=decision.type, caused_by=decision.caused_by,
+                occurred_at=format_timestamp(decision.occurred_at),
+                reasons=[r.code for r in decision.reasons],
+            )  # fmt: skip
+        self.store.flush()
+        if applied is not None:
+            topic = self.topics[applied.topic_index]
+            metrics.EVENTS.labels(topic, str(applied.outcome)).inc()
+            if applied.outcome is Outcome.PROCESSED and applied.occurred_at is not None:
+                metrics.LAST_EVENT_TIMESTAMP.labels(topic).set(applied.occurred_at / SECOND)
+            await stream.ack(applied.record)
+
+    async def _dead_letter(
+        self, event: EventT[Any], topic_index: int, rejection: Rejection
+    ) -> None:
+        message = event.message
+        topic = self.topics[topic_index]
+        headers = [
+            ("dlt.original.topic", topic.encode()),
+            ("dlt.original.partition", str(message.partition).encode()),
+            ("dlt.original.offset", str(message.offset).encode()),
+            ("dlt.reason", str(rejection.reason).encode()),
+            ("dlt.error", rejection.error[:500].encode()),
+        ]
+        sent = await self.dead_letter_topics[topic].send(
+            key=message.key, value=message.value, headers=headers, partition=message.partition
+        )
+        await sent
+        metrics.DEAD_LETTERS.labels(topic, str(rejection.reason)).inc()
+        log.info("dead_letter", topic=topic, partition=message.partition, offset=message.offset,
+                 reason=str(rejection.reason))  # fmt: skip
