@@ -45,7 +45,7 @@ class TableStore(MutableMapping[str, UserState]):
     def __getitem__(self, user_id: str) -> UserState:
         if user_id in self._pending:
             return self._pending[user_id]
-        raw = self._table[user_id]
+        raw = self._table.get(user_id.encode())
         if raw is None:
             raise KeyError(user_id)
         return STATE_DECODER.decode(raw)
@@ -57,7 +57,7 @@ class TableStore(MutableMapping[str, UserState]):
         raise NotImplementedError("states are never deleted by the core")
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._table.keys())
+        return (key.decode() for key in self._table.keys())
 
     def __len__(self) -> int:
         return len(self._table)
@@ -66,7 +66,7 @@ class TableStore(MutableMapping[str, UserState]):
         """Write the held-back states to the table (one changelog record each)."""
         written = len(self._pending)
         for user_id, state in self._pending.items():
-            self._table[user_id] = STATE_ENCODER.encode(state)
+            self._table[user_id.encode()] = STATE_ENCODER.encode(state)
         self._pending.clear()
         return written
 

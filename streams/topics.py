@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Final
 
-import faust
-
 from streams.app import app, settings
 
 TICK_TOPIC: Final = settings.tick_topic
@@ -50,9 +48,8 @@ ticks = app.topic(
 )
 users = app.Table(
     "users",
-    schema=faust.Schema(
-        key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    ),
+    key_type=bytes,  # bytes keys and values make Faust use the raw codec for the changelog
+    value_type=bytes,
     partitions=settings.topic_partitions,
     help="Per-user risk state (risk.state.UserState), msgpack-encoded.",
 )

@@ -90,4 +90,7 @@ class Metrics(View):
 
     async def get(self, request: Request) -> Response:
         """The registry in the text format."""
-        return self.bytes(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp wants the charset apart from the content type.
+        return self.bytes(
+            generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0]
+        )

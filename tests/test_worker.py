@@ -1,0 +1,192 @@
+"""The worker on a real Kafka-protocol broker: its decisions equal `lineguard replay`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from worker_harness import (
+    LIMIT_TOPIC,
+    Topics,
+    Worker,
+    consume_all,
+    limit_events_by_partition,
+    produce,
+    wait_for,
+)
+
+from risk.partitioner import partition_for
+from risk.policy import load_policy
+from risk.replay import InputRecord, parse_records, replay
+
+from builders import application, purchase, repayment
+
+pytestmark = pytest.mark.integration
+PARTITIONS = 3
+
+
+@pytest.fixture
+def topics(unique_prefix: str) -> Topics:
+    return Topics(unique_prefix)
+
+
+@pytest.fixture
+def start_worker(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> Iterator[Callable[..., Worker]]:
+    started: list[Worker] = []
+
+    def start(**kwargs: Any) -> Worker:
+        worker = Worker(kafka_bootstrap, topics, tmp_path, PARTITIONS, **kwargs).start()
+        started.append(worker)
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+def records_of(lines: list[dict[str, Any]]) -> list[InputRecord]:
+    return list(parse_records([orjson.dumps(line) for line in lines]))
+
+
+def watermark_tail(at: str) -> list[dict[str, Any]]:
+    """One late event per partition, so every partition's watermark passes earlier timers."""
+    tail = []
+    for partition in range(PARTITIONS):
+        user = next(
+            f"tail-{n}"
+            for n in range(1000)
+            if partition_for(f"tail-{n}".encode(), PARTITIONS) == partition
+        )
+        tail.append(application(at, 500_000, user=user))
+    return tail
+
+
+def rule_scenarios() -> list[dict[str, Any]]:
+    """A freeze and a restore for every rule of the default policy, one user each.
+
+    Each topic-partition keeps list order, so within a topic the list runs in time order.
+    """
+    return [
+        # OVERDUE_ACTIVE, 0-day cure at the repayment itself
+        purchase("2026-02-01T00:00:00Z", 35000, user="od-0", first_due="2026-03-01T00:00:00Z"),
+        repayment("2026-03-04T00:00:00Z", 35000, user="od-0"),
+        # OVERDUE_ACTIVE, 30-day cure restored by a timer
+        purchase("2026-02-01T00:00:00Z", 35000, user="od-30", first_due="2026-03-01T00:00:00Z"),
+        repayment("2026-03-06T00:00:00Z", 35000, user="od-30"),
+        # OVERDUE_REPEATED
+        *[
+            line
+            for buy, due, pay in (
+                ("2026-01-01", "2026-01-10", "2026-01-13T12:00:00Z"),
+                ("2026-01-20", "2026-02-10", "2026-02-14T00:00:00Z"),
+                ("2026-03-20", "2026-04-10", "2026-04-14T00:00:00Z"),
+            )
+            for line in (
+                purchase(
+                    f"{buy}T00:00:00Z", 1000, user="rep", order=buy, first_due=f"{due}T00:00:00Z"
+                ),
+                repayment(pay, 1000, user="rep"),
+            )
+        ],
+        # SPEND_INCOME_MISMATCH, with hysteresis
+        application("2026-04-01T00:00:00Z", 200_000, user="spend", income=800_000),
+        *[
+            line
+            for index, (at, amount) in enumerate(
+                (("2026-04-02", 400_000), ("2026-04-12", 1_000_000), ("2026-04-22", 1_100_000))
+            )
+            for line in (
+                purchase(f"{at}T00:00:00Z", amount, user="spend", order=f"s{index}"),
+                repayment(f"{at}T01:00:00Z", amount, user="spend", order=f"s{index}"),
+            )
+        ],
+        # LOAN_VELOCITY
+        *[application(f"2026-05-0{d}T10:00:00Z", 500_000, user="vel") for d in range(1, 6)],
+        # SMALL_LOAN_BURST
+        *[application(f"2026-05-01T1{h}:00:00Z", 50_000, user="small") for h in range(3)],
+    ]
+
+
+def replay_by_partition(records: list[InputRecord]) -> dict[int, list[dict[str, Any]]]:
+    result = replay(records, load_policy(), partitions=PARTITIONS, now=time.time_ns() // 1000)
+    out: dict[int, list[dict[str, Any]]] = {}
+    for decision in result.decisions:
+        doc = orjson.loads(decision.to_json(0))
+        doc.pop("decided_at")
+        out.setdefault(partition_for(decision.user_id.encode(), PARTITIONS), []).append(doc)
+    return out
+
+
+def test_a_backfill_of_every_rule_gives_exactly_the_replayed_decisions(
+    kafka_bootstrap: str, topics: Topics, start_worker: Callable[..., Worker]
+) -> None:
+    records = records_of(rule_scenarios() + watermark_tail("2026-09-01T00:00:00Z"))
+    # Months of history are in the topics before the worker starts: fetches arrive topic by topic.
+    asyncio.run(produce(kafka_bootstrap, topics, records))
+    worker = start_worker()
+    worker.wait_ready()
+    wait_for(lambda: worker.metric("lineguard_events_total") >= len(records), 60, "all records")
+    expected = replay_by_partition(records)
+    assert sum(map(len, expected.values())) == 16
+    online = asyncio.run(
+        consume_all(kafka_bootstrap, topics.name(LIMIT_TOPIC), expected=16, wait_seconds=30)
+    )
+    assert limit_events_by_partition(online) == expected
+    codes = {r["code"] for docs in expected.values() for d in docs for r in d["reasons"]}
+    assert codes >= {
+        "OVERDUE_ACTIVE", "OVERDUE_REPEATED", "LOAN_VELOCITY", "SMALL_LOAN_BURST",
+        "SPEND_INCOME_MISMATCH", "REPAID_AND_CURED", "OVERDUE_REPEATED_CLEARED",
+        "LOAN_VELOCITY_CLEARED", "SMALL_LOAN_BURST_CLEARED", "SPEND_INCOME_MISMATCH_CLEARED",
+    }  # fmt: skip
+
+
+def test_every_dead_letter_reason_reaches_the_dlt_with_its_headers(
+    kafka_bootstrap: str, topics: Topics, start_worker: Callable[..., Worker]
+) -> None:
+    good = {
+        "event_id": "r-ok",
+        "user_id": "u-1",
+        "occurred_at": "2026-03-10T00:00:00Z",
+        "amount": 1,
+    }
+    repayments = "credit.repayments.v1"
+    bad = [
+        ({"topic": repayments, "key": "u-1", "value": "{not json"}, "invalid_json"),
+        ({"topic": repayments, "key": "u-1", "value": {**good, "event_id": "f", "amount": 1.0}}, "schema_violation"),
+        ({"topic": repayments, "key": "u-2", "value": {**good, "event_id": "k"}}, "key_mismatch"),
+        ({"topic": repayments, "key": "u-1", "value": {**good, "event_id": "l", "occurred_at": "2026-03-01T00:00:00Z"}}, "too_late"),
+        ({"topic": repayments, "key": "u-1", "value": {**good, "event_id": "x", "pad": "x" * 70_000}}, "too_large"),
+        ({"topic": repayments, "key": "u-1", "value": {**good, "event_id": "n", "occurred_at": "2099-01-01T00:00:00Z"}}, "in_future"),
+    ]  # fmt: skip
+    lines = [{"topic": repayments, "key": "u-1", "value": good}] + [line for line, _ in bad]
+    records = records_of(lines)
+    asyncio.run(produce(kafka_bootstrap, topics, records))
+    worker = start_worker()
+    worker.wait_ready()
+    wait_for(lambda: worker.metric("lineguard_events_total") >= len(records), 60, "all records")
+    dlt = asyncio.run(
+        consume_all(kafka_bootstrap, topics.name(repayments) + ".dlt", expected=len(bad))
+    )
+    letters = [m for messages in dlt.values() for m in messages]
+    by_reason = {dict(m.headers)["dlt.reason"].decode(): m for m in letters}
+    assert sorted(by_reason) == sorted(reason for _, reason in bad)
+    for record, (_, reason) in zip(records[1:], bad, strict=True):
+        letter = by_reason[reason]
+        headers = dict(letter.headers)
+        assert letter.value == record.value  # the original bytes, unchanged
+        assert letter.key == record.key
+        assert headers["dlt.original.topic"] == topics.name(repayments).encode()
+        assert int(headers["dlt.original.partition"]) == partition_for(record.key, PARTITIONS)
+        assert headers["dlt.original.offset"].decode().isdigit()
+        assert headers["dlt.error"]
+    assert worker.metric('lineguard_dead_letters_total{reason="too_late"') == 1
+    assert worker.metric("lineguard_dead_letters_total") == len(bad)

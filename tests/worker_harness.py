@@ -1,0 +1,227 @@
+"""Run real `lineguard worker` processes against the test broker, and talk to them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from risk.replay import INPUT_TOPICS, InputRecord
+
+LIMIT_TOPIC = "credit.limit-events.v1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Topics:
+    """The topic names of one test: the contract's names behind a unique prefix."""
+
+    prefix: str
+
+    def name(self, contract_topic: str) -> str:
+        return f"{self.prefix}.{contract_topic}"
+
+    def env(self) -> dict[str, str]:
+        purchases, repayments, applications = (self.name(t) for t in INPUT_TOPICS)
+        return {
+            "LINEGUARD_PURCHASES_TOPIC": purchases,
+            "LINEGUARD_REPAYMENTS_TOPIC": repayments,
+            "LINEGUARD_LOAN_APPLICATIONS_TOPIC": applications,
+            "LINEGUARD_LIMIT_EVENTS_TOPIC": self.name(LIMIT_TOPIC),
+        }
+
+
+@dataclass
+class Worker:
+    """One worker process; ``stop`` always ends it (SIGTERM, then SIGKILL)."""
+
+    bootstrap: str
+    topics: Topics
+    workdir: Path
+    partitions: int = 3
+    extra_env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+        env.update(self.topics.env())
+        env.update(
+            LINEGUARD_BROKER_URL=f"kafka://{self.bootstrap}",
+            LINEGUARD_APP_ID=self.topics.prefix,
+            LINEGUARD_TOPIC_PARTITIONS=str(self.partitions),
+            LINEGUARD_WEB_PORT=str(self.port),
+            LINEGUARD_DATADIR=str(self.workdir / f"data-{self.port}"),
+            LINEGUARD_MAX_IDLE="5",
+            LINEGUARD_BROKER_COMMIT_INTERVAL="0.5",
+        )
+        if not os.environ.get("LINEGUARD_TEST_BOOTSTRAP"):
+            env["LINEGUARD_DEV_BROKER"] = "tansu"
+        env.update(self.extra_env)
+        log = open(self.workdir / f"worker-{self.port}.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from streams.app import main; main()", "worker", "-l", "info"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+        )  # fmt: skip
+        log.close()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        request = urllib.request.Request(self.url + path)  # noqa: S310 - loopback test URL
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                return response.status, _parse(response.read(), response.headers)
+        except urllib.error.HTTPError as error:
+            return error.code, _parse(error.read(), error.headers)
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}: {self.log()}")
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready after {timeout}s: {self.log()}")
+
+    def metric(self, name: str) -> float:
+        """Sum of a metric's samples on this worker."""
+        status, text = self.get("/metrics")
+        assert status == 200
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and not line.startswith("#")
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    def log(self) -> str:
+        path = self.workdir / f"worker-{self.port}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+
+def _parse(body: bytes, headers: Any) -> Any:
+    if "json" in headers.get("Content-Type", ""):
+        return orjson.loads(body)
+    return body.decode()
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def create_topics(bootstrap: str, topics: Topics, partitions: int) -> None:
+    """Create the input topics first: a broker may auto-create them with another count."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(topics.name(t), num_partitions=partitions, replication_factor=1)
+             for t in INPUT_TOPICS]
+        )  # fmt: skip
+    finally:
+        await admin.close()
+
+
+async def produce(
+    bootstrap: str, topics: Topics, records: list[InputRecord], partitions: int = 3
+) -> None:
+    """Send records in order; each topic-partition's log keeps the list's order."""
+    await create_topics(bootstrap, topics, partitions)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topics.name(r.topic), value=r.value, key=r.key) for r in records
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def consume_all(
+    bootstrap: str, topic: str, *, expected: int | None = None, settle: float = 2.0,
+    wait_seconds: float = 60,
+) -> dict[int, list[Any]]:  # fmt: skip
+    """Read a topic from the start, by partition, until ``expected`` records or quiet."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None,
+        enable_auto_commit=False,
+    )  # fmt: skip
+    await consumer.start()
+    by_partition: dict[int, list[Any]] = defaultdict(list)
+    count = 0
+    try:
+        deadline = time.monotonic() + wait_seconds
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=250)
+            for tp, messages in batch.items():
+                by_partition[tp.partition] += messages
+                count += len(messages)
+                quiet_since = time.monotonic()
+            if expected is not None and count >= expected:
+                await asyncio.sleep(settle / 2)
+                for tp, messages in (await consumer.getmany(timeout_ms=250)).items():
+                    by_partition[tp.partition] += messages
+                break
+            if expected is None and time.monotonic() - quiet_since > settle:
+                break
+    finally:
+        await consumer.stop()
+    return dict(by_partition)
+
+
+def limit_events_by_partition(messages: dict[int, list[Any]]) -> dict[int, list[dict[str, Any]]]:
+    """Limit events without ``decided_at``, the only field allowed to differ."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for partition, records in messages.items():
+        docs = [orjson.loads(m.value) for m in records]
+        for doc in docs:
+            doc.pop("decided_at")
+        out[partition] = docs
+    return out
