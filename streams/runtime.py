@@ -57,7 +57,7 @@ class TableStore(MutableMapping[str, UserState]):
         raise NotImplementedError("states are never deleted by the core")
 
     def __iter__(self) -> Iterator[str]:
-        return (key.decode() for key in self._table.keys())
+        return (key.decode() for key in self._table)
 
     def __len__(self) -> int:
         return len(self._table)
