@@ -131,6 +131,11 @@ class Runtime:
         self._hold_since.pop(tp, None)
         group = self._group(message.partition)
         group.push(self.topics.index(message.topic), message.key, message.value, event)
+        # A buffered record has not started processing. Faust's rebalance waits for every
+        # delivered, unacked message (``Consumer.wait_empty``), so one waiting in the merge
+        # would stall the rebalance. Untracking it commits nothing: offsets advance only
+        # through acks, and the record is redelivered from the committed offset.
+        self.app.consumer._unacked_messages.discard(message)
         await self._drain(message.partition, stream)
 
     def _group(self, partition: int) -> PartitionGroup[EventT[Any]]:

@@ -225,3 +225,15 @@ def limit_events_by_partition(messages: dict[int, list[Any]]) -> dict[int, list[
             doc.pop("decided_at")
         out[partition] = docs
     return out
+
+
+async def read_back(bootstrap: str, topics: Topics) -> list[InputRecord]:
+    """The input topics as stored, partition by partition, each in log order."""
+    records: list[InputRecord] = []
+    for contract_topic in INPUT_TOPICS:
+        stored = await consume_all(bootstrap, topics.name(contract_topic), settle=1.5)
+        for partition in sorted(stored):
+            records += [
+                InputRecord(m.offset, contract_topic, m.key, m.value) for m in stored[partition]
+            ]
+    return records

@@ -1,0 +1,112 @@
+"""The worker at scale, across restarts and with two workers sharing the partitions."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from history import synthetic_history
+from test_worker import PARTITIONS, records_of, replay_by_partition, start_worker, topics
+from worker_harness import (
+    LIMIT_TOPIC,
+    Topics,
+    Worker,
+    consume_all,
+    limit_events_by_partition,
+    produce,
+    read_back,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+__all__ = ["start_worker", "topics"]  # fixtures shared with test_worker
+
+USERS, EVENTS = 2000, 20_000
+
+
+def _caught_up(workers: list[Worker], total: int) -> Callable[[], bool]:
+    return lambda: sum(w.metric("lineguard_events_total") for w in workers) >= total
+
+
+def test_online_equals_offline_for_twenty_thousand_events(
+    kafka_bootstrap: str, topics: Topics, start_worker: Callable[..., Worker]
+) -> None:
+    produced = records_of(synthetic_history(USERS, EVENTS, seed=11))
+    asyncio.run(produce(kafka_bootstrap, topics, produced, PARTITIONS))
+    worker = start_worker()
+    worker.wait_ready()
+    wait_for(_caught_up([worker], EVENTS), 300, "the worker to catch up")
+    stored = asyncio.run(read_back(kafka_bootstrap, topics))
+    assert len(stored) == EVENTS
+    expected = replay_by_partition(stored)
+    total = sum(map(len, expected.values()))
+    assert total > 1000
+    online = asyncio.run(
+        consume_all(kafka_bootstrap, topics.name(LIMIT_TOPIC), expected=total, wait_seconds=120)
+    )
+    assert limit_events_by_partition(online) == expected
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
+def test_a_worker_stopped_mid_stream_loses_no_decision(
+    kafka_bootstrap: str,
+    topics: Topics,
+    start_worker: Callable[..., Worker],
+    stop_signal: signal.Signals,
+) -> None:
+    produced = records_of(synthetic_history(USERS, EVENTS, seed=12))
+    asyncio.run(produce(kafka_bootstrap, topics, produced, PARTITIONS))
+    first = start_worker()
+    first.wait_ready()
+    wait_for(lambda: first.metric("lineguard_events_total") >= EVENTS // 3, 300, "progress")
+    first.stop(stop_signal)
+    second = start_worker()
+    second.wait_ready()
+    wait_for(_caught_up([second], 1), 120, "the restarted worker to resume")
+    stored = asyncio.run(read_back(kafka_bootstrap, topics))
+    expected = replay_by_partition(stored)
+    by_id = {d["event_id"]: d for docs in expected.values() for d in docs}
+    online: list[dict[str, Any]] = []
+
+    def everything_decided() -> bool:
+        messages = asyncio.run(
+            consume_all(kafka_bootstrap, topics.name(LIMIT_TOPIC), settle=1.0, wait_seconds=30)
+        )
+        online[:] = [d for docs in limit_events_by_partition(messages).values() for d in docs]
+        return {d["event_id"] for d in online} >= set(by_id)
+
+    wait_for(everything_decided, 300, "every replayed decision online")
+    assert {d["event_id"] for d in online} == set(by_id)
+    # A decision repeated after the stop is the same decision, field for field.
+    for decision in online:
+        assert decision == by_id[decision["event_id"]]
+
+
+def test_two_workers_split_the_partitions_and_both_answer_for_any_user(
+    kafka_bootstrap: str, topics: Topics, start_worker: Callable[..., Worker]
+) -> None:
+    produced = records_of(synthetic_history(200, 3000, seed=13))
+    asyncio.run(produce(kafka_bootstrap, topics, produced, PARTITIONS))
+    token = "s3cret-token"  # noqa: S105 - a test token for a loopback worker
+    one = start_worker(extra_env={"LINEGUARD_API_TOKEN": token})
+    one.wait_ready()
+    two = start_worker(extra_env={"LINEGUARD_API_TOKEN": token})
+    two.wait_ready()
+    wait_for(_caught_up([one, two], 3000), 180, "both workers to catch up")
+    wait_for(lambda: one.get("/readyz")[0] == 200 and two.get("/readyz")[0] == 200, 60, "ready")
+    assert one.metric("lineguard_events_total") > 0
+    assert two.metric("lineguard_events_total") > 0
+    users = sorted({r.key.decode() for r in produced if r.key})[:12]
+    for user in users:
+        status_one, body_one = one.get(f"/users/{user}/", token)
+        status_two, body_two = two.get(f"/users/{user}/", token)
+        assert (status_one, status_two) == (200, 200), (body_one, body_two)
+        assert body_one == body_two
+        assert body_one["user_id"] == user
+    assert one.get(f"/users/{users[0]}/")[0] == 401
+    assert one.get(f"/users/{users[0]}/", "wrong")[0] == 401
+    assert orjson.dumps(one.get("/healthz")[1]) == b'{"status":"ok"}'
