@@ -13,12 +13,7 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-TANSU_FAST_JOIN = {
-    "broker_session_timeout": 2.0,
-    "broker_heartbeat_interval": 0.5,
-    "broker_rebalance_timeout": 2.0,
-}
-"""Tansu holds a JoinGroup for half the session timeout: short values make joins take ~3 s."""
+from streams.devbroker import TANSU_FAST_JOIN
 
 
 class Settings(BaseSettings):
