@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lint test bench clean
+.PHONY: venv lint test bench demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: lint
 	$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
+
+# An embedded Tansu broker, a worker and the simulator, with live figures; Ctrl-C stops all.
+demo: $(STAMP)
+	$(BIN)/lineguard demo --duration $${DURATION:-120}
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.core --output BENCHMARKS.md
