@@ -1,0 +1,1 @@
+"""Benchmarks of the lineguard risk core (`make bench`)."""
