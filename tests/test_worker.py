@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -190,3 +191,47 @@ def test_every_dead_letter_reason_reaches_the_dlt_with_its_headers(
         assert headers["dlt.error"]
     assert worker.metric('lineguard_dead_letters_total{reason="too_late"') == 1
     assert worker.metric("lineguard_dead_letters_total") == len(bad)
+
+
+def test_the_wall_clock_sweep_fires_a_quiet_users_timer(
+    kafka_bootstrap: str, topics: Topics, start_worker: Callable[..., Worker]
+) -> None:
+    lines = [purchase("2026-02-01T00:00:00Z", 5000, user="quiet", first_due="2026-02-02T00:00:00Z")]
+    asyncio.run(produce(kafka_bootstrap, topics, records_of(lines)))
+    worker = start_worker(
+        extra_env={"LINEGUARD_CLOCK": "wall", "LINEGUARD_WALL_SWEEP_INTERVAL": "0.5"}
+    )
+    worker.wait_ready()
+    # No later event moves this partition's watermark: only the wall clock can fire the timer.
+    online = asyncio.run(consume_all(kafka_bootstrap, topics.name(LIMIT_TOPIC), expected=1))
+    (decision,) = limit_events_by_partition(online).popitem()[1]
+    assert decision["caused_by"] == "timer:overdue:2026-02-05T00:00:00Z"
+    assert decision["occurred_at"] == "2026-02-05T00:00:00Z"
+
+
+def test_fausts_table_and_router_views_are_off(
+    topics: Topics, start_worker: Callable[..., Worker]
+) -> None:
+    worker = start_worker()
+    worker.wait_ready()
+    assert worker.get("/table/")[0] == 404
+    assert worker.get("/router/")[0] == 404
+    assert worker.get("/healthz")[0] == 200
+
+
+@pytest.mark.skipif(
+    not os.environ.get("LINEGUARD_TEST_BOOTSTRAP"),
+    reason="exactly-once needs transactions: Tansu rejects aiokafka's InitProducerId v0 and"
+    " never lists aborted transactions (see the README's Development broker section)",
+)
+def test_exactly_once_gives_the_replayed_decisions_on_real_kafka(
+    kafka_bootstrap: str, topics: Topics, start_worker: Callable[..., Worker]
+) -> None:
+    records = records_of(rule_scenarios() + watermark_tail("2026-09-01T00:00:00Z"))
+    asyncio.run(produce(kafka_bootstrap, topics, records))
+    worker = start_worker(extra_env={"LINEGUARD_PROCESSING_GUARANTEE": "exactly_once"})
+    worker.wait_ready()
+    wait_for(lambda: worker.metric("lineguard_events_total") >= len(records), 120, "all records")
+    expected = replay_by_partition(records)
+    online = asyncio.run(consume_all(kafka_bootstrap, topics.name(LIMIT_TOPIC), expected=16))
+    assert limit_events_by_partition(online) == expected

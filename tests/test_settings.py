@@ -1,0 +1,98 @@
+"""Settings: LINEGUARD_ variables only; Faust's own variables never override them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from streams.settings import Settings
+
+PROBE = (
+    "from streams.app import app, settings;"
+    "print(app.conf.broker[0], app.conf.web_port, app.conf.store, app.conf.web_tables_enabled,"
+    " app.conf.web_router_enabled, app.conf.broker_session_timeout)"
+)
+
+
+def _run(env: dict[str, str], code: str = PROBE) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_fausts_unprefixed_variables_do_not_override_lineguard_settings() -> None:
+    done = _run(
+        {
+            "BROKER_URL": "kafka://elsewhere:9092",
+            "WEB_PORT": "1234",
+            "STORE": "rocksdb://",
+            "APP_BROKER": "kafka://elsewhere:9092",
+            "LINEGUARD_BROKER_URL": "kafka://127.0.0.1:19092",
+            "LINEGUARD_WEB_PORT": "6099",
+        }
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [
+        "kafka://127.0.0.1:19092",
+        "6099",
+        "memory:",
+        "False",
+        "False",
+        "60.0",
+    ]
+
+
+def test_the_dev_broker_setting_turns_on_fast_joins_unless_set_explicitly() -> None:
+    fast = _run({"LINEGUARD_DEV_BROKER": "tansu"})
+    assert fast.stdout.split()[-1] == "2.0"
+    explicit = _run({"LINEGUARD_DEV_BROKER": "tansu", "LINEGUARD_BROKER_SESSION_TIMEOUT": "9"})
+    assert explicit.stdout.split()[-1] == "9.0"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"LINEGUARD_WEB_PORT": "seventy"}, "LINEGUARD_WEB_PORT"),
+        ({"LINEGUARD_CLOCK": "sundial"}, "LINEGUARD_CLOCK"),
+        ({"LINEGUARD_STORE": "redis://"}, "LINEGUARD_STORE"),
+        ({"LINEGUARD_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "LINEGUARD_KAFKA_SASL_USERNAME"),
+        ({"LINEGUARD_POLICY_FILE": "/no/such/policy.toml"}, "LINEGUARD_POLICY_FILE"),
+    ],
+)
+def test_a_bad_setting_stops_start_up_naming_the_variable(env: dict[str, str], named: str) -> None:
+    done = _run(env)
+    assert done.returncode == 2
+    assert named in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_bad_policy_file_stops_the_worker_naming_the_field(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('version = "v"\n[rules.loan_velocity]\nrestore_max_applications = 9\n')
+    done = _run({"LINEGUARD_POLICY_FILE": str(policy)}, "import agents.assess")
+    assert done.returncode != 0
+    assert "rules.loan_velocity.restore_max_applications" in done.stderr
+
+
+def test_secrets_are_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LINEGUARD_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("LINEGUARD_KAFKA_SASL_USERNAME", "svc")
+    monkeypatch.setenv("LINEGUARD_KAFKA_SASL_PASSWORD", "hunter2")
+    settings = Settings()
+    assert "hunter2" not in repr(settings)
+    assert settings.kafka_sasl_password is not None
+    assert settings.kafka_sasl_password.get_secret_value() == "hunter2"
+
+
+def test_heartbeat_must_be_below_the_session_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LINEGUARD_BROKER_SESSION_TIMEOUT", "1")
+    monkeypatch.setenv("LINEGUARD_BROKER_HEARTBEAT_INTERVAL", "3")
+    with pytest.raises(ValidationError, match="HEARTBEAT"):
+        Settings()
