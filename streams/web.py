@@ -79,8 +79,15 @@ class Ready(View):
         recovery = app.tables.recovery  # type: ignore[attr-defined]  # TableManagerT omits it
         recovery_done = recovery.completed.is_set()
         ready = bool(app.consumer.assignment()) and not app.rebalancing and recovery_done
-        body: dict[str, Any] = {"ready": ready, "rebalancing": app.rebalancing,
-                                "recovery_done": recovery_done}  # fmt: skip
+        partitions = sorted(
+            {tp.partition for tp in app.consumer.assignment() if tp.topic in settings.input_topics}
+        )
+        body: dict[str, Any] = {
+            "ready": ready,
+            "rebalancing": app.rebalancing,
+            "recovery_done": recovery_done,
+            "partitions": partitions,
+        }
         return self.json(body, status=200 if ready else 503)
 
 

@@ -16,6 +16,7 @@ from worker_harness import (
     Topics,
     Worker,
     consume_all,
+    create_topics,
     limit_events_by_partition,
     produce,
     wait_for,
@@ -235,3 +236,14 @@ def test_exactly_once_gives_the_replayed_decisions_on_real_kafka(
     expected = replay_by_partition(records)
     online = asyncio.run(consume_all(kafka_bootstrap, topics.name(LIMIT_TOPIC), expected=16))
     assert limit_events_by_partition(online) == expected
+
+
+def test_the_worker_refuses_input_topics_that_are_not_co_partitioned(
+    kafka_bootstrap: str, topics: Topics, start_worker: Callable[..., Worker]
+) -> None:
+    asyncio.run(create_topics(kafka_bootstrap, topics, PARTITIONS, {"credit.repayments.v1": 5}))
+    worker = start_worker()
+    assert worker.process is not None
+    assert worker.process.wait(60) == 3
+    assert "must have the same number of partitions" in worker.log()
+    assert f"{topics.name('credit.repayments.v1')}: 5" in worker.log()

@@ -89,15 +89,27 @@ def test_a_worker_stopped_mid_stream_loses_no_decision(
 def test_two_workers_split_the_partitions_and_both_answer_for_any_user(
     kafka_bootstrap: str, topics: Topics, start_worker: Callable[..., Worker]
 ) -> None:
-    produced = records_of(synthetic_history(200, 3000, seed=13))
-    asyncio.run(produce(kafka_bootstrap, topics, produced, PARTITIONS))
     token = "s3cret-token"  # noqa: S105 - a test token for a loopback worker
     one = start_worker(extra_env={"LINEGUARD_API_TOKEN": token})
     one.wait_ready()
     two = start_worker(extra_env={"LINEGUARD_API_TOKEN": token})
     two.wait_ready()
+
+    def split() -> bool:
+        (status_one, ready_one), (status_two, ready_two) = one.get("/readyz"), two.get("/readyz")
+        mine, theirs = set(ready_one["partitions"]), set(ready_two["partitions"])
+        return (
+            (status_one, status_two) == (200, 200)
+            and mine.isdisjoint(theirs)
+            and (mine | theirs == set(range(PARTITIONS)))
+            and bool(mine)
+            and bool(theirs)
+        )
+
+    wait_for(split, 60, "the partitions to be split between the two workers")
+    produced = records_of(synthetic_history(200, 3000, seed=13))
+    asyncio.run(produce(kafka_bootstrap, topics, produced, PARTITIONS))
     wait_for(_caught_up([one, two], 3000), 180, "both workers to catch up")
-    wait_for(lambda: one.get("/readyz")[0] == 200 and two.get("/readyz")[0] == 200, 60, "ready")
     assert one.metric("lineguard_events_total") > 0
     assert two.metric("lineguard_events_total") > 0
     users = sorted({r.key.decode() for r in produced if r.key})[:12]

@@ -154,13 +154,17 @@ def wait_for(condition: Any, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-async def create_topics(bootstrap: str, topics: Topics, partitions: int) -> None:
+async def create_topics(
+    bootstrap: str, topics: Topics, partitions: int, counts: dict[str, int] | None = None
+) -> None:
     """Create the input topics first: a broker may auto-create them with another count."""
+    counts = counts or {}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics(
-            [NewTopic(topics.name(t), num_partitions=partitions, replication_factor=1)
+            [NewTopic(topics.name(t), num_partitions=counts.get(t, partitions),
+                      replication_factor=1)
              for t in INPUT_TOPICS]
         )  # fmt: skip
     finally:
