@@ -51,20 +51,25 @@ def test_online_equals_offline_for_twenty_thousand_events(
     assert limit_events_by_partition(online) == expected
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
+@pytest.mark.parametrize(
+    ("stop_signal", "store"),
+    [(signal.SIGTERM, "memory://"), (signal.SIGKILL, "memory://"), (signal.SIGKILL, "rocksdb://")],
+    ids=["term", "kill", "kill-rocksdb"],
+)
 def test_a_worker_stopped_mid_stream_loses_no_decision(
     kafka_bootstrap: str,
     topics: Topics,
     start_worker: Callable[..., Worker],
     stop_signal: signal.Signals,
+    store: str,
 ) -> None:
     produced = records_of(synthetic_history(USERS, EVENTS, seed=12))
     asyncio.run(produce(kafka_bootstrap, topics, produced, PARTITIONS))
-    first = start_worker()
+    first = start_worker(extra_env={"LINEGUARD_STORE": store})
     first.wait_ready()
     wait_for(lambda: first.metric("lineguard_events_total") >= EVENTS // 3, 300, "progress")
     first.stop(stop_signal)
-    second = start_worker()
+    second = start_worker(extra_env={"LINEGUARD_STORE": store})
     second.wait_ready()
     wait_for(_caught_up([second], 1), 120, "the restarted worker to resume")
     stored = asyncio.run(read_back(kafka_bootstrap, topics))
