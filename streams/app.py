@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import structlog
 from faust.cli import AppCommand, argument, option
 from pydantic import ValidationError
 
@@ -63,6 +64,24 @@ def _credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(context)
 
 
+def configure_logging() -> None:
+    """Structured JSON log lines through the standard library, which Faust's worker owns.
+
+    Log events carry partition numbers, offsets and reason codes, never user data.
+    """
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.stdlib.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app from lineguard's settings and nothing else."""
     if settings.dev_broker == "tansu":
@@ -96,6 +115,7 @@ def create_app(settings: Settings) -> faust.App:
 
 
 settings = load_settings()
+configure_logging()
 app = create_app(settings)
 
 

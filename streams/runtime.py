@@ -161,6 +161,8 @@ class Runtime:
         tp = TP(self.topics[topic_index], partition)
         consumer = self.app.consumer
         highwater = consumer.highwater(tp)
+        # Before this worker has received anything from ``tp``, Faust's read offset is where
+        # it seeked to: the committed offset, the next record to read.
         position = self._next_offset.get(tp, consumer._read_offset.get(tp))
         if highwater is not None and position is not None and highwater <= position:
             return False
