@@ -70,6 +70,10 @@ class TableStore(MutableMapping[str, UserState]):
         self._pending.clear()
         return written
 
+    def discard(self) -> None:
+        """Forget held-back states: their record will be redelivered and applied again."""
+        self._pending.clear()
+
     def states(self) -> Iterator[UserState]:
         """Every state in the local table, decoded (recovery only: it scans)."""
         for raw in self._table.values():
@@ -116,6 +120,8 @@ class Runtime:
 
     async def on_event(self, event: EventT[Any], stream: StreamT[Any]) -> None:
         """Handle one record of an input topic or of the tick topic."""
+        if self.app.should_stop:
+            return  # see _deliver: nothing more is applied or acked once the worker stops
         message = event.message
         if message.topic == self.tick_topic:
             await stream.ack(event)
@@ -125,18 +131,27 @@ class Runtime:
             return
         tp = message.tp
         if message.offset < self._next_offset.get(tp, 0):
-            await stream.ack(event)  # a copy already buffered or applied since the last seek
+            # A copy of a record already buffered or applied since the last seek. Acking it
+            # could let Faust commit past an earlier record still waiting in the merge.
+            self._release(message)
             return
         self._next_offset[tp] = message.offset + 1
         self._hold_since.pop(tp, None)
         group = self._group(message.partition)
         group.push(self.topics.index(message.topic), message.key, message.value, event)
-        # A buffered record has not started processing. Faust's rebalance waits for every
-        # delivered, unacked message (``Consumer.wait_empty``), so one waiting in the merge
-        # would stall the rebalance. Untracking it commits nothing: offsets advance only
-        # through acks, and the record is redelivered from the committed offset.
-        self.app.consumer._unacked_messages.discard(message)
+        self._release(message)
         await self._drain(message.partition, stream)
+
+    def _release(self, message: Any) -> None:
+        """Take a delivered record out of Faust's in-flight set without acking it.
+
+        A buffered record has not started processing. Faust's rebalance waits for every
+        delivered, unacked message (``Consumer.wait_empty``), so one waiting in the merge
+        would stall the rebalance. Untracking commits nothing: offsets advance only through
+        acks, which follow log order per topic-partition, and an unacked record is
+        redelivered from the committed offset.
+        """
+        self.app.consumer._unacked_messages.discard(message)
 
     def _group(self, partition: int) -> PartitionGroup[EventT[Any]]:
         group = self.groups.get(partition)
@@ -176,6 +191,11 @@ class Runtime:
         for applied in group.drain(
             lambda index: self._may_receive(partition, index), wall_micros()
         ):
+            if self.app.should_stop:
+                # Stopping: the fetcher is gone, so idle holds would run out and the merge
+                # would go on in another order than the log's. Drop this record's changes.
+                self.store.discard()
+                return
             started = time.perf_counter()
             await self._deliver(applied.decisions, stream, applied)
             metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
@@ -200,6 +220,10 @@ class Runtime:
                 occurred_at=format_timestamp(decision.occurred_at),
                 reasons=[r.code for r in decision.reasons],
             )  # fmt: skip
+        if self.app.should_stop:
+            # Faust stops the table before the agent, then commits what was acked. A record
+            # acked now would be committed without its state: leave it to be redelivered.
+            return
         self.store.flush()
         if applied is not None:
             topic = self.topics[applied.topic_index]
