@@ -624,10 +624,10 @@ def _positive(text: str) -> int:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m bench.core", description=__doc__)
-    parser.add_argument("--records", type=_positive, default=500_000)
-    parser.add_argument("--users", type=_positive, default=100_000)
+    parser.add_argument("--records", type=_positive, default=1_000_000)
+    parser.add_argument("--users", type=_positive, default=200_000)
     parser.add_argument("--seed", type=int, default=20260301)
-    parser.add_argument("--repeat", type=_positive, default=2)
+    parser.add_argument("--repeat", type=_positive, default=3)
     parser.add_argument("--profile-records", type=_positive, default=100_000)
     parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
     args = parser.parse_args(argv)

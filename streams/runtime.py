@@ -107,6 +107,8 @@ class Runtime:
         self.groups: dict[int, PartitionGroup[EventT[Any]]] = {}
         self._next_offset: dict[TP, int] = {}
         self._hold_since: dict[TP, float] = {}
+        self._acking: set[tuple[TP, int]] = set()
+        self._guarded_consumer: Any = None
 
     def reset(self) -> None:
         """Forget buffers and groups on a rebalance: Faust re-seeks to committed offsets."""
@@ -122,6 +124,7 @@ class Runtime:
         """Handle one record of an input topic or of the tick topic."""
         if self.app.should_stop:
             return  # see _deliver: nothing more is applied or acked once the worker stops
+        self._guard_acks()
         message = event.message
         if message.topic == self.tick_topic:
             await stream.ack(event)
@@ -141,6 +144,35 @@ class Runtime:
         group.push(self.topics.index(message.topic), message.key, message.value, event)
         self._release(message)
         await self._drain(message.partition, stream)
+
+    def _guard_acks(self) -> None:
+        """Count only applied input records towards committed offsets.
+
+        During a rebalance or a shutdown, Faust skips the records still queued for the
+        agent and acks them, "so the lag does not grow" (``Stream._py_aiter``). Its commit
+        then takes the first run of consecutive acked offsets and checks the head gap off
+        by one, so such an ack can commit past a record that was never applied, and the
+        record is lost. Here an input record's ack counts only when this runtime applied
+        it; any other is dropped from the in-flight set and redelivered later.
+        """
+        consumer = self.app.consumer
+        if consumer is self._guarded_consumer:
+            return
+        original = consumer.ack
+        inputs = set(self.topics)
+
+        def ack(message: Any) -> bool:
+            if message.topic in inputs:
+                key = (message.tp, message.offset)
+                if key not in self._acking:
+                    message.acked = True
+                    consumer._unacked_messages.discard(message)
+                    return False
+                self._acking.discard(key)
+            return bool(original(message))
+
+        consumer.ack = ack
+        self._guarded_consumer = consumer
 
     def _release(self, message: Any) -> None:
         """Take a delivered record out of Faust's in-flight set without acking it.
@@ -230,6 +262,8 @@ class Runtime:
             metrics.EVENTS.labels(topic, str(applied.outcome)).inc()
             if applied.outcome is Outcome.PROCESSED and applied.occurred_at is not None:
                 metrics.LAST_EVENT_TIMESTAMP.labels(topic).set(applied.occurred_at / SECOND)
+            message = applied.record.message
+            self._acking.add((message.tp, message.offset))
             await stream.ack(applied.record)
 
     async def _dead_letter(

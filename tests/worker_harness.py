@@ -72,7 +72,9 @@ class Worker:
             LINEGUARD_TOPIC_PARTITIONS=str(self.partitions),
             LINEGUARD_WEB_PORT=str(self.port),
             LINEGUARD_DATADIR=str(self.workdir / f"data-{self.port}"),
-            LINEGUARD_MAX_IDLE="5",
+            # Generous: a worker under load may take seconds to fetch every partition once,
+            # and a hold that runs out changes the merge order (KIP-353 max.task.idle.ms).
+            LINEGUARD_MAX_IDLE="30",
             LINEGUARD_BROKER_COMMIT_INTERVAL="0.5",
         )
         if not os.environ.get("LINEGUARD_TEST_BOOTSTRAP"):
