@@ -62,8 +62,8 @@ def test_online_equals_offline_for_twenty_thousand_events(
             "rocksdb://",
             marks=pytest.mark.skipif(
                 not os.environ.get("LINEGUARD_TEST_BOOTSTRAP"),
-                reason="open defect: on Tansu, RocksDB state recovered after a SIGKILL lacked"
-                " the last updates before the kill in 2 of 5 runs (README, Development broker)",
+                reason="open defect: on Tansu, after a SIGKILL with RocksDB, about half the runs"
+                " re-emit one decision with features that differ from replay (README)",
             ),
         ),
     ],
