@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ssl
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from pydantic import ValidationError
 from risk.clock import parse_timestamp
 from risk.policy import PolicyError, load_policy
 from risk.replay import ReplayInputError, parse_records, replay
+from streams.runtime import wall_micros
 from streams.settings import Settings
 
 
@@ -119,10 +119,6 @@ configure_logging()
 app = create_app(settings)
 
 
-def _now() -> int:
-    return time.time_ns() // 1000
-
-
 def _timestamp_option(text: str | None, name: str) -> int | None:
     if text is None:
         return None
@@ -161,7 +157,7 @@ async def replay_command(
         _fail(str(error))
         return
     until_at = _timestamp_option(until, "--until")
-    now_at = _timestamp_option(now, "--now") or _now()
+    now_at = _timestamp_option(now, "--now") or wall_micros()
     try:
         with open(input_file, "rb") as lines:  # noqa: ASYNC230 - a CLI run, no loop to block
             result = replay(
@@ -171,7 +167,7 @@ async def replay_command(
     except (OSError, ReplayInputError) as error:
         _fail(f"{input_file}: {error}")
         return
-    _write_lines(output, (d.to_json(_now()) for d in result.decisions))
+    _write_lines(output, (d.to_json(wall_micros()) for d in result.decisions))
     if dead_letters is not None:
         import orjson
 

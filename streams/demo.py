@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -20,16 +19,8 @@ from typing import TextIO
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.devbroker import TansuBroker
+from streams.devbroker import TansuBroker, free_port
 from streams.simulate import SimulationStats, run_simulation
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
 
 Figures = dict[str, dict[tuple[tuple[str, str], ...], float]]
 
@@ -92,7 +83,7 @@ async def run_demo(
 ) -> None:
     """Run broker, worker and simulator for ``duration`` seconds, printing live figures."""
     workdir = Path(tempfile.mkdtemp(prefix="lineguard-demo-"))
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     with TansuBroker() as broker:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}

