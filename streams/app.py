@@ -7,7 +7,6 @@ lineguard verbs added with ``@app.command``. The app is configured only from
 
 from __future__ import annotations
 
-import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 from risk.clock import parse_timestamp
 from risk.policy import PolicyError, load_policy
 from risk.replay import ReplayInputError, parse_records, replay
+from streams.preflight import kafka_credentials
 from streams.runtime import wall_micros
 from streams.settings import Settings
 
@@ -40,28 +40,6 @@ def load_settings() -> Settings:
         )
         _fail(f"invalid settings: {problems}")
         raise AssertionError from error  # unreachable: _fail exits
-
-
-def _credentials(settings: Settings) -> Any:
-    protocol = settings.kafka_security_protocol
-    if protocol == "PLAINTEXT":
-        return None
-    context: ssl.SSLContext | None = None
-    if protocol.endswith("SSL"):
-        context = ssl.create_default_context(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-        )
-        if settings.kafka_ssl_certfile and settings.kafka_ssl_keyfile:
-            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
-    if protocol.startswith("SASL"):
-        assert settings.kafka_sasl_username and settings.kafka_sasl_password  # noqa: S101
-        return faust.SASLCredentials(
-            username=settings.kafka_sasl_username.get_secret_value(),
-            password=settings.kafka_sasl_password.get_secret_value(),
-            ssl_context=context,
-            mechanism=settings.kafka_sasl_mechanism,
-        )
-    return faust.SSLCredentials(context)
 
 
 def configure_logging() -> None:
@@ -93,7 +71,7 @@ def create_app(settings: Settings) -> faust.App:
         settings.app_id,
         env={},  # Faust's unprefixed variables (BROKER_URL ...) must not override settings
         broker=settings.broker_url,
-        broker_credentials=_credentials(settings),
+        broker_credentials=kafka_credentials(settings),
         store=settings.store,
         processing_guarantee=settings.processing_guarantee,
         datadir=str(settings.datadir),

@@ -7,8 +7,10 @@ count first, so that no broker auto-creates them with its own default.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
+import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.settings import Settings
@@ -24,15 +26,36 @@ def bootstrap_servers(broker_url: str) -> list[str]:
     return [host for host in hosts.replace(",", ";").split(";") if host]
 
 
+def kafka_credentials(settings: Settings) -> Any:
+    """Faust credentials for the configured security protocol; None for PLAINTEXT."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context: ssl.SSLContext | None = None
+    if protocol.endswith("SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        )
+        if settings.kafka_ssl_certfile and settings.kafka_ssl_keyfile:
+            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+    if protocol.startswith("SASL"):
+        assert settings.kafka_sasl_username and settings.kafka_sasl_password  # noqa: S101
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username.get_secret_value(),
+            password=settings.kafka_sasl_password.get_secret_value(),
+            ssl_context=context,
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    return faust.SSLCredentials(context)
+
+
 def client_options(settings: Settings) -> dict[str, Any]:
     """Connection and security options for a plain aiokafka client."""
-    from streams.app import _credentials  # the same credentials the worker uses
-
     options: dict[str, Any] = {
         "bootstrap_servers": bootstrap_servers(settings.broker_url),
         "security_protocol": settings.kafka_security_protocol,
     }
-    credentials = _credentials(settings)
+    credentials = kafka_credentials(settings)
     if credentials is not None:
         options["ssl_context"] = credentials.ssl_context
         if settings.kafka_security_protocol.startswith("SASL"):
