@@ -62,6 +62,18 @@ if settings.clock == "wall":
             await ticks.send(key=b"", value=b"wall", partition=partition)
 
 
+@app.on_worker_init.connect
+def take_over_input_offsets(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    """Before the first fetch: the runtime, not Faust's fetch loop, orders input records."""
+    runtime.delivery.install(app.consumer)
+
+
+@app.on_rebalance_complete.connect
+async def recover_partitions(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    """Once the table is recovered: timers and user counts of the new partitions."""
+    runtime.recover()
+
+
 @app.on_partitions_revoked.connect
 async def forget_buffers(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
     """Drop merge buffers on a rebalance; unacked records are redelivered after the seek."""

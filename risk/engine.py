@@ -38,7 +38,23 @@ FREEZE_CODES: Final = (
     "SMALL_LOAN_BURST",
     "SPEND_INCOME_MISMATCH",
 )
+CLEARED_CODES: Final = {
+    "OVERDUE_ACTIVE": "REPAID_AND_CURED",
+    "OVERDUE_REPEATED": "OVERDUE_REPEATED_CLEARED",
+    "LOAN_VELOCITY": "LOAN_VELOCITY_CLEARED",
+    "SMALL_LOAN_BURST": "SMALL_LOAN_BURST_CLEARED",
+    "SPEND_INCOME_MISMATCH": "SPEND_INCOME_MISMATCH_CLEARED",
+}
+"""The restore reason that clears each freeze reason."""
+DECISION_REASONS: Final = {FREEZE: FREEZE_CODES, RESTORE: tuple(CLEARED_CODES.values())}
+"""Every reason code each decision type can carry: the metrics bind one series each."""
+STATUSES: Final = ("active", "frozen")
 DUPLICATE: Final = "duplicate"
+
+
+def status(state: UserState) -> str:
+    """The user's limit status, one of :data:`STATUSES`."""
+    return "frozen" if state.frozen else "active"
 
 
 def event_key(event_id: str) -> int:
@@ -276,22 +292,22 @@ def _cleared(state: UserState, m: _Measures, policy: Policy) -> list[ReasonCode]
     for code in state.freeze_reasons:
         if code == "OVERDUE_ACTIVE":
             reasons.append(ReasonCode(
-                "REPAID_AND_CURED", 0, 0, "every overdue instalment is repaid and the cure period is over"
+                CLEARED_CODES[code], 0, 0, "every overdue instalment is repaid and the cure period is over"
             ))  # fmt: skip
         elif code == "OVERDUE_REPEATED":
             reasons.append(ReasonCode(
-                "OVERDUE_REPEATED_CLEARED", m.episodes, rules.overdue_repeated.restore_max_episodes,
+                CLEARED_CODES[code], m.episodes, rules.overdue_repeated.restore_max_episodes,
                 f"{m.episodes} overdue episodes in the last {policy.source.overdue.episode_window}",
             ))  # fmt: skip
         elif code == "LOAN_VELOCITY":
             reasons.append(ReasonCode(
-                "LOAN_VELOCITY_CLEARED", m.applications,
+                CLEARED_CODES[code], m.applications,
                 rules.loan_velocity.restore_max_applications,
                 f"{m.applications} loan applications in the last {rules.loan_velocity.window}",
             ))  # fmt: skip
         elif code == "SMALL_LOAN_BURST":
             reasons.append(ReasonCode(
-                "SMALL_LOAN_BURST_CLEARED", m.small_applications,
+                CLEARED_CODES[code], m.small_applications,
                 rules.small_loan_burst.restore_max_applications,
                 f"{m.small_applications} small loan applications in the last"
                 f" {rules.small_loan_burst.window}",
@@ -299,7 +315,7 @@ def _cleared(state: UserState, m: _Measures, policy: Policy) -> list[ReasonCode]
         else:
             ratio = _ratio(m.spend, state.income) if state.income else 0
             reasons.append(ReasonCode(
-                "SPEND_INCOME_MISMATCH_CLEARED", ratio, _number(policy.restore_max_ratio),
+                CLEARED_CODES[code], ratio, _number(policy.restore_max_ratio),
                 f"spend {m.spend} over the last {rules.spend_income.window} is within"
                 f" {rules.spend_income.restore_max_ratio} × the declared monthly income",
             ))  # fmt: skip

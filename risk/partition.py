@@ -8,13 +8,14 @@ O(log n) per due timer and nothing per idle user.
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from collections.abc import Iterable, MutableMapping
 from enum import StrEnum
 from typing import Literal
 
 from risk.contract import Event, Rejection
 from risk.decision import Decision
-from risk.engine import DUPLICATE, admit, apply, fire_timers, new_state, next_timer
+from risk.engine import DUPLICATE, admit, apply, fire_timers, new_state, next_timer, status
 from risk.policy import Policy
 from risk.state import UserState
 
@@ -52,6 +53,8 @@ class PartitionProcessor:
         self._max_event_at: int | None = None
         self._heap: list[tuple[int, str]] = []
         self._scheduled: dict[str, int] = {}
+        self.users: Counter[str] = Counter()
+        """Users of this partition by limit status (:func:`~risk.engine.status`)."""
 
     def recover(self, states: Iterable[UserState]) -> None:
         """Rebuild the timer index and the watermark from recovered states.
@@ -61,6 +64,7 @@ class PartitionProcessor:
         """
         for state in states:
             self._schedule(state)
+            self.users[status(state)] += 1
             if self._max_event_at is None or state.last_activity > self._max_event_at:
                 self._max_event_at = state.last_activity
         if self._max_event_at is not None:
@@ -80,9 +84,14 @@ class PartitionProcessor:
         if self._max_event_at is None or event.at > self._max_event_at:
             self._max_event_at = event.at
         decisions = self.advance_watermark(self._max_event_at - self.policy.watermark_delay)
-        state = self.store.get(event.user_id) or new_state(event)  # timers may have fired
+        state = self.store.get(event.user_id)  # timers may have fired
+        if state is None:
+            state = new_state(event)
+        else:
+            self.users[status(state)] -= 1
         decisions += apply(state, event, self.policy)
         self.store[event.user_id] = state
+        self.users[status(state)] += 1
         self._schedule(state)
         return Outcome.PROCESSED, None, decisions
 
@@ -108,8 +117,12 @@ class PartitionProcessor:
                 continue  # superseded by a later schedule of the same user
             del self._scheduled[user_id]
             state = self.store[user_id]
+            before = status(state)
             decisions += fire_timers(state, at, self.policy)
             self.store[user_id] = state
+            if status(state) != before:
+                self.users[before] -= 1
+                self.users[status(state)] += 1
             self._schedule(state)
         return decisions
 

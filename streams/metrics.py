@@ -1,8 +1,23 @@
-"""Prometheus metrics of the worker. Labels are bounded: never a user id."""
+"""Prometheus metrics of the worker, in the service's own registry.
+
+Every label takes its values from a small closed set (topics, outcomes, reasons,
+statuses, partitions), never a user id. The label children the hot path uses are
+bound once, when the runtime starts, so every series exists from the first scrape
+(a ``rate()`` over a series that appears late misses its first increase) and no
+event pays for a label lookup.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from risk.contract import Reason
+from risk.partition import Outcome
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -20,7 +35,7 @@ DEAD_LETTERS = Counter(
 )
 DECISIONS = Counter(
     "lineguard_decisions",
-    "Limit events emitted, by type and reason code.",
+    "Limit events emitted, by type and reason code (a decision with two reasons counts twice).",
     ["type", "reason"],
     registry=REGISTRY,
 )
@@ -32,8 +47,8 @@ PROCESSING_SECONDS = Histogram(
 )
 DECISION_LAG_SECONDS = Histogram(
     "lineguard_decision_lag_seconds",
-    "Decision time minus the decision's event time.",
-    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 3600, 86400, 604800),
+    "Emit time of a limit event minus the event time of the record or timer that caused it.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 300, 3600, 86400),
     registry=REGISTRY,
 )
 LAST_EVENT_TIMESTAMP = Gauge(
@@ -42,6 +57,85 @@ LAST_EVENT_TIMESTAMP = Gauge(
     ["topic"],
     registry=REGISTRY,
 )
+USERS = Gauge(
+    "lineguard_users",
+    "Users with state in this worker's partitions, by limit status.",
+    ["status"],
+    registry=REGISTRY,
+)
+TIMERS_PENDING = Gauge(
+    "lineguard_timers_pending",
+    "Overdue, cure and window timers scheduled in this worker's partitions.",
+    registry=REGISTRY,
+)
+RECOVERY_IN_PROGRESS = Gauge(
+    "lineguard_recovery_in_progress",
+    "1 while the worker rebalances or recovers its table from the changelog, else 0.",
+    registry=REGISTRY,
+)
 BUILD_INFO = Info(
     "lineguard_build", "Version of the running lineguard and its policy.", registry=REGISTRY
 )
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One assigned input topic-partition, as the consumer lag collector sees it."""
+
+    topic: str
+    partition: int
+    end_offset: int | None
+    committed_offset: int | None
+
+
+class ConsumerLag(Collector):
+    """``lineguard_consumer_lag_records``: end offset minus committed offset, at scrape time."""
+
+    def __init__(self, partitions: Callable[[], Iterable[Partition]]) -> None:
+        self._partitions = partitions
+
+    def describe(self) -> Iterable[Metric]:
+        """The family without samples, so registering does not read the consumer."""
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        """One sample per assigned input partition whose end offset is known."""
+        family = self._family()
+        for tp in self._partitions():
+            if tp.end_offset is not None:
+                lag = max(0, tp.end_offset - (tp.committed_offset or 0))
+                family.add_metric([tp.topic, str(tp.partition)], lag)
+        return [family]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "lineguard_consumer_lag_records",
+            "Records in an assigned input partition not yet committed by this worker.",
+            labels=["topic", "partition"],
+        )
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The label children the hot path increments, created once."""
+
+    events: Mapping[tuple[str, str], Counter]
+    dead_letters: Mapping[tuple[str, str], Counter]
+    decisions: Mapping[tuple[str, str], Counter]
+    last_event: Mapping[str, Gauge]
+
+
+def bind(topics: Iterable[str], decision_reasons: Mapping[str, Iterable[str]]) -> Bound:
+    """Create every (topic, outcome), (topic, reason) and (type, reason) series at zero."""
+    topics = tuple(topics)
+    return Bound(
+        events={(t, str(o)): EVENTS.labels(t, str(o)) for t in topics for o in Outcome},
+        dead_letters={(t, str(r)): DEAD_LETTERS.labels(t, str(r)) for t in topics for r in Reason},
+        decisions={
+            (kind, code): DECISIONS.labels(kind, code)
+            for kind, codes in decision_reasons.items()
+            for code in codes
+        },
+        last_event={t: LAST_EVENT_TIMESTAMP.labels(t) for t in topics},
+    )

@@ -12,20 +12,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, MutableMapping
+from functools import partial
 from typing import Any
 
 import structlog
+from faust.exceptions import ConsumerNotStarted
 from faust.types import TP, EventT, StreamT
 
 from risk.clock import SECOND, format_timestamp
 from risk.contract import Rejection
 from risk.decision import Decision
+from risk.engine import DECISION_REASONS, STATUSES
 from risk.group import Applied, PartitionGroup
 from risk.partition import Outcome
 from risk.partitioner import partition_for
 from risk.policy import Policy
 from risk.state import STATE_DECODER, STATE_ENCODER, UserState
 from streams import metrics
+from streams.delivery import InOrderDelivery
 
 log = structlog.get_logger(__name__)
 
@@ -105,15 +109,58 @@ class Runtime:
         self.topics: tuple[str, ...] = settings.input_topics
         self.partitions: int = settings.topic_partitions
         self.groups: dict[int, PartitionGroup[EventT[Any]]] = {}
-        self._next_offset: dict[TP, int] = {}
+        self.delivery = InOrderDelivery(self.topics)
         self._hold_since: dict[TP, float] = {}
-        self._acking: set[tuple[TP, int]] = set()
-        self._guarded_consumer: Any = None
+        self.metrics = metrics.bind(self.topics, DECISION_REASONS)
+        self._export_gauges()
+
+    def _export_gauges(self) -> None:
+        """Gauges read at scrape time from this worker's partitions and consumer."""
+        for name in STATUSES:
+            metrics.USERS.labels(name).set_function(partial(self._users, name))
+        metrics.TIMERS_PENDING.set_function(
+            lambda: sum(g.processor.pending_timers for g in self.groups.values())
+        )
+        metrics.RECOVERY_IN_PROGRESS.set_function(lambda: float(not self.ready()))
+        metrics.REGISTRY.register(metrics.ConsumerLag(self._input_partitions))
+
+    def _users(self, status: str) -> int:
+        return sum(group.processor.users[status] for group in self.groups.values())
+
+    def ready(self) -> bool:
+        """Partitions are assigned, and the table and timer index are recovered."""
+        recovery = self.app.tables.recovery
+        return bool(self.assignment() and not self.app.rebalancing and recovery.completed.is_set())
+
+    def assignment(self) -> set[TP]:
+        """This worker's input topic-partitions (empty before the consumer starts)."""
+        try:
+            assigned = self.app.consumer.assignment()
+        except ConsumerNotStarted:
+            return set()
+        return {tp for tp in assigned if tp.topic in self.topics}
+
+    def _input_partitions(self) -> Iterator[metrics.Partition]:
+        consumer = self.app.consumer
+        for tp in sorted(self.assignment()):
+            yield metrics.Partition(
+                tp.topic, tp.partition, consumer.highwater(tp), consumer._committed_offset.get(tp)
+            )
+
+    def recover(self) -> None:
+        """Rebuild the timer index and user counts of newly assigned partitions, in one scan.
+
+        Called once the table is recovered, so that timers, gauges and ``/users`` are
+        complete before the first record arrives.
+        """
+        partitions = {tp.partition for tp in self.assignment()} - set(self.groups)
+        if partitions:
+            self._recover(partitions)
 
     def reset(self) -> None:
         """Forget buffers and groups on a rebalance: Faust re-seeks to committed offsets."""
         self.groups.clear()
-        self._next_offset.clear()
+        self.delivery.forget()
         self._hold_since.clear()
 
     def holding(self) -> list[int]:
@@ -124,7 +171,6 @@ class Runtime:
         """Handle one record of an input topic or of the tick topic."""
         if self.app.should_stop:
             return  # see _deliver: nothing more is applied or acked once the worker stops
-        self._guard_acks()
         message = event.message
         if message.topic == self.tick_topic:
             await stream.ack(event)
@@ -132,47 +178,16 @@ class Runtime:
             await self._deliver(group.processor.tick(wall_micros()), stream, None)
             await self._drain(message.partition, stream)
             return
-        tp = message.tp
-        if message.offset < self._next_offset.get(tp, 0):
-            # A copy of a record already buffered or applied since the last seek. Acking it
-            # could let Faust commit past an earlier record still waiting in the merge.
+        if not await self.delivery.arrive(message):
+            # Not the next record of its partition: acking it could let Faust commit past
+            # an earlier record still waiting in the merge. It is delivered again.
             self._release(message)
             return
-        self._next_offset[tp] = message.offset + 1
-        self._hold_since.pop(tp, None)
+        self._hold_since.pop(message.tp, None)
         group = self._group(message.partition)
         group.push(self.topics.index(message.topic), message.key, message.value, event)
         self._release(message)
         await self._drain(message.partition, stream)
-
-    def _guard_acks(self) -> None:
-        """Count only applied input records towards committed offsets.
-
-        During a rebalance or a shutdown, Faust skips the records still queued for the
-        agent and acks them, "so the lag does not grow" (``Stream._py_aiter``). Its commit
-        then takes the first run of consecutive acked offsets and checks the head gap off
-        by one, so such an ack can commit past a record that was never applied, and the
-        record is lost. Here an input record's ack counts only when this runtime applied
-        it; any other is dropped from the in-flight set and redelivered later.
-        """
-        consumer = self.app.consumer
-        if consumer is self._guarded_consumer:
-            return
-        original = consumer.ack
-        inputs = set(self.topics)
-
-        def ack(message: Any) -> bool:
-            if message.topic in inputs:
-                key = (message.tp, message.offset)
-                if key not in self._acking:
-                    message.acked = True
-                    consumer._unacked_messages.discard(message)
-                    return False
-                self._acking.discard(key)
-            return bool(original(message))
-
-        consumer.ack = ack
-        self._guarded_consumer = consumer
 
     def _release(self, message: Any) -> None:
         """Take a delivered record out of Faust's in-flight set without acking it.
@@ -188,17 +203,24 @@ class Runtime:
     def _group(self, partition: int) -> PartitionGroup[EventT[Any]]:
         group = self.groups.get(partition)
         if group is None:
-            group = PartitionGroup(self.policy, self.store, len(self.topics), self.settings.clock)
-            group.processor.recover(
-                state
-                for state in self.store.states()
-                if partition_for(state.user_id.encode(), self.partitions) == partition
-            )
-            self.groups[partition] = group
-            log.info(
-                "partition_recovered", partition=partition, timers=group.processor.pending_timers
-            )
+            self._recover({partition})
+            group = self.groups[partition]
         return group
+
+    def _recover(self, partitions: set[int]) -> None:
+        states: dict[int, list[UserState]] = {partition: [] for partition in partitions}
+        for state in self.store.states():
+            owned = states.get(partition_for(state.user_id.encode(), self.partitions))
+            if owned is not None:
+                owned.append(state)
+        for partition, recovered in states.items():
+            group: PartitionGroup[EventT[Any]] = PartitionGroup(
+                self.policy, self.store, len(self.topics), self.settings.clock
+            )
+            group.processor.recover(recovered)
+            self.groups[partition] = group
+            log.info("partition_recovered", partition=partition, users=len(recovered),
+                     timers=group.processor.pending_timers)  # fmt: skip
 
     def _may_receive(self, partition: int, topic_index: int) -> bool:
         """Whether an empty topic-partition holds the merge back (KIP-353).
@@ -208,9 +230,7 @@ class Runtime:
         tp = TP(self.topics[topic_index], partition)
         consumer = self.app.consumer
         highwater = consumer.highwater(tp)
-        # Before this worker has received anything from ``tp``, Faust's read offset is where
-        # it seeked to: the committed offset, the next record to read.
-        position = self._next_offset.get(tp, consumer._read_offset.get(tp))
+        position = self.delivery.position(tp)
         if highwater is not None and position is not None and highwater <= position:
             return False
         if highwater == 0:
@@ -245,7 +265,7 @@ class Runtime:
             )
             await sent  # delivered before the state that remembers it is written
             for reason in decision.reasons:
-                metrics.DECISIONS.labels(decision.type, reason.code).inc()
+                self.metrics.decisions[decision.type, reason.code].inc()
             metrics.DECISION_LAG_SECONDS.observe(max(0, now - decision.occurred_at) / SECOND)
             log.info(
                 "limit_decision", type=decision.type, caused_by=decision.caused_by,
@@ -259,11 +279,10 @@ class Runtime:
         self.store.flush()
         if applied is not None:
             topic = self.topics[applied.topic_index]
-            metrics.EVENTS.labels(topic, str(applied.outcome)).inc()
+            self.metrics.events[topic, applied.outcome].inc()
             if applied.outcome is Outcome.PROCESSED and applied.occurred_at is not None:
-                metrics.LAST_EVENT_TIMESTAMP.labels(topic).set(applied.occurred_at / SECOND)
-            message = applied.record.message
-            self._acking.add((message.tp, message.offset))
+                self.metrics.last_event[topic].set(applied.occurred_at / SECOND)
+            self.delivery.applied(applied.record.message)
             await stream.ack(applied.record)
 
     async def _dead_letter(
@@ -282,6 +301,6 @@ class Runtime:
             key=message.key, value=message.value, headers=headers, partition=message.partition
         )
         await sent
-        metrics.DEAD_LETTERS.labels(topic, str(rejection.reason)).inc()
+        self.metrics.dead_letters[topic, rejection.reason].inc()
         log.info("dead_letter", topic=topic, partition=message.partition, offset=message.offset,
                  reason=str(rejection.reason))  # fmt: skip

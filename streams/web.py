@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents.assess import policy, runtime
 from risk.clock import format_timestamp
-from risk.engine import features
+from risk.engine import features, status
 from streams import metrics
 from streams.app import app, settings
 from streams.topics import users
@@ -42,7 +42,7 @@ class UserView(View):
         return self.json(
             {
                 "user_id": state.user_id,
-                "status": "frozen" if state.frozen else "active",
+                "status": status(state),
                 "freeze_reasons": state.freeze_reasons,
                 "clock": format_timestamp(state.clock),
                 "first_seen": format_timestamp(state.first_seen),
@@ -76,12 +76,9 @@ class Ready(View):
 
     async def get(self, request: Request) -> Response:
         """503 while rebalancing or recovering."""
-        recovery = app.tables.recovery  # type: ignore[attr-defined]  # TableManagerT omits it
-        recovery_done = recovery.completed.is_set()
-        ready = bool(app.consumer.assignment()) and not app.rebalancing and recovery_done
-        partitions = sorted(
-            {tp.partition for tp in app.consumer.assignment() if tp.topic in settings.input_topics}
-        )
+        recovery_done = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+        ready = runtime.ready()
+        partitions = sorted({tp.partition for tp in runtime.assignment()})
         body: dict[str, Any] = {
             "ready": ready,
             "rebalancing": app.rebalancing,

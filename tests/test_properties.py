@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import orjson
@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 from risk.clock import DAY, HOUR, format_timestamp
 from risk.contract import Rejection, decode
 from risk.decision import Decision
+from risk.engine import DECISION_REASONS, status
 from risk.group import PartitionGroup
 from risk.partition import PartitionProcessor
 from risk.policy import load_policy
 from risk.replay import INPUT_TOPICS, parse_records
+from risk.state import UserState
 
 from builders import NOW, application, decisions, purchase, repayment, run, ts
 
@@ -139,3 +141,25 @@ def test_records_arriving_one_by_one_or_in_batches_merge_the_same(
         for applied in group.drain(lambda i: bool(unfed[INPUT_TOPICS[i]]), ts(NOW)):
             got += [d.to_json(0) for d in applied.decisions]
     assert got == expected
+
+
+@_settings
+@given(histories(ordered=False), st.sampled_from([None, "2026-06-01T00:00:00Z"]))
+def test_user_counts_by_status_follow_every_change_and_reasons_are_the_known_ones(
+    lines: list[dict[str, Any]], until: str | None
+) -> None:
+    store: dict[str, UserState] = {}
+    processor = PartitionProcessor(POLICY, store)
+    out: list[Decision] = []
+    for record in parse_records([orjson.dumps(line) for line in lines]):
+        event = decode(INPUT_TOPICS.index(record.topic), record.key, record.value, 65536)
+        if not isinstance(event, Rejection):
+            out += processor.handle(event, ts(NOW))[2]
+    if until is not None:
+        out += processor.advance_watermark(ts(until))
+    assert +processor.users == Counter(status(state) for state in store.values())
+    recovered = PartitionProcessor(POLICY, store)
+    recovered.recover(store.values())
+    assert recovered.users == processor.users
+    for decision in out:
+        assert {reason.code for reason in decision.reasons} <= set(DECISION_REASONS[decision.type])

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from metric_labels import assert_no_label_can_hold_a_user_id
 from worker_harness import (
     LIMIT_TOPIC,
     Topics,
@@ -24,7 +25,7 @@ from worker_harness import (
 
 from risk.partitioner import partition_for
 from risk.policy import load_policy
-from risk.replay import InputRecord, parse_records, replay
+from risk.replay import INPUT_TOPICS, InputRecord, parse_records, replay
 
 from builders import application, purchase, repayment
 
@@ -190,7 +191,8 @@ def test_every_dead_letter_reason_reaches_the_dlt_with_its_headers(
         assert int(headers["dlt.original.partition"]) == partition_for(record.key, PARTITIONS)
         assert headers["dlt.original.offset"].decode().isdigit()
         assert headers["dlt.error"]
-    assert worker.metric('lineguard_dead_letters_total{reason="too_late"') == 1
+    assert worker.metric("lineguard_dead_letters_total", reason="too_late") == 1
+    assert_no_label_can_hold_a_user_id(worker.samples(), map(topics.name, INPUT_TOPICS))
     assert worker.metric("lineguard_dead_letters_total") == len(bad)
 
 

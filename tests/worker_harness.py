@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from risk.replay import INPUT_TOPICS, InputRecord
 from streams.devbroker import free_port
@@ -109,15 +111,19 @@ class Worker:
             time.sleep(0.2)
         raise AssertionError(f"worker not ready after {timeout}s: {self.log()}")
 
-    def metric(self, name: str) -> float:
-        """Sum of a metric's samples on this worker."""
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a metric's samples on this worker whose labels include ``labels``."""
+        return sum(
+            sample.value
+            for sample in self.samples()
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
+
+    def samples(self) -> list[Sample]:
+        """Every sample this worker exposes at ``/metrics``."""
         status, text = self.get("/metrics")
         assert status == 200
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(name) and not line.startswith("#")
-        )
+        return [s for family in text_string_to_metric_families(text) for s in family.samples]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         if self.process is None or self.process.poll() is not None:

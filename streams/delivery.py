@@ -1,0 +1,146 @@
+"""In-order delivery of input records: every offset once, none skipped.
+
+Faust's consumer keeps its own view of what has been read and acked, and under
+rebalances and shutdowns that view lets records go missing:
+
+- **Skipped records are acked.** During a rebalance or a shutdown, Faust skips the
+  records still queued for the agent and acks them "so the lag does not grow"
+  (``Stream._py_aiter``). Its commit then takes the first run of consecutive acked
+  offsets and checks the head gap off by one, so such an ack commits past a record
+  that was never applied.
+- **Records dropped by the fetch loop.** After an assignment, the fetch loop
+  (``Consumer._drain_messages``) may still be delivering a batch fetched before the
+  seek to the committed offsets. Each such record moves Faust's read offset forward
+  again, the records fetched anew from the committed offset then look old and are
+  dropped, and the jump to the next one is recorded as a "gap" that counts as acked
+  at the next commit. A restarted worker then commits records it never saw.
+
+:class:`InOrderDelivery` takes the input topics out of that bookkeeping. It hides
+their read offsets from the fetch loop (so it neither drops nor gap-fills them),
+counts an ack only for a record the runtime applied, and checks each delivered
+record against the next offset it expects, starting from the committed offset the
+consumer seeked to. A record past that offset means some were lost in delivery:
+the partition is seeked back and they are read again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import structlog
+from faust.types import TP
+
+log = structlog.get_logger(__name__)
+
+
+class _HiddenReadOffsets(defaultdict[TP, int | None]):
+    """Faust's read offsets, reading as unknown for the input topics.
+
+    The fetch loop drops a record below the read offset and gap-fills above it. With
+    no read offset it does neither, and :class:`InOrderDelivery` orders the records.
+    """
+
+    def __init__(self, topics: Collection[str], offsets: Mapping[TP, int | None]) -> None:
+        super().__init__(lambda: None, offsets)
+        self._topics = frozenset(topics)
+
+    def __getitem__(self, tp: TP) -> int | None:
+        if tp.topic in self._topics:
+            return None
+        return super().__getitem__(tp)
+
+
+class InOrderDelivery:
+    """Admits input records strictly in log order per topic-partition."""
+
+    def __init__(self, topics: Collection[str]) -> None:
+        self._topics = frozenset(topics)
+        self._consumer: Any = None
+        self._expected: dict[TP, int] = {}
+        self._seeked_back_to: dict[TP, int] = {}
+        self._applied: set[tuple[TP, int]] = set()
+
+    def install(self, consumer: Any) -> None:
+        """Take over the input topics' offsets; call before the first fetch."""
+        if consumer is self._consumer:
+            return
+        consumer._read_offset = _HiddenReadOffsets(self._topics, consumer._read_offset)
+        seek_to_committed = consumer.seek_to_committed
+        ack = consumer.ack
+
+        async def seek_to_committed_and_expect() -> Mapping[TP, int]:
+            committed: Mapping[TP, int] = await seek_to_committed()
+            inputs = [tp for tp in committed if tp.topic in self._topics]
+            uncommitted = [tp for tp in inputs if not committed[tp] or committed[tp] < 0]
+            starts = await consumer.earliest_offsets(*uncommitted) if uncommitted else {}
+            for tp in inputs:
+                self._expected[tp] = committed[tp] if tp not in starts else starts[tp] or 0
+            self._seeked_back_to.clear()
+            return committed
+
+        def ack_if_applied(message: Any) -> bool:
+            if message.topic in self._topics:
+                key = (message.tp, message.offset)
+                if key not in self._applied:
+                    message.acked = True
+                    consumer._unacked_messages.discard(message)
+                    return False
+                self._applied.discard(key)
+            return bool(ack(message))
+
+        consumer.seek_to_committed = seek_to_committed_and_expect
+        consumer.ack = ack_if_applied
+        self._consumer = consumer
+
+    def forget(self) -> None:
+        """On a rebalance: the consumer seeks to the committed offsets again."""
+        self._expected.clear()
+        self._seeked_back_to.clear()
+
+    def position(self, tp: TP) -> int | None:
+        """The next offset to apply from ``tp``, once the consumer has seeked."""
+        return self._expected.get(tp)
+
+    async def arrive(self, message: Any) -> bool:
+        """Whether ``message`` is the next record of its partition; if so, expect the one after.
+
+        Any other record is left unacked and comes again: a copy of one already taken,
+        one delivered before the consumer seeked, or one past records that went missing
+        in delivery, in which case the partition is seeked back to read them again.
+        """
+        tp = message.tp
+        expected = self._expected.get(tp)
+        if expected is None or message.offset < expected:
+            return False
+        if message.offset > expected:
+            expected = await self._read_again(tp, expected, message.offset)
+        if message.offset != expected:
+            return False
+        self._expected[tp] = expected + 1
+        return True
+
+    def applied(self, message: Any) -> None:
+        """Let the next ack of ``message`` count: the runtime has applied it."""
+        self._applied.add((message.tp, message.offset))
+
+    async def _read_again(self, tp: TP, expected: int, delivered: int) -> int:
+        """Seek ``tp`` back to ``expected``, unless retention removed it: the next offset."""
+        if self._seeked_back_to.get(tp) == expected:
+            return expected  # already seeked back; records fetched before it still drain
+        start = (await self._consumer.earliest_offsets(tp)).get(tp) or 0
+        if start > expected:
+            log.warning("records_expired_before_read", topic=tp.topic, partition=tp.partition,
+                        expected=expected, log_start=start)  # fmt: skip
+            self._expected[tp] = expected = start
+            if delivered == start:
+                return expected
+        log.info("records_missing_in_delivery", topic=tp.topic, partition=tp.partition,
+                 expected=expected, delivered=delivered)  # fmt: skip
+        if tp in self._consumer.assignment():  # else a rebalance is on, and seeks anew
+            self._seeked_back_to[tp] = expected
+            # In the consumer's own thread: aiokafka's fetcher is not thread-safe, and a
+            # seek from this one can break a fetch that is under way.
+            await self._consumer.seek_wait({tp: expected})
+        return expected

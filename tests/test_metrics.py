@@ -1,0 +1,67 @@
+"""The worker's registry: every series named, bound at start-up, no label that can hold a user id."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from metric_labels import assert_no_label_can_hold_a_user_id
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from risk.contract import Reason
+from risk.engine import DECISION_REASONS
+
+EXPOSE = (
+    "import agents.assess;"
+    "from prometheus_client import generate_latest;"
+    "from streams.metrics import REGISTRY;"
+    "print(generate_latest(REGISTRY).decode())"
+)
+
+
+@pytest.fixture(scope="module")
+def samples() -> list[Sample]:
+    """The registry of a worker process that has started but seen no record."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+    done = subprocess.run(
+        [sys.executable, "-c", EXPOSE], env=clean, capture_output=True, text=True, timeout=60,
+        check=True,
+    )  # fmt: skip
+    return [s for f in text_string_to_metric_families(done.stdout) for s in f.samples]
+
+
+def test_every_series_the_hot_path_uses_exists_at_zero_before_the_first_record(
+    samples: list[Sample],
+) -> None:
+    values = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in samples}
+    for kind, codes in DECISION_REASONS.items():
+        for code in codes:
+            key = ("lineguard_decisions_total", (("reason", code), ("type", kind)))
+            assert values[key] == 0
+    for reason in Reason:
+        key = ("lineguard_dead_letters_total",
+               (("reason", str(reason)), ("topic", "credit.repayments.v1")))  # fmt: skip
+        assert values[key] == 0
+    names = {s.name for s in samples}
+    assert names >= {
+        "lineguard_events_total", "lineguard_users", "lineguard_timers_pending",
+        "lineguard_recovery_in_progress", "lineguard_processing_seconds_bucket",
+        "lineguard_decision_lag_seconds_bucket", "lineguard_last_event_timestamp_seconds",
+        "lineguard_build_info",
+    }  # fmt: skip
+
+
+def test_no_metric_label_can_hold_a_user_id(samples: list[Sample]) -> None:
+    assert_no_label_can_hold_a_user_id(samples)
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [{"user_id": "u-1"}, {"topic": "u-1"}, {"reason": "u-1"}, {"status": "u-1"}],
+)
+def test_the_label_check_refuses_a_label_outside_its_closed_set(labels: dict[str, str]) -> None:
+    with pytest.raises(AssertionError):
+        assert_no_label_can_hold_a_user_id([Sample("lineguard_x_total", labels, 1.0)])
