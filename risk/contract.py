@@ -24,6 +24,10 @@ Channel = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Money = Annotated[int, msgspec.Meta(ge=1, le=MAX_MONEY)]
 Income = Annotated[int, msgspec.Meta(ge=0, le=MAX_MONEY)]
 TermMonths = Annotated[int, msgspec.Meta(ge=1, le=600)]
+Operator = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Note = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+IncomeSource = Literal["payslip", "bank_statement", "credit_report", "employer"]
+OverrideAction = Literal["freeze", "restore"]
 
 
 class Reason(StrEnum):
@@ -75,6 +79,23 @@ class _LoanApplicationWire(msgspec.Struct):
     channel: Channel | None = None
 
 
+class _IncomeVerificationWire(msgspec.Struct):
+    event_id: EventId
+    user_id: UserId
+    occurred_at: str
+    verified_monthly_income: Income
+    source: IncomeSource
+
+
+class _LimitOverrideWire(msgspec.Struct):
+    event_id: EventId
+    user_id: UserId
+    occurred_at: str
+    action: OverrideAction
+    operator: Operator
+    note: Note
+
+
 class Purchase(msgspec.Struct, frozen=True):
     """A purchase on the line; ``at`` and ``first_due`` are epoch microseconds."""
 
@@ -105,17 +126,41 @@ class LoanApplication(msgspec.Struct, frozen=True):
     at: int
     requested_amount: int
     declared_monthly_income: int | None
+    channel: str | None = None
 
 
-Event = Purchase | Repayment | LoanApplication
+class IncomeVerification(msgspec.Struct, frozen=True):
+    """Proof of repayment ability: an income the lender has verified from ``source``."""
 
-PURCHASES, REPAYMENTS, LOAN_APPLICATIONS = 0, 1, 2
+    event_id: str
+    user_id: str
+    at: int
+    verified_monthly_income: int
+    source: str
+
+
+class LimitOverride(msgspec.Struct, frozen=True):
+    """An operator's manual freeze or restore, audited in the limit event it causes."""
+
+    event_id: str
+    user_id: str
+    at: int
+    action: str
+    operator: str
+    note: str
+
+
+Event = Purchase | Repayment | LoanApplication | IncomeVerification | LimitOverride
+
+PURCHASES, REPAYMENTS, LOAN_APPLICATIONS, INCOME_VERIFICATIONS, LIMIT_OVERRIDES = range(5)
 """Topic indexes: the order of the contract's topic table, which breaks event-time ties."""
 
 _DECODERS: Final = (
     msgspec.json.Decoder(_PurchaseWire),
     msgspec.json.Decoder(_RepaymentWire),
     msgspec.json.Decoder(_LoanApplicationWire),
+    msgspec.json.Decoder(_IncomeVerificationWire),
+    msgspec.json.Decoder(_LimitOverrideWire),
 )
 _any_json: Final = msgspec.json.Decoder()
 _DEFAULT_FIRST_DUE: Final = 30 * DAY
@@ -156,11 +201,19 @@ def decode(
         )  # fmt: skip
     elif isinstance(wire, _RepaymentWire):
         event = Repayment(wire.event_id, wire.user_id, at, wire.amount, wire.order_id)
-    else:
+    elif isinstance(wire, _LoanApplicationWire):
         event = LoanApplication(
             wire.event_id, wire.user_id, at, wire.requested_amount,
-            wire.declared_monthly_income,
+            wire.declared_monthly_income, wire.channel,
         )  # fmt: skip
+    elif isinstance(wire, _IncomeVerificationWire):
+        event = IncomeVerification(
+            wire.event_id, wire.user_id, at, wire.verified_monthly_income, wire.source
+        )
+    else:
+        event = LimitOverride(
+            wire.event_id, wire.user_id, at, wire.action, wire.operator, wire.note
+        )
     if key is None:
         return Rejection(Reason.KEY_MISMATCH, "the record has no key; it must be the user_id")
     if key != event.user_id.encode():

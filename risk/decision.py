@@ -11,7 +11,10 @@ import orjson
 from risk.clock import format_timestamp
 
 FREEZE: Final = "limit.freeze"
+REDUCE: Final = "limit.reduce"
 RESTORE: Final = "limit.restore"
+LIMIT_FRACTIONS: Final = {"active": 1.0, "reduced": 0.5, "probation": 0.5, "frozen": 0.0}
+"""The share of the credit limit each status leaves usable."""
 
 
 class ReasonCode(msgspec.Struct, frozen=True):
@@ -24,9 +27,10 @@ class ReasonCode(msgspec.Struct, frozen=True):
 
 
 class Decision(msgspec.Struct, frozen=True):
-    """A freeze or restore, complete but for ``decided_at``, which is wall-clock time."""
+    """A freeze, reduce or restore, complete but for ``decided_at``, which is wall-clock time."""
 
     type: str
+    status: str
     user_id: str
     occurred_at: int
     caused_by: str
@@ -47,6 +51,8 @@ class Decision(msgspec.Struct, frozen=True):
             {
                 "event_id": self.event_id,
                 "type": self.type,
+                "status": self.status,
+                "limit_fraction": LIMIT_FRACTIONS[self.status],
                 "user_id": self.user_id,
                 "occurred_at": format_timestamp(self.occurred_at),
                 "decided_at": format_timestamp(decided_at),

@@ -130,6 +130,12 @@ def current_max_dpd(state: UserState) -> int:
     return max(episode.max_dpd, running)
 
 
+def max_dpd_since(state: UserState, since: int) -> int:
+    """Largest DPD of the spells running at or after ``since``, the running one at the clock too."""
+    settled = max((e.max_dpd for e in state.episodes if e.end is None or e.end >= since), default=0)
+    return max(settled, current_max_dpd(state))
+
+
 def overdue_amount(state: UserState) -> int:
     """Unpaid amount of the overdue instalments."""
     return sum(i.amount - i.paid for i in state.instalments[: state.overdue_count])

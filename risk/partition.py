@@ -15,7 +15,8 @@ from typing import Literal
 
 from risk.contract import Event, Rejection
 from risk.decision import Decision
-from risk.engine import DUPLICATE, admit, apply, fire_timers, new_state, next_timer, status
+from risk.engine import DUPLICATE, admit, apply, fire_timers, new_state, next_timer
+from risk.limits import status
 from risk.policy import Policy
 from risk.state import UserState
 

@@ -7,12 +7,13 @@ bad file stops start-up with a message the risk team can act on.
 
 from __future__ import annotations
 
+import itertools
 import re
 import tomllib
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -89,14 +90,145 @@ class SpendIncomeRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     restore_max_ratio: Ratio = "2.0"
 
 
+class ScoreLowRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Freeze below a behaviour score; restore once it is back above threshold + margin."""
+
+    enabled: bool = False
+    freeze_below: Annotated[int, msgspec.Meta(ge=0, le=2000)] = 480
+    restore_margin: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
+
+
+class ReduceOverdueRepeatedRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Reduce the limit on overdue episodes below the freeze bar."""
+
+    enabled: bool = True
+    reduce_min_episodes: Annotated[int, msgspec.Meta(ge=1)] = 2
+    restore_max_episodes: Count = 1
+
+
+class ReduceSpendIncomeRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Reduce the limit when spend over ``rules.spend_income.window`` nears the freeze bar."""
+
+    enabled: bool = False
+    reduce_above_ratio: Ratio = "2.0"
+    restore_max_ratio: Ratio = "1.5"
+
+
 class Rules(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """One section per freeze rule of the default policy."""
+    """One section per rule: five freeze rules, the score rule and two reduce rules."""
 
     overdue_active: OverdueActiveRule = OverdueActiveRule()
     overdue_repeated: OverdueRepeatedRule = OverdueRepeatedRule()
     loan_velocity: LoanVelocityRule = LoanVelocityRule()
     small_loan_burst: SmallLoanBurstRule = SmallLoanBurstRule()
     spend_income: SpendIncomeRule = SpendIncomeRule()
+    score_low: ScoreLowRule = ScoreLowRule()
+    reduce_overdue_repeated: ReduceOverdueRepeatedRule = ReduceOverdueRepeatedRule()
+    reduce_spend_income: ReduceSpendIncomeRule = ReduceSpendIncomeRule()
+
+
+class ProbationPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Half the limit after a severe freeze, until enough instalments are paid on time."""
+
+    enabled: bool = True
+    after_dpd_above: Count = 30
+    on_time_instalments: Annotated[int, msgspec.Meta(ge=1, le=24)] = 3
+
+
+class RestorePolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Anti-flapping: automatic restores from a freeze allowed per rolling window."""
+
+    automatic_per_window: Annotated[int, msgspec.Meta(ge=1, le=12)] = 1
+    window: Duration = "365d"
+
+
+class IncomeVerificationPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """What a verified income does to a cure period still running."""
+
+    cure_remaining_factor: Ratio = "0.5"
+
+
+class OverridePolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Operators' freezes and restores from ``credit.limit-overrides.v1``."""
+
+    automatic_may_undo_manual_freeze: bool = False
+
+
+class CountBin(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Points for values up to ``up_to`` (inclusive); the last bin has no bound."""
+
+    points: Annotated[int, msgspec.Meta(ge=-500, le=500)]
+    up_to: Count | None = None
+
+
+class RatioBin(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Points for ratios up to ``up_to`` (inclusive, a decimal string); the last has no bound."""
+
+    points: Annotated[int, msgspec.Meta(ge=-500, le=500)]
+    up_to: Ratio | None = None
+
+
+class CountAttribute(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A scorecard characteristic measured as a count."""
+
+    bins: list[CountBin]
+
+
+class RatioAttribute(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A scorecard characteristic measured as a ratio; ``missing`` when it cannot be measured."""
+
+    bins: list[RatioBin]
+    missing: Annotated[int, msgspec.Meta(ge=-500, le=500)] = 0
+
+
+def _count(*bins: tuple[int | None, int]) -> CountAttribute:
+    return CountAttribute([CountBin(points, up_to) for up_to, points in bins])
+
+
+def _ratio(*bins: tuple[str | None, int], missing: int = 0) -> RatioAttribute:
+    return RatioAttribute([RatioBin(points, up_to) for up_to, points in bins], missing)
+
+
+class ScorePoints(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The points table: one characteristic per field, bins in increasing order."""
+
+    on_time_instalments: CountAttribute = _count((0, 0), (2, 5), (5, 10), (11, 20), (None, 30))
+    late_share: RatioAttribute = _ratio(
+        ("0", 0), ("0.1", -10), ("0.25", -25), ("0.5", -45), (None, -70)
+    )
+    overdue_episodes_180d: CountAttribute = _count((0, 0), (1, -15), (2, -35), (None, -60))
+    max_dpd_180d: CountAttribute = _count((0, 0), (3, -5), (30, -25), (60, -55), (None, -90))
+    active_days_90d: CountAttribute = _count((4, 0), (14, 10), (None, 20))
+    account_age_days: CountAttribute = _count((89, 0), (364, 10), (None, 20))
+    other_lender_applications_30d: CountAttribute = _count((0, 0), (2, -10), (5, -30), (None, -60))
+    spend_to_income_30d: RatioAttribute = _ratio(
+        ("0.5", 10), ("1", 0), ("2", -15), ("3", -35), (None, -60)
+    )
+
+
+SCORE_DIRECTIONS: Final = {
+    "on_time_instalments": 1,
+    "late_share": -1,
+    "overdue_episodes_180d": -1,
+    "max_dpd_180d": -1,
+    "active_days_90d": 1,
+    "account_age_days": 1,
+    "other_lender_applications_30d": -1,
+    "spend_to_income_30d": -1,
+}
+"""Whether points must rise (1) or fall (-1) with each characteristic: checked at load."""
+
+
+class ScorePolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The behaviour scorecard and its PDO scaling."""
+
+    base_points: Annotated[int, msgspec.Meta(ge=0, le=2000)] = 600
+    base_odds: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
+    points_to_double_odds: Annotated[int, msgspec.Meta(ge=1, le=200)] = 20
+    own_channel: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "line"
+    other_lender_window: Duration = "30d"
+    active_days_window: Annotated[int, msgspec.Meta(ge=1, le=400)] = 90
+    points: ScorePoints = ScorePoints()
 
 
 class TimePolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -120,6 +252,11 @@ class PolicyFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     version: str
     overdue: OverduePolicy = OverduePolicy()
     rules: Rules = Rules()
+    score: ScorePolicy = ScorePolicy()
+    probation: ProbationPolicy = ProbationPolicy()
+    restore: RestorePolicy = RestorePolicy()
+    income_verification: IncomeVerificationPolicy = IncomeVerificationPolicy()
+    overrides: OverridePolicy = OverridePolicy()
     time: TimePolicy = TimePolicy()
     input: InputPolicy = InputPolicy()
 
@@ -139,6 +276,13 @@ class Policy(msgspec.Struct, frozen=True):
     spend_window: int
     freeze_above_ratio: Fraction
     restore_max_ratio: Fraction
+    reduce_above_ratio: Fraction
+    reduce_restore_max_ratio: Fraction
+    cure_remaining_factor: Fraction
+    restore_window: int
+    other_lender_window: int
+    score_bins: dict[str, tuple[tuple[Fraction | None, int], ...]]
+    """Each characteristic's bins as (inclusive upper bound or None, points)."""
     allowed_lateness: int
     watermark_delay: int
     dedup_horizon: int
@@ -152,6 +296,11 @@ def parse_policy(text: str) -> Policy:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise PolicyError(f"policy is not valid TOML: {error}") from error
+    return policy_from_mapping(raw)
+
+
+def policy_from_mapping(raw: dict[str, Any]) -> Policy:
+    """Validate a policy already parsed into tables (TOML, or a backtest's variations)."""
     try:
         source = msgspec.convert(raw, PolicyFile)
     except msgspec.ValidationError as error:
@@ -229,6 +378,13 @@ def _resolve(source: PolicyFile) -> Policy:
             "invalid policy: `rules.spend_income.restore_max_ratio` must not exceed"
             " `rules.spend_income.freeze_above_ratio`"
         )
+    reduce_ratio, reduce_restore_ratio = _check_graduated(source, freeze_ratio)
+    cure_factor = Fraction(source.income_verification.cure_remaining_factor)
+    if cure_factor > 1:
+        raise PolicyError(
+            "invalid policy: `income_verification.cure_remaining_factor` must be at most 1:"
+            " a verification may shorten a cure period, never lengthen it"
+        )
     loan_window = _duration(rules.loan_velocity.window, "rules.loan_velocity.window")
     loan_long_window = _duration(rules.loan_velocity.long_window, "rules.loan_velocity.long_window")
     small_window = _duration(rules.small_loan_burst.window, "rules.small_loan_burst.window")
@@ -263,9 +419,83 @@ def _resolve(source: PolicyFile) -> Policy:
         spend_window=_duration(rules.spend_income.window, "rules.spend_income.window"),
         freeze_above_ratio=freeze_ratio,
         restore_max_ratio=restore_ratio,
+        reduce_above_ratio=reduce_ratio,
+        reduce_restore_max_ratio=reduce_restore_ratio,
+        cure_remaining_factor=cure_factor,
+        restore_window=_duration(source.restore.window, "restore.window"),
+        other_lender_window=_duration(
+            source.score.other_lender_window, "score.other_lender_window"
+        ),
+        score_bins=_score_bins(source.score.points),
         allowed_lateness=allowed_lateness,
         watermark_delay=_duration(time.watermark_delay, "time.watermark_delay", positive=False),
         dedup_horizon=dedup_horizon,
         max_future_skew=max(_duration(time.max_future_skew, "time.max_future_skew"), HOUR // 60),
         max_record_bytes=source.input.max_record_bytes,
     )
+
+
+def _check_graduated(source: PolicyFile, freeze_ratio: Fraction) -> tuple[Fraction, Fraction]:
+    """Reduce rules sit below the freeze bar, each with its own hysteresis."""
+    rules = source.rules
+    reduce = rules.reduce_overdue_repeated
+    if reduce.restore_max_episodes >= reduce.reduce_min_episodes:
+        raise PolicyError(
+            "invalid policy: `rules.reduce_overdue_repeated.restore_max_episodes` must be below"
+            " `reduce_min_episodes`, or a limit would be reduced and restored at once"
+        )
+    if reduce.reduce_min_episodes >= rules.overdue_repeated.freeze_min_episodes:
+        raise PolicyError(
+            "invalid policy: `rules.reduce_overdue_repeated.reduce_min_episodes` must be below"
+            " `rules.overdue_repeated.freeze_min_episodes`: a reduction comes before a freeze"
+        )
+    spend = rules.reduce_spend_income
+    reduce_ratio = Fraction(spend.reduce_above_ratio)
+    reduce_restore_ratio = Fraction(spend.restore_max_ratio)
+    if reduce_restore_ratio > reduce_ratio:
+        raise PolicyError(
+            "invalid policy: `rules.reduce_spend_income.restore_max_ratio` must not exceed"
+            " `reduce_above_ratio`"
+        )
+    if reduce_ratio >= freeze_ratio:
+        raise PolicyError(
+            "invalid policy: `rules.reduce_spend_income.reduce_above_ratio` must be below"
+            " `rules.spend_income.freeze_above_ratio`: a reduction comes before a freeze"
+        )
+    return reduce_ratio, reduce_restore_ratio
+
+
+def _score_bins(points: ScorePoints) -> dict[str, tuple[tuple[Fraction | None, int], ...]]:
+    """Check each characteristic's bins (ordered, bounded but the last, monotone) and resolve."""
+    resolved: dict[str, tuple[tuple[Fraction | None, int], ...]] = {}
+    for name, direction in SCORE_DIRECTIONS.items():
+        attribute: CountAttribute | RatioAttribute = getattr(points, name)
+        field = f"score.points.{name}.bins"
+        bins = [(None if b.up_to is None else Fraction(b.up_to), b.points) for b in attribute.bins]
+        if not bins or bins[-1][0] is not None:
+            raise PolicyError(f"invalid policy: `{field}` must end with a bin without `up_to`")
+        bounds = [bound for bound, _ in bins[:-1]]
+        if (
+            any(
+                low is None or high is None or low >= high
+                for low, high in itertools.pairwise(bounds)
+            )
+            or None in bounds
+        ):
+            raise PolicyError(
+                f"invalid policy: `{field}` must have strictly increasing `up_to` bounds,"
+                " and only the last bin may leave it out"
+            )
+        scores = [score for _, score in bins]
+        if scores != sorted(scores, reverse=direction < 0):
+            trend = "rise" if direction > 0 else "fall"
+            raise PolicyError(
+                f"invalid policy: `{field}` points must {trend} from bin to bin: {scores}"
+            )
+        resolved[name] = tuple(bins)
+    if points.late_share.missing > points.late_share.bins[0].points:
+        raise PolicyError(
+            "invalid policy: `score.points.late_share.missing` must not exceed the first bin's"
+            " points, or a first instalment paid on time would lower the score"
+        )
+    return resolved

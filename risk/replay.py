@@ -26,6 +26,8 @@ INPUT_TOPICS: Final = (
     "credit.purchases.v1",
     "credit.repayments.v1",
     "credit.loan-applications.v1",
+    "credit.income-verifications.v1",
+    "credit.limit-overrides.v1",
 )
 
 

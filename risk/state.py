@@ -60,6 +60,20 @@ class UserState(msgspec.Struct, omit_defaults=True):
     last_activity: int
     frozen: bool = False
     freeze_reasons: list[str] = []
+    """Codes the freeze was made or kept for; ``MANUAL_OVERRIDE`` for an operator's freeze."""
+    frozen_since: int = 0
+    freeze_peak_dpd: int = 0
+    """Largest DPD any overdue episode reached during the running freeze."""
+    probation: bool = False
+    probation_streak: int = 0
+    """Instalments paid on time in a row since probation began."""
+    reduce_reasons: list[str] = []
+    waived_reasons: list[str] = []
+    """Rule codes an operator's restore set aside; each lapses once its rule stops holding."""
+    automatic_restores: list[int] = []
+    """Times of automatic restores from a freeze within ``restore.window`` (anti-flapping)."""
+    cure_shortened_by: int = 0
+    """How much income verifications cut from the running cure period, in microseconds."""
     last_decision: LastDecision | None = None
     instalments: list[Instalment] = []
     overdue_count: int = 0
@@ -71,11 +85,21 @@ class UserState(msgspec.Struct, omit_defaults=True):
     cure_until: int = 0
     income: int | None = None
     income_at: int = 0
+    verified_income: int | None = None
+    verified_income_at: int = 0
     applications: Window = msgspec.field(default_factory=Window)
     small_applications: Window = msgspec.field(default_factory=Window)
     spend: Window = msgspec.field(default_factory=Window)
+    other_lender_applications: Window = msgspec.field(default_factory=Window)
+    active_days: list[int] = []
+    """Distinct days (epoch day numbers) with a purchase or repayment, within the score's window."""
     seen: dict[int, int] = {}
     dedup_floor: int | None = None
+
+    @property
+    def effective_income(self) -> int | None:
+        """Verified income supersedes the declared one: it is evidence, not a claim."""
+        return self.income if self.verified_income is None else self.verified_income
 
     @property
     def open_episode(self) -> Episode | None:

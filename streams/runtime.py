@@ -22,8 +22,8 @@ from faust.types import TP, EventT, StreamT
 from risk.clock import SECOND, format_timestamp
 from risk.contract import Rejection
 from risk.decision import Decision
-from risk.engine import DECISION_REASONS, STATUSES
 from risk.group import Applied, PartitionGroup
+from risk.limits import DECISION_REASONS, STATUSES
 from risk.partition import Outcome
 from risk.partitioner import partition_for
 from risk.policy import Policy

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     purchases_topic: str = "credit.purchases.v1"
     repayments_topic: str = "credit.repayments.v1"
     loan_applications_topic: str = "credit.loan-applications.v1"
+    income_verifications_topic: str = "credit.income-verifications.v1"
+    limit_overrides_topic: str = "credit.limit-overrides.v1"
     limit_events_topic: str = "credit.limit-events.v1"
     max_idle: float = Field(1.0, ge=0, le=60)
     """Seconds an empty input partition with unread data may hold back the event-time merge."""
@@ -83,9 +85,15 @@ class Settings(BaseSettings):
         return f"{self.app_id}-ticks"
 
     @property
-    def input_topics(self) -> tuple[str, str, str]:
+    def input_topics(self) -> tuple[str, str, str, str, str]:
         """The input topics in the contract's order, which breaks event-time ties."""
-        return (self.purchases_topic, self.repayments_topic, self.loan_applications_topic)
+        return (
+            self.purchases_topic,
+            self.repayments_topic,
+            self.loan_applications_topic,
+            self.income_verifications_topic,
+            self.limit_overrides_topic,
+        )
 
     def broker_timeouts(self) -> dict[str, float]:
         """Session, heartbeat and rebalance timeouts; the dev broker's fast joins unless set."""

@@ -81,7 +81,8 @@ class Persona(StrEnum):
     At most one late instalment per 181 days, repaid 1 to 20 hours after due + grace, i.e.
     at 3 days past due. Frozen with ``OVERDUE_ACTIVE`` when the grace runs out, and restored
     with ``REPAID_AND_CURED`` at the repayment: a single slip of at most 3 days past due
-    needs no cure period.
+    needs no cure period. A second slip within 365 days stays frozen: anti-flapping allows
+    one automatic restore from a freeze per ``restore.window``.
     """
 
     CHRONIC_DEFAULTER = "chronic_defaulter"
@@ -89,9 +90,10 @@ class Persona(StrEnum):
 
     Each late order is repaid 7 to 12 days past due: frozen with ``OVERDUE_ACTIVE`` when the
     grace runs out, restored with ``REPAID_AND_CURED`` only when the 30-day cure period ends,
-    and buys again a few days after the restore. The third order, within 180 days of the
-    first spell, is never repaid: frozen with ``OVERDUE_ACTIVE`` and ``OVERDUE_REPEATED``,
-    and never restored.
+    and buys again a few days after the restore. The second spell's freeze is not restored
+    automatically: anti-flapping allows one automatic restore per 365 days, so the restore
+    path says ``MANUAL_REVIEW_REQUIRED``. The third order, within 180 days of the first
+    spell, is never repaid.
     """
 
     LOAN_STACKER = "loan_stacker"
@@ -100,7 +102,8 @@ class Persona(StrEnum):
     Frozen with ``SMALL_LOAN_BURST`` at the third application of a burst; a fifth adds
     ``LOAN_VELOCITY`` to the freeze's reasons. Restored by a window timer, with
     ``SMALL_LOAN_BURST_CLEARED`` (and ``LOAN_VELOCITY_CLEARED``), once the burst has left
-    the 7-day window. The next burst comes 9 to 16 days after the last, after the restore.
+    the 7-day window. The next burst comes 9 to 16 days after the last, after the restore,
+    and its freeze stays: one automatic restore per 365 days.
     """
 
     OVERSPENDER = "overspender"
@@ -109,8 +112,8 @@ class Persona(StrEnum):
     The spending is spread over 4 to 6 purchases within a few days, each repaid on time.
     Frozen with ``SPEND_INCOME_MISMATCH`` when the 30-day spend passes 3 × income, restored
     by a window timer with ``SPEND_INCOME_MISMATCH_CLEARED`` once the spend still in the
-    30-day window is at most 2 × income, and
-    starts again 35 to 45 days after its last purchase.
+    30-day window is at most 2 × income, and starts again 35 to 45 days after its last
+    purchase; that second freeze stays (one automatic restore per 365 days).
     """
 
 

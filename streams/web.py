@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents.assess import policy, runtime
 from risk.clock import format_timestamp
-from risk.engine import features, status
+from risk.limits import features, status
 from streams import metrics
 from streams.app import app, settings
 from streams.topics import users

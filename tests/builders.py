@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import tomllib
+from importlib import resources
 from typing import Any
 
 import orjson
 
 from risk.clock import parse_timestamp
-from risk.policy import Policy, load_policy
+from risk.policy import Policy, load_policy, policy_from_mapping
 from risk.replay import INPUT_TOPICS, ReplayResult, parse_records, replay
 
-PURCHASES, REPAYMENTS, APPLICATIONS = INPUT_TOPICS
+PURCHASES, REPAYMENTS, APPLICATIONS, VERIFICATIONS, OVERRIDES = INPUT_TOPICS
 NOW = "2030-01-01T00:00:00Z"
 _ids = itertools.count(1)
 
@@ -65,12 +67,52 @@ def application(
     *,
     user: str = "u-1",
     income: int | None = None,
+    channel: str | None = None,
     event_id: str | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"occurred_at": at, "requested_amount": requested}
     if income is not None:
         body["declared_monthly_income"] = income
+    if channel is not None:
+        body["channel"] = channel
     return _record(APPLICATIONS, user, body, event_id)
+
+
+def verification(
+    at: str,
+    income: int,
+    *,
+    user: str = "u-1",
+    source: str = "payslip",
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    body = {"occurred_at": at, "verified_monthly_income": income, "source": source}
+    return _record(VERIFICATIONS, user, body, event_id)
+
+
+def override(
+    at: str,
+    action: str,
+    *,
+    user: str = "u-1",
+    operator: str = "op-7",
+    note: str = "customer called",
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    body = {"occurred_at": at, "action": action, "operator": operator, "note": note}
+    return _record(OVERRIDES, user, body, event_id)
+
+
+def policy_with(changes: dict[str, dict[str, Any]]) -> Policy:
+    """The default policy with some tables' fields changed (one level deep per table path)."""
+    text = resources.files("risk").joinpath("default_policy.toml").read_text("utf-8")
+    raw = tomllib.loads(text)
+    for path, fields in changes.items():
+        table = raw
+        for part in path.split("."):
+            table = table.setdefault(part, {})
+        table.update(fields)
+    return policy_from_mapping(raw)
 
 
 def run(

@@ -8,7 +8,7 @@ from typing import Any
 from risk.clock import DAY, HOUR, MINUTE, format_timestamp, parse_timestamp
 from risk.replay import INPUT_TOPICS
 
-PURCHASES, REPAYMENTS, APPLICATIONS = INPUT_TOPICS
+PURCHASES, REPAYMENTS, APPLICATIONS, VERIFICATIONS, OVERRIDES = INPUT_TOPICS
 START = parse_timestamp("2026-01-01T00:00:00Z")
 assert isinstance(START, int)
 

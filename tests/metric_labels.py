@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from prometheus_client.samples import Sample
 
 from risk.contract import Reason
-from risk.engine import DECISION_REASONS, STATUSES
+from risk.limits import DECISION_REASONS, STATUSES
 from risk.partition import Outcome
 from risk.replay import INPUT_TOPICS
 

@@ -100,7 +100,7 @@ def test_check_policy_accepts_the_shipped_policy(tmp_path: Path) -> None:
     shipped = Path(__file__).resolve().parent.parent / "risk" / "default_policy.toml"
     done = _lineguard("check-policy", shipped, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "version 2026-11-28.1" in done.stdout
+    assert "version 2026-11-28.2" in done.stdout
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from risk.contract import Reason
-from risk.engine import DECISION_REASONS
+from risk.limits import DECISION_REASONS
 
 EXPOSE = (
     "import agents.assess;"

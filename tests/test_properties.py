@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from risk.clock import DAY, HOUR, format_timestamp
 from risk.contract import Rejection, decode
 from risk.decision import Decision
-from risk.engine import DECISION_REASONS, status
 from risk.group import PartitionGroup
+from risk.limits import DECISION_REASONS, status
 from risk.partition import PartitionProcessor
 from risk.policy import load_policy
 from risk.replay import INPUT_TOPICS, parse_records

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from builders import application, decisions, purchase, repayment, run, summary
+from builders import application, decisions, policy_with, purchase, repayment, run, summary
 
 FREEZE, RESTORE = "limit.freeze", "limit.restore"
+RESTORES_UNLIMITED = policy_with({"restore": {"automatic_per_window": 12}})
 
 # One instalment of 35000 due 2026-03-01T00:00Z: overdue at exactly 2026-03-04T00:00Z.
 BOUGHT = purchase("2026-02-01T00:00:00Z", 35000, order="o-17", first_due="2026-03-01T00:00:00Z")
@@ -53,13 +54,14 @@ def test_overdue_freeze_has_the_contract_fields_and_a_deterministic_event_id() -
     )
     (freeze,) = decisions(result)
     assert list(freeze) == [
-        "event_id", "type", "user_id", "occurred_at", "caused_by", "reasons", "features",
-        "restore_path", "policy_version",
+        "event_id", "type", "status", "limit_fraction", "user_id", "occurred_at", "caused_by",
+        "reasons", "features", "restore_path", "policy_version",
     ]  # fmt: skip
+    assert (freeze["status"], freeze["limit_fraction"]) == ("frozen", 0.0)
     assert freeze["event_id"] == str(
         uuid.uuid5(
             uuid.NAMESPACE_URL,
-            "lineguard:u-1:limit.freeze:timer:overdue:2026-03-04T00:00:00Z:2026-11-28.1",
+            "lineguard:u-1:limit.freeze:timer:overdue:2026-03-04T00:00:00Z:2026-11-28.2",
         )
     )
     assert freeze["features"] == {
@@ -75,8 +77,13 @@ def test_overdue_freeze_has_the_contract_fields_and_a_deterministic_event_id() -
         "outstanding": 35000,
         "credit": 0,
         "cure_ends_at": None,
+        "verified_monthly_income": None,
+        "other_lender_applications_30d": 0,
+        "active_days_90d": 1,
+        # 600 base, -15 for one episode, -5 for 3 DPD, +10 for no spend in 30 days
+        "score": 590,
     }
-    assert freeze["policy_version"] == "2026-11-28.1"
+    assert freeze["policy_version"] == "2026-11-28.2"
 
 
 def test_overdue_past_minor_dpd_needs_the_thirty_day_cure() -> None:
@@ -120,7 +127,8 @@ def test_overdue_repeated_freezes_on_the_third_episode_and_restores_when_one_lea
         *_overdue_episode("2026-01-20T00:00:00Z", "2026-02-10T00:00:00Z", "2026-02-14T00:00:00Z", "b"),
         *_overdue_episode("2026-03-20T00:00:00Z", "2026-04-10T00:00:00Z", "2026-04-14T00:00:00Z", "c"),
     ]  # fmt: skip
-    result = run(lines, until="2026-08-01T00:00:00Z")
+    # Anti-flapping would hold the second restore back; this scenario is about the rules.
+    result = run(lines, until="2026-08-01T00:00:00Z", policy=RESTORES_UNLIMITED)
     assert summary(result) == [
         (FREEZE, "2026-01-13T00:00:00Z", "timer:overdue:2026-01-13T00:00:00Z", ["OVERDUE_ACTIVE"]),
         # max DPD 3 and the only episode: no cure period.
@@ -138,6 +146,9 @@ def test_overdue_repeated_freezes_on_the_third_episode_and_restores_when_one_lea
             ["REPAID_AND_CURED", "OVERDUE_REPEATED_CLEARED"],
         ),
     ]  # fmt: skip
+    statuses = [d["status"] for d in decisions(result)]
+    # Two episodes in 180 days reduce the limit: each restore from then on is to "reduced".
+    assert statuses == ["frozen", "active", "frozen", "reduced", "frozen", "reduced"]
     third_freeze = decisions(result)[4]
     assert third_freeze["reasons"][1]["value"] == 3
     assert third_freeze["features"]["overdue_episodes_180d"] == 3

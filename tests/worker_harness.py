@@ -37,11 +37,15 @@ class Topics:
         return f"{self.prefix}.{contract_topic}"
 
     def env(self) -> dict[str, str]:
-        purchases, repayments, applications = (self.name(t) for t in INPUT_TOPICS)
+        purchases, repayments, applications, verifications, overrides = (
+            self.name(t) for t in INPUT_TOPICS
+        )
         return {
             "LINEGUARD_PURCHASES_TOPIC": purchases,
             "LINEGUARD_REPAYMENTS_TOPIC": repayments,
             "LINEGUARD_LOAN_APPLICATIONS_TOPIC": applications,
+            "LINEGUARD_INCOME_VERIFICATIONS_TOPIC": verifications,
+            "LINEGUARD_LIMIT_OVERRIDES_TOPIC": overrides,
             "LINEGUARD_LIMIT_EVENTS_TOPIC": self.name(LIMIT_TOPIC),
         }
 

@@ -1,0 +1,275 @@
+"""Graduated limits: the status machine behind every limit event.
+
+A user's status is the strictest that applies: ``frozen`` (limit 0), then
+``probation`` (half the limit after a severe freeze), then ``reduced`` (half the
+limit on risk below the freeze bar), then ``active``. A limit event comes out only
+when the status changes: ``limit.freeze`` into ``frozen``, ``limit.reduce`` from
+``active`` into ``reduced``, and ``limit.restore`` into any less strict status.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from risk.clock import DAY, format_timestamp
+from risk.contract import IncomeVerification, LimitOverride
+from risk.decision import FREEZE, REDUCE, RESTORE, Decision, ReasonCode
+from risk.ledger import current_max_dpd, max_dpd_since, overdue_amount
+from risk.policy import Policy
+from risk.rules import (
+    CLEARED_CODES,
+    FREEZE_CODES,
+    REDUCE_CODES,
+    Measures,
+    cleared,
+    freeze_hits,
+    freeze_path,
+    reduce_cleared,
+    reduce_hits,
+    reduce_path,
+)
+from risk.state import LastDecision, UserState
+
+STATUSES: Final = ("active", "reduced", "probation", "frozen")
+"""From the least to the most strict."""
+MANUAL: Final = "MANUAL_OVERRIDE"
+MANUAL_REVIEW: Final = "MANUAL_REVIEW_REQUIRED"
+DECISION_REASONS: Final = {
+    FREEZE: (*FREEZE_CODES, MANUAL),
+    REDUCE: REDUCE_CODES,
+    RESTORE: (*CLEARED_CODES.values(), "INCOME_VERIFIED", "PROBATION_COMPLETED", MANUAL),
+}
+"""Every reason code each decision type can carry: the metrics bind one series each."""
+
+
+def status(state: UserState) -> str:
+    """The strictest status that applies, one of :data:`STATUSES`."""
+    if state.frozen:
+        return "frozen"
+    if state.probation:
+        return "probation"
+    if state.reduce_reasons:
+        return "reduced"
+    return "active"
+
+
+def evaluate(state: UserState, policy: Policy, caused_by: str) -> Decision | None:
+    """Apply the automatic rules at the user's clock; a decision comes out on a status change."""
+    before = status(state)
+    m = Measures(state, policy)
+    freeze = freeze_hits(state, m, policy)
+    reduce = reduce_hits(state, m, policy)
+    if state.waived_reasons:
+        holding = {hit.code for hit in freeze + reduce}
+        state.waived_reasons = [code for code in state.waived_reasons if code in holding]
+        freeze = [hit for hit in freeze if hit.code not in state.waived_reasons]
+        reduce = [hit for hit in reduce if hit.code not in state.waived_reasons]
+    restored = _update_freeze(state, m, policy, freeze)
+    restored += _update_probation(state, policy)
+    restored += _update_reduction(state, m, policy, reduce)
+    after = status(state)
+    if after == before:
+        return None
+    if after == "frozen":
+        return decide(state, m, policy, FREEZE, caused_by, freeze)
+    if before == "active":
+        return decide(state, m, policy, REDUCE, caused_by, reduce)
+    return decide(state, m, policy, RESTORE, caused_by, restored)
+
+
+def _update_freeze(
+    state: UserState, m: Measures, policy: Policy, hits: list[ReasonCode]
+) -> list[ReasonCode]:
+    """Freeze on a hit; restore once every automatic reason has cleared. The restore reasons."""
+    if not state.frozen:
+        if hits:
+            state.frozen = True
+            state.freeze_reasons = [hit.code for hit in hits]
+            state.frozen_since = state.clock
+            state.freeze_peak_dpd = current_max_dpd(state)
+            state.probation = False
+        return []
+    state.freeze_peak_dpd = max(state.freeze_peak_dpd, max_dpd_since(state, state.frozen_since))
+    codes = {hit.code for hit in hits} | set(state.freeze_reasons)
+    state.freeze_reasons = [code for code in (*FREEZE_CODES, MANUAL) if code in codes]
+    automatic = [code for code in state.freeze_reasons if code != MANUAL]
+    if not automatic:
+        return []  # an operator's freeze alone: only an operator lifts it
+    still_overdue = m.overdue_count and policy.source.rules.overdue_active.enabled
+    if still_overdue or freeze_path(state, m, policy):
+        return []
+    manual = MANUAL in state.freeze_reasons
+    if manual and not policy.source.overrides.automatic_may_undo_manual_freeze:
+        state.freeze_reasons = [MANUAL]
+        return []
+    if _restores_used_up(state, policy):
+        return []
+    reasons = cleared(automatic, state, m, policy)
+    if state.cure_shortened_by and "OVERDUE_ACTIVE" in automatic:
+        days = state.cure_shortened_by // DAY
+        reasons.append(ReasonCode(
+            "INCOME_VERIFIED", days, 0,
+            f"a verified income shortened the cure period by {days} days",
+        ))  # fmt: skip
+    state.frozen = False
+    state.freeze_reasons = []
+    state.cure_shortened_by = 0
+    state.automatic_restores.append(state.clock)
+    probation = policy.source.probation
+    if probation.enabled and state.freeze_peak_dpd > probation.after_dpd_above:
+        state.probation = True
+        state.probation_streak = 0
+    return reasons
+
+
+def _restores_used_up(state: UserState, policy: Policy) -> bool:
+    """Anti-flapping: whether the automatic restores allowed in the rolling window are spent."""
+    start = state.clock - policy.restore_window
+    state.automatic_restores = [at for at in state.automatic_restores if at > start]
+    return len(state.automatic_restores) >= policy.source.restore.automatic_per_window
+
+
+def _update_probation(state: UserState, policy: Policy) -> list[ReasonCode]:
+    needed = policy.source.probation.on_time_instalments
+    if state.frozen or not state.probation or state.probation_streak < needed:
+        return []
+    state.probation = False
+    return [ReasonCode(
+        "PROBATION_COMPLETED", state.probation_streak, needed,
+        f"{state.probation_streak} instalments in a row paid on time",
+    )]  # fmt: skip
+
+
+def _update_reduction(
+    state: UserState, m: Measures, policy: Policy, hits: list[ReasonCode]
+) -> list[ReasonCode]:
+    """Add reduce reasons that hold, drop those whose restore condition holds."""
+    codes = {hit.code for hit in hits} | set(state.reduce_reasons)
+    held = [code for code in REDUCE_CODES if code in codes]
+    gone = [code for code in held if code not in {hit.code for hit in hits}]
+    gone = [code for code in gone if reduce_cleared(code, state, m, policy)]
+    state.reduce_reasons = [code for code in held if code not in gone]
+    return cleared(gone, state, m, policy, reduced=True)
+
+
+def apply_override(state: UserState, override: LimitOverride, policy: Policy) -> Decision | None:
+    """An operator's freeze or restore, audited with ``MANUAL_OVERRIDE`` in the decision.
+
+    A manual restore sets aside the rules that hold at that moment; each comes back
+    into force once it has stopped holding, so new evidence can freeze again.
+    """
+    before = status(state)
+    m = Measures(state, policy)
+    reason = ReasonCode(
+        MANUAL, 1, 1, f"{override.action} by operator {override.operator}: {override.note}"
+    )
+    if override.action == "freeze":
+        state.waived_reasons = []
+        if not state.frozen:
+            state.frozen = True
+            state.frozen_since = state.clock
+            state.freeze_peak_dpd = current_max_dpd(state)
+            state.probation = False
+        if MANUAL not in state.freeze_reasons:
+            state.freeze_reasons = [*state.freeze_reasons, MANUAL]
+        kind = FREEZE
+    else:
+        holding = freeze_hits(state, m, policy) + reduce_hits(state, m, policy)
+        state.waived_reasons = sorted({hit.code for hit in holding})
+        state.frozen = state.probation = False
+        state.freeze_reasons, state.reduce_reasons = [], []
+        state.cure_shortened_by = 0
+        kind = RESTORE
+    if status(state) == before:
+        return None
+    return decide(state, m, policy, kind, override.event_id, [reason])
+
+
+def verify_income(state: UserState, verification: IncomeVerification, policy: Policy) -> None:
+    """Verified income supersedes the declared one; a running cure period is shortened."""
+    if verification.at >= state.verified_income_at:
+        state.verified_income = verification.verified_monthly_income
+        state.verified_income_at = verification.at
+    remaining = state.cure_until - state.clock
+    if remaining > 0:
+        factor = policy.cure_remaining_factor
+        kept = remaining * factor.numerator // factor.denominator
+        state.cure_until = state.clock + kept
+        state.cure_shortened_by += remaining - kept
+
+
+def restore_path(state: UserState, m: Measures, policy: Policy) -> list[str]:
+    """What still stands between the user and their next restore, in words and numbers."""
+    if state.frozen:
+        path = freeze_path(state, m, policy)
+        if MANUAL in state.freeze_reasons and not (
+            policy.source.overrides.automatic_may_undo_manual_freeze
+            and len(state.freeze_reasons) > 1
+        ):
+            path.append(f"{MANUAL_REVIEW}: frozen by an operator; an operator's restore lifts it")
+        elif _restores_used_up(state, policy):
+            oldest = state.automatic_restores[0]
+            path.append(
+                f"{MANUAL_REVIEW}: the automatic restore of {format_timestamp(oldest)} is the"
+                f" last allowed in {policy.source.restore.window}; an operator's restore lifts"
+                f" the freeze, or it lifts by itself from"
+                f" {format_timestamp(oldest + policy.restore_window)}"
+            )
+        return path
+    if state.probation:
+        needed = policy.source.probation.on_time_instalments
+        return [
+            f"pay {needed - state.probation_streak} more instalments on time in a row"
+            f" ({state.probation_streak} of {needed} so far)"
+        ]
+    return reduce_path(state, m, policy)
+
+
+def decide(
+    state: UserState,
+    m: Measures,
+    policy: Policy,
+    kind: str,
+    caused_by: str,
+    reasons: list[ReasonCode],
+) -> Decision:
+    """The limit event for the user's new status, remembered in the state."""
+    decision = Decision(
+        type=kind,
+        status=status(state),
+        user_id=state.user_id,
+        occurred_at=state.clock,
+        caused_by=caused_by,
+        reasons=tuple(reasons),
+        features=features(state, policy, m),
+        restore_path=tuple(restore_path(state, m, policy)),
+        policy_version=policy.version,
+    )
+    state.last_decision = LastDecision(kind, decision.event_id, state.clock, caused_by)
+    return decision
+
+
+def features(state: UserState, policy: Policy, m: Measures | None = None) -> dict[str, Any]:
+    """The features snapshot of a decision, or of the user endpoint, at the user's clock."""
+    m = m or Measures(state, policy)
+    card = m.scorecard
+    return {
+        "overdue_active": m.overdue_count,
+        "overdue_amount": overdue_amount(state),
+        "max_dpd": current_max_dpd(state),
+        "overdue_episodes_180d": m.episodes,
+        "loan_applications_7d": m.applications,
+        "loan_applications_30d": state.applications.total(state.clock - policy.loan_long_window),
+        "small_loan_applications_24h": m.small_applications,
+        "spend_30d": m.spend,
+        "declared_monthly_income": state.income,
+        "outstanding": sum(i.amount - i.paid for i in state.instalments),
+        "credit": state.credit,
+        "cure_ends_at": (
+            format_timestamp(state.cure_until) if state.cure_until > state.clock else None
+        ),
+        "verified_monthly_income": state.verified_income,
+        "other_lender_applications_30d": card.values["other_lender_applications_30d"],
+        "active_days_90d": card.values["active_days_90d"],
+        "score": card.score,
+    }

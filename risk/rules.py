@@ -1,0 +1,332 @@
+"""The policy's rules: what each one measures, when it holds, and what clears it.
+
+Freeze rules hold the line at 0; reduce rules halve it below the freeze bar. Each
+rule has hysteresis: it starts to hold at one threshold and clears only at a lower
+one, so a user near a threshold does not flap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Final
+
+from risk.clock import DAY, format_timestamp
+from risk.decision import ReasonCode
+from risk.ledger import episodes_since, overdue_amount
+from risk.policy import Policy
+from risk.score import Scorecard, scorecard
+from risk.state import UserState
+
+FREEZE_CODES: Final = (
+    "OVERDUE_ACTIVE",
+    "OVERDUE_REPEATED",
+    "LOAN_VELOCITY",
+    "SMALL_LOAN_BURST",
+    "SPEND_INCOME_MISMATCH",
+    "SCORE_LOW",
+)
+"""Automatic freeze reasons, in the order a decision lists them."""
+REDUCE_CODES: Final = ("OVERDUE_REPEATED", "SPEND_INCOME_MISMATCH")
+CLEARED_CODES: Final = {
+    "OVERDUE_ACTIVE": "REPAID_AND_CURED",
+    "OVERDUE_REPEATED": "OVERDUE_REPEATED_CLEARED",
+    "LOAN_VELOCITY": "LOAN_VELOCITY_CLEARED",
+    "SMALL_LOAN_BURST": "SMALL_LOAN_BURST_CLEARED",
+    "SPEND_INCOME_MISMATCH": "SPEND_INCOME_MISMATCH_CLEARED",
+    "SCORE_LOW": "SCORE_LOW_CLEARED",
+}
+"""The restore reason that clears each freeze or reduce reason."""
+
+
+class Measures:
+    """The quantities the rules compare, at the user's clock; the score only when asked."""
+
+    __slots__ = (
+        "_policy", "_scorecard", "_state", "applications", "episodes", "overdue_count",
+        "small_applications", "spend",
+    )  # fmt: skip
+
+    def __init__(self, state: UserState, policy: Policy) -> None:
+        clock = state.clock
+        self._state, self._policy = state, policy
+        self._scorecard: Scorecard | None = None
+        self.overdue_count = state.overdue_count
+        self.episodes = episodes_since(state, clock - policy.episode_window)
+        self.applications = state.applications.total(clock - policy.loan_window)
+        self.small_applications = state.small_applications.total(clock - policy.small_window)
+        self.spend = state.spend.total(clock - policy.spend_window)
+
+    @property
+    def scorecard(self) -> Scorecard:
+        """The behaviour score, computed once per evaluation if a rule or a decision needs it."""
+        if self._scorecard is None:
+            self._scorecard = scorecard(self._state, self._policy)
+        return self._scorecard
+
+
+def spend_above(spend: int, income: int | None, ratio: Fraction) -> bool:
+    """``spend > ratio × income``, exactly; unknown income never counts as a mismatch."""
+    return income is not None and spend * ratio.denominator > ratio.numerator * income
+
+
+def income_label(state: UserState) -> str:
+    """Which income the spend rules compare against, for the messages."""
+    if state.verified_income is not None:
+        return f"the verified monthly income {state.verified_income}"
+    return f"the declared monthly income {state.income}"
+
+
+def freeze_hits(state: UserState, m: Measures, policy: Policy) -> list[ReasonCode]:
+    """The automatic freeze rules that hold now."""
+    rules = policy.source.rules
+    hits: list[ReasonCode] = []
+    if rules.overdue_active.enabled and m.overdue_count:
+        oldest = state.instalments[0]
+        more = f" ({m.overdue_count - 1} more overdue)" if m.overdue_count > 1 else ""
+        hits.append(ReasonCode(
+            "OVERDUE_ACTIVE", m.overdue_count, 1,
+            f"instalment {oldest.number} of order {oldest.order_id} is"
+            f" {current_days_past_due(state)} days past due{more}",
+        ))  # fmt: skip
+    repeated = rules.overdue_repeated
+    if repeated.enabled and m.episodes >= repeated.freeze_min_episodes:
+        hits.append(ReasonCode(
+            "OVERDUE_REPEATED", m.episodes, repeated.freeze_min_episodes,
+            f"{m.episodes} overdue episodes started in the last {policy.source.overdue.episode_window}",
+        ))  # fmt: skip
+    velocity = rules.loan_velocity
+    if velocity.enabled and m.applications >= velocity.freeze_min_applications:
+        hits.append(ReasonCode(
+            "LOAN_VELOCITY", m.applications, velocity.freeze_min_applications,
+            f"{m.applications} loan applications in the last {velocity.window}",
+        ))  # fmt: skip
+    burst = rules.small_loan_burst
+    if burst.enabled and m.small_applications >= burst.freeze_min_applications:
+        hits.append(ReasonCode(
+            "SMALL_LOAN_BURST", m.small_applications, burst.freeze_min_applications,
+            f"{m.small_applications} applications of at most {burst.small_max_amount}"
+            f" in the last {burst.window}",
+        ))  # fmt: skip
+    spend = rules.spend_income
+    income = state.effective_income
+    if spend.enabled and spend_above(m.spend, income, policy.freeze_above_ratio):
+        assert income is not None  # noqa: S101 - implied by spend_above
+        hits.append(ReasonCode(
+            "SPEND_INCOME_MISMATCH", ratio(m.spend, income), number(policy.freeze_above_ratio),
+            f"spend {m.spend} over the last {spend.window} is above"
+            f" {spend.freeze_above_ratio} × {income_label(state)}",
+        ))  # fmt: skip
+    low = rules.score_low
+    if low.enabled and m.scorecard.score < low.freeze_below:
+        hits.append(ReasonCode(
+            "SCORE_LOW", m.scorecard.score, low.freeze_below,
+            f"behaviour score {m.scorecard.score} is below {low.freeze_below}",
+        ))  # fmt: skip
+    return hits
+
+
+def reduce_hits(state: UserState, m: Measures, policy: Policy) -> list[ReasonCode]:
+    """The reduce rules that hold now."""
+    rules = policy.source.rules
+    hits: list[ReasonCode] = []
+    repeated = rules.reduce_overdue_repeated
+    if repeated.enabled and m.episodes >= repeated.reduce_min_episodes:
+        hits.append(ReasonCode(
+            "OVERDUE_REPEATED", m.episodes, repeated.reduce_min_episodes,
+            f"{m.episodes} overdue episodes started in the last {policy.source.overdue.episode_window}",
+        ))  # fmt: skip
+    spend = rules.reduce_spend_income
+    income = state.effective_income
+    if spend.enabled and spend_above(m.spend, income, policy.reduce_above_ratio):
+        assert income is not None  # noqa: S101 - implied by spend_above
+        hits.append(ReasonCode(
+            "SPEND_INCOME_MISMATCH", ratio(m.spend, income), number(policy.reduce_above_ratio),
+            f"spend {m.spend} over the last {rules.spend_income.window} is above"
+            f" {spend.reduce_above_ratio} × {income_label(state)}",
+        ))  # fmt: skip
+    return hits
+
+
+def freeze_path(state: UserState, m: Measures, policy: Policy) -> list[str]:
+    """What the automatic rules still need before a frozen user can be restored."""
+    rules = policy.source.rules
+    path: list[str] = []
+    if rules.overdue_active.enabled:
+        if m.overdue_count:
+            path.append(f"repay {overdue_amount(state)} overdue")
+        elif state.cure_until > state.clock:
+            path.append(f"wait for the cure period to end at {format_timestamp(state.cure_until)}")
+    repeated = rules.overdue_repeated
+    if repeated.enabled and m.episodes > repeated.restore_max_episodes:
+        path.append(
+            f"wait until overdue episodes in {policy.source.overdue.episode_window} fall from"
+            f" {m.episodes} to {repeated.restore_max_episodes}"
+        )
+    velocity = rules.loan_velocity
+    if velocity.enabled and m.applications > velocity.restore_max_applications:
+        path.append(
+            f"wait until loan applications in {velocity.window} fall from {m.applications}"
+            f" to {velocity.restore_max_applications}"
+        )
+    burst = rules.small_loan_burst
+    if burst.enabled and m.small_applications > burst.restore_max_applications:
+        path.append(
+            f"wait until small loan applications in {burst.window} fall from"
+            f" {m.small_applications} to {burst.restore_max_applications}"
+        )
+    spend = rules.spend_income
+    if spend.enabled and spend_above(m.spend, state.effective_income, policy.restore_max_ratio):
+        path.append(
+            f"wait until spend over {spend.window} falls from {m.spend} to"
+            f" {spend.restore_max_ratio} × {income_label(state)}"
+        )
+    low = rules.score_low
+    if low.enabled and m.scorecard.score < low.freeze_below + low.restore_margin:
+        path.append(
+            f"wait until the behaviour score rises from {m.scorecard.score} to"
+            f" {low.freeze_below + low.restore_margin}"
+        )
+    return path
+
+
+def reduce_cleared(code: str, state: UserState, m: Measures, policy: Policy) -> bool:
+    """Whether a reduce reason's restore condition holds."""
+    rules = policy.source.rules
+    if code == "OVERDUE_REPEATED":
+        return m.episodes <= rules.reduce_overdue_repeated.restore_max_episodes
+    return not spend_above(m.spend, state.effective_income, policy.reduce_restore_max_ratio)
+
+
+def reduce_path(state: UserState, m: Measures, policy: Policy) -> list[str]:
+    """What still stands between a reduced limit and the full one."""
+    rules = policy.source.rules
+    path: list[str] = []
+    for code in state.reduce_reasons:
+        if code == "OVERDUE_REPEATED":
+            path.append(
+                f"wait until overdue episodes in {policy.source.overdue.episode_window} fall"
+                f" from {m.episodes} to {rules.reduce_overdue_repeated.restore_max_episodes}"
+            )
+        else:
+            path.append(
+                f"wait until spend over {rules.spend_income.window} falls from {m.spend} to"
+                f" {rules.reduce_spend_income.restore_max_ratio} × {income_label(state)}"
+            )
+    return path
+
+
+def cleared(
+    codes: Sequence[str], state: UserState, m: Measures, policy: Policy, *, reduced: bool = False
+) -> list[ReasonCode]:
+    """Restore reasons: one per cleared freeze reason, or reduce reason if ``reduced``."""
+    rules = policy.source.rules
+    reasons: list[ReasonCode] = []
+    for code in codes:
+        if code == "OVERDUE_ACTIVE":
+            reasons.append(ReasonCode(
+                CLEARED_CODES[code], 0, 0, "every overdue instalment is repaid and the cure period is over"
+            ))  # fmt: skip
+        elif code == "OVERDUE_REPEATED":
+            threshold = (
+                rules.reduce_overdue_repeated.restore_max_episodes
+                if reduced
+                else rules.overdue_repeated.restore_max_episodes
+            )
+            reasons.append(ReasonCode(
+                CLEARED_CODES[code], m.episodes, threshold,
+                f"{m.episodes} overdue episodes in the last {policy.source.overdue.episode_window}",
+            ))  # fmt: skip
+        elif code == "LOAN_VELOCITY":
+            reasons.append(ReasonCode(
+                CLEARED_CODES[code], m.applications,
+                rules.loan_velocity.restore_max_applications,
+                f"{m.applications} loan applications in the last {rules.loan_velocity.window}",
+            ))  # fmt: skip
+        elif code == "SMALL_LOAN_BURST":
+            reasons.append(ReasonCode(
+                CLEARED_CODES[code], m.small_applications,
+                rules.small_loan_burst.restore_max_applications,
+                f"{m.small_applications} small loan applications in the last"
+                f" {rules.small_loan_burst.window}",
+            ))  # fmt: skip
+        elif code == "SPEND_INCOME_MISMATCH":
+            income = state.effective_income
+            limit = (
+                rules.reduce_spend_income.restore_max_ratio
+                if reduced
+                else rules.spend_income.restore_max_ratio
+            )
+            reasons.append(ReasonCode(
+                CLEARED_CODES[code], ratio(m.spend, income) if income else 0,
+                number(Fraction(limit)),
+                f"spend {m.spend} over the last {rules.spend_income.window} is within"
+                f" {limit} × the {'verified' if state.verified_income is not None else 'declared'}"
+                " monthly income",
+            ))  # fmt: skip
+        else:
+            low = rules.score_low
+            reasons.append(ReasonCode(
+                CLEARED_CODES[code], m.scorecard.score, low.freeze_below + low.restore_margin,
+                f"behaviour score {m.scorecard.score} is back at"
+                f" {low.freeze_below + low.restore_margin} or above",
+            ))  # fmt: skip
+    return reasons
+
+
+def next_expiry(state: UserState, policy: Policy) -> int | None:
+    """Next time an entry leaves a window whose restore condition (freeze or reduce) fails."""
+    rules = policy.source.rules
+    clock = state.clock
+    expiries: list[int] = []
+    income = state.effective_income
+    spend = state.spend.total(clock - policy.spend_window)
+    episodes = episodes_since(state, clock - policy.episode_window)
+    spend_blocks = episodes_block = False
+    if state.frozen:
+        counted = (
+            (rules.loan_velocity.enabled, state.applications, policy.loan_window,
+             rules.loan_velocity.restore_max_applications),
+            (rules.small_loan_burst.enabled, state.small_applications, policy.small_window,
+             rules.small_loan_burst.restore_max_applications),
+        )  # fmt: skip
+        for enabled, window, length, restore_max in counted:
+            if enabled and window.total(clock - length) > restore_max:
+                oldest = window.oldest_after(clock - length)
+                if oldest is not None:
+                    expiries.append(oldest + length)
+        spend_blocks = rules.spend_income.enabled and spend_above(
+            spend, income, policy.restore_max_ratio
+        )
+        repeated = rules.overdue_repeated
+        episodes_block = repeated.enabled and episodes > repeated.restore_max_episodes
+    if "SPEND_INCOME_MISMATCH" in state.reduce_reasons:
+        spend_blocks = spend_blocks or spend_above(spend, income, policy.reduce_restore_max_ratio)
+    if "OVERDUE_REPEATED" in state.reduce_reasons:
+        limit = rules.reduce_overdue_repeated.restore_max_episodes
+        episodes_block = episodes_block or episodes > limit
+    if spend_blocks:
+        oldest = state.spend.oldest_after(clock - policy.spend_window)
+        if oldest is not None:
+            expiries.append(oldest + policy.spend_window)
+    if episodes_block:
+        start = clock - policy.episode_window
+        expiries.append(
+            min(e.start for e in state.episodes if e.start > start) + policy.episode_window
+        )
+    return min(expiries) if expiries else None
+
+
+def current_days_past_due(state: UserState) -> int:
+    """DPD of the oldest overdue instalment at the clock."""
+    return (state.clock - state.instalments[0].due_at) // DAY
+
+
+def ratio(spend: int, income: int) -> float:
+    """A spend-to-income ratio for a reason's ``value``, rounded for reading."""
+    return round(spend / income, 4)
+
+
+def number(value: Fraction) -> int | float:
+    """A policy ratio as JSON wants it: an integer when it is one."""
+    return value.numerator if value.denominator == 1 else float(value)
