@@ -83,7 +83,7 @@ class _IncomeVerificationWire(msgspec.Struct):
     event_id: EventId
     user_id: UserId
     occurred_at: str
-    verified_monthly_income: Income
+    verified_monthly_income: Money  # a verification proves an income: zero proves nothing
     source: IncomeSource
 
 

@@ -74,7 +74,9 @@ def evaluate(state: UserState, policy: Policy, caused_by: str) -> Decision | Non
         return decide(state, m, policy, FREEZE, caused_by, freeze)
     if before == "active":
         return decide(state, m, policy, REDUCE, caused_by, reduce)
-    return decide(state, m, policy, RESTORE, caused_by, restored)
+    # A code cleared for the freeze and the reduction at once is listed once, as the freeze's.
+    unique = list({reason.code: reason for reason in reversed(restored)}.values())[::-1]
+    return decide(state, m, policy, RESTORE, caused_by, unique)
 
 
 def _update_freeze(

@@ -12,15 +12,27 @@ from hypothesis import strategies as st
 
 from risk.clock import DAY, HOUR, format_timestamp
 from risk.contract import Rejection, decode
-from risk.decision import Decision
+from risk.decision import LIMIT_FRACTIONS, Decision
 from risk.group import PartitionGroup
-from risk.limits import DECISION_REASONS, status
+from risk.limits import DECISION_REASONS, STATUSES, status
 from risk.partition import PartitionProcessor
-from risk.policy import load_policy
+from risk.policy import Policy, load_policy
 from risk.replay import INPUT_TOPICS, parse_records
-from risk.state import UserState
+from risk.score import scorecard
+from risk.state import Episode, UserState
 
-from builders import NOW, application, decisions, purchase, repayment, run, ts
+from builders import (
+    NOW,
+    application,
+    decisions,
+    override,
+    policy_with,
+    purchase,
+    repayment,
+    run,
+    ts,
+    verification,
+)
 
 POLICY = load_policy()
 START = ts("2026-01-01T00:00:00Z")
@@ -40,7 +52,10 @@ def histories(draw: st.DrawFn, *, ordered: bool = True) -> list[dict[str, Any]]:
         when = at if ordered else at - draw(st.sampled_from([0, 0, HOUR, 2 * DAY, 9 * DAY]))
         stamp = format_timestamp(when)
         user = draw(st.sampled_from(users))
-        kind = draw(st.sampled_from(["purchase", "repayment", "application"]))
+        kind = draw(st.sampled_from(
+            ["purchase", "purchase", "repayment", "repayment", "application", "verification",
+             "override"]
+        ))  # fmt: skip
         event_id = f"e-{index}"
         if kind == "purchase":
             due = format_timestamp(when + draw(st.sampled_from([0, DAY, 5 * DAY, 30 * DAY])))
@@ -53,10 +68,18 @@ def histories(draw: st.DrawFn, *, ordered: bool = True) -> list[dict[str, Any]]:
             order = draw(st.one_of(st.none(), st.sampled_from(["o-0", "o-1"])))
             amount = draw(st.integers(1, 2_000_000))
             lines.append(repayment(stamp, amount, user=user, order=order, event_id=event_id))
-        else:
+        elif kind == "application":
             income = draw(st.one_of(st.none(), st.sampled_from([0, 200_000, 900_000])))
             requested = draw(st.sampled_from([5_000, 100_000, 100_001, 2_000_000]))
-            lines.append(application(stamp, requested, user=user, income=income, event_id=event_id))
+            channel = draw(st.sampled_from([None, "line", "other-bank"]))
+            lines.append(application(stamp, requested, user=user, income=income,
+                                     channel=channel, event_id=event_id))  # fmt: skip
+        elif kind == "verification":
+            income = draw(st.sampled_from([1, 100_000, 900_000]))
+            lines.append(verification(stamp, income, user=user, event_id=event_id))
+        else:
+            action = draw(st.sampled_from(["freeze", "restore"]))
+            lines.append(override(stamp, action, user=user, event_id=event_id))
     return lines
 
 
@@ -163,3 +186,65 @@ def test_user_counts_by_status_follow_every_change_and_reasons_are_the_known_one
     assert recovered.users == processor.users
     for decision in out:
         assert {reason.code for reason in decision.reasons} <= set(DECISION_REASONS[decision.type])
+
+
+GRADUATED = policy_with({
+    "rules.reduce_spend_income": {"enabled": True},
+    "rules.score_low": {"enabled": True, "freeze_below": 560},
+})  # fmt: skip
+
+
+def _states(lines: list[dict[str, Any]], policy: Policy) -> list[UserState]:
+    store: dict[str, UserState] = {}
+    processor = PartitionProcessor(policy, store)
+    for record in parse_records([orjson.dumps(line) for line in lines]):
+        event = decode(INPUT_TOPICS.index(record.topic), record.key, record.value, 65536)
+        if not isinstance(event, Rejection):
+            processor.handle(event, ts(NOW))
+    return list(store.values())
+
+
+@_settings
+@given(histories(ordered=False), st.integers(1, 5))
+def test_the_score_never_falls_with_more_instalments_paid_on_time(
+    lines: list[dict[str, Any]], more: int
+) -> None:
+    for state in _states(lines, POLICY):
+        before = scorecard(state, POLICY).score
+        state.paid_on_time += more
+        assert scorecard(state, POLICY).score >= before
+
+
+@_settings
+@given(histories(ordered=False), st.integers(0, 179), st.integers(0, 120), st.booleans())
+def test_the_score_never_rises_with_one_more_overdue_episode(
+    lines: list[dict[str, Any]], days_ago: int, dpd: int, ended: bool
+) -> None:
+    for state in _states(lines, POLICY):
+        before = scorecard(state, POLICY).score
+        start = state.clock - days_ago * DAY
+        episode = Episode(start=start, end=start + DAY if ended else None, max_dpd=dpd)
+        state.episodes = sorted([*state.episodes, episode], key=lambda e: e.start)
+        assert scorecard(state, POLICY).score <= before
+
+
+@_settings
+@given(histories(ordered=False), st.sampled_from(["default", "graduated"]))
+def test_every_limit_event_carries_its_status_and_a_documented_fraction(
+    lines: list[dict[str, Any]], which: str
+) -> None:
+    policy = POLICY if which == "default" else GRADUATED
+    status_now: dict[str, str] = {}
+    for doc in decisions(run(lines, until="2028-01-01T00:00:00Z", policy=policy)):
+        assert doc["limit_fraction"] in (1.0, 0.5, 0.0)
+        assert doc["limit_fraction"] == LIMIT_FRACTIONS[doc["status"]]
+        before = status_now.get(doc["user_id"], "active")
+        assert doc["status"] != before  # a limit event is a change of status
+        rank = STATUSES.index
+        if doc["type"] == "limit.freeze":
+            assert doc["status"] == "frozen"
+        elif doc["type"] == "limit.reduce":
+            assert (before, doc["status"]) == ("active", "reduced")
+        else:
+            assert rank(doc["status"]) < rank(before)
+        status_now[doc["user_id"]] = doc["status"]

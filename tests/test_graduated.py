@@ -1,0 +1,334 @@
+"""Hand-checked scenarios for graduated limits, the score, income proof and overrides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from risk.clock import DAY
+from risk.contract import Repayment
+from risk.engine import apply
+from risk.policy import load_policy
+from risk.state import Instalment, UserState
+
+from builders import (
+    application,
+    decisions,
+    override,
+    policy_with,
+    purchase,
+    repayment,
+    run,
+    ts,
+    verification,
+)
+
+FREEZE, REDUCE, RESTORE = "limit.freeze", "limit.reduce", "limit.restore"
+REVIEW = "MANUAL_REVIEW_REQUIRED"
+
+# One instalment of 35000 due 2026-03-01: overdue, and frozen, at 2026-03-04T00:00Z.
+BOUGHT = purchase("2026-02-01T00:00:00Z", 35000, order="o-1", first_due="2026-03-01T00:00:00Z")
+
+
+def brief(docs: list[dict[str, Any]]) -> list[tuple[str, str, str, str, list[str]]]:
+    """(type, status, occurred_at, caused_by, reason codes) of each decision."""
+    return [
+        (
+            d["type"],
+            d["status"],
+            d["occurred_at"],
+            d["caused_by"],
+            [r["code"] for r in d["reasons"]],
+        )
+        for d in docs
+    ]
+
+
+def test_a_freeze_past_thirty_days_overdue_restores_to_probation_until_three_paid_on_time() -> None:
+    lines = [
+        BOUGHT,
+        repayment("2026-04-05T00:00:00Z", 35000, event_id="r-late"),  # 35 days past due
+        purchase(
+            "2026-05-10T00:00:00Z",
+            3000,
+            order="o-2",
+            installments=3,
+            first_due="2026-06-01T00:00:00Z",
+        ),
+        repayment("2026-05-30T00:00:00Z", 1000, order="o-2", event_id="p-1"),
+        repayment("2026-06-30T00:00:00Z", 1000, order="o-2", event_id="p-2"),
+        repayment("2026-07-30T00:00:00Z", 1000, order="o-2", event_id="p-3"),
+    ]
+    docs = decisions(run(lines, until="2026-09-01T00:00:00Z"))
+    assert brief(docs) == [
+        (FREEZE, "frozen", "2026-03-04T00:00:00Z", "timer:overdue:2026-03-04T00:00:00Z",
+         ["OVERDUE_ACTIVE"]),
+        # 30 days of cure from the repayment, then half the limit.
+        (RESTORE, "probation", "2026-05-05T00:00:00Z", "timer:cure:2026-05-05T00:00:00Z",
+         ["REPAID_AND_CURED"]),
+        (RESTORE, "active", "2026-07-30T00:00:00Z", "p-3", ["PROBATION_COMPLETED"]),
+    ]  # fmt: skip
+    assert [d["limit_fraction"] for d in docs] == [0.0, 0.5, 1.0]
+    assert docs[1]["restore_path"] == ["pay 3 more instalments on time in a row (0 of 3 so far)"]
+    assert docs[2]["reasons"][0]["value"] == 3
+
+
+def test_an_instalment_missed_on_probation_freezes_again() -> None:
+    lines = [
+        BOUGHT,
+        repayment("2026-04-05T00:00:00Z", 35000, event_id="r-late"),
+        purchase(
+            "2026-05-10T00:00:00Z",
+            6000,
+            order="o-2",
+            installments=6,
+            first_due="2026-06-01T00:00:00Z",
+        ),
+        repayment("2026-05-30T00:00:00Z", 1000, order="o-2", event_id="p-1"),
+        # the second instalment (due 07-01) is paid at 07-03: within grace, on time
+        repayment("2026-07-03T00:00:00Z", 1000, order="o-2", event_id="p-2"),
+        # the third (due 08-01) goes overdue at 08-04: frozen again, and the count is lost
+        repayment("2026-08-05T00:00:00Z", 1000, order="o-2", event_id="p-3"),
+    ]
+    docs = decisions(run(lines, until="2026-09-15T00:00:00Z"))
+    assert [(d["type"], d["status"]) for d in docs] == [
+        (FREEZE, "frozen"), (RESTORE, "probation"), (FREEZE, "frozen"),
+    ]  # fmt: skip
+    assert docs[2]["caused_by"] == "timer:overdue:2026-08-04T00:00:00Z"
+    # Anti-flapping: the restore of 05-05 was the one of the year.
+    assert REVIEW in docs[2]["restore_path"][-1]
+
+
+def test_a_late_instalment_settled_on_probation_starts_the_count_again() -> None:
+    at = ts("2026-07-10T00:00:00Z")
+    state = UserState("u-1", first_seen=at - 200 * DAY, clock=at, last_activity=at,
+                      probation=True, probation_streak=2, overdue_count=1)  # fmt: skip
+    state.instalments = [
+        Instalment("o-2", 2, due_at=at - 9 * DAY, amount=1000, overdue=True),
+        Instalment("o-2", 3, due_at=at + 22 * DAY, amount=1000),
+    ]
+    payment = Repayment("p-2", "u-1", at, 2000, "o-2")
+    assert apply(state, payment, load_policy()) == []
+    # the late one is paid first and breaks the run; the early one starts a new run
+    assert (state.probation, state.probation_streak) == (True, 1)
+
+
+def test_anti_flapping_holds_the_second_restore_of_a_year_until_the_first_is_a_year_old() -> None:
+    lines = [
+        BOUGHT,
+        repayment("2026-03-05T00:00:00Z", 35000, event_id="r-1"),  # 4 days past due: 30-day cure
+        purchase("2026-04-10T00:00:00Z", 20000, order="o-2", first_due="2026-05-01T00:00:00Z"),
+        repayment("2026-05-05T00:00:00Z", 20000, event_id="r-2"),
+    ]
+    docs = decisions(run(lines, until="2027-05-01T00:00:00Z"))
+    assert brief(docs) == [
+        (FREEZE, "frozen", "2026-03-04T00:00:00Z", "timer:overdue:2026-03-04T00:00:00Z",
+         ["OVERDUE_ACTIVE"]),
+        (RESTORE, "active", "2026-04-04T00:00:00Z", "timer:cure:2026-04-04T00:00:00Z",
+         ["REPAID_AND_CURED"]),
+        (FREEZE, "frozen", "2026-05-04T00:00:00Z", "timer:overdue:2026-05-04T00:00:00Z",
+         ["OVERDUE_ACTIVE"]),
+        # The cure would end 2026-06-04; the restore waits a year from the first one.
+        (RESTORE, "active", "2027-04-04T00:00:00Z", "timer:window:2027-04-04T00:00:00Z",
+         ["REPAID_AND_CURED"]),
+    ]  # fmt: skip
+    assert docs[2]["restore_path"] == [
+        "repay 20000 overdue",
+        f"{REVIEW}: the automatic restore of 2026-04-04T00:00:00Z is the last allowed in 365d;"
+        " an operator's restore lifts the freeze, or it lifts by itself from"
+        " 2027-04-04T00:00:00Z",
+    ]
+
+
+def test_income_proof_halves_the_cure_left_and_the_restore_says_so() -> None:
+    lines = [
+        BOUGHT,
+        repayment("2026-03-11T00:00:00Z", 35000, event_id="r-1"),  # 10 DPD: cure to 04-10
+        verification("2026-03-21T00:00:00Z", 900_000, source="bank_statement", event_id="v-1"),
+    ]
+    docs = decisions(run(lines, until="2026-06-01T00:00:00Z"))
+    restore = docs[1]
+    assert brief([restore]) == [
+        (RESTORE, "active", "2026-03-31T00:00:00Z", "timer:cure:2026-03-31T00:00:00Z",
+         ["REPAID_AND_CURED", "INCOME_VERIFIED"]),
+    ]  # fmt: skip
+    assert restore["reasons"][1]["value"] == 10  # 20 days were left; 10 are cut
+    assert restore["features"]["verified_monthly_income"] == 900_000
+
+
+def test_with_a_zero_factor_income_proof_restores_at_once() -> None:
+    policy = policy_with({"income_verification": {"cure_remaining_factor": "0"}})
+    lines = [
+        BOUGHT,
+        repayment("2026-03-11T00:00:00Z", 35000, event_id="r-1"),
+        verification("2026-03-21T00:00:00Z", 900_000, event_id="v-1"),
+    ]
+    (_, restore) = decisions(run(lines, until="2026-06-01T00:00:00Z", policy=policy))
+    assert (restore["caused_by"], restore["occurred_at"]) == ("v-1", "2026-03-21T00:00:00Z")
+    assert restore["reasons"][1] == {
+        "code": "INCOME_VERIFIED", "value": 20, "threshold": 0,
+        "message": "a verified income shortened the cure period by 20 days",
+    }  # fmt: skip
+
+
+def test_a_verification_outside_a_cure_period_changes_no_timer() -> None:
+    lines = [
+        BOUGHT,
+        verification("2026-03-10T00:00:00Z", 900_000, event_id="v-1"),  # still overdue
+        repayment("2026-03-11T00:00:00Z", 35000, event_id="r-1"),
+    ]
+    docs = decisions(run(lines, until="2026-06-01T00:00:00Z"))
+    assert brief(docs)[1] == (
+        RESTORE, "active", "2026-04-10T00:00:00Z", "timer:cure:2026-04-10T00:00:00Z",
+        ["REPAID_AND_CURED"],
+    )  # fmt: skip
+
+
+def test_verified_income_supersedes_the_declared_one_in_the_spend_rule() -> None:
+    lines = [
+        application("2026-04-01T00:00:00Z", 200_000, income=100_000, event_id="a-1"),
+        purchase("2026-04-02T00:00:00Z", 400_000, order="s", event_id="p-1"),
+        repayment("2026-04-02T01:00:00Z", 400_000, order="s", event_id="r-1"),
+        verification("2026-04-05T00:00:00Z", 250_000, event_id="v-1"),
+        # a later declaration does not undo the verified figure
+        application("2026-04-06T00:00:00Z", 5_000, income=50_000, event_id="a-2"),
+    ]
+    docs = decisions(run(lines))
+    assert brief(docs) == [
+        (FREEZE, "frozen", "2026-04-02T00:00:00Z", "p-1", ["SPEND_INCOME_MISMATCH"]),
+        (RESTORE, "active", "2026-04-05T00:00:00Z", "v-1", ["SPEND_INCOME_MISMATCH_CLEARED"]),
+    ]
+    assert docs[1]["reasons"][0]["message"] == (
+        "spend 400000 over the last 30d is within 2.0 × the verified monthly income"
+    )
+
+
+def test_the_spend_band_reduces_then_freezes_then_restores_in_one_step() -> None:
+    policy = policy_with({"rules.reduce_spend_income": {"enabled": True}})
+    lines = [
+        application("2026-04-01T00:00:00Z", 200_000, income=100_000, event_id="a-1"),
+        purchase("2026-04-02T00:00:00Z", 250_000, order="s1", event_id="p-1"),
+        repayment("2026-04-02T01:00:00Z", 250_000, order="s1", event_id="r-1"),
+        purchase("2026-04-10T00:00:00Z", 100_000, order="s2", event_id="p-2"),
+        repayment("2026-04-10T01:00:00Z", 100_000, order="s2", event_id="r-2"),
+    ]
+    docs = decisions(run(lines, until="2026-06-01T00:00:00Z", policy=policy))
+    assert brief(docs) == [
+        (REDUCE, "reduced", "2026-04-02T00:00:00Z", "p-1", ["SPEND_INCOME_MISMATCH"]),  # 2.5x
+        (FREEZE, "frozen", "2026-04-10T00:00:00Z", "p-2", ["SPEND_INCOME_MISMATCH"]),  # 3.5x
+        # the 250000 leaves the window: 1.0x clears the freeze and the reduction at once
+        (RESTORE, "active", "2026-05-02T00:00:00Z", "timer:window:2026-05-02T00:00:00Z",
+         ["SPEND_INCOME_MISMATCH_CLEARED"]),
+    ]  # fmt: skip
+    assert [d["limit_fraction"] for d in docs] == [0.5, 0.0, 1.0]
+    assert docs[0]["restore_path"] == [
+        "wait until spend over 30d falls from 250000 to 1.5 × the declared monthly income 100000"
+    ]
+
+
+def test_two_episodes_reduce_the_limit_below_the_freeze_bar() -> None:
+    # With OVERDUE_ACTIVE off, an overdue does not freeze, so the reduction shows by itself.
+    policy = policy_with({"rules.overdue_active": {"enabled": False}})
+    lines = [
+        purchase("2026-01-01T00:00:00Z", 1000, order="a", first_due="2026-01-10T00:00:00Z"),
+        repayment("2026-01-14T00:00:00Z", 1000, event_id="r-a"),
+        purchase("2026-01-20T00:00:00Z", 1000, order="b", first_due="2026-02-10T00:00:00Z"),
+        repayment("2026-02-14T00:00:00Z", 1000, event_id="r-b"),
+    ]
+    docs = decisions(run(lines, until="2026-09-01T00:00:00Z", policy=policy))
+    assert brief(docs) == [
+        (REDUCE, "reduced", "2026-02-13T00:00:00Z", "timer:overdue:2026-02-13T00:00:00Z",
+         ["OVERDUE_REPEATED"]),
+        # the first episode (started 01-13) leaves the 180 days
+        (RESTORE, "active", "2026-07-12T00:00:00Z", "timer:window:2026-07-12T00:00:00Z",
+         ["OVERDUE_REPEATED_CLEARED"]),
+    ]  # fmt: skip
+
+
+def test_an_operator_freeze_outlasts_the_rules_until_an_operator_restores() -> None:
+    lines = [
+        BOUGHT,
+        override("2026-03-02T00:00:00Z", "freeze", note="fraud check", event_id="ov-1"),
+        repayment("2026-03-05T00:00:00Z", 35000, event_id="r-1"),
+        override("2026-04-20T00:00:00Z", "restore", note="fraud check passed", event_id="ov-2"),
+    ]
+    docs = decisions(run(lines, until="2026-06-01T00:00:00Z"))
+    assert brief(docs) == [
+        (FREEZE, "frozen", "2026-03-02T00:00:00Z", "ov-1", ["MANUAL_OVERRIDE"]),
+        (RESTORE, "active", "2026-04-20T00:00:00Z", "ov-2", ["MANUAL_OVERRIDE"]),
+    ]
+    assert docs[0]["reasons"][0]["message"] == "freeze by operator op-7: fraud check"
+    assert docs[0]["restore_path"] == [
+        f"{REVIEW}: frozen by an operator; an operator's restore lifts it"
+    ]
+
+
+def test_the_policy_can_let_the_rules_undo_an_operator_freeze() -> None:
+    policy = policy_with({"overrides": {"automatic_may_undo_manual_freeze": True}})
+    lines = [
+        BOUGHT,
+        override("2026-03-02T00:00:00Z", "freeze", event_id="ov-1"),
+        repayment("2026-03-05T00:00:00Z", 35000, event_id="r-1"),
+    ]
+    docs = decisions(run(lines, until="2026-06-01T00:00:00Z", policy=policy))
+    assert brief(docs)[1] == (
+        RESTORE, "active", "2026-04-04T00:00:00Z", "timer:cure:2026-04-04T00:00:00Z",
+        ["REPAID_AND_CURED"],
+    )  # fmt: skip
+
+
+def test_an_operator_restore_sets_aside_the_rules_that_hold_until_they_stop_holding() -> None:
+    lines = [
+        BOUGHT,
+        override("2026-03-10T00:00:00Z", "restore", note="disputed charge", event_id="ov-1"),
+        purchase("2026-03-11T00:00:00Z", 100, order="o-2", first_due="2026-04-11T00:00:00Z"),
+        repayment("2026-03-20T00:00:00Z", 35000, event_id="r-1"),  # pays o-1 only
+    ]
+    docs = decisions(run(lines, until="2026-07-01T00:00:00Z"))
+    assert brief(docs) == [
+        (FREEZE, "frozen", "2026-03-04T00:00:00Z", "timer:overdue:2026-03-04T00:00:00Z",
+         ["OVERDUE_ACTIVE"]),
+        (RESTORE, "active", "2026-03-10T00:00:00Z", "ov-1", ["MANUAL_OVERRIDE"]),
+        # o-1 stayed overdue until 03-20 without a new freeze; o-2's overdue is new evidence
+        (FREEZE, "frozen", "2026-04-14T00:00:00Z", "timer:overdue:2026-04-14T00:00:00Z",
+         ["OVERDUE_ACTIVE"]),
+    ]  # fmt: skip
+
+
+def test_an_override_that_changes_nothing_emits_nothing() -> None:
+    lines = [BOUGHT, override("2026-02-10T00:00:00Z", "restore", event_id="ov-1")]
+    assert decisions(run(lines)) == []
+
+
+def test_a_thin_file_scores_exactly_the_base_points() -> None:
+    (freeze,) = decisions(run([BOUGHT, override("2026-02-02T00:00:00Z", "freeze")]))
+    assert freeze["features"]["score"] == 600
+
+
+def test_score_low_freezes_below_the_bar_and_restores_above_bar_plus_margin() -> None:
+    policy = policy_with(
+        {"rules.score_low": {"enabled": True, "freeze_below": 560, "restore_margin": 20}}
+    )
+    lines = [
+        application(f"2026-01-{day:02d}T00:00:00Z", 500_000, channel="other-bank",
+                    event_id=f"a-{day}")
+        for day in (1, 6, 11, 16, 21, 26)
+    ]  # fmt: skip
+    lines.append(application("2026-01-27T00:00:00Z", 500_000, channel="line", event_id="own"))
+    docs = decisions(run(lines, until="2026-04-01T00:00:00Z", policy=policy))
+    assert brief(docs) == [
+        # six applications through other lenders in 30 days: 600 - 60 = 540
+        (FREEZE, "frozen", "2026-01-26T00:00:00Z", "a-26", ["SCORE_LOW"]),
+        # 02-15: the fourth leaves the 30 days, two remain: 600 - 10 = 590 >= 560 + 20
+        (RESTORE, "active", "2026-02-15T00:00:00Z", "timer:window:2026-02-15T00:00:00Z",
+         ["SCORE_LOW_CLEARED"]),
+    ]  # fmt: skip
+    assert docs[0]["restore_path"] == ["wait until the behaviour score rises from 540 to 580"]
+    assert docs[0]["features"]["other_lender_applications_30d"] == 6
+
+
+def test_score_low_is_off_in_the_default_policy() -> None:
+    lines = [
+        application(f"2026-01-{day:02d}T00:00:00Z", 500_000, channel="other-bank")
+        for day in (1, 6, 11, 16, 21, 26)
+    ]
+    assert decisions(run(lines)) == []
