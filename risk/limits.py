@@ -104,7 +104,8 @@ def _update_freeze(
     if manual and not policy.source.overrides.automatic_may_undo_manual_freeze:
         state.freeze_reasons = [MANUAL]
         return []
-    if _restores_used_up(state, policy):
+    state.automatic_restores = _recent_restores(state, policy)
+    if len(state.automatic_restores) >= policy.source.restore.automatic_per_window:
         return []
     reasons = cleared(automatic, state, m, policy)
     if state.cure_shortened_by and "OVERDUE_ACTIVE" in automatic:
@@ -124,11 +125,10 @@ def _update_freeze(
     return reasons
 
 
-def _restores_used_up(state: UserState, policy: Policy) -> bool:
-    """Anti-flapping: whether the automatic restores allowed in the rolling window are spent."""
+def _recent_restores(state: UserState, policy: Policy) -> list[int]:
+    """Anti-flapping: the automatic restores from a freeze still inside the rolling window."""
     start = state.clock - policy.restore_window
-    state.automatic_restores = [at for at in state.automatic_restores if at > start]
-    return len(state.automatic_restores) >= policy.source.restore.automatic_per_window
+    return [at for at in state.automatic_restores if at > start]
 
 
 def _update_probation(state: UserState, policy: Policy) -> list[ReasonCode]:
@@ -209,8 +209,10 @@ def restore_path(state: UserState, m: Measures, policy: Policy) -> list[str]:
             and len(state.freeze_reasons) > 1
         ):
             path.append(f"{MANUAL_REVIEW}: frozen by an operator; an operator's restore lifts it")
-        elif _restores_used_up(state, policy):
-            oldest = state.automatic_restores[0]
+        elif len(recent := _recent_restores(state, policy)) >= (
+            policy.source.restore.automatic_per_window
+        ):
+            oldest = recent[0]
             path.append(
                 f"{MANUAL_REVIEW}: the automatic restore of {format_timestamp(oldest)} is the"
                 f" last allowed in {policy.source.restore.window}; an operator's restore lifts"

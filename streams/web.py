@@ -10,7 +10,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents.assess import policy, runtime
 from risk.clock import format_timestamp
-from risk.limits import features, status
+from risk.decision import LIMIT_FRACTIONS
+from risk.limits import features, restore_path, status
+from risk.rules import Measures
 from streams import metrics
 from streams.app import app, settings
 from streams.topics import users
@@ -39,15 +41,26 @@ class UserView(View):
         except KeyError:
             return self.json({"error": "unknown user", "user_id": user_id}, status=404)
         last = state.last_decision
+        measures = Measures(state, policy)
+        card = measures.scorecard
+        current = status(state)
         return self.json(
             {
                 "user_id": state.user_id,
-                "status": status(state),
+                "status": current,
+                "limit_fraction": LIMIT_FRACTIONS[current],
                 "freeze_reasons": state.freeze_reasons,
+                "reduce_reasons": state.reduce_reasons,
+                "restore_path": restore_path(state, measures, policy),
                 "clock": format_timestamp(state.clock),
                 "first_seen": format_timestamp(state.first_seen),
                 "last_activity": format_timestamp(state.last_activity),
-                "features": features(state, policy),
+                "features": features(state, policy, measures),
+                "score": {
+                    "score": card.score,
+                    "odds": round(card.odds(policy), 2),
+                    "points": card.points,
+                },
                 "last_decision": None
                 if last is None
                 else {

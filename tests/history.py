@@ -13,8 +13,15 @@ START = parse_timestamp("2026-01-01T00:00:00Z")
 assert isinstance(START, int)
 
 
-def synthetic_history(users: int, events: int, seed: int) -> list[dict[str, Any]]:
-    """``events`` replay lines over ``users`` users and about four months."""
+def synthetic_history(
+    users: int, events: int, seed: int, *, graduated: bool = False
+) -> list[dict[str, Any]]:
+    """``events`` replay lines over ``users`` users and about four months.
+
+    With ``graduated``, some applications name a channel, and income verifications and
+    operators' overrides join in; without it, the history is the one the golden
+    decisions were made from.
+    """
     rng = random.Random(seed)
     step = (120 * DAY) // events
     at = START
@@ -44,10 +51,20 @@ def synthetic_history(users: int, events: int, seed: int) -> list[dict[str, Any]
             if rng.random() < 0.3:
                 value["order_id"] = f"o-{rng.randrange(4)}"
             topic = REPAYMENTS
+        elif graduated and roll > 0.96:
+            value = {"verified_monthly_income": rng.choice([200_000, 1_500_000]),
+                     "source": rng.choice(["payslip", "bank_statement"])}  # fmt: skip
+            topic = VERIFICATIONS
+        elif graduated and roll > 0.945:
+            value = {"action": rng.choice(["freeze", "restore"]), "operator": "op-1",
+                     "note": "synthetic review"}  # fmt: skip
+            topic = OVERRIDES
         else:
             value = {"requested_amount": rng.choice([20_000, 90_000, 300_000, 2_000_000])}
             if rng.random() < 0.3:
                 value["declared_monthly_income"] = rng.choice([0, 300_000, 1_000_000])
+            if graduated:
+                value["channel"] = rng.choice(["line", "other-bank", None])
             topic = APPLICATIONS
         value = {"event_id": event_id, "user_id": user, "occurred_at": stamp, **value}
         lines.append({"topic": topic, "key": user, "value": value})

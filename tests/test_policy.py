@@ -88,6 +88,54 @@ def test_decimal_ratios_are_exact() -> None:
         ('version = "v"\n[overdue]\ncure_days = 1000', "overdue.cure_days"),
         ('version = "v"\n[overdue]\nminor_max_dpd = -1', "overdue.minor_max_dpd"),
         ('version = "v"\n[overdue]\nepisode_window = 180', "overdue.episode_window"),
+        (
+            'version = "v"\n[rules.reduce_overdue_repeated]\nreduce_min_episodes = 3',
+            "rules.reduce_overdue_repeated.reduce_min_episodes",
+        ),
+        (
+            'version = "v"\n[rules.reduce_overdue_repeated]\nrestore_max_episodes = 2',
+            "rules.reduce_overdue_repeated.restore_max_episodes",
+        ),
+        (
+            'version = "v"\n[rules.reduce_spend_income]\nreduce_above_ratio = "3"',
+            "rules.reduce_spend_income.reduce_above_ratio",
+        ),
+        (
+            'version = "v"\n[rules.reduce_spend_income]\nrestore_max_ratio = "2.5"',
+            "rules.reduce_spend_income.restore_max_ratio",
+        ),
+        (
+            'version = "v"\n[income_verification]\ncure_remaining_factor = "1.5"',
+            "income_verification.cure_remaining_factor",
+        ),
+        ('version = "v"\n[restore]\nautomatic_per_window = 0', "restore.automatic_per_window"),
+        ('version = "v"\n[restore]\nwindow = "2y"', "restore.window"),
+        ('version = "v"\n[probation]\non_time_instalments = 0', "probation.on_time_instalments"),
+        ('version = "v"\n[score]\nbase_odds = 0', "score.base_odds"),
+        (
+            'version = "v"\n[score.points.max_dpd_180d]\n'
+            'bins = [{up_to = 3, points = 0}, {up_to = 30, points = 5}, {points = -9}]',
+            "score.points.max_dpd_180d.bins",
+        ),
+        (
+            'version = "v"\n[score.points.active_days_90d]\n'
+            'bins = [{up_to = 9, points = 0}, {up_to = 4, points = 5}, {points = 9}]',
+            "score.points.active_days_90d.bins",
+        ),
+        (
+            'version = "v"\n[score.points.account_age_days]\n'
+            'bins = [{up_to = 9, points = 0}, {up_to = 99, points = 5}]',
+            "score.points.account_age_days.bins",
+        ),
+        (
+            'version = "v"\n[score.points.late_share]\nmissing = 5\n'
+            'bins = [{up_to = "0", points = 0}, {points = -9}]',
+            "score.points.late_share.missing",
+        ),
+        (
+            'version = "v"\n[score.points.late_share]\nbins = [{up_to = "x", points = 0}]',
+            "score.points.late_share.bins",
+        ),
     ],
 )
 def test_a_bad_field_is_named(text: str, field: str) -> None:

@@ -35,7 +35,7 @@ def _caught_up(workers: list[Worker], total: int) -> Callable[[], bool]:
 def test_online_equals_offline_for_twenty_thousand_events(
     kafka_bootstrap: str, topics: Topics, start_worker: Callable[..., Worker]
 ) -> None:
-    produced = records_of(synthetic_history(USERS, EVENTS, seed=11))
+    produced = records_of(synthetic_history(USERS, EVENTS, seed=11, graduated=True))
     asyncio.run(produce(kafka_bootstrap, topics, produced, PARTITIONS))
     worker = start_worker()
     worker.wait_ready()
@@ -63,7 +63,7 @@ def test_a_worker_stopped_mid_stream_loses_no_decision(
     stop_signal: signal.Signals,
     store: str,
 ) -> None:
-    produced = records_of(synthetic_history(USERS, EVENTS, seed=12))
+    produced = records_of(synthetic_history(USERS, EVENTS, seed=12, graduated=True))
     asyncio.run(produce(kafka_bootstrap, topics, produced, PARTITIONS))
     first = start_worker(extra_env={"LINEGUARD_STORE": store})
     first.wait_ready()
