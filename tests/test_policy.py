@@ -114,17 +114,17 @@ def test_decimal_ratios_are_exact() -> None:
         ('version = "v"\n[score]\nbase_odds = 0', "score.base_odds"),
         (
             'version = "v"\n[score.points.max_dpd_180d]\n'
-            'bins = [{up_to = 3, points = 0}, {up_to = 30, points = 5}, {points = -9}]',
+            "bins = [{up_to = 3, points = 0}, {up_to = 30, points = 5}, {points = -9}]",
             "score.points.max_dpd_180d.bins",
         ),
         (
             'version = "v"\n[score.points.active_days_90d]\n'
-            'bins = [{up_to = 9, points = 0}, {up_to = 4, points = 5}, {points = 9}]',
+            "bins = [{up_to = 9, points = 0}, {up_to = 4, points = 5}, {points = 9}]",
             "score.points.active_days_90d.bins",
         ),
         (
             'version = "v"\n[score.points.account_age_days]\n'
-            'bins = [{up_to = 9, points = 0}, {up_to = 99, points = 5}]',
+            "bins = [{up_to = 9, points = 0}, {up_to = 99, points = 5}]",
             "score.points.account_age_days.bins",
         ),
         (

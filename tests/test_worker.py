@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,10 @@ from worker_harness import (
 )
 
 from risk.partitioner import partition_for
-from risk.policy import load_policy
+from risk.policy import Policy, load_policy
 from risk.replay import INPUT_TOPICS, InputRecord, parse_records, replay
 
-from builders import application, purchase, repayment
+from builders import application, override, purchase, repayment, verification
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 3
@@ -119,8 +120,58 @@ def rule_scenarios() -> list[dict[str, Any]]:
     ]
 
 
-def replay_by_partition(records: list[InputRecord]) -> dict[int, list[dict[str, Any]]]:
-    result = replay(records, load_policy(), partitions=PARTITIONS, now=time.time_ns() // 1000)
+def graduated_scenarios() -> list[dict[str, Any]]:
+    """Probation, income proof, operators' overrides and the spend band, one user each."""
+    due = "2026-03-01T00:00:00Z"
+    return [
+        # 35 days past due: the restore goes to probation, three on-time payments end it
+        purchase("2026-02-01T00:00:00Z", 35000, user="prob", order="p0", first_due=due),
+        repayment("2026-04-05T00:00:00Z", 35000, user="prob"),
+        purchase(
+            "2026-05-10T00:00:00Z",
+            3000,
+            user="prob",
+            order="p1",
+            installments=3,
+            first_due="2026-06-01T00:00:00Z",
+        ),
+        *[repayment(f"2026-0{m}-28T00:00:00Z", 1000, user="prob") for m in (5, 6, 7)],
+        # 10 days past due, then proof of income halves the cure left
+        purchase("2026-02-01T00:00:00Z", 35000, user="ver", order="v0", first_due=due),
+        repayment("2026-03-11T00:00:00Z", 35000, user="ver"),
+        verification("2026-03-21T00:00:00Z", 900_000, user="ver", source="employer"),
+        # an operator freezes and restores
+        purchase("2026-02-01T00:00:00Z", 1000, user="ops", order="o0"),
+        override("2026-02-10T00:00:00Z", "freeze", user="ops", note="identity check"),
+        override("2026-02-20T00:00:00Z", "restore", user="ops", note="identity confirmed"),
+        # the spend band (on in this test's policy): reduce, freeze, restore
+        application("2026-04-01T00:00:00Z", 200_000, user="band", income=100_000),
+        purchase("2026-04-02T00:00:00Z", 250_000, user="band", order="b1"),
+        repayment("2026-04-02T01:00:00Z", 250_000, user="band", order="b1"),
+        purchase("2026-04-10T00:00:00Z", 100_000, user="band", order="b2"),
+        repayment("2026-04-10T01:00:00Z", 100_000, user="band", order="b2"),
+    ]
+
+
+def graduated_policy(tmp_path: Path) -> Path:
+    """The default policy with the spend band on and anti-flapping relaxed to 12 a year."""
+    text = resources.files("risk").joinpath("default_policy.toml").read_text("utf-8")
+    for old, new in (
+        ("automatic_per_window = 1\n", "automatic_per_window = 12\n"),
+        ("enabled = false\nreduce_above_ratio", "enabled = true\nreduce_above_ratio"),
+    ):
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / "graduated.toml"
+    path.write_text(text, "utf-8")
+    return path
+
+
+def replay_by_partition(
+    records: list[InputRecord], policy: Policy | None = None
+) -> dict[int, list[dict[str, Any]]]:
+    now = time.time_ns() // 1000
+    result = replay(records, policy or load_policy(), partitions=PARTITIONS, now=now)
     out: dict[int, list[dict[str, Any]]] = {}
     for decision in result.decisions:
         doc = orjson.loads(decision.to_json(0))
@@ -130,26 +181,32 @@ def replay_by_partition(records: list[InputRecord]) -> dict[int, list[dict[str, 
 
 
 def test_a_backfill_of_every_rule_gives_exactly_the_replayed_decisions(
-    kafka_bootstrap: str, topics: Topics, start_worker: Callable[..., Worker]
+    kafka_bootstrap: str, topics: Topics, start_worker: Callable[..., Worker], tmp_path: Path
 ) -> None:
-    records = records_of(rule_scenarios() + watermark_tail("2026-09-01T00:00:00Z"))
+    lines = rule_scenarios() + graduated_scenarios() + watermark_tail("2026-09-01T00:00:00Z")
+    records = records_of(lines)
+    policy_file = graduated_policy(tmp_path)
     # Months of history are in the topics before the worker starts: fetches arrive topic by topic.
     asyncio.run(produce(kafka_bootstrap, topics, records))
-    worker = start_worker()
+    worker = start_worker(extra_env={"LINEGUARD_POLICY_FILE": str(policy_file)})
     worker.wait_ready()
     wait_for(lambda: worker.metric("lineguard_events_total") >= len(records), 60, "all records")
-    expected = replay_by_partition(records)
-    assert sum(map(len, expected.values())) == 16
+    expected = replay_by_partition(records, load_policy(policy_file))
+    total = sum(map(len, expected.values()))
     online = asyncio.run(
-        consume_all(kafka_bootstrap, topics.name(LIMIT_TOPIC), expected=16, wait_seconds=30)
+        consume_all(kafka_bootstrap, topics.name(LIMIT_TOPIC), expected=total, wait_seconds=30)
     )
     assert limit_events_by_partition(online) == expected
-    codes = {r["code"] for docs in expected.values() for d in docs for r in d["reasons"]}
+    docs = [d for docs in expected.values() for d in docs]
+    codes = {r["code"] for d in docs for r in d["reasons"]}
     assert codes >= {
         "OVERDUE_ACTIVE", "OVERDUE_REPEATED", "LOAN_VELOCITY", "SMALL_LOAN_BURST",
         "SPEND_INCOME_MISMATCH", "REPAID_AND_CURED", "OVERDUE_REPEATED_CLEARED",
         "LOAN_VELOCITY_CLEARED", "SMALL_LOAN_BURST_CLEARED", "SPEND_INCOME_MISMATCH_CLEARED",
+        "INCOME_VERIFIED", "PROBATION_COMPLETED", "MANUAL_OVERRIDE",
     }  # fmt: skip
+    assert {d["type"] for d in docs} == {"limit.freeze", "limit.reduce", "limit.restore"}
+    assert {d["status"] for d in docs} == {"active", "reduced", "probation", "frozen"}
 
 
 def test_every_dead_letter_reason_reaches_the_dlt_with_its_headers(
