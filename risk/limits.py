@@ -246,7 +246,8 @@ def decide(
         caused_by=caused_by,
         reasons=tuple(reasons),
         features=features(state, policy, m),
-        restore_path=tuple(restore_path(state, m, policy)),
+        # Empty on a restore, as in the first contract; /users/{id} shows the way further.
+        restore_path=() if kind == RESTORE else tuple(restore_path(state, m, policy)),
         policy_version=policy.version,
     )
     state.last_decision = LastDecision(kind, decision.event_id, state.clock, caused_by)

@@ -32,7 +32,7 @@ def _scrape(url: str) -> Figures:
     figures: Figures = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name.endswith("_total"):
+            if sample.name.endswith("_total") or sample.name == "lineguard_users":
                 labels = tuple(sorted(sample.labels.items()))
                 samples = figures.setdefault(sample.name, {})
                 samples[labels] = samples.get(labels, 0.0) + sample.value
@@ -48,15 +48,19 @@ def _render(figures: Figures, elapsed: float, rate: float) -> str:
         parts = [
             f"{labels['reason']}={int(n)}"
             for labels, n in ((dict(key), n) for key, n in sorted(decisions.items()))
-            if labels["type"] == kind
+            if labels["type"] == kind and n
         ]
         return " ".join(parts) or "-"
 
+    users = {dict(key)["status"]: int(n) for key, n in figures.get("lineguard_users", {}).items()}
+    limited = " ".join(f"{status}={users[status]}" for status in sorted(users) if users[status])
     return (
         f"[{elapsed:5.1f}s] events {int(sum(events.values()))} ({rate:.0f}/s)"
         f" | freezes {by_reason('limit.freeze')}"
+        f" | reductions {by_reason('limit.reduce')}"
         f" | restores {by_reason('limit.restore')}"
         f" | dead letters {int(sum(dead.values()))}"
+        f" | users {limited or '-'}"
     )
 
 

@@ -9,6 +9,7 @@ for field. Only anti-flapping withholds some: with it relaxed, nothing changes.
 from __future__ import annotations
 
 import gzip
+import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 import orjson
 import pytest
 from history import synthetic_history
-from test_worker import rule_scenarios, watermark_tail
+from jsonschema import Draft202012Validator
+from test_worker import graduated_scenarios, rule_scenarios, watermark_tail
 
 from risk.clock import DAY, parse_timestamp
 from risk.policy import Policy, load_policy
@@ -69,9 +71,8 @@ def assert_same(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
     assert [[d[f] for f in COMPARED] for d in new] == [[d[f] for f in COMPARED] for d in old]
     for before, after in zip(old, new, strict=True):
         assert after["features"].items() >= before["features"].items()
-        if after["status"] in ("active", "frozen"):  # others have a path to the full limit
-            path = [step for step in after["restore_path"] if REVIEW not in step]
-            assert path == before["restore_path"]
+        path = [step for step in after["restore_path"] if REVIEW not in step]
+        assert path == before["restore_path"]
 
 
 def until_second_restore_in_a_year(old: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
@@ -115,3 +116,24 @@ def test_the_default_policy_changes_only_what_anti_flapping_withholds(
                 at = parse_timestamp(later["occurred_at"])
                 assert isinstance(at, int) and at >= allowed_again
     assert withheld > 0
+
+
+SPEND_BAND = policy_with({"rules.reduce_spend_income": {"enabled": True}})
+
+
+def test_a_consumer_of_the_first_contract_still_reads_every_freeze_and_restore() -> None:
+    schema = orjson.loads((GOLDEN.parent / "limit-event.v1.before-graduated-limits.schema.json")
+                          .read_bytes())  # fmt: skip
+    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    lines = synthetic_history(300, 6000, seed=21, graduated=True)
+    docs = [json.loads(orjson.dumps(d)) for d in decisions(run(lines, partitions=3))]
+    docs += [json.loads(orjson.dumps(d)) for d in decisions(
+        run(graduated_scenarios(), until="2026-09-01T00:00:00Z", policy=SPEND_BAND)
+    )]  # fmt: skip
+    known = [d for d in docs if d["type"] in ("limit.freeze", "limit.restore")]
+    for doc in known:
+        doc["decided_at"] = "2026-11-28T00:00:00Z"
+        errors = [error.message for error in validator.iter_errors(doc)]
+        assert not errors, (doc, errors)
+    assert {d["status"] for d in known} >= {"active", "probation", "reduced", "frozen"}
+    assert len(known) < len(docs)  # limit.reduce is new: an old consumer skips it

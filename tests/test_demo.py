@@ -30,5 +30,7 @@ def test_the_demo_shows_decisions_live_and_cleans_up(tmp_path: Path) -> None:
     assert any(line.startswith("metrics  http://127.0.0.1:") for line in lines)
     live = [line for line in lines if line.startswith("[")]
     assert len(live) >= 10
-    assert "SMALL_LOAN_BURST=" in live[-1].split("| freezes ")[1]
+    freezes = live[-1].split("| freezes ")[1].split(" | ")[0]
+    assert "SMALL_LOAN_BURST=" in freezes  # only reasons that happened are shown
+    assert "frozen=" in live[-1].split("| users ")[1]
     assert "stopped the worker and the broker" in lines[-1]

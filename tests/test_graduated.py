@@ -68,7 +68,7 @@ def test_a_freeze_past_thirty_days_overdue_restores_to_probation_until_three_pai
         (RESTORE, "active", "2026-07-30T00:00:00Z", "p-3", ["PROBATION_COMPLETED"]),
     ]  # fmt: skip
     assert [d["limit_fraction"] for d in docs] == [0.0, 0.5, 1.0]
-    assert docs[1]["restore_path"] == ["pay 3 more instalments on time in a row (0 of 3 so far)"]
+    assert docs[1]["restore_path"] == []  # empty on every restore, as in the first contract
     assert docs[2]["reasons"][0]["value"] == 3
 
 
