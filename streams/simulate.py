@@ -58,7 +58,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from risk.clock import DAY, HOUR, MINUTE, SECOND, add_months, format_timestamp
-from risk.contract import LOAN_APPLICATIONS, PURCHASES, REPAYMENTS
+from risk.contract import INCOME_VERIFICATIONS, LOAN_APPLICATIONS, PURCHASES, REPAYMENTS
 from risk.replay import INPUT_TOPICS
 
 
@@ -89,8 +89,10 @@ class Persona(StrEnum):
     """Repays a week or more late, twice, then stops repaying altogether.
 
     Each late order is repaid 7 to 12 days past due: frozen with ``OVERDUE_ACTIVE`` when the
-    grace runs out, restored with ``REPAID_AND_CURED`` only when the 30-day cure period ends,
-    and buys again a few days after the restore. The second spell's freeze is not restored
+    grace runs out, and restored with ``REPAID_AND_CURED`` when the 30-day cure period ends.
+    During the first cure it sends proof of income (2 to 10 days after repaying), which
+    halves the cure left: that restore also carries ``INCOME_VERIFIED``. It buys again a few
+    days after the full 30 days. The second spell's freeze is not restored
     automatically: anti-flapping allows one automatic restore per 365 days, so the restore
     path says ``MANUAL_REVIEW_REQUIRED``. The third order, within 180 days of the first
     spell, is never repaid.
@@ -98,6 +100,8 @@ class Persona(StrEnum):
 
     LOAN_STACKER = "loan_stacker"
     """Fires bursts of 3 to 6 small loan applications (at most ¥1,000) within hours.
+
+    Most go through other lenders' channels, which lowers the behaviour score.
 
     Frozen with ``SMALL_LOAN_BURST`` at the third application of a burst; a fifth adds
     ``LOAN_VELOCITY`` to the freeze's reasons. Restored by a window timer, with
@@ -151,7 +155,8 @@ _RISK_PERSONAS_START_WITHIN: Final = 2 * DAY
 _LATE_PROBABILITY: Final = 0.4
 _INSTALLMENTS: Final = (1, 3, 6, 12)
 _INSTALLMENT_WEIGHTS: Final = (50, 25, 15, 10)
-_CHANNELS: Final = ("app", "web", "partner")
+_OTHER_LENDERS: Final = ("partner-bank", "cash-app", "line")
+"""Where loan stackers apply: mostly other lenders (any channel but the policy's own, "line")."""
 _MERCHANTS: Final = 50
 _DEFAULTER_LATE_ORDERS: Final = 2
 _PROGRESS_INTERVAL: Final = 1.0
@@ -409,6 +414,11 @@ class Simulator:
         paid_at = purchase.first_due + _GRACE + self._between(4 * DAY, 9 * DAY)
         body = {"amount": purchase.amount, "order_id": purchase.order_id}
         self._push(paid_at, _Planned(REPAYMENTS, user, body))
+        if self._defaulter_orders[user] == 1:  # proof of income halves the first cure
+            payslip = {"verified_monthly_income": self._rng.randrange(400_000, 1_500_001, 10_000),
+                       "source": self._rng.choice(("payslip", "bank_statement"))}  # fmt: skip
+            self._push(paid_at + self._between(2 * DAY, 10 * DAY),
+                       _Planned(INCOME_VERIFICATIONS, user, payslip))  # fmt: skip
         self._push(paid_at + _CURE + self._between(DAY, 3 * DAY), _Wake(user))
 
     def _plan_burst(self, user: int, at: int) -> None:
@@ -418,7 +428,7 @@ class Simulator:
             body = {
                 "requested_amount": self._rng.randrange(10_000, _SMALL_LOAN_MAX + 1, 100),
                 "term_months": self._rng.choice((1, 3, 6)),
-                "channel": self._rng.choice(_CHANNELS),
+                "channel": self._rng.choice(_OTHER_LENDERS),
             }
             self._push(at, _Planned(LOAN_APPLICATIONS, user, body))
         self._push(at + self._between(9 * DAY, 16 * DAY), _Wake(user))
@@ -429,7 +439,7 @@ class Simulator:
             "requested_amount": self._rng.randrange(200_000, 2_000_001, 10_000),
             "term_months": self._rng.choice((12, 24)),
             "declared_monthly_income": income,
-            "channel": self._rng.choice(_CHANNELS),
+            "channel": "line",
         }
         self._push(at, _Planned(LOAN_APPLICATIONS, user, body))
         total = int(income * self._rng.uniform(3.3, 4.5))

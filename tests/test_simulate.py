@@ -35,6 +35,8 @@ SCHEMA_FILES = (
     "purchase.v1.schema.json",
     "repayment.v1.schema.json",
     "loan-application.v1.schema.json",
+    "income-verification.v1.schema.json",
+    "limit-override.v1.schema.json",
 )
 START = datetime(2026, 1, 1, tzinfo=UTC)
 MAX_RECORD_BYTES = 65536
@@ -241,6 +243,7 @@ def test_chronic_defaulters_are_cured_once_then_stay_frozen(
         assert [d.type for d in decisions] == [FREEZE, RESTORE, FREEZE]
         assert all(codes(d) == {"OVERDUE_ACTIVE"} for d in decisions[::2])
         assert decisions[1].caused_by.startswith("timer:cure:")
+        assert codes(decisions[1]) == {"REPAID_AND_CURED", "INCOME_VERIFIED"}
         # The one automatic restore of the year is spent: only an operator restores now.
         assert any("MANUAL_REVIEW_REQUIRED" in step for step in decisions[2].restore_path)
 
