@@ -18,6 +18,8 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator, validators
 
+from risk.replay import INPUT_TOPICS as CORE_INPUT_TOPICS
+
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
 ID_BASE = "https://lineguard.dev/schemas/"
@@ -27,6 +29,8 @@ INPUT_SCHEMAS = (
     "purchase.v1.schema.json",
     "repayment.v1.schema.json",
     "loan-application.v1.schema.json",
+    "income-verification.v1.schema.json",
+    "limit-override.v1.schema.json",
 )
 OUTPUT_SCHEMAS = ("limit-event.v1.schema.json", "dead-letter.v1.schema.json")
 ALL_SCHEMAS = INPUT_SCHEMAS + OUTPUT_SCHEMAS
@@ -145,16 +149,36 @@ LOAN_APPLICATION: Json = {
 LOAN_APPLICATION_FULL: Json = with_(
     LOAN_APPLICATION, term_months=12, declared_monthly_income=800000, channel="app"
 )
+INCOME_VERIFICATION: Json = {
+    "event_id": "e-verify-1",
+    "user_id": "u-1842",
+    "occurred_at": "2026-03-21T09:00:00+08:00",
+    "verified_monthly_income": 900000,
+    "source": "bank_statement",
+}
+LIMIT_OVERRIDE: Json = {
+    "event_id": "e-override-1",
+    "user_id": "u-1842",
+    "occurred_at": "2026-03-02T00:00:00Z",
+    "action": "freeze",
+    "operator": "op-7",
+    "note": "fraud check",
+}
 
 SAMPLES: dict[str, Json] = {
     "purchase.v1.schema.json": PURCHASE,
     "repayment.v1.schema.json": REPAYMENT,
     "loan-application.v1.schema.json": LOAN_APPLICATION,
+    "income-verification.v1.schema.json": INCOME_VERIFICATION,
+    "limit-override.v1.schema.json": LIMIT_OVERRIDE,
 }
 FULL_SAMPLES: dict[str, Json] = {
     "purchase.v1.schema.json": PURCHASE_FULL,
     "repayment.v1.schema.json": with_(REPAYMENT, order_id="o-17"),
     "loan-application.v1.schema.json": LOAN_APPLICATION_FULL,
+    # Every field of these two is required.
+    "income-verification.v1.schema.json": INCOME_VERIFICATION,
+    "limit-override.v1.schema.json": LIMIT_OVERRIDE,
 }
 
 
@@ -445,7 +469,6 @@ def test_every_required_input_field_is_required_and_not_nullable(name: str) -> N
 def test_every_optional_input_field_accepts_null(name: str) -> None:
     schema = load(name)
     optional = set(schema["properties"]) - set(schema["required"])
-    assert optional, name
     full = FULL_SAMPLES[name]
     assert optional <= set(full), "the full sample should set every optional field"
     assert_valid(name, with_(full, **dict.fromkeys(optional)))
@@ -466,6 +489,8 @@ def test_optional_fields_per_event_type() -> None:
         "declared_monthly_income",
         "channel",
     }
+    assert optional("income-verification.v1.schema.json") == set()
+    assert optional("limit-override.v1.schema.json") == set()
 
 
 @pytest.mark.parametrize("name", INPUT_SCHEMAS)
@@ -556,6 +581,7 @@ def test_day_of_month_check_comes_from_the_format_assertion() -> None:
         ("purchase.v1.schema.json", "amount"),
         ("repayment.v1.schema.json", "amount"),
         ("loan-application.v1.schema.json", "requested_amount"),
+        ("income-verification.v1.schema.json", "verified_monthly_income"),
     ],
 )
 def test_money_bounds_and_types(name: str, field: str) -> None:
@@ -576,6 +602,7 @@ def test_money_bounds_and_types(name: str, field: str) -> None:
         ("loan-application.v1.schema.json", {"requested_amount": 100.0}),
         ("loan-application.v1.schema.json", {"term_months": 12.0}),
         ("loan-application.v1.schema.json", {"declared_monthly_income": 0.0}),
+        ("income-verification.v1.schema.json", {"verified_monthly_income": 900000.0}),
     ],
 )
 def test_integer_fields_take_integer_tokens_only(name: str, changes: Json) -> None:
@@ -618,6 +645,49 @@ def test_loan_application_ranges() -> None:
         assert_invalid(name, with_(LOAN_APPLICATION, declared_monthly_income=bad))
 
 
+def test_loan_application_channel_counts_other_lenders_in_the_score() -> None:
+    description = load("loan-application.v1.schema.json")["properties"]["channel"]["description"]
+    for text in ("score.own_channel", '"line"', "another lender", "multi-lender", "null"):
+        assert text in description
+    assert "Informational only" not in description
+
+
+def test_income_verification_source_and_semantics() -> None:
+    name = "income-verification.v1.schema.json"
+    for good in ("payslip", "bank_statement", "credit_report", "employer"):
+        assert_valid(name, with_(INCOME_VERIFICATION, source=good))
+    for bad in ("Payslip", "bank statement", "tax_return", "", None, 1):
+        assert_invalid(name, with_(INCOME_VERIFICATION, source=bad))
+    description = load(name)["description"]
+    for text in (
+        "SPEND_INCOME_MISMATCH",
+        "behaviour score",
+        "income_verification.cure_remaining_factor",
+        "INCOME_VERIFIED",
+        "never overrides a verified one",
+        "credit.income-verifications.v1.dlt",
+    ):
+        assert text in description
+
+
+def test_limit_override_action_and_semantics() -> None:
+    name = "limit-override.v1.schema.json"
+    for good in ("freeze", "restore"):
+        assert_valid(name, with_(LIMIT_OVERRIDE, action=good))
+    for bad in ("Freeze", "reduce", "unfreeze", "", None, True):
+        assert_invalid(name, with_(LIMIT_OVERRIDE, action=bad))
+    description = load(name)["description"]
+    for text in (
+        "caused_by",
+        "MANUAL_OVERRIDE",
+        "<action> by operator <operator>: <note>",
+        "overrides.automatic_may_undo_manual_freeze",
+        "emits nothing",
+        "credit.limit-overrides.v1.dlt",
+    ):
+        assert text in description
+
+
 # ---------------------------------------------------------------------------------------------
 # Strings: lengths in code points
 
@@ -638,6 +708,12 @@ ASTRAL = "\U0001d4b3"  # MATHEMATICAL SCRIPT CAPITAL X: one code point, two UTF-
         ("loan-application.v1.schema.json", "event_id", 1, 128),
         ("loan-application.v1.schema.json", "user_id", 1, 64),
         ("loan-application.v1.schema.json", "channel", 1, 64),
+        ("income-verification.v1.schema.json", "event_id", 1, 128),
+        ("income-verification.v1.schema.json", "user_id", 1, 64),
+        ("limit-override.v1.schema.json", "event_id", 1, 128),
+        ("limit-override.v1.schema.json", "user_id", 1, 64),
+        ("limit-override.v1.schema.json", "operator", 1, 128),
+        ("limit-override.v1.schema.json", "note", 1, 1000),
     ],
 )
 def test_string_lengths_count_code_points(name: str, field: str, low: int, high: int) -> None:
@@ -838,12 +914,22 @@ EXPECTED_CHANNELS = {
     "credit.purchases.v1": "purchase.v1.schema.json",
     "credit.repayments.v1": "repayment.v1.schema.json",
     "credit.loan-applications.v1": "loan-application.v1.schema.json",
+    "credit.income-verifications.v1": "income-verification.v1.schema.json",
+    "credit.limit-overrides.v1": "limit-override.v1.schema.json",
     "credit.limit-events.v1": "limit-event.v1.schema.json",
     "credit.purchases.v1.dlt": None,
     "credit.repayments.v1.dlt": None,
     "credit.loan-applications.v1.dlt": None,
+    "credit.income-verifications.v1.dlt": None,
+    "credit.limit-overrides.v1.dlt": None,
 }
-INPUT_TOPICS = {"credit.purchases.v1", "credit.repayments.v1", "credit.loan-applications.v1"}
+INPUT_TOPICS = {
+    "credit.purchases.v1",
+    "credit.repayments.v1",
+    "credit.loan-applications.v1",
+    "credit.income-verifications.v1",
+    "credit.limit-overrides.v1",
+}
 DLT_HEADERS = {
     "dlt.original.topic",
     "dlt.original.partition",
@@ -875,9 +961,28 @@ def test_asyncapi_header() -> None:
     description = doc["info"]["description"]
     for text in ("user_id", "murmur2", "partitioner=murmur2_random", "same number of partitions"):
         assert text in description
+    assert "five input topics" in description
+    assert "three input topics" not in description
+    for text in ("limit.freeze", "limit.reduce", "limit.restore", "income verifications"):
+        assert text in description
 
 
-def test_asyncapi_lists_all_seven_channels_with_kafka_bindings() -> None:
+def test_asyncapi_input_topics_match_the_core() -> None:
+    assert set(CORE_INPUT_TOPICS) == INPUT_TOPICS
+    for channel in load_asyncapi()["channels"].values():
+        if channel["address"] in INPUT_TOPICS:
+            assert "other four input topics" in channel["description"]
+
+
+def test_asyncapi_limit_events_channel_describes_graduated_limits() -> None:
+    (channel,) = [
+        c for c in load_asyncapi()["channels"].values() if c["address"] == "credit.limit-events.v1"
+    ]
+    for text in ("limit.freeze", "limit.reduce", "limit.restore", "status", "limit_fraction"):
+        assert text in channel["description"]
+
+
+def test_asyncapi_lists_all_eleven_channels_with_kafka_bindings() -> None:
     doc = load_asyncapi()
     channels = doc["channels"]
     assert sorted(c["address"] for c in channels.values()) == sorted(EXPECTED_CHANNELS)
@@ -892,7 +997,7 @@ def test_every_asyncapi_ref_resolves() -> None:
     doc = load_asyncapi()
     refs = list(all_refs(doc))
     file_refs = [ref for ref in refs if not ref.startswith("#")]
-    assert len(file_refs) == 4
+    assert len(file_refs) == 6
     for ref in refs:
         target, _, fragment = ref.partition("#")
         if target:
@@ -928,7 +1033,7 @@ def test_asyncapi_messages_use_the_schema_files() -> None:
 def test_asyncapi_dead_letter_messages() -> None:
     doc = load_asyncapi()
     dlt_messages = [m for a, m in channel_messages(doc) if a.endswith(".dlt")]
-    assert len(dlt_messages) == 3
+    assert len(dlt_messages) == 5
     for message in dlt_messages:
         headers = message["headers"]
         assert headers["type"] == "object"
