@@ -221,18 +221,50 @@ def design_example() -> Json:
     }
 
 
-# The DESIGN.md example abbreviates "features": the schema also requires these three.
+# The DESIGN.md example abbreviates "features": the schema also requires these three, and the
+# four features of graduated limits (issue 4), which came later.
 FEATURES_MISSING_FROM_DESIGN_EXAMPLE: Json = {
     "loan_applications_30d": 0,
     "credit": 0,
     "cure_ends_at": None,
+    "verified_monthly_income": None,
+    "other_lender_applications_30d": 0,
+    "active_days_90d": 3,
+    "score": 575,
 }
+# It also predates the status and limit_fraction of graduated limits.
+FIELDS_MISSING_FROM_DESIGN_EXAMPLE: Json = {"status": "frozen", "limit_fraction": 0.0}
+GRADUATED_FEATURES: Json = {
+    "verified_monthly_income": 900000,
+    "other_lender_applications_30d": 2,
+    "active_days_90d": 11,
+    "score": 590,
+}
+FIELD_ORDER = [
+    "event_id",
+    "type",
+    "status",
+    "limit_fraction",
+    "user_id",
+    "occurred_at",
+    "decided_at",
+    "caused_by",
+    "reasons",
+    "features",
+    "restore_path",
+    "policy_version",
+]
+
+
+def in_field_order(doc: Json) -> Json:
+    return {name: doc[name] for name in FIELD_ORDER} | doc
 
 
 def limit_freeze() -> Json:
     doc = design_example()
     doc["features"].update(FEATURES_MISSING_FROM_DESIGN_EXAMPLE)
-    return doc
+    doc.update(FIELDS_MISSING_FROM_DESIGN_EXAMPLE)
+    return in_field_order(doc)
 
 
 def limit_restore() -> Json:
@@ -240,6 +272,8 @@ def limit_restore() -> Json:
     return {
         "event_id": limit_event_id("u-1842", "limit.restore", caused_by, "2026-11-28.1"),
         "type": "limit.restore",
+        "status": "active",
+        "limit_fraction": 1.0,
         "user_id": "u-1842",
         "occurred_at": "2026-03-10T08:15:00.123456Z",
         "decided_at": "2026-03-10T08:15:00.130001Z",
@@ -271,10 +305,91 @@ def limit_restore() -> Json:
             "outstanding": 325000,
             "credit": 150,
             "cure_ends_at": None,
+            **GRADUATED_FEATURES,
         },
         "restore_path": [],
         "policy_version": "2026-11-28.1",
     }
+
+
+def limit_event(
+    type_: str,
+    status: str,
+    fraction: float,
+    caused_by: str,
+    reasons: list[tuple[str, float, float, str]],
+    restore_path: list[str],
+) -> Json:
+    """A decision of graduated limits, with the features of limit_restore()."""
+    return in_field_order(
+        {
+            **limit_restore(),
+            "event_id": limit_event_id("u-1842", type_, caused_by, "2026-11-28.2"),
+            "type": type_,
+            "status": status,
+            "limit_fraction": fraction,
+            "caused_by": caused_by,
+            "reasons": [
+                {"code": code, "value": value, "threshold": threshold, "message": message}
+                for code, value, threshold, message in reasons
+            ],
+            "restore_path": restore_path,
+            "policy_version": "2026-11-28.2",
+        }
+    )
+
+
+def limit_reduce() -> Json:
+    message = "2 overdue episodes started in the last 180d"
+    return limit_event(
+        "limit.reduce", "reduced", 0.5, "timer:overdue:2026-02-13T00:00:00Z",
+        [("OVERDUE_REPEATED", 2, 2, message)],
+        ["wait until overdue episodes in 180d fall from 2 to 1"],
+    )  # fmt: skip
+
+
+def limit_restore_to_probation() -> Json:
+    message = "every overdue instalment is repaid and the cure period is over"
+    return limit_event(
+        "limit.restore", "probation", 0.5, "timer:cure:2026-05-05T00:00:00Z",
+        [("REPAID_AND_CURED", 0, 0, message)],
+        ["pay 3 more instalments on time in a row (0 of 3 so far)"],
+    )  # fmt: skip
+
+
+def limit_restore_to_reduced() -> Json:
+    return limit_event(
+        "limit.restore", "reduced", 0.5, "p-3",
+        [("PROBATION_COMPLETED", 3, 3, "3 instalments in a row paid on time")],
+        ["wait until overdue episodes in 180d fall from 2 to 1"],
+    )  # fmt: skip
+
+
+def limit_manual_freeze() -> Json:
+    return limit_event(
+        "limit.freeze", "frozen", 0.0, "ov-1",
+        [("MANUAL_OVERRIDE", 1, 1, "freeze by operator op-7: fraud check")],
+        ["MANUAL_REVIEW_REQUIRED: frozen by an operator; an operator's restore lifts it"],
+    )  # fmt: skip
+
+
+def limit_manual_restore() -> Json:
+    return limit_event(
+        "limit.restore", "active", 1.0, "ov-2",
+        [("MANUAL_OVERRIDE", 1, 1, "restore by operator op-7: fraud check passed")],
+        [],
+    )  # fmt: skip
+
+
+LIMIT_SAMPLES = {
+    "freeze": limit_freeze,
+    "restore": limit_restore,
+    "reduce": limit_reduce,
+    "restore to probation": limit_restore_to_probation,
+    "restore to reduced": limit_restore_to_reduced,
+    "manual freeze": limit_manual_freeze,
+    "manual restore": limit_manual_restore,
+}
 
 
 DEAD_LETTER: Json = {
@@ -393,7 +508,8 @@ def test_description_walker_reaches_nested_properties() -> None:
     assert "#/properties/features/properties/cure_ends_at" in paths
     assert "#/$defs/reason/properties/code" in paths
     assert "#/properties/restore_path/items" in paths
-    assert "#/then/properties/restore_path" in paths
+    assert "#/allOf/0/then/properties/restore_path" in paths
+    assert "#/properties/features/properties/score" in paths
     missing = {
         "type": "object",
         "properties": {
@@ -742,7 +858,13 @@ def test_event_id_of_129_characters_fails() -> None:
 # Limit events
 
 LIMIT = "limit-event.v1.schema.json"
-FEATURE_NAMES = {
+GRADUATED_FEATURE_NAMES = {
+    "verified_monthly_income",
+    "other_lender_applications_30d",
+    "active_days_90d",
+    "score",
+}
+FEATURE_NAMES = GRADUATED_FEATURE_NAMES | {
     "overdue_active",
     "overdue_amount",
     "max_dpd",
@@ -762,15 +884,28 @@ def test_design_example_validates_once_placeholders_are_concrete() -> None:
     assert_valid(LIMIT, limit_freeze())
 
 
-def test_design_example_omits_three_required_features() -> None:
+def test_design_example_omits_required_fields_and_features() -> None:
     errors = list(plain_validator(load(LIMIT)).iter_errors(design_example()))
+    missing = [*FEATURES_MISSING_FROM_DESIGN_EXAMPLE, *FIELDS_MISSING_FROM_DESIGN_EXAMPLE]
     assert sorted(e.message for e in errors) == sorted(
-        f"'{name}' is a required property" for name in FEATURES_MISSING_FROM_DESIGN_EXAMPLE
+        f"'{name}' is a required property" for name in missing
     )
+
+
+@pytest.mark.parametrize("sample", sorted(LIMIT_SAMPLES))
+def test_limit_event_samples_validate(sample: str) -> None:
+    assert_valid(LIMIT, LIMIT_SAMPLES[sample]())
 
 
 def test_restore_event_validates() -> None:
     assert_valid(LIMIT, limit_restore())
+
+
+def test_schema_lists_the_fields_in_the_order_lineguard_emits_them() -> None:
+    schema = load(LIMIT)
+    assert schema["required"] == FIELD_ORDER
+    assert list(schema["properties"]) == FIELD_ORDER
+    assert all(list(make()) == FIELD_ORDER for make in LIMIT_SAMPLES.values())
 
 
 def test_limit_event_required_fields_and_features() -> None:
@@ -778,6 +913,8 @@ def test_limit_event_required_fields_and_features() -> None:
     assert set(schema["required"]) == {
         "event_id",
         "type",
+        "status",
+        "limit_fraction",
         "user_id",
         "occurred_at",
         "decided_at",
@@ -814,8 +951,9 @@ def test_limit_event_id_is_a_uuid5() -> None:
 
 
 def test_limit_event_type_and_times() -> None:
-    for bad in ("limit.suspend", "freeze", "LIMIT.FREEZE", None):
+    for bad in ("limit.suspend", "freeze", "LIMIT.FREEZE", "limit.reduced", None):
         assert_invalid(LIMIT, with_(limit_freeze(), type=bad))
+    assert_valid(LIMIT, limit_reduce())
     # occurred_at is always rendered in UTC with Z
     assert_invalid(LIMIT, with_(limit_freeze(), occurred_at="2026-03-04T08:00:00+08:00"))
     assert_invalid(LIMIT, with_(limit_freeze(), occurred_at="2026-03-04T00:00:00+00:00"))
@@ -842,15 +980,24 @@ def test_limit_event_reasons() -> None:
         "LOAN_VELOCITY",
         "SMALL_LOAN_BURST",
         "SPEND_INCOME_MISMATCH",
+        "SCORE_LOW",
+        "MANUAL_OVERRIDE",
         "REPAID_AND_CURED",
         "_CLEARED",
+        "SCORE_LOW_CLEARED",
+        "INCOME_VERIFIED",
+        "PROBATION_COMPLETED",
+        "consumers must accept unknown codes",
     ):
         assert code in description
+    for code in ("PROBATION_COMPLETED", "INCOME_VERIFIED", "MANUAL_OVERRIDE", "SCORE_LOW"):
+        assert_valid(LIMIT, with_(limit_freeze(), reasons=[dict(good_reason, code=code)]))
 
 
 def test_limit_event_features() -> None:
     base = limit_freeze()
-    integer_features = FEATURE_NAMES - {"declared_monthly_income", "cure_ends_at"}
+    nullable = {"declared_monthly_income", "verified_monthly_income", "cure_ends_at"}
+    integer_features = FEATURE_NAMES - nullable - {"score"}
     for feature in integer_features:
         assert_invalid(LIMIT, with_(base, features=dict(base["features"], **{feature: -1})))
         assert_invalid(LIMIT, with_(base, features=dict(base["features"], **{feature: None})))
@@ -860,12 +1007,91 @@ def test_limit_event_features() -> None:
     assert_valid(LIMIT, with_(base, features=dict(base["features"], declared_monthly_income=1)))
     cure = "2026-04-03T00:00:00Z"
     assert_valid(LIMIT, with_(base, features=dict(base["features"], cure_ends_at=cure)))
+    for income in (1, MAX_SAFE, None):
+        features = dict(base["features"], verified_monthly_income=income)
+        assert_valid(LIMIT, with_(base, features=features))
+    for income in (0, -1, 1.5, "900000"):
+        features = dict(base["features"], verified_monthly_income=income)
+        assert_invalid(LIMIT, with_(base, features=features))
+    # The score is an integer on the PDO scale; a strict policy table may push it below 0.
+    for score in (600, 0, -40, 1200):
+        assert_valid(LIMIT, with_(base, features=dict(base["features"], score=score)))
+    for score in (600.5, None, "600"):
+        assert_invalid(LIMIT, with_(base, features=dict(base["features"], score=score)))
 
 
-def test_restore_path_is_empty_on_a_restore() -> None:
+def test_graduated_features_are_documented() -> None:
+    features = load(LIMIT)["properties"]["features"]["properties"]
+    assert "600" in features["score"]["description"]
+    assert "50:1" in features["score"]["description"]
+    assert "20 points" in features["score"]["description"]
+    assert "no history scores exactly 600" in features["score"]["description"]
+    assert "score.own_channel" in features["other_lender_applications_30d"]["description"]
+    assert "purchase or a repayment" in features["active_days_90d"]["description"]
+    assert "supersedes" in features["verified_monthly_income"]["description"]
+
+
+STATUS_FRACTIONS = {"active": 1.0, "reduced": 0.5, "probation": 0.5, "frozen": 0.0}
+
+
+def test_status_and_limit_fraction_go_together() -> None:
+    schema = load(LIMIT)
+    assert schema["properties"]["status"]["enum"] == ["active", "reduced", "probation", "frozen"]
+    for status, fraction in STATUS_FRACTIONS.items():
+        for other in [0, 0.0, 0.5, 1, 1.0, 0.25, 2]:
+            doc = with_(limit_manual_restore(), status=status, limit_fraction=other)
+            doc["type"] = "limit.freeze" if status == "frozen" else "limit.restore"
+            doc["restore_path"] = [] if status == "active" else ["a step"]
+            if other == fraction:
+                assert_valid(LIMIT, doc)
+            else:
+                assert_invalid(LIMIT, doc)
+    for bad in ("ACTIVE", "suspended", "", None, 1):
+        assert_invalid(LIMIT, with_(limit_restore(), status=bad))
+    for bad in ("1.0", None, True, -0.5):
+        assert_invalid(LIMIT, with_(limit_restore(), limit_fraction=bad))
+    assert_invalid(LIMIT, without(limit_restore(), "status"))
+    assert_invalid(LIMIT, without(limit_restore(), "limit_fraction"))
+
+
+def test_each_type_leaves_its_statuses() -> None:
+    allowed = {
+        "limit.freeze": {"frozen"},
+        "limit.reduce": {"reduced"},
+        "limit.restore": {"active", "reduced", "probation"},
+    }
+    for type_, statuses in allowed.items():
+        for status, fraction in STATUS_FRACTIONS.items():
+            doc = with_(limit_reduce(), type=type_, status=status, limit_fraction=fraction)
+            doc["restore_path"] = [] if status == "active" else ["a step"]
+            if status in statuses:
+                assert_valid(LIMIT, doc)
+            else:
+                assert_invalid(LIMIT, doc)
+
+
+def test_restore_path_is_empty_exactly_when_active() -> None:
     assert_invalid(LIMIT, with_(limit_restore(), restore_path=["repay 1 overdue"]))
-    assert_valid(LIMIT, with_(limit_freeze(), restore_path=[]))
+    assert_invalid(LIMIT, with_(limit_freeze(), restore_path=[]))
     assert_invalid(LIMIT, with_(limit_freeze(), restore_path=[35000]))
+    for make in (limit_reduce, limit_restore_to_probation, limit_restore_to_reduced):
+        assert make()["restore_path"]
+        assert_valid(LIMIT, make())
+        assert_invalid(LIMIT, with_(make(), restore_path=[]))
+    description = load(LIMIT)["properties"]["restore_path"]["description"]
+    for text in ("Empty exactly when status is active", "MANUAL_REVIEW_REQUIRED:", "probation"):
+        assert text in description
+
+
+def test_limit_event_description_keeps_the_freeze_restore_consumer_working() -> None:
+    schema = load(LIMIT)
+    description = schema["description"]
+    for text in ("limit.freeze", "limit.reduce", "limit.restore", "status", "limit_fraction"):
+        assert text in description
+    assert "keeps working" in description
+    assert "ignores" in description
+    # What such a consumer reads stays true: a freeze is frozen, a restore is not.
+    assert schema["properties"]["type"]["enum"] == ["limit.freeze", "limit.reduce", "limit.restore"]
 
 
 # ---------------------------------------------------------------------------------------------
