@@ -18,6 +18,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator, validators
 
+from risk.limits import DECISION_REASONS
 from risk.replay import INPUT_TOPICS as CORE_INPUT_TOPICS
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -992,6 +993,16 @@ def test_limit_event_reasons() -> None:
         assert code in description
     for code in ("PROBATION_COMPLETED", "INCOME_VERIFIED", "MANUAL_OVERRIDE", "SCORE_LOW"):
         assert_valid(LIMIT, with_(limit_freeze(), reasons=[dict(good_reason, code=code)]))
+    # Every code the core can put in a decision is named, under the decision type that carries it.
+    assert set(DECISION_REASONS) == set(load(LIMIT)["properties"]["type"]["enum"])
+    sections = {
+        "limit.freeze": description.split("Freeze codes")[1].split("Reduce codes")[0],
+        "limit.reduce": description.split("Reduce codes")[1].split("Restore codes")[0],
+        "limit.restore": description.split("Restore codes")[1],
+    }
+    for type_, codes in DECISION_REASONS.items():
+        for code in codes:
+            assert code in sections[type_], (type_, code)
 
 
 def test_limit_event_features() -> None:
