@@ -17,13 +17,26 @@ from hypothesis_jsonschema import from_schema
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
-from risk.contract import LOAN_APPLICATIONS, PURCHASES, REPAYMENTS, Event, Reason, Rejection, decode
+from risk.contract import (
+    INCOME_VERIFICATIONS,
+    LIMIT_OVERRIDES,
+    LOAN_APPLICATIONS,
+    PURCHASES,
+    REPAYMENTS,
+    Event,
+    Reason,
+    Rejection,
+    decode,
+)
+from risk.replay import INPUT_TOPICS
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 TOPICS = {
     PURCHASES: "purchase.v1.schema.json",
     REPAYMENTS: "repayment.v1.schema.json",
     LOAN_APPLICATIONS: "loan-application.v1.schema.json",
+    INCOME_VERIFICATIONS: "income-verification.v1.schema.json",
+    LIMIT_OVERRIDES: "limit-override.v1.schema.json",
 }
 
 
@@ -51,6 +64,12 @@ VALIDATORS = {
     for topic, name in TOPICS.items()
 }
 SCHEMA_DOCS = {topic: validator.schema for topic, validator in VALIDATORS.items()}
+
+
+def test_every_input_topic_has_its_schema() -> None:
+    assert sorted(TOPICS) == list(range(len(INPUT_TOPICS)))
+    for topic, name in TOPICS.items():
+        assert f"({INPUT_TOPICS[topic]})" in SCHEMA_DOCS[topic]["title"], name
 
 
 def _encodable(value: object) -> bool:
@@ -124,6 +143,13 @@ _WRONG_VALUES = st.one_of(
             "1969-12-31T23:59:59Z",
             "x" * 128,
             "x" * 129,
+            "x" * 1000,
+            "x" * 1001,
+            "freeze",
+            "restore",
+            "payslip",
+            "bank_statement",
+            "Payslip",
             "y" * 64,
             "y" * 65,
             "",
@@ -164,7 +190,12 @@ def _variants(schema: dict[str, Any], root: dict[str, Any]) -> list[Any]:
             high = branch["maximum"]
             out += [high, high + 1]
         for value in branch.get("enum", []):
-            out += [value] if value is None else [value, value + 1, float(value), True]
+            if value is None:
+                out += [value]
+            elif isinstance(value, str):
+                out += [value, value.upper(), f"{value} ", value[:-1], 1]
+            else:
+                out += [value, value + 1, float(value), True]
     return out
 
 

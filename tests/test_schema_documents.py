@@ -18,6 +18,9 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator, validators
 
+from risk.limits import DECISION_REASONS
+from risk.replay import INPUT_TOPICS as CORE_INPUT_TOPICS
+
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
 ID_BASE = "https://lineguard.dev/schemas/"
@@ -27,6 +30,8 @@ INPUT_SCHEMAS = (
     "purchase.v1.schema.json",
     "repayment.v1.schema.json",
     "loan-application.v1.schema.json",
+    "income-verification.v1.schema.json",
+    "limit-override.v1.schema.json",
 )
 OUTPUT_SCHEMAS = ("limit-event.v1.schema.json", "dead-letter.v1.schema.json")
 ALL_SCHEMAS = INPUT_SCHEMAS + OUTPUT_SCHEMAS
@@ -145,16 +150,36 @@ LOAN_APPLICATION: Json = {
 LOAN_APPLICATION_FULL: Json = with_(
     LOAN_APPLICATION, term_months=12, declared_monthly_income=800000, channel="app"
 )
+INCOME_VERIFICATION: Json = {
+    "event_id": "e-verify-1",
+    "user_id": "u-1842",
+    "occurred_at": "2026-03-21T09:00:00+08:00",
+    "verified_monthly_income": 900000,
+    "source": "bank_statement",
+}
+LIMIT_OVERRIDE: Json = {
+    "event_id": "e-override-1",
+    "user_id": "u-1842",
+    "occurred_at": "2026-03-02T00:00:00Z",
+    "action": "freeze",
+    "operator": "op-7",
+    "note": "fraud check",
+}
 
 SAMPLES: dict[str, Json] = {
     "purchase.v1.schema.json": PURCHASE,
     "repayment.v1.schema.json": REPAYMENT,
     "loan-application.v1.schema.json": LOAN_APPLICATION,
+    "income-verification.v1.schema.json": INCOME_VERIFICATION,
+    "limit-override.v1.schema.json": LIMIT_OVERRIDE,
 }
 FULL_SAMPLES: dict[str, Json] = {
     "purchase.v1.schema.json": PURCHASE_FULL,
     "repayment.v1.schema.json": with_(REPAYMENT, order_id="o-17"),
     "loan-application.v1.schema.json": LOAN_APPLICATION_FULL,
+    # Every field of these two is required.
+    "income-verification.v1.schema.json": INCOME_VERIFICATION,
+    "limit-override.v1.schema.json": LIMIT_OVERRIDE,
 }
 
 
@@ -197,18 +222,50 @@ def design_example() -> Json:
     }
 
 
-# The DESIGN.md example abbreviates "features": the schema also requires these three.
+# The DESIGN.md example abbreviates "features": the schema also requires these three, and the
+# four features of graduated limits (issue 4), which came later.
 FEATURES_MISSING_FROM_DESIGN_EXAMPLE: Json = {
     "loan_applications_30d": 0,
     "credit": 0,
     "cure_ends_at": None,
+    "verified_monthly_income": None,
+    "other_lender_applications_30d": 0,
+    "active_days_90d": 3,
+    "score": 575,
 }
+# It also predates the status and limit_fraction of graduated limits.
+FIELDS_MISSING_FROM_DESIGN_EXAMPLE: Json = {"status": "frozen", "limit_fraction": 0.0}
+GRADUATED_FEATURES: Json = {
+    "verified_monthly_income": 900000,
+    "other_lender_applications_30d": 2,
+    "active_days_90d": 11,
+    "score": 590,
+}
+FIELD_ORDER = [
+    "event_id",
+    "type",
+    "status",
+    "limit_fraction",
+    "user_id",
+    "occurred_at",
+    "decided_at",
+    "caused_by",
+    "reasons",
+    "features",
+    "restore_path",
+    "policy_version",
+]
+
+
+def in_field_order(doc: Json) -> Json:
+    return {name: doc[name] for name in FIELD_ORDER} | doc
 
 
 def limit_freeze() -> Json:
     doc = design_example()
     doc["features"].update(FEATURES_MISSING_FROM_DESIGN_EXAMPLE)
-    return doc
+    doc.update(FIELDS_MISSING_FROM_DESIGN_EXAMPLE)
+    return in_field_order(doc)
 
 
 def limit_restore() -> Json:
@@ -216,6 +273,8 @@ def limit_restore() -> Json:
     return {
         "event_id": limit_event_id("u-1842", "limit.restore", caused_by, "2026-11-28.1"),
         "type": "limit.restore",
+        "status": "active",
+        "limit_fraction": 1.0,
         "user_id": "u-1842",
         "occurred_at": "2026-03-10T08:15:00.123456Z",
         "decided_at": "2026-03-10T08:15:00.130001Z",
@@ -247,10 +306,91 @@ def limit_restore() -> Json:
             "outstanding": 325000,
             "credit": 150,
             "cure_ends_at": None,
+            **GRADUATED_FEATURES,
         },
         "restore_path": [],
         "policy_version": "2026-11-28.1",
     }
+
+
+def limit_event(
+    type_: str,
+    status: str,
+    fraction: float,
+    caused_by: str,
+    reasons: list[tuple[str, float, float, str]],
+    restore_path: list[str],
+) -> Json:
+    """A decision of graduated limits, with the features of limit_restore()."""
+    return in_field_order(
+        {
+            **limit_restore(),
+            "event_id": limit_event_id("u-1842", type_, caused_by, "2026-11-28.2"),
+            "type": type_,
+            "status": status,
+            "limit_fraction": fraction,
+            "caused_by": caused_by,
+            "reasons": [
+                {"code": code, "value": value, "threshold": threshold, "message": message}
+                for code, value, threshold, message in reasons
+            ],
+            "restore_path": restore_path,
+            "policy_version": "2026-11-28.2",
+        }
+    )
+
+
+def limit_reduce() -> Json:
+    message = "2 overdue episodes started in the last 180d"
+    return limit_event(
+        "limit.reduce", "reduced", 0.5, "timer:overdue:2026-02-13T00:00:00Z",
+        [("OVERDUE_REPEATED", 2, 2, message)],
+        ["wait until overdue episodes in 180d fall from 2 to 1"],
+    )  # fmt: skip
+
+
+def limit_restore_to_probation() -> Json:
+    message = "every overdue instalment is repaid and the cure period is over"
+    return limit_event(
+        "limit.restore", "probation", 0.5, "timer:cure:2026-05-05T00:00:00Z",
+        [("REPAID_AND_CURED", 0, 0, message)],
+        ["pay 3 more instalments on time in a row (0 of 3 so far)"],
+    )  # fmt: skip
+
+
+def limit_restore_to_reduced() -> Json:
+    return limit_event(
+        "limit.restore", "reduced", 0.5, "p-3",
+        [("PROBATION_COMPLETED", 3, 3, "3 instalments in a row paid on time")],
+        ["wait until overdue episodes in 180d fall from 2 to 1"],
+    )  # fmt: skip
+
+
+def limit_manual_freeze() -> Json:
+    return limit_event(
+        "limit.freeze", "frozen", 0.0, "ov-1",
+        [("MANUAL_OVERRIDE", 1, 1, "freeze by operator op-7: fraud check")],
+        ["MANUAL_REVIEW_REQUIRED: frozen by an operator; an operator's restore lifts it"],
+    )  # fmt: skip
+
+
+def limit_manual_restore() -> Json:
+    return limit_event(
+        "limit.restore", "active", 1.0, "ov-2",
+        [("MANUAL_OVERRIDE", 1, 1, "restore by operator op-7: fraud check passed")],
+        [],
+    )  # fmt: skip
+
+
+LIMIT_SAMPLES = {
+    "freeze": limit_freeze,
+    "restore": limit_restore,
+    "reduce": limit_reduce,
+    "restore to probation": limit_restore_to_probation,
+    "restore to reduced": limit_restore_to_reduced,
+    "manual freeze": limit_manual_freeze,
+    "manual restore": limit_manual_restore,
+}
 
 
 DEAD_LETTER: Json = {
@@ -369,7 +509,8 @@ def test_description_walker_reaches_nested_properties() -> None:
     assert "#/properties/features/properties/cure_ends_at" in paths
     assert "#/$defs/reason/properties/code" in paths
     assert "#/properties/restore_path/items" in paths
-    assert "#/then/properties/restore_path" in paths
+    assert "#/allOf/0/then/properties/restore_path" in paths
+    assert "#/properties/features/properties/score" in paths
     missing = {
         "type": "object",
         "properties": {
@@ -445,7 +586,6 @@ def test_every_required_input_field_is_required_and_not_nullable(name: str) -> N
 def test_every_optional_input_field_accepts_null(name: str) -> None:
     schema = load(name)
     optional = set(schema["properties"]) - set(schema["required"])
-    assert optional, name
     full = FULL_SAMPLES[name]
     assert optional <= set(full), "the full sample should set every optional field"
     assert_valid(name, with_(full, **dict.fromkeys(optional)))
@@ -466,6 +606,8 @@ def test_optional_fields_per_event_type() -> None:
         "declared_monthly_income",
         "channel",
     }
+    assert optional("income-verification.v1.schema.json") == set()
+    assert optional("limit-override.v1.schema.json") == set()
 
 
 @pytest.mark.parametrize("name", INPUT_SCHEMAS)
@@ -556,6 +698,7 @@ def test_day_of_month_check_comes_from_the_format_assertion() -> None:
         ("purchase.v1.schema.json", "amount"),
         ("repayment.v1.schema.json", "amount"),
         ("loan-application.v1.schema.json", "requested_amount"),
+        ("income-verification.v1.schema.json", "verified_monthly_income"),
     ],
 )
 def test_money_bounds_and_types(name: str, field: str) -> None:
@@ -576,6 +719,7 @@ def test_money_bounds_and_types(name: str, field: str) -> None:
         ("loan-application.v1.schema.json", {"requested_amount": 100.0}),
         ("loan-application.v1.schema.json", {"term_months": 12.0}),
         ("loan-application.v1.schema.json", {"declared_monthly_income": 0.0}),
+        ("income-verification.v1.schema.json", {"verified_monthly_income": 900000.0}),
     ],
 )
 def test_integer_fields_take_integer_tokens_only(name: str, changes: Json) -> None:
@@ -618,6 +762,49 @@ def test_loan_application_ranges() -> None:
         assert_invalid(name, with_(LOAN_APPLICATION, declared_monthly_income=bad))
 
 
+def test_loan_application_channel_counts_other_lenders_in_the_score() -> None:
+    description = load("loan-application.v1.schema.json")["properties"]["channel"]["description"]
+    for text in ("score.own_channel", '"line"', "another lender", "multi-lender", "null"):
+        assert text in description
+    assert "Informational only" not in description
+
+
+def test_income_verification_source_and_semantics() -> None:
+    name = "income-verification.v1.schema.json"
+    for good in ("payslip", "bank_statement", "credit_report", "employer"):
+        assert_valid(name, with_(INCOME_VERIFICATION, source=good))
+    for bad in ("Payslip", "bank statement", "tax_return", "", None, 1):
+        assert_invalid(name, with_(INCOME_VERIFICATION, source=bad))
+    description = load(name)["description"]
+    for text in (
+        "SPEND_INCOME_MISMATCH",
+        "behaviour score",
+        "income_verification.cure_remaining_factor",
+        "INCOME_VERIFIED",
+        "never overrides a verified one",
+        "credit.income-verifications.v1.dlt",
+    ):
+        assert text in description
+
+
+def test_limit_override_action_and_semantics() -> None:
+    name = "limit-override.v1.schema.json"
+    for good in ("freeze", "restore"):
+        assert_valid(name, with_(LIMIT_OVERRIDE, action=good))
+    for bad in ("Freeze", "reduce", "unfreeze", "", None, True):
+        assert_invalid(name, with_(LIMIT_OVERRIDE, action=bad))
+    description = load(name)["description"]
+    for text in (
+        "caused_by",
+        "MANUAL_OVERRIDE",
+        "<action> by operator <operator>: <note>",
+        "overrides.automatic_may_undo_manual_freeze",
+        "emits nothing",
+        "credit.limit-overrides.v1.dlt",
+    ):
+        assert text in description
+
+
 # ---------------------------------------------------------------------------------------------
 # Strings: lengths in code points
 
@@ -638,6 +825,12 @@ ASTRAL = "\U0001d4b3"  # MATHEMATICAL SCRIPT CAPITAL X: one code point, two UTF-
         ("loan-application.v1.schema.json", "event_id", 1, 128),
         ("loan-application.v1.schema.json", "user_id", 1, 64),
         ("loan-application.v1.schema.json", "channel", 1, 64),
+        ("income-verification.v1.schema.json", "event_id", 1, 128),
+        ("income-verification.v1.schema.json", "user_id", 1, 64),
+        ("limit-override.v1.schema.json", "event_id", 1, 128),
+        ("limit-override.v1.schema.json", "user_id", 1, 64),
+        ("limit-override.v1.schema.json", "operator", 1, 128),
+        ("limit-override.v1.schema.json", "note", 1, 1000),
     ],
 )
 def test_string_lengths_count_code_points(name: str, field: str, low: int, high: int) -> None:
@@ -666,7 +859,13 @@ def test_event_id_of_129_characters_fails() -> None:
 # Limit events
 
 LIMIT = "limit-event.v1.schema.json"
-FEATURE_NAMES = {
+GRADUATED_FEATURE_NAMES = {
+    "verified_monthly_income",
+    "other_lender_applications_30d",
+    "active_days_90d",
+    "score",
+}
+FEATURE_NAMES = GRADUATED_FEATURE_NAMES | {
     "overdue_active",
     "overdue_amount",
     "max_dpd",
@@ -686,15 +885,28 @@ def test_design_example_validates_once_placeholders_are_concrete() -> None:
     assert_valid(LIMIT, limit_freeze())
 
 
-def test_design_example_omits_three_required_features() -> None:
+def test_design_example_omits_required_fields_and_features() -> None:
     errors = list(plain_validator(load(LIMIT)).iter_errors(design_example()))
+    missing = [*FEATURES_MISSING_FROM_DESIGN_EXAMPLE, *FIELDS_MISSING_FROM_DESIGN_EXAMPLE]
     assert sorted(e.message for e in errors) == sorted(
-        f"'{name}' is a required property" for name in FEATURES_MISSING_FROM_DESIGN_EXAMPLE
+        f"'{name}' is a required property" for name in missing
     )
+
+
+@pytest.mark.parametrize("sample", sorted(LIMIT_SAMPLES))
+def test_limit_event_samples_validate(sample: str) -> None:
+    assert_valid(LIMIT, LIMIT_SAMPLES[sample]())
 
 
 def test_restore_event_validates() -> None:
     assert_valid(LIMIT, limit_restore())
+
+
+def test_schema_lists_the_fields_in_the_order_lineguard_emits_them() -> None:
+    schema = load(LIMIT)
+    assert schema["required"] == FIELD_ORDER
+    assert list(schema["properties"]) == FIELD_ORDER
+    assert all(list(make()) == FIELD_ORDER for make in LIMIT_SAMPLES.values())
 
 
 def test_limit_event_required_fields_and_features() -> None:
@@ -702,6 +914,8 @@ def test_limit_event_required_fields_and_features() -> None:
     assert set(schema["required"]) == {
         "event_id",
         "type",
+        "status",
+        "limit_fraction",
         "user_id",
         "occurred_at",
         "decided_at",
@@ -738,8 +952,9 @@ def test_limit_event_id_is_a_uuid5() -> None:
 
 
 def test_limit_event_type_and_times() -> None:
-    for bad in ("limit.suspend", "freeze", "LIMIT.FREEZE", None):
+    for bad in ("limit.suspend", "freeze", "LIMIT.FREEZE", "limit.reduced", None):
         assert_invalid(LIMIT, with_(limit_freeze(), type=bad))
+    assert_valid(LIMIT, limit_reduce())
     # occurred_at is always rendered in UTC with Z
     assert_invalid(LIMIT, with_(limit_freeze(), occurred_at="2026-03-04T08:00:00+08:00"))
     assert_invalid(LIMIT, with_(limit_freeze(), occurred_at="2026-03-04T00:00:00+00:00"))
@@ -766,15 +981,34 @@ def test_limit_event_reasons() -> None:
         "LOAN_VELOCITY",
         "SMALL_LOAN_BURST",
         "SPEND_INCOME_MISMATCH",
+        "SCORE_LOW",
+        "MANUAL_OVERRIDE",
         "REPAID_AND_CURED",
         "_CLEARED",
+        "SCORE_LOW_CLEARED",
+        "INCOME_VERIFIED",
+        "PROBATION_COMPLETED",
+        "consumers must accept unknown codes",
     ):
         assert code in description
+    for code in ("PROBATION_COMPLETED", "INCOME_VERIFIED", "MANUAL_OVERRIDE", "SCORE_LOW"):
+        assert_valid(LIMIT, with_(limit_freeze(), reasons=[dict(good_reason, code=code)]))
+    # Every code the core can put in a decision is named, under the decision type that carries it.
+    assert set(DECISION_REASONS) == set(load(LIMIT)["properties"]["type"]["enum"])
+    sections = {
+        "limit.freeze": description.split("Freeze codes")[1].split("Reduce codes")[0],
+        "limit.reduce": description.split("Reduce codes")[1].split("Restore codes")[0],
+        "limit.restore": description.split("Restore codes")[1],
+    }
+    for type_, codes in DECISION_REASONS.items():
+        for code in codes:
+            assert code in sections[type_], (type_, code)
 
 
 def test_limit_event_features() -> None:
     base = limit_freeze()
-    integer_features = FEATURE_NAMES - {"declared_monthly_income", "cure_ends_at"}
+    nullable = {"declared_monthly_income", "verified_monthly_income", "cure_ends_at"}
+    integer_features = FEATURE_NAMES - nullable - {"score"}
     for feature in integer_features:
         assert_invalid(LIMIT, with_(base, features=dict(base["features"], **{feature: -1})))
         assert_invalid(LIMIT, with_(base, features=dict(base["features"], **{feature: None})))
@@ -784,12 +1018,91 @@ def test_limit_event_features() -> None:
     assert_valid(LIMIT, with_(base, features=dict(base["features"], declared_monthly_income=1)))
     cure = "2026-04-03T00:00:00Z"
     assert_valid(LIMIT, with_(base, features=dict(base["features"], cure_ends_at=cure)))
+    for income in (1, MAX_SAFE, None):
+        features = dict(base["features"], verified_monthly_income=income)
+        assert_valid(LIMIT, with_(base, features=features))
+    for income in (0, -1, 1.5, "900000"):
+        features = dict(base["features"], verified_monthly_income=income)
+        assert_invalid(LIMIT, with_(base, features=features))
+    # The score is an integer on the PDO scale; a strict policy table may push it below 0.
+    for score in (600, 0, -40, 1200):
+        assert_valid(LIMIT, with_(base, features=dict(base["features"], score=score)))
+    for score in (600.5, None, "600"):
+        assert_invalid(LIMIT, with_(base, features=dict(base["features"], score=score)))
 
 
-def test_restore_path_is_empty_on_a_restore() -> None:
+def test_graduated_features_are_documented() -> None:
+    features = load(LIMIT)["properties"]["features"]["properties"]
+    assert "600" in features["score"]["description"]
+    assert "50:1" in features["score"]["description"]
+    assert "20 points" in features["score"]["description"]
+    assert "no history scores exactly 600" in features["score"]["description"]
+    assert "score.own_channel" in features["other_lender_applications_30d"]["description"]
+    assert "purchase or a repayment" in features["active_days_90d"]["description"]
+    assert "supersedes" in features["verified_monthly_income"]["description"]
+
+
+STATUS_FRACTIONS = {"active": 1.0, "reduced": 0.5, "probation": 0.5, "frozen": 0.0}
+
+
+def test_status_and_limit_fraction_go_together() -> None:
+    schema = load(LIMIT)
+    assert schema["properties"]["status"]["enum"] == ["active", "reduced", "probation", "frozen"]
+    for status, fraction in STATUS_FRACTIONS.items():
+        for other in [0, 0.0, 0.5, 1, 1.0, 0.25, 2]:
+            doc = with_(limit_manual_restore(), status=status, limit_fraction=other)
+            doc["type"] = "limit.freeze" if status == "frozen" else "limit.restore"
+            doc["restore_path"] = [] if status == "active" else ["a step"]
+            if other == fraction:
+                assert_valid(LIMIT, doc)
+            else:
+                assert_invalid(LIMIT, doc)
+    for bad in ("ACTIVE", "suspended", "", None, 1):
+        assert_invalid(LIMIT, with_(limit_restore(), status=bad))
+    for bad in ("1.0", None, True, -0.5):
+        assert_invalid(LIMIT, with_(limit_restore(), limit_fraction=bad))
+    assert_invalid(LIMIT, without(limit_restore(), "status"))
+    assert_invalid(LIMIT, without(limit_restore(), "limit_fraction"))
+
+
+def test_each_type_leaves_its_statuses() -> None:
+    allowed = {
+        "limit.freeze": {"frozen"},
+        "limit.reduce": {"reduced"},
+        "limit.restore": {"active", "reduced", "probation"},
+    }
+    for type_, statuses in allowed.items():
+        for status, fraction in STATUS_FRACTIONS.items():
+            doc = with_(limit_reduce(), type=type_, status=status, limit_fraction=fraction)
+            doc["restore_path"] = [] if status == "active" else ["a step"]
+            if status in statuses:
+                assert_valid(LIMIT, doc)
+            else:
+                assert_invalid(LIMIT, doc)
+
+
+def test_restore_path_is_empty_exactly_when_active() -> None:
     assert_invalid(LIMIT, with_(limit_restore(), restore_path=["repay 1 overdue"]))
-    assert_valid(LIMIT, with_(limit_freeze(), restore_path=[]))
+    assert_invalid(LIMIT, with_(limit_freeze(), restore_path=[]))
     assert_invalid(LIMIT, with_(limit_freeze(), restore_path=[35000]))
+    for make in (limit_reduce, limit_restore_to_probation, limit_restore_to_reduced):
+        assert make()["restore_path"]
+        assert_valid(LIMIT, make())
+        assert_invalid(LIMIT, with_(make(), restore_path=[]))
+    description = load(LIMIT)["properties"]["restore_path"]["description"]
+    for text in ("Empty exactly when status is active", "MANUAL_REVIEW_REQUIRED:", "probation"):
+        assert text in description
+
+
+def test_limit_event_description_keeps_the_freeze_restore_consumer_working() -> None:
+    schema = load(LIMIT)
+    description = schema["description"]
+    for text in ("limit.freeze", "limit.reduce", "limit.restore", "status", "limit_fraction"):
+        assert text in description
+    assert "keeps working" in description
+    assert "ignores" in description
+    # What such a consumer reads stays true: a freeze is frozen, a restore is not.
+    assert schema["properties"]["type"]["enum"] == ["limit.freeze", "limit.reduce", "limit.restore"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -838,12 +1151,22 @@ EXPECTED_CHANNELS = {
     "credit.purchases.v1": "purchase.v1.schema.json",
     "credit.repayments.v1": "repayment.v1.schema.json",
     "credit.loan-applications.v1": "loan-application.v1.schema.json",
+    "credit.income-verifications.v1": "income-verification.v1.schema.json",
+    "credit.limit-overrides.v1": "limit-override.v1.schema.json",
     "credit.limit-events.v1": "limit-event.v1.schema.json",
     "credit.purchases.v1.dlt": None,
     "credit.repayments.v1.dlt": None,
     "credit.loan-applications.v1.dlt": None,
+    "credit.income-verifications.v1.dlt": None,
+    "credit.limit-overrides.v1.dlt": None,
 }
-INPUT_TOPICS = {"credit.purchases.v1", "credit.repayments.v1", "credit.loan-applications.v1"}
+INPUT_TOPICS = {
+    "credit.purchases.v1",
+    "credit.repayments.v1",
+    "credit.loan-applications.v1",
+    "credit.income-verifications.v1",
+    "credit.limit-overrides.v1",
+}
 DLT_HEADERS = {
     "dlt.original.topic",
     "dlt.original.partition",
@@ -875,9 +1198,28 @@ def test_asyncapi_header() -> None:
     description = doc["info"]["description"]
     for text in ("user_id", "murmur2", "partitioner=murmur2_random", "same number of partitions"):
         assert text in description
+    assert "five input topics" in description
+    assert "three input topics" not in description
+    for text in ("limit.freeze", "limit.reduce", "limit.restore", "income verifications"):
+        assert text in description
 
 
-def test_asyncapi_lists_all_seven_channels_with_kafka_bindings() -> None:
+def test_asyncapi_input_topics_match_the_core() -> None:
+    assert set(CORE_INPUT_TOPICS) == INPUT_TOPICS
+    for channel in load_asyncapi()["channels"].values():
+        if channel["address"] in INPUT_TOPICS:
+            assert "other four input topics" in channel["description"]
+
+
+def test_asyncapi_limit_events_channel_describes_graduated_limits() -> None:
+    (channel,) = [
+        c for c in load_asyncapi()["channels"].values() if c["address"] == "credit.limit-events.v1"
+    ]
+    for text in ("limit.freeze", "limit.reduce", "limit.restore", "status", "limit_fraction"):
+        assert text in channel["description"]
+
+
+def test_asyncapi_lists_all_eleven_channels_with_kafka_bindings() -> None:
     doc = load_asyncapi()
     channels = doc["channels"]
     assert sorted(c["address"] for c in channels.values()) == sorted(EXPECTED_CHANNELS)
@@ -892,7 +1234,7 @@ def test_every_asyncapi_ref_resolves() -> None:
     doc = load_asyncapi()
     refs = list(all_refs(doc))
     file_refs = [ref for ref in refs if not ref.startswith("#")]
-    assert len(file_refs) == 4
+    assert len(file_refs) == 6
     for ref in refs:
         target, _, fragment = ref.partition("#")
         if target:
@@ -928,7 +1270,7 @@ def test_asyncapi_messages_use_the_schema_files() -> None:
 def test_asyncapi_dead_letter_messages() -> None:
     doc = load_asyncapi()
     dlt_messages = [m for a, m in channel_messages(doc) if a.endswith(".dlt")]
-    assert len(dlt_messages) == 3
+    assert len(dlt_messages) == 5
     for message in dlt_messages:
         headers = message["headers"]
         assert headers["type"] == "object"
