@@ -119,6 +119,7 @@ def close_episode_if_cured(state: UserState, policy: Policy) -> None:
     minor = episode.max_dpd <= policy.minor_max_dpd
     alone = episodes_since(state, state.clock - policy.episode_window) <= 1
     state.cure_until = state.clock + (0 if minor and alone else policy.cure)
+    state.cure_shortened_by = 0  # a new cure period: earlier proof of income cut another one
 
 
 def current_max_dpd(state: UserState) -> int:

@@ -59,11 +59,15 @@ def evaluate(state: UserState, policy: Policy, caused_by: str) -> Decision | Non
     m = Measures(state, policy)
     freeze = freeze_hits(state, m, policy)
     reduce = reduce_hits(state, m, policy)
-    if state.waived_reasons:
-        holding = {hit.code for hit in freeze + reduce}
-        state.waived_reasons = [code for code in state.waived_reasons if code in holding]
-        freeze = [hit for hit in freeze if hit.code not in state.waived_reasons]
-        reduce = [hit for hit in reduce if hit.code not in state.waived_reasons]
+    if state.waived:
+        holding = {hit.code: hit.value for hit in freeze + reduce}
+        state.waived = {
+            code: value
+            for code, value in state.waived.items()
+            if code in holding and not _worse(code, holding[code], value)
+        }
+        freeze = [hit for hit in freeze if hit.code not in state.waived]
+        reduce = [hit for hit in reduce if hit.code not in state.waived]
     restored = _update_freeze(state, m, policy, freeze)
     restored += _update_probation(state, policy)
     restored += _update_reduction(state, m, policy, reduce)
@@ -79,17 +83,18 @@ def evaluate(state: UserState, policy: Policy, caused_by: str) -> Decision | Non
     return decide(state, m, policy, RESTORE, caused_by, unique)
 
 
+def _worse(code: str, now: float, waived: float) -> bool:
+    """Whether a rule's measure is worse than when an operator set the rule aside."""
+    return now < waived if code == "SCORE_LOW" else now > waived
+
+
 def _update_freeze(
     state: UserState, m: Measures, policy: Policy, hits: list[ReasonCode]
 ) -> list[ReasonCode]:
     """Freeze on a hit; restore once every automatic reason has cleared. The restore reasons."""
     if not state.frozen:
         if hits:
-            state.frozen = True
-            state.freeze_reasons = [hit.code for hit in hits]
-            state.frozen_since = state.clock
-            state.freeze_peak_dpd = current_max_dpd(state)
-            state.probation = False
+            _start_freeze(state, [hit.code for hit in hits])
         return []
     state.freeze_peak_dpd = max(state.freeze_peak_dpd, max_dpd_since(state, state.frozen_since))
     codes = {hit.code for hit in hits} | set(state.freeze_reasons)
@@ -125,6 +130,15 @@ def _update_freeze(
     return reasons
 
 
+def _start_freeze(state: UserState, codes: list[str]) -> None:
+    state.frozen = True
+    state.freeze_reasons = codes
+    state.frozen_since = state.clock
+    state.freeze_peak_dpd = current_max_dpd(state)
+    state.probation = False
+    state.cure_shortened_by = 0
+
+
 def _recent_restores(state: UserState, policy: Policy) -> list[int]:
     """Anti-flapping: the automatic restores from a freeze still inside the rolling window."""
     start = state.clock - policy.restore_window
@@ -158,7 +172,8 @@ def apply_override(state: UserState, override: LimitOverride, policy: Policy) ->
     """An operator's freeze or restore, audited with ``MANUAL_OVERRIDE`` in the decision.
 
     A manual restore sets aside the rules that hold at that moment; each comes back
-    into force once it has stopped holding, so new evidence can freeze again.
+    into force once it has stopped holding or its measure gets worse (another overdue
+    instalment, another application), so new evidence freezes again.
     """
     before = status(state)
     m = Measures(state, policy)
@@ -166,18 +181,15 @@ def apply_override(state: UserState, override: LimitOverride, policy: Policy) ->
         MANUAL, 1, 1, f"{override.action} by operator {override.operator}: {override.note}"
     )
     if override.action == "freeze":
-        state.waived_reasons = []
+        state.waived = {}
         if not state.frozen:
-            state.frozen = True
-            state.frozen_since = state.clock
-            state.freeze_peak_dpd = current_max_dpd(state)
-            state.probation = False
+            _start_freeze(state, [])
         if MANUAL not in state.freeze_reasons:
             state.freeze_reasons = [*state.freeze_reasons, MANUAL]
         kind = FREEZE
     else:
         holding = freeze_hits(state, m, policy) + reduce_hits(state, m, policy)
-        state.waived_reasons = sorted({hit.code for hit in holding})
+        state.waived = {hit.code: hit.value for hit in holding}
         state.frozen = state.probation = False
         state.freeze_reasons, state.reduce_reasons = [], []
         state.cure_shortened_by = 0

@@ -68,8 +68,9 @@ class UserState(msgspec.Struct, omit_defaults=True):
     probation_streak: int = 0
     """Instalments paid on time in a row since probation began."""
     reduce_reasons: list[str] = []
-    waived_reasons: list[str] = []
-    """Rule codes an operator's restore set aside; each lapses once its rule stops holding."""
+    waived: dict[str, float] = {}
+    """Rule codes an operator's restore set aside, with the measured value then. Each lapses
+    once its rule stops holding or its value gets worse: new evidence freezes again."""
     automatic_restores: list[int] = []
     """Times of automatic restores from a freeze within ``restore.window`` (anti-flapping)."""
     cure_shortened_by: int = 0

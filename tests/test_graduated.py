@@ -332,3 +332,35 @@ def test_score_low_is_off_in_the_default_policy() -> None:
         for day in (1, 6, 11, 16, 21, 26)
     ]
     assert decisions(run(lines)) == []
+
+
+def test_another_overdue_instalment_ends_what_an_operator_set_aside() -> None:
+    lines = [
+        BOUGHT,
+        override("2026-03-10T00:00:00Z", "restore", note="disputed charge", event_id="ov-1"),
+        purchase("2026-03-11T00:00:00Z", 100, order="o-2", first_due="2026-03-20T00:00:00Z"),
+    ]
+    docs = decisions(run(lines, until="2026-04-01T00:00:00Z"))
+    # o-1 is still overdue and set aside; o-2 going overdue too is new evidence
+    assert brief(docs)[2] == (
+        FREEZE, "frozen", "2026-03-23T00:00:00Z", "timer:overdue:2026-03-23T00:00:00Z",
+        ["OVERDUE_ACTIVE"],
+    )  # fmt: skip
+    assert docs[2]["reasons"][0]["value"] == 2
+
+
+def test_proof_of_income_for_one_cure_is_not_credited_to_a_later_one() -> None:
+    lines = [
+        BOUGHT,
+        repayment("2026-03-11T00:00:00Z", 35000, event_id="r-1"),  # cure to 04-10
+        override("2026-03-15T00:00:00Z", "restore", event_id="ov-1"),
+        verification("2026-03-20T00:00:00Z", 900_000, event_id="v-1"),  # cuts that cure
+        purchase("2026-04-20T00:00:00Z", 5000, order="o-2", first_due="2026-05-01T00:00:00Z"),
+        repayment("2026-05-06T00:00:00Z", 5000, event_id="r-2"),  # a new 30-day cure
+    ]
+    docs = decisions(run(lines, until="2026-08-01T00:00:00Z"))
+    # two episodes in 180 days: the restore is to "reduced"
+    assert brief(docs)[-1] == (
+        RESTORE, "reduced", "2026-06-05T00:00:00Z", "timer:cure:2026-06-05T00:00:00Z",
+        ["REPAID_AND_CURED"],
+    )  # fmt: skip
