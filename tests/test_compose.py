@@ -155,8 +155,16 @@ def test_every_service_prometheus_scrapes_or_alerts_exists(
     workers = lineguard_services(services, "worker")
     lineguard_job = next(c for c in config["scrape_configs"] if c["job_name"] == "lineguard")
     scraped = {t for s in lineguard_job["static_configs"] for t in s["targets"]}
-    ports = {w["environment"]["LINEGUARD_WEB_PORT"] for w in workers.values()}
-    assert scraped == {f"{name}:{port}" for name in workers for port in ports}
+    assert scraped == {
+        f"{name}:{w['environment']['LINEGUARD_WEB_PORT']}" for name, w in workers.items()
+    }
+
+
+def test_every_worker_listens_on_its_own_name(services: dict[str, dict[str, Any]]) -> None:
+    """Faust forwards /users/{id}/ to the owner's web host: it must differ per worker."""
+    for name, worker in lineguard_services(services, "worker").items():
+        assert worker["hostname"] == name
+        assert worker["environment"]["LINEGUARD_WEB_HOST"] == name
 
 
 def test_every_url_the_monitoring_stack_calls_is_a_compose_service(
