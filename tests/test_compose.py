@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,9 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 import yaml
+from aiokafka.admin import AIOKafkaAdminClient
 from prom_tools import ROOT
+from worker_harness import Topics
 
 from streams.preflight import required_topics
 from streams.settings import Settings
@@ -103,7 +108,7 @@ def test_the_stack_has_every_service_the_design_asks_for(
         "apache/kafka", "danielqsj/kafka-exporter", "prom/prometheus", "prom/alertmanager",
         "grafana/grafana",
     }  # fmt: skip
-    init = [s for s in services.values() if "kafka-topics.sh" in str(s.get("command"))]
+    init = [s for s in services.values() if "prepare_topics" in str(s.get("command"))]
     assert len(init) == 1, "one topic-init job"
 
 
@@ -205,8 +210,8 @@ def test_lineguard_containers_set_only_real_settings(
     services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fields = set(Settings.model_fields)
-    checked = lineguard_services(services, "worker") | lineguard_services(services, "simulate")
-    assert len(checked) == 3
+    checked = {name: service for name, service in services.items() if "build" in service}
+    assert len(checked) == 4  # two workers, the simulator and topic-init
     for name, service in checked.items():
         environment = service["environment"]
         for key in environment:
@@ -216,18 +221,56 @@ def test_lineguard_containers_set_only_real_settings(
         assert settings.dev_broker is None, f"{name}: the Tansu shims against a real Kafka"
 
 
-def test_topic_init_creates_every_topic_with_the_workers_partition_count(
-    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+def test_topic_init_runs_first_with_the_workers_topics_and_partitions(
+    services: dict[str, dict[str, Any]],
 ) -> None:
     init = services["topic-init"]
-    created = set(init["environment"]["TOPICS"].split())
+    assert "prepare_topics(Settings())" in init["command"][0]
     for name, worker in lineguard_services(services, "worker").items():
-        settings = settings_from(worker["environment"], monkeypatch)
-        assert created == set(required_topics(settings)), name
-        assert int(init["environment"]["PARTITIONS"]) == settings.topic_partitions, name
+        different = {
+            key
+            for key in init["environment"].keys() | worker["environment"].keys()
+            if init["environment"].get(key) != worker["environment"].get(key)
+        }
+        assert different <= {"LINEGUARD_WEB_HOST"}, f"{name}: {different}"
         assert worker["depends_on"]["topic-init"]["condition"] == "service_completed_successfully"
-    script = init["command"][0]
-    assert '--partitions "$$PARTITIONS"' in script and "for topic in $$TOPICS" in script
+
+
+@pytest.mark.integration
+def test_topic_init_creates_every_topic_with_one_partition_count(
+    services: dict[str, dict[str, Any]],
+    kafka_bootstrap: str,
+    unique_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The job's own script, run on the test broker with this test's topic names."""
+    init = services["topic-init"]
+    topics = Topics(unique_prefix)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+    env |= init["environment"] | topics.env()
+    env |= {"LINEGUARD_BROKER_URL": f"kafka://{kafka_bootstrap}", "LINEGUARD_APP_ID": unique_prefix}
+    assert init["entrypoint"] == ["python", "-c"]
+    done = subprocess.run(
+        [sys.executable, "-c", init["command"][0]], env=env, cwd=ROOT, capture_output=True,
+        text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    settings = settings_from(
+        {k: v for k, v in env.items() if k.startswith("LINEGUARD_")}, monkeypatch
+    )
+    counts = asyncio.run(partition_counts(kafka_bootstrap, required_topics(settings)))
+    assert set(counts) == set(required_topics(settings))
+    assert set(counts.values()) == {int(init["environment"]["LINEGUARD_TOPIC_PARTITIONS"])}
+
+
+async def partition_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(names)
+    finally:
+        await admin.close()
+    return {t["topic"]: len(t["partitions"]) for t in described if not t["error_code"]}
 
 
 def test_kafka_runs_in_kraft_mode_with_two_client_listeners(
