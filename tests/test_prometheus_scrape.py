@@ -181,14 +181,19 @@ def test_prometheus_scrapes_a_worker_and_sees_decisions_and_dead_letters(
     )
     assert prometheus.value(burst) == BURST_USERS
     events = f'sum(lineguard_events_total{{job="lineguard", topic="{names[2]}"}})'
-    assert prometheus.value(events) == BURST_USERS * 3 + 1
+    wait_for(lambda: prometheus.value(events) == BURST_USERS * 3 + 1, 30, "every application")
 
     # The counters moved inside Prometheus's own history: 0 before the traffic, then up.
-    history = prometheus.api(
-        "query_range", query=freezes, start=str(started - 2), end=str(time.time()), step="1"
-    )["result"][0]["values"]
-    values = [float(value) for _, value in history]
-    assert values[0] == 0 and values[-1] == BURST_USERS and values == sorted(values)
+    # A range query's last step can fall just before the scrape an instant query saw.
+    def history() -> list[float]:
+        result = prometheus.api(
+            "query_range", query=freezes, start=str(started - 2), end=str(time.time()), step="1"
+        )["result"]
+        return [float(value) for _, value in result[0]["values"]]
+
+    wait_for(lambda: history()[-1] == BURST_USERS, 10, "the freezes in Prometheus's history")
+    values = history()
+    assert values[0] == 0 and values == sorted(values)
     assert prometheus.value(up) == 1
 
     # The real alert rules load and evaluate against the real series without error.
