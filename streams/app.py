@@ -80,7 +80,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=settings.broker_commit_interval,
         web_host=settings.web_host,
         web_port=settings.web_port,
-        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+        canonical_url=settings.worker_url(),
         web_tables_enabled=False,  # /table serves table data without authentication
         web_router_enabled=False,  # so does /router
         web_graph_enabled=False,
@@ -226,7 +226,8 @@ def main() -> None:
     Before ``worker`` starts Faust, the topics are created and checked, so that a
     cluster with differently partitioned inputs is refused with a clear message.
     """
-    if sys.argv[1:2] == ["worker"]:
+    asks_for_help = {"--help", "-h"} & set(sys.argv[2:])
+    if sys.argv[1:2] == ["worker"] and not asks_for_help:
         import asyncio
 
         from streams.preflight import PreflightError, prepare_topics

@@ -7,6 +7,7 @@ these settings are the only source of configuration.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Literal, Self
 
@@ -30,6 +31,19 @@ class Settings(BaseSettings):
     datadir: Path = Path("lineguard-data")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
+    canonical_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(:[0-9]+)?/?$")
+    """How the other workers reach this one, for forwarding ``/users/{id}``. By default the
+    web host, or this machine's hostname when the web host is a wildcard such as 0.0.0.0,
+    which names no host the others could use."""
+
+    def worker_url(self) -> str:
+        """The URL other workers forward ``/users/{id}`` requests to."""
+        if self.canonical_url is not None:
+            return self.canonical_url
+        wildcard = self.web_host in ("0.0.0.0", "::", "")  # noqa: S104 - compared, not bound
+        host = socket.gethostname() if wildcard else self.web_host
+        return f"http://{host}:{self.web_port}"
+
     api_token: SecretStr | None = None
     topic_partitions: int = Field(6, ge=1, le=10000)
     topic_replication_factor: int = Field(1, ge=1, le=10)
