@@ -68,6 +68,8 @@ def evaluate(state: UserState, policy: Policy, caused_by: str) -> Decision | Non
         }
         freeze = [hit for hit in freeze if hit.code not in state.waived]
         reduce = [hit for hit in reduce if hit.code not in state.waived]
+    if before == "active" and not freeze and not reduce:
+        return None  # the common case: nothing holds, nothing to clear
     restored = _update_freeze(state, m, policy, freeze)
     restored += _update_probation(state, policy)
     restored += _update_reduction(state, m, policy, reduce)
@@ -160,6 +162,8 @@ def _update_reduction(
     state: UserState, m: Measures, policy: Policy, hits: list[ReasonCode]
 ) -> list[ReasonCode]:
     """Add reduce reasons that hold, drop those whose restore condition holds."""
+    if not hits and not state.reduce_reasons:
+        return []
     codes = {hit.code for hit in hits} | set(state.reduce_reasons)
     held = [code for code in REDUCE_CODES if code in codes]
     gone = [code for code in held if code not in {hit.code for hit in hits}]
