@@ -78,6 +78,7 @@ def create_app(settings: Settings) -> faust.App:
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
         broker_commit_interval=settings.broker_commit_interval,
+        web_bind=settings.web_host,  # Faust would listen on every interface otherwise
         web_host=settings.web_host,
         web_port=settings.web_port,
         canonical_url=settings.worker_url(),
