@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +30,7 @@ from worker_harness import (
     wait_for,
 )
 
-from streams.devbroker import TansuBroker
+from streams.devbroker import TansuBroker, free_port
 
 from builders import application, purchase, repayment
 
@@ -112,10 +114,10 @@ def test_a_broker_stopped_for_20_s_is_waited_out_without_busy_looping_or_loss(
                 time.sleep(0.5)
             cpu_used = cpu_seconds(worker.process.pid) - cpu_before
             paused = time.monotonic() - started
-            health = worker.get("/healthz")[0]
+            health, scrape = worker.get("/healthz")[0], worker.get("/metrics")[0]
         finally:
             os.kill(broker_pid, signal.SIGCONT)
-        assert health == 200  # the web server kept answering
+        assert (health, scrape) == (200, 200)  # the web server kept answering
         assert cpu_used < CPU_SHARE_BOUND * paused, f"{cpu_used:.2f} s of CPU in {paused:.1f} s"
 
         asyncio.run(produce(bootstrap, topics, after, PARTITIONS))
@@ -132,3 +134,16 @@ def test_a_broker_stopped_for_20_s_is_waited_out_without_busy_looping_or_loss(
         worker.stop()
     assert without_repeats(limit_events_by_partition(online)) == expected
     assert total >= 15
+
+
+def test_a_worker_that_cannot_reach_kafka_at_start_stops_with_a_message(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+    env |= {"LINEGUARD_BROKER_URL": f"kafka://127.0.0.1:{free_port()}",  # nothing listens
+            "LINEGUARD_WEB_PORT": str(free_port()), "LINEGUARD_DATADIR": str(tmp_path)}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", "from streams.app import main; main()", "worker"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    assert "lineguard: cannot reach Kafka at kafka://127.0.0.1:" in done.stderr
+    assert "Traceback" not in done.stderr
