@@ -78,6 +78,7 @@ def create_app(settings: Settings) -> faust.App:
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
         broker_commit_interval=settings.broker_commit_interval,
+        web_bind=settings.web_host,  # Faust would listen on every interface otherwise
         web_host=settings.web_host,
         web_port=settings.web_port,
         canonical_url=settings.worker_url(),
@@ -224,11 +225,14 @@ def main() -> None:
     """Console entry point: ``lineguard``.
 
     Before ``worker`` starts Faust, the topics are created and checked, so that a
-    cluster with differently partitioned inputs is refused with a clear message.
+    cluster with differently partitioned inputs is refused with a clear message. A
+    cluster that cannot be reached stops it too (status 4), for its supervisor to retry.
     """
     asks_for_help = {"--help", "-h"} & set(sys.argv[2:])
     if sys.argv[1:2] == ["worker"] and not asks_for_help:
         import asyncio
+
+        from aiokafka.errors import KafkaError
 
         from streams.preflight import PreflightError, prepare_topics
 
@@ -236,4 +240,6 @@ def main() -> None:
             asyncio.run(prepare_topics(settings))
         except PreflightError as error:
             _fail(str(error), code=3)
+        except KafkaError as error:
+            _fail(f"cannot reach Kafka at {settings.broker_url}: {error}", code=4)
     app.main()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -89,6 +90,7 @@ async def run_demo(
     workdir = Path(tempfile.mkdtemp(prefix="lineguard-demo-"))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    token = secrets.token_urlsafe(24)  # /users is closed without one; this run's only
     with TansuBroker() as broker:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
         env.update(
@@ -98,6 +100,7 @@ async def run_demo(
             LINEGUARD_TOPIC_PARTITIONS="4",
             LINEGUARD_WEB_PORT=str(port),
             LINEGUARD_DATADIR=str(workdir / "data"),
+            LINEGUARD_API_TOKEN=token,
         )
         log = workdir / "worker.log"
         log_file = log.open("wb")
@@ -114,7 +117,10 @@ async def run_demo(
             await _wait_ready(f"{base}/readyz", worker, log)
             print(f"metrics  {base}/metrics", file=out)
             print(f"health   {base}/healthz  {base}/readyz", file=out)
-            print(f"a user   {base}/users/u-0000003/", file=out)
+            print(
+                f"a user   curl -H 'Authorization: Bearer {token}' {base}/users/u-0000003/",
+                file=out,
+            )
             print(
                 f"simulating {users} users at {rate:.0f} records/s for {duration:.0f} s", file=out
             )

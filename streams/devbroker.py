@@ -73,6 +73,10 @@ class TansuBroker:
             about 50 ms; the margin is for loaded CI machines.
         attempts: Ports to try. A free port found by binding port 0 can be taken by another
             process before Tansu binds it; the next attempt picks another port.
+        advertised_port: The loopback port advertised to clients instead of its own, for a
+            proxy in front of it. The TLS tests put a TLS terminator there, because Tansu 0.6.0
+            cannot serve TLS itself: its ``--cert`` and ``--key`` options exclude each other,
+            and it enables TLS only when both are given.
 
     Example:
         >>> with TansuBroker() as broker:  # doctest: +SKIP
@@ -85,8 +89,10 @@ class TansuBroker:
         storage: str = "memory://tansu/",
         start_timeout: float = 10.0,
         attempts: int = 3,
+        advertised_port: int | None = None,
     ) -> None:
         self._storage = storage
+        self._advertised_port = advertised_port
         self._start_timeout = start_timeout
         self._attempts = attempts
         self._process: subprocess.Popen[bytes] | None = None
@@ -168,6 +174,7 @@ class TansuBroker:
 
     def _launch(self, binary: str, port: int) -> None:
         listener = f"tcp://{_HOST}:{port}"
+        advertised = f"tcp://{_HOST}:{self._advertised_port or port}"
         log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - the broker writes it until stop()
             prefix="lineguard-tansu-", suffix=".log", delete=False
         )
@@ -180,7 +187,7 @@ class TansuBroker:
                     "--listener-url",
                     listener,
                     "--advertised-listener-url",
-                    listener,
+                    advertised,
                     "--storage-engine",
                     self._storage,
                 ],

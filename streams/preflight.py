@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from streams.settings import Settings
 
@@ -50,19 +51,15 @@ def kafka_credentials(settings: Settings) -> Any:
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
-    """Connection and security options for a plain aiokafka client."""
-    options: dict[str, Any] = {
+    """Connection and security options for a plain aiokafka client.
+
+    They come from Faust's own mapping of the worker's credentials, so the admin client
+    and the simulator connect exactly as the worker's consumer and producer do.
+    """
+    return {
         "bootstrap_servers": bootstrap_servers(settings.broker_url),
-        "security_protocol": settings.kafka_security_protocol,
+        **credentials_to_aiokafka_auth(kafka_credentials(settings)),
     }
-    credentials = kafka_credentials(settings)
-    if credentials is not None:
-        options["ssl_context"] = credentials.ssl_context
-        if settings.kafka_security_protocol.startswith("SASL"):
-            options["sasl_mechanism"] = settings.kafka_sasl_mechanism
-            options["sasl_plain_username"] = credentials.username
-            options["sasl_plain_password"] = credentials.password
-    return options
 
 
 def required_topics(settings: Settings) -> list[str]:

@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.devbroker import TANSU_FAST_JOIN
 
+MIN_API_TOKEN_LENGTH = 16
+
 
 class Settings(BaseSettings):
     """Everything the worker reads from its environment; a bad value stops start-up."""
@@ -30,6 +32,7 @@ class Settings(BaseSettings):
     policy_file: Path | None = None
     datadir: Path = Path("lineguard-data")
     web_host: str = "127.0.0.1"
+    """The interface the web server listens on, loopback unless told otherwise."""
     web_port: int = Field(6066, ge=1, le=65535)
     canonical_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(:[0-9]+)?/?$")
     """How the other workers reach this one, for forwarding ``/users/{id}``. By default the
@@ -45,6 +48,9 @@ class Settings(BaseSettings):
         return f"http://{host}:{self.web_port}"
 
     api_token: SecretStr | None = None
+    """Bearer token for ``/users/{id}``, which serves personal data."""
+    api_allow_anonymous: bool = False
+    """Serve ``/users/{id}`` without a token. Off: a worker with no token refuses it."""
     topic_partitions: int = Field(6, ge=1, le=10000)
     topic_replication_factor: int = Field(1, ge=1, le=10)
     purchases_topic: str = "credit.purchases.v1"
@@ -72,6 +78,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        self._check_api_access()
         if self.kafka_security_protocol.startswith("SASL") and not (
             self.kafka_sasl_username and self.kafka_sasl_password
         ):
@@ -92,6 +99,21 @@ class Settings(BaseSettings):
                 "LINEGUARD_BROKER_HEARTBEAT_INTERVAL must be below LINEGUARD_BROKER_SESSION_TIMEOUT"
             )
         return self
+
+    def _check_api_access(self) -> None:
+        """An empty or short token would let a guess in; a token and anonymous access clash."""
+        if self.api_token is None:
+            return
+        token = self.api_token.get_secret_value()
+        if len(token) < MIN_API_TOKEN_LENGTH or any(char.isspace() for char in token):
+            raise ValueError(
+                f"LINEGUARD_API_TOKEN must be at least {MIN_API_TOKEN_LENGTH} characters,"
+                " without spaces: a short token can be guessed"
+            )
+        if self.api_allow_anonymous:
+            raise ValueError(
+                "LINEGUARD_API_ALLOW_ANONYMOUS=true contradicts LINEGUARD_API_TOKEN: set one"
+            )
 
     @property
     def tick_topic(self) -> str:

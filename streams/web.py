@@ -17,13 +17,32 @@ from streams import metrics
 from streams.app import app, settings
 from streams.topics import users
 
+_CLOSED = (
+    "no LINEGUARD_API_TOKEN is set, so /users is closed: set a token, or set"
+    " LINEGUARD_API_ALLOW_ANONYMOUS=true to serve user state without one"
+)
 
-def _authorised(request: Request) -> bool:
-    if settings.api_token is None:
-        return True
+
+def _refusal(view: View, request: Request) -> Response | None:
+    """Why this request may not read a user's state, as a JSON response; None if it may.
+
+    User state is personal data, so a worker without a token refuses everyone unless
+    anonymous access was asked for explicitly. The token is compared in constant time.
+    """
+    token = settings.api_token
+    if token is None:
+        if settings.api_allow_anonymous:
+            return None
+        return view.json({"error": "forbidden", "detail": _CLOSED}, status=403)
     given = request.headers.get("Authorization", "")
-    expected = f"Bearer {settings.api_token.get_secret_value()}"
-    return hmac.compare_digest(given.encode(), expected.encode())
+    expected = f"Bearer {token.get_secret_value()}"
+    if hmac.compare_digest(given.encode(), expected.encode()):
+        return None
+    return view.json(
+        {"error": "unauthorised", "detail": "send Authorization: Bearer <LINEGUARD_API_TOKEN>"},
+        status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="lineguard"'},
+    )
 
 
 @app.page("/users/{user_id}/")
@@ -34,8 +53,9 @@ class UserView(View):
     @app.table_route(table=users, match_info="user_id")  # type: ignore[arg-type]
     async def get(self, request: Request, user_id: str) -> Response:
         """Answer locally if this worker owns the user's partition; Faust forwards otherwise."""
-        if not _authorised(request):
-            return self.json({"error": "unauthorised"}, status=401)
+        refusal = _refusal(self, request)
+        if refusal is not None:
+            return refusal
         try:
             state = runtime.store[user_id]
         except KeyError:

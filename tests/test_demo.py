@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import orjson
 import pytest
 
 pytestmark = [
@@ -16,18 +21,52 @@ pytestmark = [
         reason="the demo always runs its own embedded broker",
     ),
 ]
+USER_LINE = re.compile(
+    r"^a user   curl -H 'Authorization: Bearer (\S+)' (http://127\.0\.0\.1:\d+/\S+)$"
+)
+
+
+def _status(url: str, token: str | None) -> tuple[int, dict[str, str]]:
+    request = urllib.request.Request(url)  # noqa: S310 - the demo's loopback URL
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, orjson.loads(error.read())
 
 
 def test_the_demo_shows_decisions_live_and_cleans_up(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
-    done = subprocess.run(
+    lines: list[str] = []
+    asked: dict[str, tuple[int, dict[str, str]]] = {}
+    with subprocess.Popen(
         [sys.executable, "-c", "from streams.app import main; main()", "demo",
          "--duration", "20", "--users", "300"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    lines = done.stdout.splitlines()
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
+    ) as demo:  # fmt: skip
+        watchdog = threading.Timer(180, demo.kill)
+        watchdog.start()
+        try:
+            assert demo.stdout is not None
+            for line in demo.stdout:
+                lines.append(line.rstrip("\n"))
+                user = USER_LINE.match(lines[-1])
+                if user and not asked:
+                    # The printed command is what a reader copies: it must let them in.
+                    token, url = user.groups()
+                    asked = {"with": _status(url, token), "without": _status(url, None)}
+            assert demo.wait(30) == 0, "\n".join(lines)
+        finally:
+            watchdog.cancel()
+            if demo.poll() is None:
+                demo.kill()
     assert any(line.startswith("metrics  http://127.0.0.1:") for line in lines)
+    assert asked, "no 'a user' line with a curl command: " + "\n".join(lines)
+    status, body = asked["with"]
+    assert status == 200 or (status, body["error"]) == (404, "unknown user"), body
+    assert asked["without"][0] == 401
     live = [line for line in lines if line.startswith("[")]
     assert len(live) >= 10
     freezes = live[-1].split("| freezes ")[1].split(" | ")[0]

@@ -107,3 +107,31 @@ def test_the_url_given_to_other_workers_is_never_a_wildcard() -> None:
     assert explicit.worker_url() == "http://worker-1:6066"
     with pytest.raises(ValidationError, match="canonical_url"):
         Settings(canonical_url="worker-1:6066")
+
+
+def test_the_web_server_listens_on_the_web_host_whatever_fausts_variables_say() -> None:
+    probe = "from streams.app import app; print(app.conf.web_bind)"
+    fausts = {"FAUST_WEB_BIND": "0.0.0.0", "F_WEB_BIND": "0.0.0.0", "WEB_BIND": "0.0.0.0"}  # noqa: S104
+    assert _run(fausts, probe).stdout.split() == ["127.0.0.1"]
+    assert _run({**fausts, "LINEGUARD_WEB_HOST": "10.0.0.5"}, probe).stdout.split() == ["10.0.0.5"]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LINEGUARD_API_TOKEN": ""}, "at least 16 characters"),
+        ({"LINEGUARD_API_TOKEN": "short-token"}, "at least 16 characters"),
+        ({"LINEGUARD_API_TOKEN": "a long token with spaces"}, "without spaces"),
+        (
+            {"LINEGUARD_API_TOKEN": "x" * 32, "LINEGUARD_API_ALLOW_ANONYMOUS": "true"},
+            "LINEGUARD_API_ALLOW_ANONYMOUS=true contradicts LINEGUARD_API_TOKEN",
+        ),
+    ],
+)
+def test_an_unsafe_api_access_setting_stops_start_up(env: dict[str, str], message: str) -> None:
+    done = _run(env)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    token = env["LINEGUARD_API_TOKEN"]
+    assert not token or token not in done.stderr  # a rejected secret is not echoed

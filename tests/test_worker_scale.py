@@ -94,7 +94,7 @@ def test_a_worker_stopped_mid_stream_loses_no_decision(
 def test_two_workers_split_the_partitions_and_both_answer_for_any_user(
     kafka_bootstrap: str, topics: Topics, start_worker: Callable[..., Worker]
 ) -> None:
-    token = "s3cret-token"  # noqa: S105 - a test token for a loopback worker
+    token = "s3cret-token-of-the-two-workers"  # noqa: S105 - a test token for a loopback worker
     one = start_worker(extra_env={"LINEGUARD_API_TOKEN": token})
     one.wait_ready()
     two = start_worker(extra_env={"LINEGUARD_API_TOKEN": token})

@@ -160,11 +160,18 @@ def wait_for(condition: Any, timeout: float, what: str) -> None:
 
 
 async def create_topics(
-    bootstrap: str, topics: Topics, partitions: int, counts: dict[str, int] | None = None
+    bootstrap: str,
+    topics: Topics,
+    partitions: int,
+    counts: dict[str, int] | None = None,
+    **client: Any,
 ) -> None:
-    """Create the input topics first: a broker may auto-create them with another count."""
+    """Create the input topics first: a broker may auto-create them with another count.
+
+    ``client`` takes aiokafka's security options, here and in the helpers below.
+    """
     counts = counts or {}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client)
     await admin.start()
     try:
         await admin.create_topics(
@@ -177,11 +184,11 @@ async def create_topics(
 
 
 async def produce(
-    bootstrap: str, topics: Topics, records: list[InputRecord], partitions: int = 3
+    bootstrap: str, topics: Topics, records: list[InputRecord], partitions: int = 3, **client: Any
 ) -> None:
     """Send records in order; each topic-partition's log keeps the list's order."""
-    await create_topics(bootstrap, topics, partitions)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await create_topics(bootstrap, topics, partitions, **client)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **client)
     await producer.start()
     try:
         futures = [
@@ -194,12 +201,12 @@ async def produce(
 
 async def consume_all(
     bootstrap: str, topic: str, *, expected: int | None = None, settle: float = 2.0,
-    wait_seconds: float = 60,
+    wait_seconds: float = 60, **client: Any,
 ) -> dict[int, list[Any]]:  # fmt: skip
     """Read a topic from the start, by partition, until ``expected`` records or quiet."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None,
-        enable_auto_commit=False,
+        enable_auto_commit=False, **client,
     )  # fmt: skip
     await consumer.start()
     by_partition: dict[int, list[Any]] = defaultdict(list)

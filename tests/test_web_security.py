@@ -1,0 +1,89 @@
+"""The worker's web server: loopback by default, and /users only for those let in.
+
+Faust's /table and /router views being off is checked in test_worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from test_worker import records_of, start_worker, topics
+from worker_harness import Topics, Worker, produce, wait_for
+
+from builders import purchase
+
+pytestmark = pytest.mark.integration
+__all__ = ["start_worker", "topics"]  # fixtures shared with test_worker
+
+TOKEN = "t0ken-for-a-loopback-test-worker"  # noqa: S105 - a test token, never deployed
+LISTEN = "0A"  # the TCP state LISTEN in /proc/net/tcp
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of every socket on this machine that listens on ``port``."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == LISTEN and int(hex_port, 16) == port:
+                raw = bytes.fromhex(address)
+                # The kernel prints each 32-bit word of the address in host (little-endian) order.
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add(str(ipaddress.ip_address(words)))
+    return found
+
+
+def test_by_default_the_web_server_listens_on_loopback_only(
+    start_worker: Callable[..., Worker],
+) -> None:
+    # Faust's own variable for the interface must not widen it either.
+    worker = start_worker(extra_env={"FAUST_WEB_BIND": "0.0.0.0"})  # noqa: S104
+    worker.wait_ready()
+    assert listening_addresses(worker.port) == {"127.0.0.1"}
+
+
+def test_without_a_token_user_state_is_refused_but_health_and_metrics_answer(
+    start_worker: Callable[..., Worker],
+) -> None:
+    worker = start_worker()
+    worker.wait_ready()
+    status, body = worker.get("/users/u-1/")
+    assert status == 403
+    assert body["error"] == "forbidden"
+    assert "LINEGUARD_API_TOKEN" in body["detail"]
+    assert "LINEGUARD_API_ALLOW_ANONYMOUS=true" in body["detail"]
+    assert worker.get("/users/u-1/", TOKEN) == (status, body)  # no token set: none is right
+    assert worker.get("/healthz")[0] == 200
+    assert worker.get("/metrics")[0] == 200
+
+
+def test_anonymous_access_is_served_only_when_asked_for(
+    kafka_bootstrap: str, topics: Topics, start_worker: Callable[..., Worker]
+) -> None:
+    records = records_of([purchase("2026-02-01T00:00:00Z", 35000, user="anon-1")])
+    asyncio.run(produce(kafka_bootstrap, topics, records))
+    worker = start_worker(extra_env={"LINEGUARD_API_ALLOW_ANONYMOUS": "true"})
+    worker.wait_ready()
+    wait_for(lambda: worker.metric("lineguard_events_total") >= 1, 60, "the purchase")
+    status, body = worker.get("/users/anon-1/")
+    assert status == 200, body
+    assert body["user_id"] == "anon-1"
+
+
+def test_with_a_token_only_the_exact_bearer_token_is_let_in(
+    start_worker: Callable[..., Worker],
+) -> None:
+    worker = start_worker(extra_env={"LINEGUARD_API_TOKEN": TOKEN})
+    worker.wait_ready()
+    for wrong in (None, TOKEN[:-1], TOKEN + "x", TOKEN.upper()):
+        status, body = worker.get("/users/u-1/", wrong)
+        assert status == 401, wrong
+        assert body["error"] == "unauthorised"
+        assert TOKEN not in str(body)
+    status, body = worker.get("/users/u-1/", TOKEN)
+    assert (status, body["error"]) == (404, "unknown user")  # let in; this user has no state
