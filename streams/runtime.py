@@ -268,7 +268,8 @@ class Runtime:
                 self.metrics.decisions[decision.type, reason.code].inc()
             metrics.DECISION_LAG_SECONDS.observe(max(0, now - decision.occurred_at) / SECOND)
             log.info(
-                "limit_decision", type=decision.type, caused_by=decision.caused_by,
+                "limit_decision", type=decision.type, status=decision.status,
+                decision_id=decision.event_id, cause=self._cause(decision, applied),
                 occurred_at=format_timestamp(decision.occurred_at),
                 reasons=[r.code for r in decision.reasons],
             )  # fmt: skip
@@ -284,6 +285,16 @@ class Runtime:
                 self.metrics.last_event[topic].set(applied.occurred_at / SECOND)
             self.delivery.applied(applied.record.message)
             await stream.ack(applied.record)
+
+    def _cause(self, decision: Decision, applied: Applied[EventT[Any]] | None) -> str:
+        """What caused a decision, for the log: a timer, or the input record's coordinates.
+
+        Not the input's ``event_id``: a producer may build it from the user id.
+        """
+        if decision.caused_by.startswith("timer:") or applied is None:
+            return decision.caused_by if decision.caused_by.startswith("timer:") else "input"
+        message = applied.record.message
+        return f"{message.topic}[{message.partition}]@{message.offset}"
 
     async def _dead_letter(
         self, event: EventT[Any], topic_index: int, rejection: Rejection

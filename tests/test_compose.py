@@ -49,14 +49,40 @@ def lineguard_services(services: dict[str, dict[str, Any]], verb: str) -> dict[s
     }
 
 
+SHELL = {"LINEGUARD_API_TOKEN": "compose-test-token-0123456789"}
+"""What the user's shell or .env gives ``docker compose up``."""
+_VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::([?-])([^}]*))?\}")
+
+
+def interpolated(environment: dict[str, Any], shell: dict[str, str] = SHELL) -> dict[str, str]:
+    """An environment with ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}`` filled in."""
+
+    def fill(match: re.Match[str]) -> str:
+        name, kind, text = match.groups()
+        if shell.get(name):
+            return shell[name]
+        if kind == "?":
+            raise ValueError(f"compose refuses to start: {name}: {text}")
+        return text or ""
+
+    return {key: _VARIABLE.sub(fill, str(value)) for key, value in environment.items()}
+
+
 def settings_from(environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The Settings a container with this environment would start with."""
     with monkeypatch.context() as patch:
         for key in [k for k in os.environ if k.startswith("LINEGUARD_")]:
             patch.delenv(key)
-        for key, value in environment.items():
-            patch.setenv(key, str(value))
+        for key, value in interpolated(environment).items():
+            patch.setenv(key, value)
         return Settings()
+
+
+def test_compose_refuses_to_start_without_an_api_token(services: dict[str, dict[str, Any]]) -> None:
+    worker = services["worker-1"]["environment"]
+    with pytest.raises(ValueError, match="LINEGUARD_API_TOKEN"):
+        interpolated(worker, shell={})
+    assert interpolated(worker)["LINEGUARD_API_TOKEN"] == SHELL["LINEGUARD_API_TOKEN"]
 
 
 def bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
@@ -247,7 +273,7 @@ def test_topic_init_creates_every_topic_with_one_partition_count(
     init = services["topic-init"]
     topics = Topics(unique_prefix)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
-    env |= init["environment"] | topics.env()
+    env |= interpolated(init["environment"]) | topics.env()
     env |= {"LINEGUARD_BROKER_URL": f"kafka://{kafka_bootstrap}", "LINEGUARD_APP_ID": unique_prefix}
     assert init["entrypoint"] == ["python", "-c"]
     done = subprocess.run(

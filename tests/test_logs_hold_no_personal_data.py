@@ -195,10 +195,5 @@ def test_no_amount_reaches_the_log(run: Run) -> None:
         assert not re.search(rf"(?<!\d){amount}(?!\d)", run.log), amount
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known leak, to be fixed in streams/runtime.py: the limit_decision log event"
-    " carries caused_by, the input's event_id, which a producer may build from the user id",
-)
 def test_an_event_id_built_from_the_user_id_does_not_bring_it_into_the_log(run: Run) -> None:
     assert f"pii{run.embedded_tag}" not in run.log
