@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lint test bench demo clean
+.PHONY: venv lint test bench demo chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: lint
 # An embedded Tansu broker, a worker and the simulator, with live figures; Ctrl-C stops all.
 demo: $(STAMP)
 	$(BIN)/lineguard demo --duration $${DURATION:-120}
+
+# Two workers under 2,000 records/s for 2 minutes, one killed every 15 s, then every decision
+# checked against `lineguard replay` (RELIABILITY.md). Stops by itself; exits 1 on any loss.
+chaos: $(STAMP)
+	$(BIN)/python -m chaos
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.core --output BENCHMARKS.md

@@ -1,0 +1,265 @@
+"""Read the topics back and hold the decisions found online against ``lineguard replay``.
+
+The oracle is the project's own: the online decisions must equal an offline replay of
+the same input logs, decision for decision. Here they are compared as a set of
+``event_id``s with identical content (``decided_at`` aside), because a crash may repeat
+a decision; a repeat must carry the same ``event_id`` and the same content.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from risk.clock import format_timestamp
+from risk.replay import INPUT_TOPICS
+
+_READ_TIMEOUT_SECONDS = 300.0
+_REPLAY_TIMEOUT_SECONDS = 900.0
+
+Isolation = Literal["read_uncommitted", "read_committed"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """An input record as the broker stored it."""
+
+    topic_index: int
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionCounts:
+    """How the online decisions compare with replay's.
+
+    ``duplicated`` counts extra copies of an ``event_id`` (allowed: a crash repeats a
+    decision); ``mismatched`` counts ``event_id``s with a copy whose content differs.
+    ``reordered_users`` counts users whose decisions first appeared online in another
+    order than replay's.
+    """
+
+    expected: int
+    found: int
+    lost: int
+    unexpected: int
+    mismatched: int
+    duplicated: int
+    reordered_users: int
+
+    @property
+    def ok(self) -> bool:
+        """Nothing lost, nothing extra, and every copy identical to replay's."""
+        return not (self.lost or self.unexpected or self.mismatched or self.reordered_users)
+
+
+def compare_decisions(
+    expected: Sequence[dict[str, Any]], online: Sequence[dict[str, Any]]
+) -> DecisionCounts:
+    """Compare decisions without ``decided_at``; ``online`` is in log order per partition."""
+    by_id = {doc["event_id"]: doc for doc in expected}
+    copies = Counter(doc["event_id"] for doc in online)
+    mismatched = {
+        doc["event_id"]
+        for doc in online
+        if doc["event_id"] in by_id and doc != by_id[doc["event_id"]]
+    }
+    found = sum(1 for event_id in by_id if event_id in copies)
+    return DecisionCounts(
+        expected=len(by_id),
+        found=found,
+        lost=len(by_id) - found,
+        unexpected=sum(1 for event_id in copies if event_id not in by_id),
+        mismatched=len(mismatched),
+        duplicated=sum(copies.values()) - len(copies),
+        reordered_users=_reordered_users(expected, online),
+    )
+
+
+def _reordered_users(expected: Sequence[dict[str, Any]], online: Sequence[dict[str, Any]]) -> int:
+    """Users whose decisions, each at its first copy online, are not in replay's order.
+
+    Each user's decisions share one partition of the limit-events topic, so consumers can
+    rely on their order; a repeat after a crash comes again later, which is harmless.
+    """
+    wanted: dict[str, list[str]] = {}
+    for doc in expected:
+        wanted.setdefault(doc["user_id"], []).append(doc["event_id"])
+    seen: set[str] = set()
+    got: dict[str, list[str]] = {}
+    for doc in online:
+        if doc["event_id"] not in seen:
+            seen.add(doc["event_id"])
+            got.setdefault(doc["user_id"], []).append(doc["event_id"])
+    reordered = 0
+    for user, ids in wanted.items():
+        mine = set(ids)
+        if [i for i in got.get(user, []) if i in mine] != [i for i in ids if i in seen]:
+            reordered += 1
+    return reordered
+
+
+async def read_topic(
+    bootstrap: str, topic: str, isolation: Isolation = "read_uncommitted"
+) -> dict[int, list[Any]]:
+    """Every record of ``topic`` up to its end offsets, by partition, in log order."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        isolation_level=isolation, max_partition_fetch_bytes=4 * 1024 * 1024,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        await consumer.topics()  # metadata for every topic
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        out: dict[int, list[Any]] = {tp.partition: [] for tp in tps}
+        if not tps:
+            return out
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + _READ_TIMEOUT_SECONDS
+        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end offsets {end}")
+            for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
+                out[tp.partition] += messages
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def read_inputs(bootstrap: str, topics: Sequence[str]) -> list[StoredRecord]:
+    """The input topics as stored: topic by topic, partition by partition, in log order."""
+    records: list[StoredRecord] = []
+    for index, topic in enumerate(topics):
+        stored = await read_topic(bootstrap, topic)
+        for partition in sorted(stored):
+            records += [
+                StoredRecord(index, partition, m.offset, m.key, m.value) for m in stored[partition]
+            ]
+    return records
+
+
+async def read_decisions(bootstrap: str, topic: str, isolation: Isolation) -> list[dict[str, Any]]:
+    """Limit events without ``decided_at``, partition by partition in log order."""
+    stored = await read_topic(bootstrap, topic, isolation)
+    docs = []
+    for partition in sorted(stored):
+        for message in stored[partition]:
+            doc = orjson.loads(message.value)
+            del doc["decided_at"]
+            docs.append(doc)
+    return docs
+
+
+async def read_dead_letters(
+    bootstrap: str, topics: Sequence[str], isolation: Isolation
+) -> list[dict[str, Any]]:
+    """Every dead letter, copies included, located by its ``dlt.original.*`` headers."""
+    letters = []
+    for topic in topics:
+        stored = await read_topic(bootstrap, f"{topic}.dlt", isolation)
+        for messages in stored.values():
+            for message in messages:
+                headers = {name: value.decode() for name, value in message.headers}
+                letters.append({
+                    "topic": topics.index(headers["dlt.original.topic"]),
+                    "partition": int(headers["dlt.original.partition"]),
+                    "offset": int(headers["dlt.original.offset"]),
+                    "reason": headers["dlt.reason"],
+                    "error": headers["dlt.error"],
+                })  # fmt: skip
+    return letters
+
+
+def letter_key(letter: dict[str, Any]) -> tuple[int, int, int, str]:
+    """What must agree between a dead letter online and in replay."""
+    return letter["topic"], letter["partition"], letter["offset"], letter["reason"]
+
+
+def write_replay_input(records: Iterable[StoredRecord], path: Path) -> None:
+    """The stored records as ``lineguard replay`` input, under the contract's topic names.
+
+    Values go as ``value_base64``, so the bytes replayed are exactly the bytes stored.
+    """
+    with path.open("wb") as out:
+        for record in records:
+            line: dict[str, Any] = {
+                "topic": INPUT_TOPICS[record.topic_index],
+                "key": None if record.key is None else record.key.decode(),
+            }
+            if record.value is None:
+                line["value"] = None
+            else:
+                line["value_base64"] = base64.b64encode(record.value).decode("ascii")
+            out.write(orjson.dumps(line) + b"\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """What ``lineguard replay`` made of the input file."""
+
+    decisions: list[dict[str, Any]]
+    dead_letters: list[dict[str, Any]]
+    summary: str
+
+
+def run_replay(input_path: Path, partitions: int, now: int, workdir: Path) -> Replayed:
+    """Run the ``lineguard replay`` command over ``input_path`` with the wall clock ``now``.
+
+    ``now`` only matters for the ``in_future`` check; the caller passes the end of the run,
+    which is no earlier than any wall clock the workers checked against.
+    """
+    output, dead = workdir / "replay-decisions.jsonl", workdir / "replay-dead-letters.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+    completed = subprocess.run(  # noqa: S603 - our own interpreter and CLI
+        [sys.executable, "-c", "from streams.app import main; main()", "replay",
+         str(input_path), "--output", str(output), "--dead-letters", str(dead),
+         "--partitions", str(partitions), "--now", format_timestamp(now)],
+        env=env, capture_output=True, timeout=_REPLAY_TIMEOUT_SECONDS, check=False,
+    )  # fmt: skip
+    summary = completed.stderr.decode(errors="replace").strip().splitlines()
+    if completed.returncode != 0:
+        raise RuntimeError(f"lineguard replay failed ({completed.returncode}): {summary[-5:]}")
+    decisions = []
+    for line in output.read_bytes().splitlines():
+        doc = orjson.loads(line)
+        del doc["decided_at"]
+        decisions.append(doc)
+    letters = [orjson.loads(line) for line in dead.read_bytes().splitlines()]
+    return Replayed(decisions, letters, summary[-1] if summary else "")
+
+
+def expected_dead_letters(
+    replayed: Replayed, records: Sequence[StoredRecord]
+) -> list[dict[str, Any]]:
+    """Replay's dead letters located in the logs: its ``line`` numbers the input file."""
+    located = []
+    for letter in replayed.dead_letters:
+        record = records[letter["line"] - 1]
+        located.append({"topic": record.topic_index, "partition": record.partition,
+                        "offset": record.offset, "reason": letter["reason"],
+                        "error": letter["error"]})  # fmt: skip
+    return located
+
+
+def write_lines(path: Path, docs: Iterable[Any]) -> None:
+    """One JSON document per line, for a look at what differed."""
+    with path.open("wb") as out:
+        for doc in docs:
+            out.write(orjson.dumps(doc) + b"\n")

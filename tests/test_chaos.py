@@ -1,0 +1,114 @@
+"""The chaos check: its comparison catches what it must, and a short run inside ``make test``.
+
+The short run is ``python -m chaos`` itself with a small plan: two workers, 300 records a
+second for 20 seconds, one worker SIGKILLed after 12 seconds and restarted at once. The
+full plan is ``make chaos`` (see RELIABILITY.md).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from chaos.check import compare_decisions
+
+REPO = Path(__file__).resolve().parents[1]
+SHORT_PLAN = ["--duration", "20", "--rate", "300", "--users", "500", "--kill-every", "12",
+              "--sigterm-at", "0", "--catch-up-timeout", "45"]  # fmt: skip
+RUN_TIMEOUT = 420
+
+
+def _decision(event_id: str, user: str, **changes: Any) -> dict[str, Any]:
+    return {"event_id": event_id, "user_id": user, "type": "limit.freeze", **changes}
+
+
+def test_the_comparison_counts_losses_copies_and_differences() -> None:
+    expected = [_decision("a", "u-1"), _decision("b", "u-1"), _decision("c", "u-2")]
+    online = [
+        _decision("a", "u-1"),
+        _decision("a", "u-1"),  # a repeat after a crash: allowed
+        _decision("c", "u-2", type="limit.restore"),  # different content
+        _decision("x", "u-3"),  # replay has no such decision
+    ]
+    counts = compare_decisions(expected, online)
+    assert (counts.expected, counts.found, counts.lost) == (3, 2, 1)
+    assert (counts.duplicated, counts.mismatched, counts.unexpected) == (1, 1, 1)
+    assert not counts.ok
+    assert compare_decisions(expected, [*expected, expected[0]]).ok
+
+
+def test_the_comparison_sees_a_users_decisions_out_of_order() -> None:
+    expected = [_decision("a", "u-1"), _decision("b", "u-1"), _decision("c", "u-2")]
+    swapped = [expected[1], expected[0], expected[2]]
+    counts = compare_decisions(expected, swapped)
+    assert counts.reordered_users == 1
+    assert not counts.ok
+    # Another user's decisions in between change nothing, and neither does a late repeat.
+    assert compare_decisions(expected, [expected[0], expected[2], expected[1], expected[0]]).ok
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    """Run ``python -m chaos`` with the short plan once; its report and its output."""
+    workdir = tmp_path_factory.mktemp("chaos")
+    report_path, log = workdir / "chaos.json", workdir / "chaos.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chaos", *SHORT_PLAN, "--report", str(report_path)],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ),
+        )  # fmt: skip
+        try:
+            code = process.wait(RUN_TIMEOUT)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)  # it stops its workers and its broker
+                try:
+                    process.wait(60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(10)
+    output = log.read_text(errors="replace")
+    assert report_path.exists(), output
+    report: dict[str, Any] = orjson.loads(report_path.read_bytes())
+    assert (code == 0) == report["passed"], output
+    assert not report["error"], output
+    return report, output
+
+
+@pytest.mark.integration
+def test_a_short_chaos_run_emits_only_replayed_decisions(
+    short_run: tuple[dict[str, Any], str],
+) -> None:
+    report, output = short_run
+    decisions = report["decisions"]
+    assert [f["signal"] for f in report["faults"]] == ["SIGKILL"], output
+    assert report["produced"] == 6000
+    assert decisions["expected"] > 20, output
+    assert decisions["unexpected"] == 0, output
+    assert decisions["mismatched"] == 0, output
+    assert decisions["reordered_users"] == 0, output
+    assert report["dead_letters_unexpected"] == 0, output
+
+
+@pytest.mark.integration
+@pytest.mark.xfail(
+    strict=False,
+    reason="known defects outside this test (RELIABILITY.md): after a rebalance a topic-partition"
+    " that never had an offset committed can keep a record unread until another record arrives"
+    " on it (aiokafka's seek_to_committed does not seek such partitions), and a worker can crash"
+    " in Faust's standby recovery on Tansu. Both are timing-dependent.",
+)
+def test_a_short_chaos_run_loses_no_decision(short_run: tuple[dict[str, Any], str]) -> None:
+    report, output = short_run
+    assert report["decisions"]["lost"] == 0, output
+    assert report["dead_letters_lost"] == 0, output
+    assert report["stalled"] == [], output
+    assert report["unexpected_exits"] == 0, output
+    assert report["passed"] is True
