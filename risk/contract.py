@@ -163,6 +163,10 @@ _DECODERS: Final = (
     msgspec.json.Decoder(_LimitOverrideWire),
 )
 _any_json: Final = msgspec.json.Decoder()
+_TOO_DEEP: Final = Rejection(
+    Reason.INVALID_JSON, "JSON nested deeper than the decoder's recursion limit"
+)
+"""msgspec raises RecursionError past the interpreter's limit (about 1,000 levels)."""
 _DEFAULT_FIRST_DUE: Final = 30 * DAY
 
 
@@ -183,6 +187,8 @@ def decode(
     except (msgspec.DecodeError, UnicodeDecodeError) as error:
         # msgspec reports bad UTF-8 inside a string as UnicodeDecodeError.
         return Rejection(Reason.INVALID_JSON, str(error))
+    except RecursionError:
+        return _TOO_DEEP
     at = parse_timestamp(wire.occurred_at)
     if isinstance(at, str):
         return Rejection(Reason.SCHEMA_VIOLATION, f"{at} - at `$.occurred_at`")
@@ -227,4 +233,6 @@ def _invalid_json(value: bytes) -> Rejection | None:
         _any_json.decode(value)
     except (msgspec.DecodeError, UnicodeDecodeError) as error:
         return Rejection(Reason.INVALID_JSON, str(error))
+    except RecursionError:
+        return _TOO_DEEP
     return None
