@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import signal
 import tempfile
 import time
@@ -165,6 +166,8 @@ class Report:
             )
         if self.error:
             yield f"error                 {self.error}"
+        if self.workdir:
+            yield f"kept                  {self.workdir}"
         yield "PASS" if self.passed else "FAIL"
 
 
@@ -180,8 +183,12 @@ def _broker(plan: Plan) -> Iterator[tuple[str, str]]:
         yield broker.bootstrap, f"{broker.bootstrap} (embedded Tansu, in memory), {plan.guarantee}"
 
 
-def run(plan: Plan, say: Callable[[str], None] = print) -> Report:
-    """Run the plan; every process it started is stopped before it returns."""
+def run(plan: Plan, say: Callable[[str], None] = print, *, keep: bool = False) -> Report:
+    """Run the plan; every process it started is stopped before it returns.
+
+    The working directory (worker logs, the replay input and both sides of the comparison,
+    about 80 MB for ``make chaos``) is kept after a failure, or always with ``keep``.
+    """
     if plan.guarantee == "exactly_once" and not plan.bootstrap:
         raise ValueError(
             "exactly_once needs transactions, which the embedded Tansu broker does not support"
@@ -210,6 +217,9 @@ def run(plan: Plan, say: Callable[[str], None] = print) -> Report:
                 _verify(plan, bootstrap, prefix, topics, workdir, report, say)
             except (RuntimeError, TimeoutError) as error:  # replay failed, or a topic unreadable
                 report.error = str(error)
+    if report.passed and not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+        report.workdir = ""
     return report
 
 
