@@ -44,6 +44,24 @@ _DEFAULTS = Plan()
     "--seed", default=_DEFAULTS.seed, show_default=True, help="Seeds the traffic and the victims."
 )
 @click.option(
+    "--time-scale",
+    default=_DEFAULTS.time_scale,
+    show_default=True,
+    help="Simulated seconds per wall second.",
+)
+@click.option(
+    "--grace-days",
+    default=_DEFAULTS.grace_days,
+    show_default=True,
+    help="The policy's overdue.grace_days, for workers and replay.",
+)
+@click.option(
+    "--watermark-delay",
+    default=_DEFAULTS.watermark_delay,
+    show_default=True,
+    help="The policy's time.watermark_delay, for workers and replay.",
+)
+@click.option(
     "--guarantee",
     type=click.Choice(["at_least_once", "exactly_once"]),
     default=_DEFAULTS.guarantee,
