@@ -44,6 +44,24 @@ _DEFAULTS = Plan()
     "--seed", default=_DEFAULTS.seed, show_default=True, help="Seeds the traffic and the victims."
 )
 @click.option(
+    "--time-scale",
+    default=_DEFAULTS.time_scale,
+    show_default=True,
+    help="Simulated seconds per wall second.",
+)
+@click.option(
+    "--grace-days",
+    default=_DEFAULTS.grace_days,
+    show_default=True,
+    help="The policy's overdue.grace_days, for workers and replay.",
+)
+@click.option(
+    "--watermark-delay",
+    default=_DEFAULTS.watermark_delay,
+    show_default=True,
+    help="The policy's time.watermark_delay, for workers and replay.",
+)
+@click.option(
     "--guarantee",
     type=click.Choice(["at_least_once", "exactly_once"]),
     default=_DEFAULTS.guarantee,
@@ -70,13 +88,14 @@ _DEFAULTS = Plan()
     default=None,
     help="Also write the figures as JSON to this file.",
 )
-def main(report_path: Path | None, **options: object) -> None:
+@click.option("--keep", is_flag=True, help="Keep the working directory even after a pass.")
+def main(report_path: Path | None, keep: bool, **options: object) -> None:
     """Kill and restart workers under load, then check every decision against replay."""
     # SIGTERM (a CI timeout) unwinds like Ctrl-C, so every worker and the broker are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plan = Plan(**options)  # type: ignore[arg-type]  # click has checked each option's type
     try:
-        report = run(plan, say=lambda line: click.echo(line))
+        report = run(plan, say=lambda line: click.echo(line), keep=keep)
     except ValueError as error:
         raise click.UsageError(str(error)) from error
     for line in report.lines():

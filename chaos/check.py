@@ -219,8 +219,10 @@ class Replayed:
     summary: str
 
 
-def run_replay(input_path: Path, partitions: int, now: int, workdir: Path) -> Replayed:
-    """Run the ``lineguard replay`` command over ``input_path`` with the wall clock ``now``.
+def run_replay(
+    input_path: Path, partitions: int, now: int, workdir: Path, policy: Path
+) -> Replayed:
+    """Run the ``lineguard replay`` command over ``input_path`` with the workers' policy.
 
     ``now`` only matters for the ``in_future`` check; the caller passes the end of the run,
     which is no earlier than any wall clock the workers checked against.
@@ -230,7 +232,7 @@ def run_replay(input_path: Path, partitions: int, now: int, workdir: Path) -> Re
     completed = subprocess.run(  # noqa: S603 - our own interpreter and CLI
         [sys.executable, "-c", "from streams.app import main; main()", "replay",
          str(input_path), "--output", str(output), "--dead-letters", str(dead),
-         "--partitions", str(partitions), "--now", format_timestamp(now)],
+         "--partitions", str(partitions), "--now", format_timestamp(now), "--policy", str(policy)],
         env=env, capture_output=True, timeout=_REPLAY_TIMEOUT_SECONDS, check=False,
     )  # fmt: skip
     summary = completed.stderr.decode(errors="replace").strip().splitlines()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import signal
 import tempfile
 import time
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,10 +47,11 @@ from chaos.check import (
     write_replay_input,
 )
 from chaos.workers import WorkerSlot
+from risk.policy import PolicyError, load_policy
 from risk.replay import INPUT_TOPICS
 from streams.devbroker import TansuBroker, apply_tansu_shims
 from streams.runtime import wall_micros
-from streams.simulate import SimulationStats, run_simulation
+from streams.simulate import run_simulation
 
 LIMIT_TOPIC = "credit.limit-events.v1"
 _READY_TIMEOUT_SECONDS = 120.0
@@ -70,6 +73,12 @@ class Plan:
     sigterm_at: int = 4
     """Which fault (1, 2, …) is a SIGTERM instead of a SIGKILL; 0 for none."""
     seed: int = 7
+    time_scale: float = 600.0
+    """Simulated seconds per wall second (see :func:`_policy`)."""
+    grace_days: int = 0
+    """``overdue.grace_days`` of the policy the workers and replay use."""
+    watermark_delay: str = "10m"
+    """``time.watermark_delay`` of that policy."""
     guarantee: Guarantee = "at_least_once"
     store: str = "memory://"
     bootstrap: str | None = None
@@ -165,6 +174,8 @@ class Report:
             )
         if self.error:
             yield f"error                 {self.error}"
+        if self.workdir:
+            yield f"kept                  {self.workdir}"
         yield "PASS" if self.passed else "FAIL"
 
 
@@ -180,8 +191,12 @@ def _broker(plan: Plan) -> Iterator[tuple[str, str]]:
         yield broker.bootstrap, f"{broker.bootstrap} (embedded Tansu, in memory), {plan.guarantee}"
 
 
-def run(plan: Plan, say: Callable[[str], None] = print) -> Report:
-    """Run the plan; every process it started is stopped before it returns."""
+def run(plan: Plan, say: Callable[[str], None] = print, *, keep: bool = False) -> Report:
+    """Run the plan; every process it started is stopped before it returns.
+
+    The working directory (worker logs, the replay input and both sides of the comparison,
+    about 80 MB for ``make chaos``) is kept after a failure, or always with ``keep``.
+    """
     if plan.guarantee == "exactly_once" and not plan.bootstrap:
         raise ValueError(
             "exactly_once needs transactions, which the embedded Tansu broker does not support"
@@ -194,10 +209,9 @@ def run(plan: Plan, say: Callable[[str], None] = print) -> Report:
         say(f"chaos: broker {description}; logs in {workdir}")
         prefix = f"chaos{uuid.uuid4().hex[:8]}"
         topics = [f"{prefix}.{name}" for name in INPUT_TOPICS]
-        slots = [
-            WorkerSlot(f"worker-{n + 1}", _worker_env(plan, bootstrap, prefix, topics), workdir)
-            for n in range(plan.workers)
-        ]
+        policy = _policy(workdir, plan)
+        env = _worker_env(plan, bootstrap, prefix, topics) | {"LINEGUARD_POLICY_FILE": str(policy)}
+        slots = [WorkerSlot(f"worker-{n + 1}", env, workdir) for n in range(plan.workers)]
         try:
             asyncio.run(_drive(plan, bootstrap, prefix, topics, slots, report, say))
         except RuntimeError as error:  # a worker that does not start, or exits at once
@@ -210,7 +224,42 @@ def run(plan: Plan, say: Callable[[str], None] = print) -> Report:
                 _verify(plan, bootstrap, prefix, topics, workdir, report, say)
             except (RuntimeError, TimeoutError) as error:  # replay failed, or a topic unreadable
                 report.error = str(error)
+    if report.passed and not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+        report.workdir = ""
     return report
+
+
+def _policy(workdir: Path, plan: Plan) -> Path:
+    """The packaged policy with the plan's grace and watermark delay, written to ``workdir``.
+
+    Online, the event-time merge can only wait for records the worker knows are there, so
+    records of two topics that reach the broker within a few milliseconds of each other may
+    be applied in either order, and an event may move the watermark past a timer before an
+    earlier record of another topic is visible. In real time that needs two events of one
+    partition within milliseconds, well inside the 60 s watermark delay. The simulator's
+    time is compressed, which shrinks every gap: at its default 14,400× a repayment made 12
+    minutes after its purchase is 50 ms later on the wall clock, and the 60 s delay is 4 ms.
+    So the plan compresses time 600× (12 minutes are 1.2 s), and to still see overdue timers
+    within minutes it sets the grace to 0 days (overdue at the due date, which the
+    simulator sets 30 minutes to 12 hours after a purchase) and the watermark delay to
+    10 minutes (1 s of wall time). Replay uses the same file.
+    """
+    text = resources.files("risk").joinpath("default_policy.toml").read_text("utf-8")
+    for default, chosen in (
+        ('watermark_delay = "60s"', f'watermark_delay = "{plan.watermark_delay}"'),
+        ("grace_days = 3", f"grace_days = {plan.grace_days}"),
+    ):
+        if default not in text:
+            raise RuntimeError(f"the packaged policy no longer has {default}")
+        text = text.replace(default, chosen)
+    path = workdir / "policy.toml"
+    path.write_text(text, "utf-8")
+    try:
+        load_policy(path)
+    except PolicyError as error:
+        raise ValueError(f"the chaos policy is invalid: {error}") from error
+    return path
 
 
 def _worker_env(plan: Plan, bootstrap: str, prefix: str, topics: list[str]) -> dict[str, str]:
@@ -262,11 +311,10 @@ async def _drive(
     say(f"traffic: {plan.rate:.0f} records/s for {plan.duration:.0f} s, {plan.users} users")
     loop = asyncio.get_running_loop()
     began = loop.time()
-    last_progress: list[SimulationStats] = []
     traffic = asyncio.create_task(
         run_simulation(
             bootstrap, users=plan.users, rate=plan.rate, duration=plan.duration,
-            seed=plan.seed, topics=topics, progress=last_progress.append,
+            seed=plan.seed, topics=topics, time_scale=plan.time_scale,
         )
     )  # fmt: skip
     try:
@@ -401,7 +449,7 @@ def _verify(
     say(f"read back {len(records)} input records, {len(online)} limit events")
     input_path = workdir / "input.jsonl"
     write_replay_input(records, input_path)
-    replayed = run_replay(input_path, plan.partitions, now, workdir)
+    replayed = run_replay(input_path, plan.partitions, now, workdir, workdir / "policy.toml")
     report.replay_summary = replayed.summary
     report.decisions = compare_decisions(replayed.decisions, online)
     expected_letters = expected_dead_letters(replayed, records)

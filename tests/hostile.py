@@ -82,7 +82,7 @@ def _stamp(at: int, rng: random.Random) -> str:
 
 
 class Forge:
-    """Generates :class:`Fuzzed` records from one ``random.Random``; the same seed, the same records."""
+    """:class:`Fuzzed` records from one ``random.Random``: the same seed, the same records."""
 
     def __init__(self, rng: random.Random, steady_users: int = 200, target_users: int = 50) -> None:
         self.rng = rng
@@ -130,9 +130,10 @@ class Forge:
             "occurred_at": _stamp(at, rng),
         }
         if topic == 0:
+            due = at + rng.choice([HOUR, DAY, 2 * DAY, 30 * DAY])
             doc |= {"order_id": f"o-{rng.randrange(8)}", "amount": rng.randint(1, 5_000_000),
                     "installments": rng.choice([1, 3, 6, 9, 12, 24, None]),
-                    "first_due_at": rng.choice([None, _stamp(at + rng.choice([HOUR, DAY, 2 * DAY, 30 * DAY]), rng)]),
+                    "first_due_at": rng.choice([None, _stamp(due, rng)]),
                     "merchant_id": rng.choice([None, "m-1"])}  # fmt: skip
         elif topic == 1:
             doc |= {"amount": rng.randint(1, 3_000_000), "order_id": rng.choice([None, "o-1"])}
@@ -142,8 +143,9 @@ class Forge:
                     "declared_monthly_income": rng.choice([None, 0, 300_000]),
                     "channel": rng.choice([None, "line", "other-bank"])}  # fmt: skip
         elif topic == 3:
+            sources = ["payslip", "bank_statement", "credit_report", "employer"]
             doc |= {"verified_monthly_income": rng.randint(1, 2_000_000),
-                    "source": rng.choice(["payslip", "bank_statement", "credit_report", "employer"])}  # fmt: skip
+                    "source": rng.choice(sources)}  # fmt: skip
         else:
             doc |= {"action": rng.choice(["freeze", "restore"]), "operator": "op-1",
                     "note": "x" * rng.randint(1, 1000)}  # fmt: skip
