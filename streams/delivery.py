@@ -76,8 +76,12 @@ class InOrderDelivery:
             uncommitted = [tp for tp in inputs if not committed[tp] or committed[tp] < 0]
             starts = await consumer.earliest_offsets(*uncommitted) if uncommitted else {}
             for tp in inputs:
-                self._expected[tp] = committed[tp] if tp not in starts else starts[tp] or 0
+                if tp in uncommitted:
+                    self._expected[tp] = max(starts.get(tp) or 0, 0)
+                else:
+                    self._expected[tp] = committed[tp]
             self._seeked_back_to.clear()
+            await self._seek_uncommitted(uncommitted)
             return committed
 
         def ack_if_applied(message: Any) -> bool:
@@ -93,6 +97,24 @@ class InOrderDelivery:
         consumer.seek_to_committed = seek_to_committed_and_expect
         consumer.ack = ack_if_applied
         self._consumer = consumer
+
+    async def _seek_uncommitted(self, partitions: list[TP]) -> None:
+        """Seek never-committed input partitions to the earliest offset, as expected.
+
+        aiokafka's ``seek_to_committed`` seeks only partitions with a committed offset
+        above 0. The fetch position of the others can already be past records that were
+        fetched after the assignment and dropped before this seek (delivered before any
+        offset was expected, or cut off by Faust's ``getmany`` when the generation
+        changed). Nothing would read them again until a later record on the same
+        partition showed the gap, and on a sparse topic none may come: the record stays
+        unapplied and the partition holds its merge back.
+        """
+        assigned = self._consumer.assignment() if self._consumer is not None else set()
+        offsets = {tp: self._expected[tp] for tp in partitions if tp in assigned}
+        if offsets:
+            # In the consumer's own thread, as in _read_again: a seek from this one once
+            # broke aiokafka's fetcher mid-fetch (KeyError in fetched_records).
+            await self._consumer.seek_wait(offsets)
 
     def forget(self) -> None:
         """On a rebalance: the consumer seeks to the committed offsets again."""

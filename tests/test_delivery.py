@@ -1,0 +1,181 @@
+"""In-order delivery after a rebalance, and when an empty topic holds the event-time merge.
+
+A fake consumer stands in for Faust's: it keeps one fetch position per partition, and
+its ``seek_to_committed`` behaves as aiokafka's does, seeking only partitions with a
+committed offset above 0 (RELIABILITY.md, defect 2).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from streams.delivery import InOrderDelivery
+from streams.runtime import Runtime
+
+OVERRIDES = "credit.limit-overrides.v1"
+PURCHASES = "credit.purchases.v1"
+
+
+@dataclass(frozen=True)
+class Record:
+    """The two fields of a Faust message that delivery reads."""
+
+    tp: TP
+    offset: int
+
+    @property
+    def topic(self) -> str:
+        return self.tp.topic
+
+
+class FakeConsumer:
+    """Fetch positions, committed offsets and seeks, as aiokafka keeps them."""
+
+    def __init__(self, ends: Mapping[TP, int], committed: Mapping[TP, int | None]) -> None:
+        self.ends = dict(ends)
+        self.committed = dict(committed)
+        self.position: dict[TP, int] = dict.fromkeys(ends, 0)
+        self.seeks: list[dict[TP, int]] = []
+        self._read_offset: defaultdict[TP, int | None] = defaultdict(lambda: None)
+        self._unacked_messages: set[Any] = set()
+
+    def fetch(self, tp: TP) -> Record | None:
+        """The record at the fetch position, which moves past it (aiokafka's getmany)."""
+        if self.position[tp] >= self.ends[tp]:
+            return None
+        record = Record(tp, self.position[tp])
+        self.position[tp] += 1
+        return record
+
+    async def seek_to_committed(self) -> Mapping[TP, int | None]:
+        for tp, offset in self.committed.items():
+            if offset and offset > 0:  # aiokafka: `if offset and offset > 0: seek_to(...)`
+                self.position[tp] = offset
+        return dict(self.committed)
+
+    async def earliest_offsets(self, *tps: TP) -> Mapping[TP, int]:
+        return dict.fromkeys(tps, 0)
+
+    async def seek_wait(self, offsets: Mapping[TP, int]) -> None:
+        self.seeks.append(dict(offsets))
+        self.position.update(offsets)
+
+    def assignment(self) -> set[TP]:
+        return set(self.ends)
+
+    def ack(self, message: Any) -> bool:
+        return True
+
+
+async def test_a_never_committed_partition_is_read_again_from_its_first_record() -> None:
+    # The only record of a sparse topic was fetched after the assignment and dropped before
+    # the seek (delivered while no offset was expected). Before the fix nothing read it again.
+    sparse, busy = TP(OVERRIDES, 1), TP(PURCHASES, 1)
+    consumer = FakeConsumer({sparse: 1, busy: 30}, {sparse: None, busy: 20})
+    delivery = InOrderDelivery([OVERRIDES, PURCHASES])
+    delivery.install(consumer)
+
+    early = consumer.fetch(sparse)
+    assert early is not None
+    assert not await delivery.arrive(early)  # no offset expected yet: left to come again
+    await consumer.seek_to_committed()  # Faust's perform_seek, through the wrapper
+
+    assert delivery.position(sparse) == 0
+    assert consumer.seeks == [{sparse: 0}]
+    again = consumer.fetch(sparse)
+    assert again == Record(sparse, 0)
+    assert await delivery.arrive(again)
+    assert delivery.position(sparse) == 1
+    # A committed partition is left to aiokafka's own seek, to its committed offset.
+    assert consumer.position[busy] == 20
+    assert delivery.position(busy) == 20
+
+
+async def test_a_partition_committed_at_zero_is_also_seeked_to_its_first_record() -> None:
+    tp = TP(OVERRIDES, 0)
+    consumer = FakeConsumer({tp: 3}, {tp: 0})
+    delivery = InOrderDelivery([OVERRIDES])
+    delivery.install(consumer)
+    consumer.fetch(tp)
+    consumer.fetch(tp)
+    await consumer.seek_to_committed()
+    assert consumer.position[tp] == 0
+    assert delivery.position(tp) == 0
+
+
+class _Highwaters:
+    """``app.consumer`` for ``Runtime._may_receive``: the high watermark of each partition."""
+
+    def __init__(self, highwaters: Mapping[TP, int | None]) -> None:
+        self.highwaters = dict(highwaters)
+
+    def highwater(self, tp: TP) -> int | None:
+        if tp not in self.highwaters:
+            raise AssertionError("Partition is not assigned")  # as aiokafka's
+        return self.highwaters[tp]
+
+
+def _runtime(highwaters: Mapping[TP, int | None], positions: Mapping[TP, int]) -> Any:
+    """The attributes ``Runtime._may_receive`` reads, without a Faust app."""
+    delivery = SimpleNamespace(position=positions.get)
+    return SimpleNamespace(
+        topics=(PURCHASES, OVERRIDES),
+        app=SimpleNamespace(consumer=_Highwaters(highwaters)),
+        delivery=delivery,
+        settings=SimpleNamespace(max_idle=30.0),
+        _hold_since={},
+    )
+
+
+def _may_receive(runtime: Any, topic_index: int) -> bool:
+    return Runtime._may_receive(runtime, 5, topic_index)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """``time.monotonic`` as seen by the runtime, moved by the test."""
+    now = [1000.0]
+    monkeypatch.setattr("streams.runtime.time.monotonic", lambda: now[0])
+    return now
+
+
+def test_a_partition_with_unread_records_holds_the_merge_however_long_it_takes(
+    clock: list[float],
+) -> None:
+    # Defect 3: under a backlog the hold ran out after max_idle and the records behind it
+    # were applied late, or dead-lettered too_late.
+    runtime = _runtime({TP(PURCHASES, 5): 4200}, {TP(PURCHASES, 5): 120})
+    assert _may_receive(runtime, 0)
+    clock[0] += 10 * 60  # ten minutes, twenty times max_idle
+    assert _may_receive(runtime, 0)
+
+
+def test_a_caught_up_partition_does_not_hold_the_merge(clock: list[float]) -> None:
+    runtime = _runtime({TP(OVERRIDES, 5): 7}, {TP(OVERRIDES, 5): 7})
+    assert not _may_receive(runtime, 1)
+    runtime = _runtime({TP(OVERRIDES, 5): 0}, {})
+    assert not _may_receive(runtime, 1)
+
+
+def test_a_partition_of_unknown_lag_holds_the_merge_for_max_idle_only(
+    clock: list[float],
+) -> None:
+    # No fetch response yet since the assignment, or the partition was just revoked.
+    for highwaters, positions in (
+        ({TP(OVERRIDES, 5): None}, {TP(OVERRIDES, 5): 0}),
+        ({TP(OVERRIDES, 5): 4}, {}),
+        ({}, {TP(OVERRIDES, 5): 0}),
+    ):
+        runtime = _runtime(highwaters, positions)
+        assert _may_receive(runtime, 1)
+        clock[0] += 29
+        assert _may_receive(runtime, 1)
+        clock[0] += 2
+        assert not _may_receive(runtime, 1)
