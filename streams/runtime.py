@@ -223,16 +223,30 @@ class Runtime:
                      timers=group.processor.pending_timers)  # fmt: skip
 
     def _may_receive(self, partition: int, topic_index: int) -> bool:
-        """Whether an empty topic-partition holds the merge back (KIP-353).
+        """Whether an empty topic-partition holds the merge back (KIP-353, KIP-695).
 
-        It does while the broker has unread data for it, for at most ``max_idle`` seconds.
+        - Its lag is known and positive (the high watermark of the last fetch response is
+          past the next offset to apply): it holds, without a time limit, as Kafka Streams
+          does since KIP-695. The record is on the broker and will be delivered; applying
+          later records of other topics first would make it late, and under a backlog
+          ``too_late``.
+        - Its lag is known to be 0: it does not hold.
+        - Its lag is unknown (no fetch response yet since the assignment, or no offset
+          expected yet): it holds for at most ``max_idle`` seconds.
+
+        The next offset to apply is :meth:`InOrderDelivery.position`: the committed (or
+        earliest) offset the consumer seeked to, moved on by each record taken, and moved
+        back by a seek after records went missing. The high watermark only grows, so a
+        stale one can only understate the lag.
         """
         tp = TP(self.topics[topic_index], partition)
-        consumer = self.app.consumer
-        highwater = consumer.highwater(tp)
         position = self.delivery.position(tp)
-        if highwater is not None and position is not None and highwater <= position:
-            return False
+        try:
+            highwater = self.app.consumer.highwater(tp)
+        except (AssertionError, ConsumerNotStarted):  # no longer assigned: a rebalance is on
+            highwater = None
+        if highwater is not None and position is not None:
+            return bool(highwater > position)
         if highwater == 0:
             return False
         since = self._hold_since.setdefault(tp, time.monotonic())
