@@ -20,7 +20,11 @@ their read offsets from the fetch loop (so it neither drops nor gap-fills them),
 counts an ack only for a record the runtime applied, and checks each delivered
 record against the next offset it expects, starting from the committed offset the
 consumer seeked to. A record past that offset means some were lost in delivery:
-the partition is seeked back and they are read again.
+the partition is seeked back and they are read again. Partitions without a committed
+offset are seeked to their earliest offset too, which aiokafka does not do.
+
+:func:`guard_recovery_seeks` keeps Faust's table recovery from seeking changelog
+partitions of an assignment it has not prepared, after a rebalance it missed.
 """
 
 from __future__ import annotations
@@ -30,9 +34,12 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 import structlog
+from faust.tables.recovery import RebalanceAgain
 from faust.types import TP
 
 log = structlog.get_logger(__name__)
+
+_GUARD_MARKER = "__lineguard_recovery_guard__"
 
 
 class _HiddenReadOffsets(defaultdict[TP, int | None]):
@@ -166,3 +173,39 @@ class InOrderDelivery:
             # seek from this one can break a fetch that is under way.
             await self._consumer.seek_wait({tp: expected})
         return expected
+
+
+def guard_recovery_seeks(recovery: Any) -> None:
+    """Make Faust's table recovery start again, not crash, after a rebalance it missed.
+
+    In faust-streaming 0.15.3, ``Recovery._restart_recovery`` waits for the active
+    changelogs to be read inside ``try: ... except Exception``, and the ``RebalanceAgain``
+    that a rebalance raises there is an ``Exception``: it is swallowed, and the loop
+    goes on as if the recovery of the old assignment had finished. The rebalance has
+    meanwhile replaced the standby partitions, with the offset ``None`` for each new one
+    (``Recovery._add``) because their offsets are built only at the start of a recovery.
+    "Starting standby partitions..." then seeks them to ``None``, and aiokafka raises
+    ``ValueError('Offset must be a positive integer')``, which stops the worker
+    (RELIABILITY.md, defect 4). Nothing in this is particular to Tansu.
+
+    The guard raises ``RebalanceAgain`` from ``_seek_offsets`` when a rebalance is
+    pending (``signal_recovery_start`` is set, as Faust's own ``_wait`` would see a moment
+    later) or an offset was never built: the loop then starts the recovery of the new
+    assignment, which is what Faust means to do. Otherwise the seek is Faust's.
+    Idempotent.
+    """
+    seek_offsets = recovery._seek_offsets
+    if getattr(seek_offsets, _GUARD_MARKER, False):
+        return
+
+    async def seek_offsets_of_this_assignment(
+        consumer: Any, tps: Collection[TP], offsets: Mapping[TP, int | None], title: str
+    ) -> None:
+        unprepared = sorted(str(tp) for tp in tps if offsets.get(tp, 0) is None)
+        if recovery.signal_recovery_start.is_set() or unprepared:
+            log.warning("recovery_superseded", seek=title, unprepared=len(unprepared))
+            raise RebalanceAgain()
+        await seek_offsets(consumer, tps, offsets, title)
+
+    setattr(seek_offsets_of_this_assignment, _GUARD_MARKER, True)
+    recovery._seek_offsets = seek_offsets_of_this_assignment

@@ -29,7 +29,7 @@ from risk.partitioner import partition_for
 from risk.policy import Policy
 from risk.state import STATE_DECODER, STATE_ENCODER, UserState
 from streams import metrics
-from streams.delivery import InOrderDelivery
+from streams.delivery import InOrderDelivery, guard_recovery_seeks
 
 log = structlog.get_logger(__name__)
 
@@ -151,14 +151,27 @@ class Runtime:
         """Rebuild the timer index and user counts of newly assigned partitions, in one scan.
 
         Called once the table is recovered, so that timers, gauges and ``/users`` are
-        complete before the first record arrives.
+        complete before the first record arrives. Faust also sends the signal for a
+        recovery that a newer rebalance has superseded (the generation changed, or the
+        next recovery is pending): the table is not recovered for the new assignment
+        then, and groups built from it would lack timers for good, since the next call
+        builds only partitions without a group. Those calls build nothing.
         """
+        recovery = self.app.tables.recovery
+        generation = getattr(recovery, "_generation_id", None)  # of the recovery that ended
+        if recovery.signal_recovery_start.is_set() or generation not in (
+            None,
+            self.app.consumer_generation_id,
+        ):
+            log.info("partition_recovery_deferred")
+            return
         partitions = {tp.partition for tp in self.assignment()} - set(self.groups)
         if partitions:
             self._recover(partitions)
 
     def reset(self) -> None:
         """Forget buffers and groups on a rebalance: Faust re-seeks to committed offsets."""
+        guard_recovery_seeks(self.app.tables.recovery)  # before the first recovery
         self.groups.clear()
         self.delivery.forget()
         self._hold_since.clear()
