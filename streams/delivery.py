@@ -29,6 +29,7 @@ partitions of an assignment it has not prepared, after a rebalance it missed.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -68,6 +69,7 @@ class InOrderDelivery:
         self._expected: dict[TP, int] = {}
         self._seeked_back_to: dict[TP, int] = {}
         self._applied: set[tuple[TP, int]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
 
     def install(self, consumer: Any) -> None:
         """Take over the input topics' offsets; call before the first fetch."""
@@ -104,6 +106,18 @@ class InOrderDelivery:
         consumer.seek_to_committed = seek_to_committed_and_expect
         consumer.ack = ack_if_applied
         self._consumer = consumer
+        flow_control = getattr(getattr(consumer, "app", None), "flow_control", None)
+        if flow_control is not None:
+            resume = flow_control.resume
+
+            def resume_and_read_cleared_records_again() -> None:
+                resume()  # empties every stream's queue
+                if self._expected:
+                    task = asyncio.ensure_future(self._read_cleared_records_again())
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+
+            flow_control.resume = resume_and_read_cleared_records_again
 
     async def _seek_uncommitted(self, partitions: list[TP]) -> None:
         """Seek never-committed input partitions to the earliest offset, as expected.
@@ -122,6 +136,29 @@ class InOrderDelivery:
             # In the consumer's own thread, as in _read_again: a seek from this one once
             # broke aiokafka's fetcher mid-fetch (KeyError in fetched_records).
             await self._consumer.seek_wait(offsets)
+
+    async def _read_cleared_records_again(self) -> None:
+        """Seek every input partition back to the next offset expected, after a resume.
+
+        Faust's ``FlowControlEvent.resume`` clears the queue of every stream, and the
+        recovery calls it right after its seek to the committed offsets
+        (``Recovery.on_recovery_completed``). Records fetched after that seek and still
+        queued for the agent are then gone, while the fetch position is past them: a
+        later record shows the gap (``records_missing_in_delivery``), but on a sparse
+        topic none may come, and the record stays unread with the merge held behind it.
+        Every queued record is at or past the next offset expected, so a seek there reads
+        them all again; the records taken meanwhile come again as old ones and are dropped.
+        """
+        consumer = self._consumer
+        try:
+            assigned = consumer.assignment()
+            offsets = {tp: offset for tp, offset in self._expected.items() if tp in assigned}
+            if offsets:
+                self._seeked_back_to.update(offsets)
+                log.info("cleared_records_read_again", partitions=len(offsets))
+                await consumer.seek_wait(offsets)  # in the consumer's own thread
+        except Exception as error:  # a task: log it, never lose it (a rebalance seeks anew)
+            log.warning("cleared_records_not_read_again", error=repr(error))
 
     def forget(self) -> None:
         """On a rebalance: the consumer seeks to the committed offsets again."""

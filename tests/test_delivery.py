@@ -7,6 +7,7 @@ committed offset above 0 (RELIABILITY.md, defect 2).
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -108,6 +109,42 @@ async def test_a_partition_committed_at_zero_is_also_seeked_to_its_first_record(
     await consumer.seek_to_committed()
     assert consumer.position[tp] == 0
     assert delivery.position(tp) == 0
+
+
+class FakeFlowControl:
+    """Faust's ``app.flow_control``: ``resume`` empties every stream's queue."""
+
+    def __init__(self, queue: list[Record]) -> None:
+        self.queue = queue
+
+    def resume(self) -> None:
+        self.queue.clear()
+
+
+async def test_records_a_resume_clears_from_the_agents_queue_are_read_again() -> None:
+    # Faust's recovery seeks to the committed offsets, then resumes flow control, which
+    # empties the agent's queue: records fetched in between were lost, and the only record
+    # of a sparse topic was never read again.
+    sparse, busy = TP(OVERRIDES, 5), TP(PURCHASES, 5)
+    consumer = FakeConsumer({sparse: 1, busy: 510}, {sparse: None, busy: 505})
+    queue: list[Record] = []
+    consumer.app = SimpleNamespace(flow_control=FakeFlowControl(queue))  # type: ignore[attr-defined]
+    delivery = InOrderDelivery([OVERRIDES, PURCHASES])
+    delivery.install(consumer)
+    await consumer.seek_to_committed()
+    for tp in (sparse, busy, busy):
+        record = consumer.fetch(tp)
+        assert record is not None
+        queue.append(record)
+    taken = queue.pop(0)  # the agent took the sparse topic's record before the resume
+    assert await delivery.arrive(taken)
+
+    consumer.app.flow_control.resume()  # type: ignore[attr-defined]
+    await asyncio.sleep(0)  # the seek runs as a task
+    assert queue == []
+    assert consumer.seeks[-1] == {sparse: 1, busy: 505}
+    assert consumer.fetch(sparse) is None  # taken already: nothing to read again
+    assert [consumer.fetch(busy), consumer.fetch(busy)] == [Record(busy, 505), Record(busy, 506)]
 
 
 class _Highwaters:
