@@ -154,9 +154,11 @@ class InOrderDelivery:
             assigned = consumer.assignment()
             offsets = {tp: offset for tp, offset in self._expected.items() if tp in assigned}
             if offsets:
-                self._seeked_back_to.update(offsets)
                 log.info("cleared_records_read_again", partitions=len(offsets))
                 await consumer.seek_wait(offsets)  # in the consumer's own thread
+                for tp, offset in offsets.items():  # records fetched before it still drain
+                    if self._expected.get(tp) == offset:
+                        self._seeked_back_to[tp] = offset
         except Exception as error:  # a task: log it, never lose it (a rebalance seeks anew)
             log.warning("cleared_records_not_read_again", error=repr(error))
 
