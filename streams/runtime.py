@@ -243,7 +243,11 @@ class Runtime:
           does since KIP-695. The record is on the broker and will be delivered; applying
           later records of other topics first would make it late, and under a backlog
           ``too_late``.
-        - Its lag is known to be 0: it does not hold.
+        - Its lag was 0 at a fetch response less than 2 s old: it does not hold.
+        - Its lag was 0 at an older fetch response: records may have come since, and the
+          consumer has not asked (it fetches a partition again only once the records
+          fetched before have been handed over, which a backlog delays). It holds until a
+          newer response says.
         - Its lag is unknown (no fetch response yet since the assignment, or no offset
           expected yet): it holds for at most ``max_idle`` seconds.
 
@@ -259,7 +263,16 @@ class Runtime:
         except (AssertionError, ConsumerNotStarted):  # no longer assigned: a rebalance is on
             highwater = None
         if highwater is not None and position is not None:
-            return bool(highwater > position)
+            if highwater > position:
+                return True
+            # Faust's fetch waits up to 1.5 s for data (fetch_max_wait_ms, hard-coded), so a
+            # partition fetched round after round is never older than that.
+            client = getattr(getattr(self.app.consumer, "_thread", None), "_consumer", None)
+            try:
+                fetched_ms = client.last_poll_timestamp(tp) if client is not None else None
+            except AssertionError:  # no longer assigned
+                fetched_ms = None
+            return fetched_ms is not None and time.time() * 1000 - fetched_ms > 2000
         if highwater == 0:
             return False
         since = self._hold_since.setdefault(tp, time.monotonic())

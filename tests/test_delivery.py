@@ -8,6 +8,7 @@ committed offset above 0 (RELIABILITY.md, defect 2).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -148,23 +149,31 @@ async def test_records_a_resume_clears_from_the_agents_queue_are_read_again() ->
 
 
 class _Highwaters:
-    """``app.consumer`` for ``Runtime._may_receive``: the high watermark of each partition."""
+    """``app.consumer`` for ``Runtime._may_receive``: the high watermark of each partition,
+    and aiokafka's consumer (``_thread._consumer``) with the time of its last fetch."""
 
-    def __init__(self, highwaters: Mapping[TP, int | None]) -> None:
+    def __init__(self, highwaters: Mapping[TP, int | None], fetched_ago: float) -> None:
         self.highwaters = dict(highwaters)
+        self.fetched_ago = fetched_ago
+        self._thread = SimpleNamespace(_consumer=self)
 
     def highwater(self, tp: TP) -> int | None:
         if tp not in self.highwaters:
             raise AssertionError("Partition is not assigned")  # as aiokafka's
         return self.highwaters[tp]
 
+    def last_poll_timestamp(self, tp: TP) -> int:
+        return int((time.time() - self.fetched_ago) * 1000)
 
-def _runtime(highwaters: Mapping[TP, int | None], positions: Mapping[TP, int]) -> Any:
+
+def _runtime(
+    highwaters: Mapping[TP, int | None], positions: Mapping[TP, int], fetched_ago: float = 0.3
+) -> Any:
     """The attributes ``Runtime._may_receive`` reads, without a Faust app."""
     delivery = SimpleNamespace(position=positions.get)
     return SimpleNamespace(
         topics=(PURCHASES, OVERRIDES),
-        app=SimpleNamespace(consumer=_Highwaters(highwaters)),
+        app=SimpleNamespace(consumer=_Highwaters(highwaters, fetched_ago)),
         delivery=delivery,
         settings=SimpleNamespace(max_idle=30.0),
         _hold_since={},
@@ -199,6 +208,17 @@ def test_a_caught_up_partition_does_not_hold_the_merge(clock: list[float]) -> No
     assert not _may_receive(runtime, 1)
     runtime = _runtime({TP(OVERRIDES, 5): 0}, {})
     assert not _may_receive(runtime, 1)
+
+
+def test_a_partition_caught_up_at_an_old_fetch_holds_the_merge_until_a_new_one(
+    clock: list[float],
+) -> None:
+    # Under a backlog the consumer fetches a partition again only once it has handed over
+    # what it fetched before: a high watermark 6 s old let a worker apply purchases 36
+    # simulated minutes ahead of a repayment that was already on the broker.
+    tp = TP(OVERRIDES, 5)
+    assert _may_receive(_runtime({tp: 77}, {tp: 77}, fetched_ago=6.0), 1)
+    assert not _may_receive(_runtime({tp: 77}, {tp: 77}, fetched_ago=0.5), 1)
 
 
 def test_a_partition_of_unknown_lag_holds_the_merge_for_max_idle_only(
