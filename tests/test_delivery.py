@@ -214,8 +214,8 @@ def test_a_partition_caught_up_at_an_old_fetch_holds_the_merge_until_a_new_one(
     clock: list[float],
 ) -> None:
     # Under a backlog the consumer fetches a partition again only once it has handed over
-    # what it fetched before: a high watermark 6 s old let a worker apply purchases 36
-    # simulated minutes ahead of a repayment that was already on the broker.
+    # what it fetched before: a high watermark about 4 s old let a worker apply a purchase
+    # 36 simulated minutes ahead of a repayment that was already on the broker.
     tp = TP(OVERRIDES, 5)
     assert _may_receive(_runtime({tp: 77}, {tp: 77}, fetched_ago=6.0), 1)
     assert not _may_receive(_runtime({tp: 77}, {tp: 77}, fetched_ago=0.5), 1)
