@@ -70,6 +70,7 @@ class InOrderDelivery:
         self._seeked_back_to: dict[TP, int] = {}
         self._applied: set[tuple[TP, int]] = set()
         self._tasks: set[asyncio.Future[None]] = set()
+        self._app: Any = None
 
     def install(self, consumer: Any) -> None:
         """Take over the input topics' offsets; call before the first fetch."""
@@ -106,18 +107,19 @@ class InOrderDelivery:
         consumer.seek_to_committed = seek_to_committed_and_expect
         consumer.ack = ack_if_applied
         self._consumer = consumer
-        flow_control = getattr(getattr(consumer, "app", None), "flow_control", None)
-        if flow_control is not None:
-            resume = flow_control.resume
+        app = getattr(consumer, "app", None)
+        if app is not None and hasattr(app, "on_rebalance_end"):
+            self._app = app
+            end_rebalance = app.on_rebalance_end
 
-            def resume_and_read_cleared_records_again() -> None:
-                resume()  # empties every stream's queue
+            def end_rebalance_and_read_again() -> None:
+                end_rebalance()  # records are taken again from here on (see arrive)
                 if self._expected:
                     task = asyncio.ensure_future(self._read_cleared_records_again())
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
 
-            flow_control.resume = resume_and_read_cleared_records_again
+            app.on_rebalance_end = end_rebalance_and_read_again
 
     async def _seek_uncommitted(self, partitions: list[TP]) -> None:
         """Seek never-committed input partitions to the earliest offset, as expected.
@@ -138,16 +140,16 @@ class InOrderDelivery:
             await self._consumer.seek_wait(offsets)
 
     async def _read_cleared_records_again(self) -> None:
-        """Seek every input partition back to the next offset expected, after a resume.
+        """Seek every input partition back to the next offset expected, once a rebalance ends.
 
-        Faust's ``FlowControlEvent.resume`` clears the queue of every stream, and the
-        recovery calls it right after its seek to the committed offsets
-        (``Recovery.on_recovery_completed``). Records fetched after that seek and still
-        queued for the agent are then gone, while the fetch position is past them: a
-        later record shows the gap (``records_missing_in_delivery``), but on a sparse
-        topic none may come, and the record stays unread with the merge held behind it.
-        Every queued record is at or past the next offset expected, so a seek there reads
-        them all again; the records taken meanwhile come again as old ones and are dropped.
+        Records delivered during the rebalance were not taken (:meth:`arrive`), and
+        Faust's ``FlowControlEvent.resume``, which the recovery calls right after its seek
+        to the committed offsets (``Recovery.on_recovery_completed``), empties the queue of
+        every stream. Either way the fetch position is past records never taken: a later
+        record shows the gap (``records_missing_in_delivery``), but on a sparse topic none
+        may come, and the record stays unread with the merge held behind it. Every such
+        record is at or past the next offset expected, so a seek there reads them all
+        again; records taken meanwhile come again as old ones and are dropped.
         """
         consumer = self._consumer
         try:
@@ -181,6 +183,11 @@ class InOrderDelivery:
         tp = message.tp
         expected = self._expected.get(tp)
         if expected is None or message.offset < expected:
+            return False
+        if self._app is not None and self._app.rebalancing:
+            # Until the rebalance has ended (the table recovered, the timer index rebuilt and
+            # the final seek made), a record would be applied to a partition group built too
+            # early. It is read again once the rebalance ends.
             return False
         if message.offset > expected:
             expected = await self._read_again(tp, expected, message.offset)

@@ -148,7 +148,7 @@ class Runtime:
             )
 
     def recover(self) -> None:
-        """Rebuild the timer index and user counts of newly assigned partitions, in one scan.
+        """Rebuild the timer index and user counts of the assigned partitions, in one scan.
 
         Called once the table is recovered, so that timers, gauges and ``/users`` are
         complete before the first record arrives. Faust also sends the signal for a
@@ -165,7 +165,10 @@ class Runtime:
         ):
             log.info("partition_recovery_deferred")
             return
-        partitions = {tp.partition for tp in self.assignment()} - set(self.groups)
+        # Every assigned partition, also one whose group a tick built during the rebalance:
+        # it was built from a table not yet recovered. Nothing is lost with its merge
+        # buffer: no input record is taken before the rebalance ends (InOrderDelivery).
+        partitions = {tp.partition for tp in self.assignment()}
         if partitions:
             self._recover(partitions)
 
