@@ -120,6 +120,9 @@ class InOrderDelivery:
                     task.add_done_callback(self._tasks.discard)
 
             app.on_rebalance_end = end_rebalance_and_read_again
+            buffer = getattr(getattr(app, "producer", None), "buffer", None)
+            if buffer is not None:
+                drain_state_writes_before_flush(buffer)
 
     async def _seek_uncommitted(self, partitions: list[TP]) -> None:
         """Seek never-committed input partitions to the earliest offset, as expected.
@@ -255,3 +258,35 @@ def guard_recovery_seeks(recovery: Any) -> None:
 
     setattr(seek_offsets_of_this_assignment, _GUARD_MARKER, True)
     recovery._seek_offsets = seek_offsets_of_this_assignment
+
+
+_FLUSH_LIMIT_SECONDS = 10.0
+
+
+def drain_state_writes_before_flush(buffer: Any) -> None:
+    """Make Faust's producer flush wait until its buffer is empty (RELIABILITY.md, defect 6).
+
+    faust-streaming 0.15.3, ``ProducerBuffer.flush_atmost``: the flush returns as soon as
+    one message takes more than 0.1 s to be handed to aiokafka, with the rest still in
+    the buffer. Table writes wait there (``send_soon``), and Faust flushes before it
+    commits offsets and before a recovery reads the changelog's high watermarks. So an
+    offset could be committed, or a partition this worker keeps could be recovered from
+    its changelog, without the latest state of a user: a SIGKILL, or the recovery itself,
+    then rolled the state back. The flush now waits until the buffer is empty, for at
+    most 10 s (a broker that does not answer), and then leaves the rest as before.
+    """
+    flush_atmost = buffer.flush_atmost
+    if getattr(buffer.flush, _GUARD_MARKER, False):
+        return
+
+    async def flush_until_empty() -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _FLUSH_LIMIT_SECONDS
+        await flush_atmost(None)
+        while buffer.size and loop.time() < deadline:
+            await flush_atmost(None)
+        if buffer.size:
+            log.warning("producer_buffer_not_drained", messages=buffer.size)
+
+    setattr(flush_until_empty, _GUARD_MARKER, True)
+    buffer.flush = flush_until_empty

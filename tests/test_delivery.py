@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from streams.delivery import InOrderDelivery
+from streams.delivery import InOrderDelivery, drain_state_writes_before_flush
 from streams.runtime import Runtime
 
 OVERRIDES = "credit.limit-overrides.v1"
@@ -235,3 +235,30 @@ def test_a_partition_of_unknown_lag_holds_the_merge_for_max_idle_only(
         assert _may_receive(runtime, 1)
         clock[0] += 2
         assert not _may_receive(runtime, 1)
+
+
+class SlowBuffer:
+    """Faust's ProducerBuffer: ``flush_atmost`` gives up after one message takes 0.1 s."""
+
+    def __init__(self, messages: int) -> None:
+        self.size = messages
+        self.calls = 0
+
+    async def flush_atmost(self, max_messages: int | None) -> int:
+        self.calls += 1
+        self.size -= 1  # one sent, then the next one is slow: Faust returns
+        return 1
+
+    async def flush(self) -> None:
+        await self.flush_atmost(None)
+
+
+async def test_a_flush_before_a_commit_waits_for_every_buffered_state_write() -> None:
+    # Defect 6: the flush returned with table writes still buffered, and the commit (or a
+    # recovery of a partition this worker keeps) went ahead without them.
+    buffer = SlowBuffer(messages=5)
+    drain_state_writes_before_flush(buffer)
+    drain_state_writes_before_flush(buffer)  # idempotent
+    await buffer.flush()
+    assert buffer.size == 0
+    assert buffer.calls == 5
