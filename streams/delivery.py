@@ -97,11 +97,12 @@ class InOrderDelivery:
         def ack_if_applied(message: Any) -> bool:
             if message.topic in self._topics:
                 key = (message.tp, message.offset)
-                if key not in self._applied:
+                applied = key in self._applied
+                self._applied.discard(key)
+                if not applied or self._stale(message):
                     message.acked = True
                     consumer._unacked_messages.discard(message)
                     return False
-                self._applied.discard(key)
             return bool(ack(message))
 
         consumer.seek_to_committed = seek_to_committed_and_expect
@@ -123,6 +124,23 @@ class InOrderDelivery:
             buffer = getattr(getattr(app, "producer", None), "buffer", None)
             if buffer is not None:
                 drain_state_writes_before_flush(buffer)
+
+    def _stale(self, message: Any) -> bool:
+        """Whether ``message`` was applied during a rebalance, or in an older generation.
+
+        The agent goes on draining the records already in a partition group's merge after
+        a revocation. The recovery that follows may then replay the changelog over their
+        state changes (a partition this worker keeps is recovered again), so their offsets
+        must not be committed: they are read again after the seek and applied again, or
+        counted as duplicates where the state kept them.
+        """
+        app = self._app
+        if app is None:
+            return False
+        generation = getattr(message, "generation_id", None)
+        return bool(app.rebalancing) or (
+            generation is not None and generation != app.consumer_generation_id
+        )
 
     async def _seek_uncommitted(self, partitions: list[TP]) -> None:
         """Seek never-committed input partitions to the earliest offset, as expected.

@@ -117,6 +117,7 @@ class FakeApp:
 
     def __init__(self) -> None:
         self.rebalancing = True
+        self.consumer_generation_id = 3
 
     def on_rebalance_end(self) -> None:
         self.rebalancing = False
@@ -262,3 +263,40 @@ async def test_a_flush_before_a_commit_waits_for_every_buffered_state_write() ->
     await buffer.flush()
     assert buffer.size == 0
     assert buffer.calls == 5
+
+
+@dataclass(eq=False)
+class Message:
+    """A Faust message as the ack reads it."""
+
+    tp: TP
+    offset: int
+    generation_id: int
+    acked: bool = False
+
+    @property
+    def topic(self) -> str:
+        return self.tp.topic
+
+
+async def test_a_record_applied_during_a_rebalance_is_not_committed() -> None:
+    # The agent drains what its merge already holds after a revocation; a recovery of the
+    # partition may then replay the changelog over those state changes.
+    tp = TP(PURCHASES, 2)
+    consumer = FakeConsumer({tp: 10}, {tp: 4})
+    consumer.app = FakeApp()  # type: ignore[attr-defined]
+    acks: list[int] = []
+    consumer.ack = lambda message: acks.append(message.offset) or True  # type: ignore[method-assign]
+    delivery = InOrderDelivery([PURCHASES])
+    delivery.install(consumer)
+    during = Message(tp, 4, generation_id=3)
+    delivery.applied(during)
+    assert not consumer.ack(during)  # the rebalance is on
+    consumer.app.on_rebalance_end()  # type: ignore[attr-defined]
+    older = Message(tp, 5, generation_id=2)
+    delivery.applied(older)
+    assert not consumer.ack(older)  # fetched in an older generation
+    after = Message(tp, 4, generation_id=3)
+    delivery.applied(after)
+    assert consumer.ack(after)
+    assert acks == [4]
