@@ -304,6 +304,15 @@ def _recovery(x: RecoveryResult) -> list[str]:
     ]
     for store, why in x.unavailable.items():
         lines.append(f"| `{store}` | not run: {why} | | | | |")
+    for s in x.stores:
+        spent = s.ready.median - s.idle_ready.median
+        if spent > 0:
+            lines.append(
+                f"\n`{s.store}`: {x.users / spent:,.0f} users recovered a second (ready with the"
+                " changelog minus ready with an empty table, medians); at that rate 1,000,000"
+                f" users would take about {1_000_000 * spent / x.users:,.0f} s"
+                " more than an empty start — an extrapolation, not a measurement."
+            )
     lines += [
         "",
         f"Targets: recovery of 1,000,000 users ≤ {recovery.GOAL_SECONDS:.0f} s; ≤"
