@@ -20,6 +20,8 @@ from bench.scale import ScaleResult
 from bench.timers import TimerResult
 
 SCALE_RATES = (10_000, 50_000, 100_000)
+BUSY_LOAD = 1.0
+"""A 1-minute load average from this up means other work shared the CPUs."""
 
 
 @dataclass
@@ -58,7 +60,12 @@ def render(r: Results) -> str:
         f"- Machine: {os.cpu_count()} CPUs, {cpu_model()}; {platform.platform()};"
         f" {platform.python_implementation()} {platform.python_version()}",
         f"- 1-minute load average {r.load_before:.2f} at the start and {os.getloadavg()[0]:.2f}"
-        " at the end",
+        " at the end"
+        + (
+            ": other processes were competing for the CPUs, which lowers every figure here"
+            if max(r.load_before, os.getloadavg()[0]) >= BUSY_LOAD
+            else ""
+        ),
         f"- Wall time of `python -m bench`: {r.wall_seconds / 60:.1f} min (creating the venv, on"
         " a fresh clone, comes on top)",
         "",
@@ -374,7 +381,11 @@ def _scale(s: ScaleResult | None, x: E2EResult | None) -> list[str]:
             f"Test-sized run: two workers in one group, both ready and owning their partitions"
             f" before {s.records:,} records (`bench.core`'s mix) are produced;"
             f" {s.committed:,} of them committed in {s.seconds:.1f} s"
-            f"{'' if s.caught_up else ' (the time bound ran out first)'}. One run.",
+            f"{'' if s.caught_up else ' (the time bound ran out first)'}, {s.committed / s.seconds:,.0f}"
+            " events/s for the pair. One run. Both workers and the broker share this machine's"
+            f" {os.cpu_count()} CPUs, so the pair's rate says little about two workers on two"
+            " machines; what the run shows is the split: each worker owns half the partitions"
+            " and handles the records keyed to them.",
             "",
             "| worker | partitions | `lineguard_events_total` |",
             "|---|---|---:|",
