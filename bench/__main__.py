@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -89,8 +90,14 @@ async def _broker_sections(args: argparse.Namespace, results: Results, workdir: 
             )  # fmt: skip
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops the run as Ctrl-C does, so every broker and worker is stopped first."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGTERM, _interrupt)
     args = parse_args(argv)
     started = time.perf_counter()
     results = Results(argv=argv, started=now(), load_before=os.getloadavg()[0])
