@@ -1,0 +1,196 @@
+"""Worker end to end on the embedded broker, against a raw consumer baseline.
+
+N persona records (``bench.core``'s generator: purchases, repayments, loan applications,
+1% invalid, 0.5% duplicates) are preloaded into the five input topics, keyed by user id and
+partitioned with ``risk.partitioner``. Each run then starts one fresh worker (its own
+consumer group and output topic, ``memory://`` store, at-least-once) and times it from ready
+until every input offset is committed for its group and the limit events that
+``risk.replay`` expects of the same records are on its output topic, or until the time
+bound. The baseline is an aiokafka consumer reading the same topics with ``orjson.loads``
+of every value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from bench import core
+from bench.harness import (
+    PARTITIONS,
+    Names,
+    Spread,
+    Workers,
+    committed,
+    create_topics,
+    high_watermarks,
+    log,
+    produce_keyed,
+    scrape,
+    spread,
+)
+from risk.policy import load_policy
+from risk.replay import INPUT_TOPICS, InputRecord, replay
+from streams.runtime import wall_micros
+
+GOAL_RATE = 30_000
+GOAL_SHARE = 0.10
+POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class WorkerRun:
+    """One worker's run over the preloaded input."""
+
+    ready_seconds: float
+    total: int
+    seconds: float
+    """From ready to caught up, or to the time bound."""
+    committed: int
+    limit_events: int
+    events_metric: float
+
+    def caught_up(self, expected: int | None) -> bool:
+        """Everything committed and (when known) every expected limit event written."""
+        return self.committed >= self.total and (expected is None or self.limit_events >= expected)
+
+    @property
+    def rate(self) -> float:
+        return self.committed / self.seconds if self.seconds else 0.0
+
+
+@dataclass(frozen=True)
+class E2EResult:
+    records: int
+    users: int
+    partitions: int
+    produce_seconds: float
+    expected_decisions: int | None
+    """What replay emits for the same records; computed only when a run committed them all."""
+    replay_processed: int | None
+    baseline: Spread
+    runs: list[WorkerRun]
+    bound: float
+
+    @property
+    def worker(self) -> Spread:
+        return spread(run.rate for run in self.runs)
+
+
+async def baseline(bootstrap: str, names: Names, total: int, partitions: int) -> float:
+    """Seconds for one raw consumer to read every input record and ``orjson.loads`` it."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        fetch_max_bytes=16 * 2**20, max_partition_fetch_bytes=4 * 2**20,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in names.inputs for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        loads, count = orjson.loads, 0
+        started = time.perf_counter()
+        deadline = started + 300
+        while count < total and time.perf_counter() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=50_000)
+            for messages in batch.values():
+                for message in messages:
+                    with contextlib.suppress(orjson.JSONDecodeError):
+                        loads(message.value)
+                count += len(messages)
+        if count < total:
+            raise RuntimeError(f"the baseline read {count:,} of {total:,} records in 300 s")
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+async def worker_run(
+    bootstrap: str, names: Names, run: int, group: Workers, ends: dict[TopicPartition, int],
+    bound: float,
+) -> WorkerRun:  # fmt: skip
+    """One fresh worker over the preloaded input; what it did within ``bound`` s of ready."""
+    app_id = f"{names.prefix}-run{run}"
+    env = names.env(bootstrap, app_id=app_id)
+    out_topic = f"{names.prefix}.run{run}.limit-events"
+    env["LINEGUARD_LIMIT_EVENTS_TOPIC"] = out_topic
+    total = sum(ends.values())
+    slot = group.start(f"e2e-{run}", env)
+    try:
+        ready = await group.wait_ready(slot, 90)
+        started = time.perf_counter()
+        done = 0
+        while time.perf_counter() - started < bound:
+            await asyncio.sleep(POLL_SECONDS)
+            done = await committed(bootstrap, app_id, ends)
+            if done >= total:
+                break
+        seconds = time.perf_counter() - started
+        # Decisions are sent before their record is acked, so those of every committed
+        # record are written by now.
+        events = await high_watermarks(bootstrap, out_topic, PARTITIONS)
+        metric = scrape(slot.port).get("lineguard_events_total", 0.0)
+        log(
+            f"worker run {run}: ready in {ready:.1f} s, {'all committed' if done >= total else 'bounded'}"
+            f" after {seconds:.1f} s, {done:,} of {total:,} committed ({done / seconds:,.0f}/s),"
+            f" {events:,} limit events"
+        )
+        return WorkerRun(ready, total, seconds, done, events, metric)
+    finally:
+        await group.stop(slot)
+
+
+async def run(
+    bootstrap: str, workdir: Path, *, records: int, users: int, repeat: int, bound: float,
+    seed: int = 20260301,
+) -> E2EResult:  # fmt: skip
+    """Preload, replay offline for the expected decisions, then the baseline and the worker."""
+    names = Names("e2e")
+    log(f"e2e: generating {records:,} records for {users:,} users")
+    generated, _ = core.generate(records, users, seed)
+    topics = names.inputs
+    await create_topics(bootstrap, topics, PARTITIONS)
+    started = time.perf_counter()
+    ends = await produce_keyed(
+        bootstrap, ((topics[t], key, value) for t, key, value in generated), PARTITIONS
+    )
+    produce_seconds = time.perf_counter() - started
+    log(f"e2e: preloaded {records:,} records in {produce_seconds:.1f} s")
+    baseline_rates = []
+    for attempt in range(1, repeat + 1):
+        seconds = await baseline(bootstrap, names, records, PARTITIONS)
+        baseline_rates.append(records / seconds)
+        log(f"e2e: baseline run {attempt}: {records / seconds:,.0f} records/s")
+    runs: list[WorkerRun] = []
+    with_workers = Workers(workdir)
+    try:
+        runs += [
+            await worker_run(bootstrap, names, attempt, with_workers, ends, bound)
+            for attempt in range(1, repeat + 1)
+        ]
+    finally:
+        with_workers.stop_all()
+    expected: int | None = None
+    processed: int | None = None
+    if any(r.committed >= r.total for r in runs):
+        # Only a run that committed everything can be held against the whole replay.
+        log("e2e: replaying the same records offline for the expected limit events")
+        replayed = replay(
+            (InputRecord(i, INPUT_TOPICS[t], k, v) for i, (t, k, v) in enumerate(generated)),
+            load_policy(),
+            partitions=PARTITIONS,
+            now=wall_micros(),
+        )
+        expected, processed = len(replayed.decisions), replayed.processed
+        log(f"e2e: replay expects {expected:,} limit events")
+    return E2EResult(
+        records, users, PARTITIONS, produce_seconds, expected, processed,
+        spread(baseline_rates), runs, bound,
+    )  # fmt: skip
