@@ -20,19 +20,27 @@ their read offsets from the fetch loop (so it neither drops nor gap-fills them),
 counts an ack only for a record the runtime applied, and checks each delivered
 record against the next offset it expects, starting from the committed offset the
 consumer seeked to. A record past that offset means some were lost in delivery:
-the partition is seeked back and they are read again.
+the partition is seeked back and they are read again. Partitions without a committed
+offset are seeked to their earliest offset too, which aiokafka does not do.
+
+:func:`guard_recovery_seeks` keeps Faust's table recovery from seeking changelog
+partitions of an assignment it has not prepared, after a rebalance it missed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from typing import Any
 
 import structlog
+from faust.tables.recovery import RebalanceAgain
 from faust.types import TP
 
 log = structlog.get_logger(__name__)
+
+_GUARD_MARKER = "__lineguard_recovery_guard__"
 
 
 class _HiddenReadOffsets(defaultdict[TP, int | None]):
@@ -61,6 +69,8 @@ class InOrderDelivery:
         self._expected: dict[TP, int] = {}
         self._seeked_back_to: dict[TP, int] = {}
         self._applied: set[tuple[TP, int]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._app: Any = None
 
     def install(self, consumer: Any) -> None:
         """Take over the input topics' offsets; call before the first fetch."""
@@ -76,23 +86,104 @@ class InOrderDelivery:
             uncommitted = [tp for tp in inputs if not committed[tp] or committed[tp] < 0]
             starts = await consumer.earliest_offsets(*uncommitted) if uncommitted else {}
             for tp in inputs:
-                self._expected[tp] = committed[tp] if tp not in starts else starts[tp] or 0
+                if tp in uncommitted:
+                    self._expected[tp] = max(starts.get(tp) or 0, 0)
+                else:
+                    self._expected[tp] = committed[tp]
             self._seeked_back_to.clear()
+            await self._seek_uncommitted(uncommitted)
             return committed
 
         def ack_if_applied(message: Any) -> bool:
             if message.topic in self._topics:
                 key = (message.tp, message.offset)
-                if key not in self._applied:
+                applied = key in self._applied
+                self._applied.discard(key)
+                if not applied or self._stale(message):
                     message.acked = True
                     consumer._unacked_messages.discard(message)
                     return False
-                self._applied.discard(key)
             return bool(ack(message))
 
         consumer.seek_to_committed = seek_to_committed_and_expect
         consumer.ack = ack_if_applied
         self._consumer = consumer
+        app = getattr(consumer, "app", None)
+        if app is not None and hasattr(app, "on_rebalance_end"):
+            self._app = app
+            end_rebalance = app.on_rebalance_end
+
+            def end_rebalance_and_read_again() -> None:
+                end_rebalance()  # records are taken again from here on (see arrive)
+                if self._expected:
+                    task = asyncio.ensure_future(self._read_cleared_records_again())
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+
+            app.on_rebalance_end = end_rebalance_and_read_again
+            buffer = getattr(getattr(app, "producer", None), "buffer", None)
+            if buffer is not None:
+                drain_state_writes_before_flush(buffer)
+
+    def _stale(self, message: Any) -> bool:
+        """Whether ``message`` was applied during a rebalance, or in an older generation.
+
+        The agent goes on draining the records already in a partition group's merge after
+        a revocation. The recovery that follows may then replay the changelog over their
+        state changes (a partition this worker keeps is recovered again), so their offsets
+        must not be committed: they are read again after the seek and applied again, or
+        counted as duplicates where the state kept them.
+        """
+        app = self._app
+        if app is None:
+            return False
+        generation = getattr(message, "generation_id", None)
+        return bool(app.rebalancing) or (
+            generation is not None and generation != app.consumer_generation_id
+        )
+
+    async def _seek_uncommitted(self, partitions: list[TP]) -> None:
+        """Seek never-committed input partitions to the earliest offset, as expected.
+
+        aiokafka's ``seek_to_committed`` seeks only partitions with a committed offset
+        above 0. The fetch position of the others can already be past records that were
+        fetched after the assignment and dropped before this seek (delivered before any
+        offset was expected, or cut off by Faust's ``getmany`` when the generation
+        changed). Nothing would read them again until a later record on the same
+        partition showed the gap, and on a sparse topic none may come: the record stays
+        unapplied and the partition holds its merge back.
+        """
+        assigned = self._consumer.assignment() if self._consumer is not None else set()
+        offsets = {tp: self._expected[tp] for tp in partitions if tp in assigned}
+        if offsets:
+            # In the consumer's own thread, as in _read_again: a seek from this one once
+            # broke aiokafka's fetcher mid-fetch (KeyError in fetched_records).
+            await self._consumer.seek_wait(offsets)
+
+    async def _read_cleared_records_again(self) -> None:
+        """Seek every input partition back to the next offset expected, once a rebalance ends.
+
+        Records delivered during the rebalance were not taken (:meth:`arrive`), and
+        Faust's ``FlowControlEvent.resume``, which the recovery calls right after its seek
+        to the committed offsets (``Recovery.on_recovery_completed``), empties the queue of
+        every stream. Either way the fetch position is past records never taken: a later
+        record shows the gap (``records_missing_in_delivery``), but on a sparse topic none
+        may come, and the record stays unread with the merge held behind it. Every such
+        record is at or past the next offset expected, so a seek there reads them all
+        again; records taken meanwhile come again as old ones and are dropped.
+        """
+        consumer = self._consumer
+        try:
+            assigned = consumer.assignment()
+            offsets = {tp: offset for tp, offset in self._expected.items() if tp in assigned}
+            if offsets:
+                log.info("cleared_records_read_again", partitions=len(offsets))
+                await consumer.seek_wait(offsets)  # in the consumer's own thread
+                for tp, offset in offsets.items():  # records fetched before it still drain
+                    if self._expected.get(tp) == offset:
+                        self._seeked_back_to[tp] = offset
+        except Exception as error:  # a task: log it, never lose it (a rebalance seeks anew)
+            log.warning("cleared_records_not_read_again", error=repr(error))
 
     def forget(self) -> None:
         """On a rebalance: the consumer seeks to the committed offsets again."""
@@ -113,6 +204,11 @@ class InOrderDelivery:
         tp = message.tp
         expected = self._expected.get(tp)
         if expected is None or message.offset < expected:
+            return False
+        if self._app is not None and self._app.rebalancing:
+            # Until the rebalance has ended (the table recovered, the timer index rebuilt and
+            # the final seek made), a record would be applied to a partition group built too
+            # early. It is read again once the rebalance ends.
             return False
         if message.offset > expected:
             expected = await self._read_again(tp, expected, message.offset)
@@ -144,3 +240,71 @@ class InOrderDelivery:
             # seek from this one can break a fetch that is under way.
             await self._consumer.seek_wait({tp: expected})
         return expected
+
+
+def guard_recovery_seeks(recovery: Any) -> None:
+    """Make Faust's table recovery start again, not crash, after a rebalance it missed.
+
+    In faust-streaming 0.15.3, ``Recovery._restart_recovery`` waits for the active
+    changelogs to be read inside ``try: ... except Exception``, and the ``RebalanceAgain``
+    that a rebalance raises there is an ``Exception``: it is swallowed, and the loop
+    goes on as if the recovery of the old assignment had finished. The rebalance has
+    meanwhile replaced the standby partitions, with the offset ``None`` for each new one
+    (``Recovery._add``) because their offsets are built only at the start of a recovery.
+    "Starting standby partitions..." then seeks them to ``None``, and aiokafka raises
+    ``ValueError('Offset must be a positive integer')``, which stops the worker
+    (RELIABILITY.md, defect 4). Nothing in this is particular to Tansu.
+
+    The guard raises ``RebalanceAgain`` from ``_seek_offsets`` when a rebalance is
+    pending (``signal_recovery_start`` is set, as Faust's own ``_wait`` would see a moment
+    later) or an offset was never built: the loop then starts the recovery of the new
+    assignment, which is what Faust means to do. Otherwise the seek is Faust's.
+    Idempotent.
+    """
+    seek_offsets = recovery._seek_offsets
+    if getattr(seek_offsets, _GUARD_MARKER, False):
+        return
+
+    async def seek_offsets_of_this_assignment(
+        consumer: Any, tps: Collection[TP], offsets: Mapping[TP, int | None], title: str
+    ) -> None:
+        unprepared = sorted(str(tp) for tp in tps if offsets.get(tp, 0) is None)
+        if recovery.signal_recovery_start.is_set() or unprepared:
+            log.warning("recovery_superseded", seek=title, unprepared=len(unprepared))
+            raise RebalanceAgain()
+        await seek_offsets(consumer, tps, offsets, title)
+
+    setattr(seek_offsets_of_this_assignment, _GUARD_MARKER, True)
+    recovery._seek_offsets = seek_offsets_of_this_assignment
+
+
+_FLUSH_LIMIT_SECONDS = 10.0
+
+
+def drain_state_writes_before_flush(buffer: Any) -> None:
+    """Make Faust's producer flush wait until its buffer is empty (RELIABILITY.md, defect 6).
+
+    faust-streaming 0.15.3, ``ProducerBuffer.flush_atmost``: the flush returns as soon as
+    one message takes more than 0.1 s to be handed to aiokafka, with the rest still in
+    the buffer. Table writes wait there (``send_soon``), and Faust flushes before it
+    commits offsets and before a recovery reads the changelog's high watermarks. So an
+    offset could be committed, or a partition this worker keeps could be recovered from
+    its changelog, without the latest state of a user: a SIGKILL, or the recovery itself,
+    then rolled the state back. The flush now waits until the buffer is empty, for at
+    most 10 s (a broker that does not answer), and then leaves the rest as before.
+    """
+    flush_atmost = buffer.flush_atmost
+    if getattr(buffer.flush, _GUARD_MARKER, False):
+        return
+
+    async def flush_until_empty() -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _FLUSH_LIMIT_SECONDS
+        await flush_atmost(None)
+        while buffer.size and loop.time() < deadline:
+            await flush_atmost(None)
+        if buffer.size:
+            log.warning("producer_buffer_not_drained", messages=buffer.size)
+
+    setattr(flush_until_empty, _GUARD_MARKER, True)
+    buffer.flush = flush_until_empty

@@ -33,7 +33,7 @@ from risk.partitioner import partition_for
 from risk.policy import Policy
 from risk.state import STATE_DECODER, STATE_ENCODER, UserState
 from streams import metrics
-from streams.delivery import InOrderDelivery
+from streams.delivery import InOrderDelivery, guard_recovery_seeks
 from streams.fetch import BatchDiversion
 
 log = structlog.get_logger(__name__)
@@ -187,17 +187,33 @@ class Runtime:
             )
 
     def recover(self) -> None:
-        """Rebuild the timer index and user counts of newly assigned partitions, in one scan.
+        """Rebuild the timer index and user counts of the assigned partitions, in one scan.
 
         Called once the table is recovered, so that timers, gauges and ``/users`` are
-        complete before the first record arrives.
+        complete before the first record arrives. Faust also sends the signal for a
+        recovery that a newer rebalance has superseded (the generation changed, or the
+        next recovery is pending): the table is not recovered for the new assignment
+        then, and groups built from it would lack timers for good, since the next call
+        builds only partitions without a group. Those calls build nothing.
         """
-        partitions = {tp.partition for tp in self.assignment()} - set(self.groups)
+        recovery = self.app.tables.recovery
+        generation = getattr(recovery, "_generation_id", None)  # of the recovery that ended
+        if recovery.signal_recovery_start.is_set() or generation not in (
+            None,
+            self.app.consumer_generation_id,
+        ):
+            log.info("partition_recovery_deferred")
+            return
+        # Every assigned partition, also one whose group a tick built during the rebalance:
+        # it was built from a table not yet recovered. Nothing is lost with its merge
+        # buffer: no input record is taken before the rebalance ends (InOrderDelivery).
+        partitions = {tp.partition for tp in self.assignment()}
         if partitions:
             self._recover(partitions)
 
     def reset(self) -> None:
         """Forget buffers and groups on a rebalance: Faust re-seeks to committed offsets."""
+        guard_recovery_seeks(self.app.tables.recovery)  # before the first recovery
         self._generation += 1
         self.groups.clear()
         self._stores.clear()
@@ -392,16 +408,43 @@ class Runtime:
                      timers=group.processor.pending_timers)  # fmt: skip
 
     def _may_receive(self, partition: int, topic_index: int) -> bool:
-        """Whether an empty topic-partition holds the merge back (KIP-353).
+        """Whether an empty topic-partition holds the merge back (KIP-353, KIP-695).
 
-        It does while the broker has unread data for it, for at most ``max_idle`` seconds.
+        - Its lag is known and positive (the high watermark of the last fetch response is
+          past the next offset to apply): it holds, without a time limit, as Kafka Streams
+          does since KIP-695. The record is on the broker and will be delivered; applying
+          later records of other topics first would make it late, and under a backlog
+          ``too_late``.
+        - Its lag was 0 at a fetch response less than 2 s old: it does not hold.
+        - Its lag was 0 at an older fetch response: records may have come since, and the
+          consumer has not asked (it fetches a partition again only once the records
+          fetched before have been handed over, which a backlog delays). It holds until a
+          newer response says.
+        - Its lag is unknown (no fetch response yet since the assignment, or no offset
+          expected yet): it holds for at most ``max_idle`` seconds.
+
+        The next offset to apply is :meth:`InOrderDelivery.position`: the committed (or
+        earliest) offset the consumer seeked to, moved on by each record taken, and moved
+        back by a seek after records went missing. The high watermark only grows, so a
+        stale one can only understate the lag.
         """
         tp = TP(self.topics[topic_index], partition)
-        consumer = self.app.consumer
-        highwater = consumer.highwater(tp)
         position = self.delivery.position(tp)
-        if highwater is not None and position is not None and highwater <= position:
-            return False
+        try:
+            highwater = self.app.consumer.highwater(tp)
+        except (AssertionError, ConsumerNotStarted):  # no longer assigned: a rebalance is on
+            highwater = None
+        if highwater is not None and position is not None:
+            if highwater > position:
+                return True
+            # Faust's fetch waits up to 1.5 s for data (fetch_max_wait_ms, hard-coded), so a
+            # partition fetched round after round is never older than that.
+            client = getattr(getattr(self.app.consumer, "_thread", None), "_consumer", None)
+            try:
+                fetched_ms = client.last_poll_timestamp(tp) if client is not None else None
+            except AssertionError:  # no longer assigned
+                fetched_ms = None
+            return fetched_ms is not None and time.time() * 1000 - fetched_ms > 2000
         if highwater == 0:
             return False
         since = self._hold_since.setdefault(tp, time.monotonic())

@@ -1,0 +1,302 @@
+"""In-order delivery after a rebalance, and when an empty topic holds the event-time merge.
+
+A fake consumer stands in for Faust's: it keeps one fetch position per partition, and
+its ``seek_to_committed`` behaves as aiokafka's does, seeking only partitions with a
+committed offset above 0 (RELIABILITY.md, defect 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from streams.delivery import InOrderDelivery, drain_state_writes_before_flush
+from streams.runtime import Runtime
+
+OVERRIDES = "credit.limit-overrides.v1"
+PURCHASES = "credit.purchases.v1"
+
+
+@dataclass(frozen=True)
+class Record:
+    """The two fields of a Faust message that delivery reads."""
+
+    tp: TP
+    offset: int
+
+    @property
+    def topic(self) -> str:
+        return self.tp.topic
+
+
+class FakeConsumer:
+    """Fetch positions, committed offsets and seeks, as aiokafka keeps them."""
+
+    def __init__(self, ends: Mapping[TP, int], committed: Mapping[TP, int | None]) -> None:
+        self.ends = dict(ends)
+        self.committed = dict(committed)
+        self.position: dict[TP, int] = dict.fromkeys(ends, 0)
+        self.seeks: list[dict[TP, int]] = []
+        self._read_offset: defaultdict[TP, int | None] = defaultdict(lambda: None)
+        self._unacked_messages: set[Any] = set()
+
+    def fetch(self, tp: TP) -> Record | None:
+        """The record at the fetch position, which moves past it (aiokafka's getmany)."""
+        if self.position[tp] >= self.ends[tp]:
+            return None
+        record = Record(tp, self.position[tp])
+        self.position[tp] += 1
+        return record
+
+    async def seek_to_committed(self) -> Mapping[TP, int | None]:
+        for tp, offset in self.committed.items():
+            if offset and offset > 0:  # aiokafka: `if offset and offset > 0: seek_to(...)`
+                self.position[tp] = offset
+        return dict(self.committed)
+
+    async def earliest_offsets(self, *tps: TP) -> Mapping[TP, int]:
+        return dict.fromkeys(tps, 0)
+
+    async def seek_wait(self, offsets: Mapping[TP, int]) -> None:
+        self.seeks.append(dict(offsets))
+        self.position.update(offsets)
+
+    def assignment(self) -> set[TP]:
+        return set(self.ends)
+
+    def ack(self, message: Any) -> bool:
+        return True
+
+
+async def test_a_never_committed_partition_is_read_again_from_its_first_record() -> None:
+    # The only record of a sparse topic was fetched after the assignment and dropped before
+    # the seek (delivered while no offset was expected). Before the fix nothing read it again.
+    sparse, busy = TP(OVERRIDES, 1), TP(PURCHASES, 1)
+    consumer = FakeConsumer({sparse: 1, busy: 30}, {sparse: None, busy: 20})
+    delivery = InOrderDelivery([OVERRIDES, PURCHASES])
+    delivery.install(consumer)
+
+    early = consumer.fetch(sparse)
+    assert early is not None
+    assert not await delivery.arrive(early)  # no offset expected yet: left to come again
+    await consumer.seek_to_committed()  # Faust's perform_seek, through the wrapper
+
+    assert delivery.position(sparse) == 0
+    assert consumer.seeks == [{sparse: 0}]
+    again = consumer.fetch(sparse)
+    assert again == Record(sparse, 0)
+    assert await delivery.arrive(again)
+    assert delivery.position(sparse) == 1
+    # A committed partition is left to aiokafka's own seek, to its committed offset.
+    assert consumer.position[busy] == 20
+    assert delivery.position(busy) == 20
+
+
+async def test_a_partition_committed_at_zero_is_also_seeked_to_its_first_record() -> None:
+    tp = TP(OVERRIDES, 0)
+    consumer = FakeConsumer({tp: 3}, {tp: 0})
+    delivery = InOrderDelivery([OVERRIDES])
+    delivery.install(consumer)
+    consumer.fetch(tp)
+    consumer.fetch(tp)
+    await consumer.seek_to_committed()
+    assert consumer.position[tp] == 0
+    assert delivery.position(tp) == 0
+
+
+class FakeApp:
+    """Faust's app: ``rebalancing`` from a revocation until ``on_rebalance_end``."""
+
+    def __init__(self) -> None:
+        self.rebalancing = True
+        self.consumer_generation_id = 3
+
+    def on_rebalance_end(self) -> None:
+        self.rebalancing = False
+
+
+async def test_records_delivered_during_a_rebalance_are_read_again_when_it_ends() -> None:
+    # Faust's recovery seeks to the committed offsets and then empties the agent's queue
+    # (flow control's resume); before its end, records would go to partition groups built
+    # from a table not yet recovered. Either way they are not taken, and the fetch position
+    # is past them: the only record of a sparse topic was never read again.
+    sparse, busy = TP(OVERRIDES, 5), TP(PURCHASES, 5)
+    consumer = FakeConsumer({sparse: 1, busy: 510}, {sparse: None, busy: 505})
+    consumer.app = FakeApp()  # type: ignore[attr-defined]
+    delivery = InOrderDelivery([OVERRIDES, PURCHASES])
+    delivery.install(consumer)
+    await consumer.seek_to_committed()
+    for tp in (sparse, busy, busy):
+        record = consumer.fetch(tp)
+        assert record is not None
+        assert not await delivery.arrive(record)  # the rebalance is on: not taken
+
+    consumer.app.on_rebalance_end()  # type: ignore[attr-defined]
+    await asyncio.sleep(0)  # the seek runs as a task
+    assert consumer.seeks[-1] == {sparse: 0, busy: 505}
+    for tp, offset in ((sparse, 0), (busy, 505), (busy, 506)):
+        record = consumer.fetch(tp)
+        assert record == Record(tp, offset)
+        assert await delivery.arrive(record)
+
+
+class _Highwaters:
+    """``app.consumer`` for ``Runtime._may_receive``: the high watermark of each partition,
+    and aiokafka's consumer (``_thread._consumer``) with the time of its last fetch."""
+
+    def __init__(self, highwaters: Mapping[TP, int | None], fetched_ago: float) -> None:
+        self.highwaters = dict(highwaters)
+        self.fetched_ago = fetched_ago
+        self._thread = SimpleNamespace(_consumer=self)
+
+    def highwater(self, tp: TP) -> int | None:
+        if tp not in self.highwaters:
+            raise AssertionError("Partition is not assigned")  # as aiokafka's
+        return self.highwaters[tp]
+
+    def last_poll_timestamp(self, tp: TP) -> int:
+        return int((time.time() - self.fetched_ago) * 1000)
+
+
+def _runtime(
+    highwaters: Mapping[TP, int | None], positions: Mapping[TP, int], fetched_ago: float = 0.3
+) -> Any:
+    """The attributes ``Runtime._may_receive`` reads, without a Faust app."""
+    delivery = SimpleNamespace(position=positions.get)
+    return SimpleNamespace(
+        topics=(PURCHASES, OVERRIDES),
+        app=SimpleNamespace(consumer=_Highwaters(highwaters, fetched_ago)),
+        delivery=delivery,
+        settings=SimpleNamespace(max_idle=30.0),
+        _hold_since={},
+    )
+
+
+def _may_receive(runtime: Any, topic_index: int) -> bool:
+    return Runtime._may_receive(runtime, 5, topic_index)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """``time.monotonic`` as seen by the runtime, moved by the test."""
+    now = [1000.0]
+    monkeypatch.setattr("streams.runtime.time.monotonic", lambda: now[0])
+    return now
+
+
+def test_a_partition_with_unread_records_holds_the_merge_however_long_it_takes(
+    clock: list[float],
+) -> None:
+    # Defect 3: under a backlog the hold ran out after max_idle and the records behind it
+    # were applied late, or dead-lettered too_late.
+    runtime = _runtime({TP(PURCHASES, 5): 4200}, {TP(PURCHASES, 5): 120})
+    assert _may_receive(runtime, 0)
+    clock[0] += 10 * 60  # ten minutes, twenty times max_idle
+    assert _may_receive(runtime, 0)
+
+
+def test_a_caught_up_partition_does_not_hold_the_merge(clock: list[float]) -> None:
+    runtime = _runtime({TP(OVERRIDES, 5): 7}, {TP(OVERRIDES, 5): 7})
+    assert not _may_receive(runtime, 1)
+    runtime = _runtime({TP(OVERRIDES, 5): 0}, {})
+    assert not _may_receive(runtime, 1)
+
+
+def test_a_partition_caught_up_at_an_old_fetch_holds_the_merge_until_a_new_one(
+    clock: list[float],
+) -> None:
+    # Under a backlog the consumer fetches a partition again only once it has handed over
+    # what it fetched before: a high watermark about 4 s old let a worker apply a purchase
+    # 36 simulated minutes ahead of a repayment that was already on the broker.
+    tp = TP(OVERRIDES, 5)
+    assert _may_receive(_runtime({tp: 77}, {tp: 77}, fetched_ago=6.0), 1)
+    assert not _may_receive(_runtime({tp: 77}, {tp: 77}, fetched_ago=0.5), 1)
+
+
+def test_a_partition_of_unknown_lag_holds_the_merge_for_max_idle_only(
+    clock: list[float],
+) -> None:
+    # No fetch response yet since the assignment, or the partition was just revoked.
+    for highwaters, positions in (
+        ({TP(OVERRIDES, 5): None}, {TP(OVERRIDES, 5): 0}),
+        ({TP(OVERRIDES, 5): 4}, {}),
+        ({}, {TP(OVERRIDES, 5): 0}),
+    ):
+        runtime = _runtime(highwaters, positions)
+        assert _may_receive(runtime, 1)
+        clock[0] += 29
+        assert _may_receive(runtime, 1)
+        clock[0] += 2
+        assert not _may_receive(runtime, 1)
+
+
+class SlowBuffer:
+    """Faust's ProducerBuffer: ``flush_atmost`` gives up after one message takes 0.1 s."""
+
+    def __init__(self, messages: int) -> None:
+        self.size = messages
+        self.calls = 0
+
+    async def flush_atmost(self, max_messages: int | None) -> int:
+        self.calls += 1
+        self.size -= 1  # one sent, then the next one is slow: Faust returns
+        return 1
+
+    async def flush(self) -> None:
+        await self.flush_atmost(None)
+
+
+async def test_a_flush_before_a_commit_waits_for_every_buffered_state_write() -> None:
+    # Defect 6: the flush returned with table writes still buffered, and the commit (or a
+    # recovery of a partition this worker keeps) went ahead without them.
+    buffer = SlowBuffer(messages=5)
+    drain_state_writes_before_flush(buffer)
+    drain_state_writes_before_flush(buffer)  # idempotent
+    await buffer.flush()
+    assert buffer.size == 0
+    assert buffer.calls == 5
+
+
+@dataclass(eq=False)
+class Message:
+    """A Faust message as the ack reads it."""
+
+    tp: TP
+    offset: int
+    generation_id: int
+    acked: bool = False
+
+    @property
+    def topic(self) -> str:
+        return self.tp.topic
+
+
+async def test_a_record_applied_during_a_rebalance_is_not_committed() -> None:
+    # The agent drains what its merge already holds after a revocation; a recovery of the
+    # partition may then replay the changelog over those state changes.
+    tp = TP(PURCHASES, 2)
+    consumer = FakeConsumer({tp: 10}, {tp: 4})
+    consumer.app = FakeApp()  # type: ignore[attr-defined]
+    acks: list[int] = []
+    consumer.ack = lambda message: acks.append(message.offset) or True  # type: ignore[method-assign]
+    delivery = InOrderDelivery([PURCHASES])
+    delivery.install(consumer)
+    during = Message(tp, 4, generation_id=3)
+    delivery.applied(during)
+    assert not consumer.ack(during)  # the rebalance is on
+    consumer.app.on_rebalance_end()  # type: ignore[attr-defined]
+    older = Message(tp, 5, generation_id=2)
+    delivery.applied(older)
+    assert not consumer.ack(older)  # fetched in an older generation
+    after = Message(tp, 4, generation_id=3)
+    delivery.applied(after)
+    assert consumer.ack(after)
+    assert acks == [4]
