@@ -193,8 +193,7 @@ class Runtime:
         complete before the first record arrives. Faust also sends the signal for a
         recovery that a newer rebalance has superseded (the generation changed, or the
         next recovery is pending): the table is not recovered for the new assignment
-        then, and groups built from it would lack timers for good, since the next call
-        builds only partitions without a group. Those calls build nothing.
+        then, and groups built from it would lack timers. Those calls build nothing.
         """
         recovery = self.app.tables.recovery
         generation = getattr(recovery, "_generation_id", None)  # of the recovery that ended
