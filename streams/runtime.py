@@ -55,14 +55,20 @@ class TableStore(MutableMapping[str, UserState]):
         self._table = table
         self.partition = partition
         self._pending: dict[str, UserState] = {}
+        self._read: dict[str, UserState] = {}
+        """States decoded during this batch: a dict store's identity, as in replay."""
 
     def __getitem__(self, user_id: str) -> UserState:
-        if user_id in self._pending:
-            return self._pending[user_id]
+        state = self._pending.get(user_id)
+        if state is None:
+            state = self._read.get(user_id)
+        if state is not None:
+            return state
         raw = self._table.get(user_id.encode())
         if raw is None:
             raise KeyError(user_id)
-        return STATE_DECODER.decode(raw)
+        state = self._read[user_id] = STATE_DECODER.decode(raw)
+        return state
 
     def __setitem__(self, user_id: str, state: UserState) -> None:
         self._pending[user_id] = state
@@ -83,6 +89,7 @@ class TableStore(MutableMapping[str, UserState]):
         event being processed. Batches are handled outside Faust's streams, so the writes
         name one of this partition's records as that event.
         """
+        self._read.clear()
         if not self._pending:
             return 0
         written = len(self._pending)
@@ -99,6 +106,7 @@ class TableStore(MutableMapping[str, UserState]):
     def discard(self) -> None:
         """Forget held-back states: their records will be redelivered and applied again."""
         self._pending.clear()
+        self._read.clear()
 
 
 class _RecordEvent:
