@@ -8,6 +8,7 @@ no year limit and never builds a naive ``datetime``.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 SECOND = 1_000_000
 MINUTE = 60 * SECOND
@@ -62,7 +63,68 @@ def parse_timestamp(text: str) -> int | str:
     Returns epoch microseconds, or an error message. Uppercase ``T`` and ``Z``
     only, an offset is required, a leap second is rejected, and a fraction
     longer than microseconds is truncated (never rounded into the next second).
+
+    The common UTC form ``YYYY-MM-DDTHH:MM:SS[.f]Z`` takes a fast path that looks
+    the date and the time of day up in caches of strings already checked; anything
+    else, and every error, goes through :func:`_parse_timestamp_checked`, so the
+    fast path accepts exactly what it accepts, with the same value.
     """
+    if len(text) >= 20 and text[-1] == "Z" and text[10] == "T":
+        days = _DAYS.get(text[:10])
+        if days is None:
+            days = _cache_date(text[:10])
+        seconds = _SECONDS.get(text[11:19])
+        if seconds is None:
+            seconds = _cache_time_of_day(text[11:19])
+        if days is not None and seconds is not None:
+            if len(text) == 20:
+                return (days * 86400 + seconds) * SECOND
+            fraction = text[20:-1]
+            if text[19] == "." and fraction.isdigit() and fraction.isascii():
+                micros = int(fraction[:6]) * _FRACTION_SCALE[min(len(fraction), 6)]
+                return (days * 86400 + seconds) * SECOND + micros
+    return _parse_timestamp_checked(text)
+
+
+_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+_TIME_OF_DAY = re.compile(r"([0-9]{2}):([0-9]{2}):([0-9]{2})")
+_DAYS: dict[str, int] = {}
+"""Valid ``YYYY-MM-DD`` dates from 1970 on, as days since the epoch; bounded by :data:`_DAYS_CAP`."""
+_DAYS_CAP: Final = 4096
+_SECONDS: dict[str, int] = {}
+"""Valid ``HH:MM:SS`` times of day as seconds since midnight: at most 86,400 entries."""
+_FRACTION_SCALE: Final = (0, 100_000, 10_000, 1_000, 100, 10, 1)
+"""Microseconds per unit of a fraction of 1 to 6 digits (a longer one is truncated to 6)."""
+
+
+def _cache_date(text: str) -> int | None:
+    """Days since the epoch of a valid date from 1970 on, remembered; None otherwise."""
+    match = _DATE.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day = int(match[1]), int(match[2]), int(match[3])
+    if year < 1970 or not 1 <= month <= 12 or not 1 <= day <= days_in_month(year, month):
+        return None
+    if len(_DAYS) >= _DAYS_CAP:
+        _DAYS.clear()  # hostile input with ever new dates: start over rather than grow
+    days = _DAYS[text] = days_from_civil(year, month, day)
+    return days
+
+
+def _cache_time_of_day(text: str) -> int | None:
+    """Seconds since midnight of a valid ``HH:MM:SS`` (no leap second), remembered; else None."""
+    match = _TIME_OF_DAY.fullmatch(text)
+    if match is None:
+        return None
+    hour, minute, second = int(match[1]), int(match[2]), int(match[3])
+    if hour > 23 or minute > 59 or second > 59:
+        return None
+    seconds = _SECONDS[text] = hour * 3600 + minute * 60 + second
+    return seconds
+
+
+def _parse_timestamp_checked(text: str) -> int | str:
+    """:func:`parse_timestamp` for every form, with the error message of each rejection."""
     match = _RFC3339.fullmatch(text)
     if match is None:
         return f"{text[:40]!r} is not an RFC 3339 timestamp YYYY-MM-DDTHH:MM:SS[.f](Z|±HH:MM)"
