@@ -171,12 +171,33 @@ def format_timestamp_seconds(micros: int) -> str:
 def add_months(micros: int, months: int) -> int:
     """The same day and time of day ``months`` calendar months later, clamped to month end."""
     days, day_micros = divmod(micros, DAY)
+    return _add_months_to_day(days, months) * DAY + day_micros
+
+
+def _add_months_to_day(days: int, months: int) -> int:
     year, month, day = civil_from_days(days)
     month_count = year * 12 + (month - 1) + months
     year, month = divmod(month_count, 12)
     month += 1
     day = min(day, days_in_month(year, month))
-    return days_from_civil(year, month, day) * DAY + day_micros
+    return days_from_civil(year, month, day)
+
+
+def monthly(first: int, count: int) -> list[int]:
+    """``add_months(first, k)`` for k in ``range(count)``: the due dates of ``count`` instalments."""
+    days, day_micros = divmod(first, DAY)
+    key = days, count
+    series = _MONTHLY.get(key)
+    if series is None:
+        if len(_MONTHLY) >= _MONTHLY_CAP:
+            _MONTHLY.clear()  # ever new due dates: start over rather than grow
+        series = _MONTHLY[key] = tuple(_add_months_to_day(days, k) for k in range(count))
+    return [day * DAY + day_micros for day in series]
+
+
+_MONTHLY: dict[tuple[int, int], tuple[int, ...]] = {}
+"""Day numbers of monthly series by (first day, count); bounded by :data:`_MONTHLY_CAP`."""
+_MONTHLY_CAP: Final = 4096
 
 
 def parse_duration(text: str) -> int | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from risk.clock import DAY, add_months
+from risk.clock import DAY, monthly
 from risk.contract import Purchase
 from risk.policy import EPISODES_CAP, Policy
 from risk.state import INSTALMENTS_CAP, Episode, Instalment, UserState
@@ -21,25 +21,25 @@ def add_purchase(state: UserState, purchase: Purchase, policy: Policy) -> None:
     they are overdue at once, at the user's clock.
     """
     share, remainder = divmod(purchase.amount, purchase.installments)
-    created = [
-        Instalment(
-            order_id=purchase.order_id,
-            number=number + 1,
-            due_at=add_months(purchase.first_due, number),
-            amount=share + (remainder if number == 0 else 0),
-        )
-        for number in range(purchase.installments)
-    ]
-    lowest = len(state.instalments)
-    for instalment in created:
+    instalments = state.instalments
+    lowest = len(instalments)
+    for number, due_at in enumerate(monthly(purchase.first_due, purchase.installments)):
+        instalment = Instalment(purchase.order_id, number + 1, due_at, share)
+        if not number:
+            instalment.amount += remainder
         if state.credit:
             payment = min(state.credit, instalment.amount)
             instalment.paid = payment
             state.credit -= payment
-        if instalment.unpaid:
-            index = bisect_right(state.instalments, instalment.due_at, key=_due)
-            state.instalments.insert(index, instalment)
-            lowest = min(lowest, index)
+        if instalment.amount > instalment.paid:
+            if not instalments or instalments[-1].due_at <= due_at:
+                index = len(instalments)  # bisect_right's answer, without the search
+                instalments.append(instalment)
+            else:
+                index = bisect_right(instalments, due_at, key=_due)
+                instalments.insert(index, instalment)
+            if index < lowest:
+                lowest = index
         else:
             state.paid_on_time += 1
     while len(state.instalments) > INSTALMENTS_CAP:

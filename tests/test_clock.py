@@ -15,6 +15,7 @@ from risk.clock import (
     civil_from_days,
     days_from_civil,
     format_timestamp,
+    monthly,
     parse_timestamp,
 )
 
@@ -158,3 +159,13 @@ def test_the_date_cache_stays_bounded_and_correct() -> None:
         text = f"{year:04d}-{month:02d}-{day:02d}T12:00:00.5Z"
         assert parse_timestamp(text) == (days * 86400 + 12 * 3600) * 1_000_000 + 500_000
         assert len(clock._DAYS) <= clock._DAYS_CAP
+
+
+@given(
+    st.integers(min_value=0, max_value=(datetime(9000, 1, 1, tzinfo=UTC) - EPOCH) // MICRO),
+    st.sampled_from([1, 3, 6, 9, 12, 24]),
+)
+def test_monthly_is_add_months_from_the_first_date(first: int, count: int) -> None:
+    expected = [add_months(first, months) for months in range(count)]
+    assert monthly(first, count) == expected
+    assert monthly(first, count) == expected  # the cached series too
