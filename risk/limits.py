@@ -9,6 +9,7 @@ when the status changes: ``limit.freeze`` into ``frozen``, ``limit.reduce`` from
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 from risk.clock import DAY, format_timestamp
@@ -53,8 +54,13 @@ def status(state: UserState) -> str:
     return "active"
 
 
-def evaluate(state: UserState, policy: Policy, caused_by: str) -> Decision | None:
-    """Apply the automatic rules at the user's clock; a decision comes out on a status change."""
+def evaluate(
+    state: UserState, policy: Policy, caused_by: str | Callable[[], str]
+) -> Decision | None:
+    """Apply the automatic rules at the user's clock; a decision comes out on a status change.
+
+    ``caused_by`` may be a function that makes it, called only when a decision comes out.
+    """
     before = status(state)
     m = Measures(state, policy)
     freeze = freeze_hits(state, m, policy)
@@ -76,6 +82,8 @@ def evaluate(state: UserState, policy: Policy, caused_by: str) -> Decision | Non
     after = status(state)
     if after == before:
         return None
+    if not isinstance(caused_by, str):
+        caused_by = caused_by()
     if after == "frozen":
         return decide(state, m, policy, FREEZE, caused_by, freeze)
     if before == "active":
