@@ -26,7 +26,7 @@ class ReasonCode(msgspec.Struct, frozen=True):
     message: str
 
 
-class Decision(msgspec.Struct, frozen=True):
+class Decision(msgspec.Struct, frozen=True, gc=False):
     """A freeze, reduce or restore, complete but for ``decided_at``, which is wall-clock time."""
 
     type: str

@@ -17,7 +17,7 @@ import msgspec
 from risk.clock import HOUR
 
 
-class Window(msgspec.Struct, array_like=True, omit_defaults=True):
+class Window(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
     """Entries (time, value) sorted by time; bucket entries are all older than exact ones.
 
     Buckets are sorted by hour, so their latest times are sorted too.
