@@ -133,8 +133,13 @@ def current_max_dpd(state: UserState) -> int:
 
 def max_dpd_since(state: UserState, since: int) -> int:
     """Largest DPD of the spells running at or after ``since``, the running one at the clock too."""
-    settled = max((e.max_dpd for e in state.episodes if e.end is None or e.end >= since), default=0)
-    return max(settled, current_max_dpd(state))
+    settled: int | None = None
+    for episode in state.episodes:
+        if (episode.end is None or episode.end >= since) and (
+            settled is None or episode.max_dpd > settled
+        ):
+            settled = episode.max_dpd
+    return max(0 if settled is None else settled, current_max_dpd(state))
 
 
 def overdue_amount(state: UserState) -> int:
@@ -144,7 +149,11 @@ def overdue_amount(state: UserState) -> int:
 
 def episodes_since(state: UserState, start: int) -> int:
     """Episodes whose start lies after ``start``."""
-    return sum(1 for episode in state.episodes if episode.start > start)
+    count = 0
+    for episode in state.episodes:  # at most EPISODES_CAP, and mostly none
+        if episode.start > start:
+            count += 1
+    return count
 
 
 def next_overdue_at(state: UserState, policy: Policy) -> int | None:

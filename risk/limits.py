@@ -23,6 +23,7 @@ from risk.rules import (
     REDUCE_CODES,
     Measures,
     cleared,
+    freeze_blocked,
     freeze_hits,
     freeze_path,
     reduce_cleared,
@@ -113,7 +114,7 @@ def _update_freeze(
     if not automatic:
         return []  # an operator's freeze alone: only an operator lifts it
     still_overdue = m.overdue_count and policy.source.rules.overdue_active.enabled
-    if still_overdue or freeze_path(state, m, policy):
+    if still_overdue or freeze_blocked(state, m, policy):
         return []
     manual = MANUAL in state.freeze_reasons
     if manual and not policy.source.overrides.automatic_may_undo_manual_freeze:

@@ -65,6 +65,8 @@ class Window(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
 
     def total(self, start: int) -> int:
         """Sum of the values of the entries after ``start`` (the window's open end)."""
+        if not self.times and not self.bucket_latest:
+            return 0
         cut = bisect_right(self.times, start)
         exact = sum(self.values[cut:]) if cut else sum(self.values)
         if not self.bucket_latest:
