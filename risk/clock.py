@@ -65,17 +65,16 @@ def parse_timestamp(text: str) -> int | str:
     longer than microseconds is truncated (never rounded into the next second).
 
     The common UTC form ``YYYY-MM-DDTHH:MM:SS[.f]Z`` takes a fast path that looks
-    the date and the time of day up in caches of strings already checked; anything
-    else, and every error, goes through :func:`_parse_timestamp_checked`, so the
-    fast path accepts exactly what it accepts, with the same value.
+    the date up in a cache of dates already checked and reads the time of day
+    directly; anything else, and every error, goes through
+    :func:`_parse_timestamp_checked`, so the fast path accepts exactly what it
+    accepts, with the same value.
     """
     if len(text) >= 20 and text[-1] == "Z" and text[10] == "T":
         days = _DAYS.get(text[:10])
         if days is None:
             days = _cache_date(text[:10])
-        seconds = _SECONDS.get(text[11:19])
-        if seconds is None:
-            seconds = _cache_time_of_day(text[11:19])
+        seconds = _time_of_day(text)
         if days is not None and seconds is not None:
             if len(text) == 20:
                 return (days * 86400 + seconds) * SECOND
@@ -87,12 +86,9 @@ def parse_timestamp(text: str) -> int | str:
 
 
 _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
-_TIME_OF_DAY = re.compile(r"([0-9]{2}):([0-9]{2}):([0-9]{2})")
 _DAYS: dict[str, int] = {}
 """Valid ``YYYY-MM-DD`` dates from 1970 on, as days since the epoch; bounded by :data:`_DAYS_CAP`."""
 _DAYS_CAP: Final = 4096
-_SECONDS: dict[str, int] = {}
-"""Valid ``HH:MM:SS`` times of day as seconds since midnight: at most 86,400 entries."""
 _FRACTION_SCALE: Final = (0, 100_000, 10_000, 1_000, 100, 10, 1)
 """Microseconds per unit of a fraction of 1 to 6 digits (a longer one is truncated to 6)."""
 
@@ -111,16 +107,18 @@ def _cache_date(text: str) -> int | None:
     return days
 
 
-def _cache_time_of_day(text: str) -> int | None:
-    """Seconds since midnight of a valid ``HH:MM:SS`` (no leap second), remembered; else None."""
-    match = _TIME_OF_DAY.fullmatch(text)
-    if match is None:
+def _time_of_day(text: str) -> int | None:
+    """Seconds since midnight of the ``HH:MM:SS`` at ``text[11:19]`` (no leap second), or None."""
+    if text[13] != ":" or text[16] != ":":
         return None
-    hour, minute, second = int(match[1]), int(match[2]), int(match[3])
+    digits = text[11:13] + text[14:16] + text[17:19]
+    if not (digits.isdigit() and digits.isascii()):
+        return None
+    number = int(digits)
+    hour, minute, second = number // 10000, number // 100 % 100, number % 100
     if hour > 23 or minute > 59 or second > 59:
         return None
-    seconds = _SECONDS[text] = hour * 3600 + minute * 60 + second
-    return seconds
+    return hour * 3600 + minute * 60 + second
 
 
 def _parse_timestamp_checked(text: str) -> int | str:

@@ -73,11 +73,12 @@ def repay(state: UserState, amount: int, order_id: str | None) -> None:
     for instalment in ordered:
         if not amount:
             break
-        payment = min(amount, instalment.unpaid)
+        unpaid = instalment.amount - instalment.paid
+        payment = min(amount, unpaid)
         instalment.paid += payment
         amount -= payment
-        if instalment.unpaid:
-            continue
+        if payment < unpaid:
+            continue  # still owed
         if instalment.overdue:
             settled_overdue += 1
             state.paid_late += 1
@@ -85,7 +86,7 @@ def repay(state: UserState, amount: int, order_id: str | None) -> None:
                 episode.max_dpd = max(episode.max_dpd, (state.clock - instalment.due_at) // DAY)
         else:
             state.paid_on_time += 1
-    state.instalments = [i for i in state.instalments if i.unpaid]
+    state.instalments = [i for i in state.instalments if i.amount != i.paid]
     state.overdue_count -= settled_overdue
     state.credit += amount
 
