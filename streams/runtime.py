@@ -399,19 +399,27 @@ class Runtime:
         return group
 
     def _recover(self, partitions: set[int]) -> None:
-        states: dict[int, list[UserState]] = {partition: [] for partition in partitions}
-        for state in stored_states(self.table):
-            owned = states.get(partition_for(state.user_id.encode(), self.partitions))
-            if owned is not None:
-                owned.append(state)
-        for partition, recovered in states.items():
+        """Build the groups of ``partitions`` from one scan of the table.
+
+        Each state is decoded, indexed and dropped: holding a million decoded states at
+        once would leave the process that much larger for good.
+        """
+        groups: dict[int, PartitionGroup[Message]] = {}
+        for partition in partitions:
             store = self._stores[partition] = TableStore(self.table, partition)
-            group: PartitionGroup[Message] = PartitionGroup(
+            groups[partition] = PartitionGroup(
                 self.policy, store, len(self.topics), self.settings.clock
             )
-            group.processor.recover(recovered)
+        users = dict.fromkeys(partitions, 0)
+        for state in stored_states(self.table):
+            partition = partition_for(state.user_id.encode(), self.partitions)
+            group = groups.get(partition)
+            if group is not None:
+                group.processor.recover((state,))
+                users[partition] += 1
+        for partition, group in groups.items():
             self.groups[partition] = group
-            log.info("partition_recovered", partition=partition, users=len(recovered),
+            log.info("partition_recovered", partition=partition, users=users[partition],
                      timers=group.processor.pending_timers)  # fmt: skip
 
     def _may_receive(self, partition: int, topic_index: int) -> bool:
