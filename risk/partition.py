@@ -78,6 +78,23 @@ class PartitionProcessor:
         if self._max_event_at is not None:
             self.watermark = self._max_event_at - self.policy.watermark_delay
 
+    def resume(self, max_event_at: int | None) -> None:
+        """Resume from a committed input position, whose latest event time was ``max_event_at``.
+
+        States written after that position (a worker stopped between writing states and
+        committing offsets) put :meth:`recover`'s watermark ahead of it; the records from
+        the position on are read again and move the watermark as they did the first time.
+        """
+        self._max_event_at = max_event_at
+        self.watermark = (
+            None if max_event_at is None else max_event_at - self.policy.watermark_delay
+        )
+
+    @property
+    def max_event_at(self) -> int | None:
+        """The latest event time this partition accepted; the watermark trails it by the delay."""
+        return self._max_event_at
+
     def handle(self, event: Event, now: int) -> tuple[Outcome, Rejection | None, list[Decision]]:
         """Admit and apply one decoded event; ``now`` is the wall clock, for ``in_future``."""
         user_id, at, policy = event.user_id, event.at, self.policy
@@ -87,21 +104,17 @@ class PartitionProcessor:
         if verdict is not None:
             if isinstance(verdict, Rejection):
                 return Outcome.DEAD_LETTERED, verdict, []
-            return Outcome.DUPLICATE, None, []  # the only other verdict
+            # A duplicate (the only other verdict) was accepted once, and moved the watermark
+            # then. It moves it again: a worker stopped after writing some of its states but
+            # before committing their offsets reads those events again as duplicates, and the
+            # partition's timers must fire at the same points as in one uninterrupted pass.
+            return Outcome.DUPLICATE, None, self._observe(at)
         # The accepted event moves the watermark first, so that other users' timers due
         # before it come out before its own decisions. That changes only the order across
         # users: the new watermark never passes the event, so its user sees the same timers.
-        if self._max_event_at is None or at > self._max_event_at:
-            self._max_event_at = at
-        to = self._max_event_at - policy.watermark_delay
-        heap = self._heap
-        if heap and heap[0][0] <= max(to, self.watermark if self.watermark is not None else to):
-            decisions = self.advance_watermark(to)
-            state = self.store.get(user_id)  # timers may have fired
-        else:
-            decisions = []  # advance_watermark(to) would fire nothing
-            if self.watermark is None or to > self.watermark:
-                self.watermark = to
+        decisions = self._observe(at)
+        if state is not None:
+            state = self.store.get(user_id)  # its timers may have fired
         if state is None:
             state = new_state(event)
             before = None
@@ -121,6 +134,18 @@ class PartitionProcessor:
             self.users[after] += 1
         self._schedule(state, next_timer(state, policy))
         return Outcome.PROCESSED, None, decisions
+
+    def _observe(self, at: int) -> list[Decision]:
+        """Move the watermark to the latest event time so far (``at`` included) minus the delay."""
+        if self._max_event_at is None or at > self._max_event_at:
+            self._max_event_at = at
+        to = self._max_event_at - self.policy.watermark_delay
+        heap = self._heap
+        if heap and heap[0][0] <= max(to, self.watermark if self.watermark is not None else to):
+            return self.advance_watermark(to)
+        if self.watermark is None or to > self.watermark:
+            self.watermark = to  # advance_watermark(to) would fire nothing
+        return []
 
     def tick(self, now: int) -> list[Decision]:
         """The ``wall`` mode's periodic sweep: the watermark follows ``now - watermark_delay``.
