@@ -35,6 +35,7 @@ from risk.state import STATE_DECODER, STATE_ENCODER, UserState
 from streams import metrics
 from streams.delivery import InOrderDelivery, guard_recovery_seeks
 from streams.fetch import BatchDiversion
+from streams.progress import Marks, event_time_at, is_progress_key, progress_key
 
 log = structlog.get_logger(__name__)
 
@@ -77,31 +78,31 @@ class TableStore(MutableMapping[str, UserState]):
         raise NotImplementedError("states are never deleted by the core")
 
     def __iter__(self) -> Iterator[str]:
-        return (key.decode() for key in self._table)
+        return (key.decode() for key in self._table if not is_progress_key(key))
 
     def __len__(self) -> int:
         return len(self._table)
 
-    def flush(self, message: Message) -> int:
-        """Write the held-back states to the table (one changelog record each).
+    def flush(self, message: Message, marks: bytes | None) -> None:
+        """Write the held-back states, then the partition's marks (one changelog record each).
 
         Faust finds a write's changelog partition (and RocksDB its database) from the
         event being processed. Batches are handled outside Faust's streams, so the writes
         name one of this partition's records as that event.
         """
         self._read.clear()
-        if not self._pending:
-            return 0
-        written = len(self._pending)
+        if not self._pending and marks is None:
+            return
         processing = _RecordEvent(message)  # held: Faust keeps only a weak reference
         token = _current_event.set(weakref.ref(processing))  # type: ignore[arg-type]  # duck-typed
         try:
             for user_id, state in self._pending.items():
                 self._table[user_id.encode()] = STATE_ENCODER.encode(state)
+            if marks is not None:
+                self._table[progress_key(self.partition)] = marks
         finally:
             _current_event.reset(token)
         self._pending.clear()
-        return written
 
     def discard(self) -> None:
         """Forget held-back states: their records will be redelivered and applied again."""
@@ -120,8 +121,8 @@ class _RecordEvent:
 
 def stored_states(table: Any) -> Iterator[UserState]:
     """Every state in the local table, decoded (recovery only: it scans)."""
-    for raw in table.values():
-        if raw is not None:
+    for key, raw in table.items():
+        if raw is not None and not is_progress_key(key):
             yield STATE_DECODER.decode(raw)
 
 
@@ -150,6 +151,8 @@ class Runtime:
         self.partitions: int = settings.topic_partitions
         self.groups: dict[int, PartitionGroup[Message]] = {}
         self._stores: dict[int, TableStore] = {}
+        self._marks: dict[int, Marks] = {}
+        """Each partition's positions since its last commit (:mod:`streams.progress`)."""
         self._batch_lock = asyncio.Lock()
         self._generation = 0
         """Counts resets, so that a batch read across a rebalance is dropped."""
@@ -224,6 +227,7 @@ class Runtime:
         self._generation += 1
         self.groups.clear()
         self._stores.clear()
+        self._marks.clear()
         self.delivery.forget()
         self._hold_since.clear()
 
@@ -259,6 +263,7 @@ class Runtime:
                 for partition in touched:
                     self.groups.pop(partition, None)
                     self._stores.pop(partition, None)
+                    self._marks.pop(partition, None)
                 return
             batch = self._apply(touched, ticked)
             if batch is not None:
@@ -319,6 +324,8 @@ class Runtime:
         return batch
 
     def _drain(self, partition: int, batch: _Batch, now: int) -> None:
+        if partition not in self._marks:
+            self._resume(partition)
         drained = self.groups[partition].drain(partial(self._may_receive, partition), now)
         while True:
             started = time.perf_counter()
@@ -348,10 +355,11 @@ class Runtime:
             # acked now would be committed without its state: leave it to be redelivered.
             self._discard()
             return
+        positions = self._positions(batch)
         for partition, message in batch.flush_with.items():
             store = self._stores.get(partition)
             if store is not None:  # else revoked meanwhile: the records are redelivered
-                store.flush(message)
+                store.flush(message, self._mark(partition, positions.get(partition)))
         # Written before acked: Faust commits acked offsets without waiting for the table's
         # changelog records, and a crash in between would lose state whose input is done.
         await self.app.producer.flush()
@@ -406,6 +414,7 @@ class Runtime:
         """
         groups: dict[int, PartitionGroup[Message]] = {}
         for partition in partitions:
+            self._marks.pop(partition, None)
             store = self._stores[partition] = TableStore(self.table, partition)
             groups[partition] = PartitionGroup(
                 self.policy, store, len(self.topics), self.settings.clock
@@ -421,6 +430,47 @@ class Runtime:
             self.groups[partition] = group
             log.info("partition_recovered", partition=partition, users=users[partition],
                      timers=group.processor.pending_timers)  # fmt: skip
+
+    def _resume(self, partition: int) -> None:
+        """Start the partition's watermark from its committed offsets' mark, once they are known.
+
+        Without a mark of that position (no batch was written from it yet, or a worker
+        older than the marks wrote the states), the watermark stays where the states put it.
+        """
+        offsets = [self.delivery.resumed_from(TP(topic, partition)) for topic in self.topics]
+        if any(offset is None for offset in offsets):
+            return  # not seeked yet, so no input record of the partition has arrived
+        processor = self.groups[partition].processor
+        raw = self.table.get(progress_key(partition))
+        found, max_event_at = event_time_at(raw, offsets)  # type: ignore[arg-type]  # no None
+        if found:
+            processor.resume(max_event_at)
+        elif raw is not None:
+            log.warning("partition_mark_missing", partition=partition, offsets=offsets)
+        self._marks[partition] = Marks(offsets, processor.max_event_at)  # type: ignore[arg-type]
+
+    def _positions(self, batch: _Batch) -> dict[int, dict[int, int]]:
+        """The next offset of each input topic a batch moved, by partition."""
+        positions: dict[int, dict[int, int]] = {}
+        for applied in batch.applied:
+            record = applied.record
+            positions.setdefault(record.partition, {})[applied.topic_index] = record.offset + 1
+        return positions
+
+    def _mark(self, partition: int, moved: dict[int, int] | None) -> bytes | None:
+        """The partition's marks to write with this batch's states; None if unchanged."""
+        marks = self._marks.get(partition)
+        if marks is None:
+            return None
+        offsets = list(marks.offsets)
+        for topic_index, offset in (moved or {}).items():
+            offsets[topic_index] = offset
+        committed = self.app.consumer._committed_offset
+        return marks.advance(
+            offsets,
+            self.groups[partition].processor.max_event_at,
+            [committed.get(TP(topic, partition)) for topic in self.topics],
+        )
 
     def _may_receive(self, partition: int, topic_index: int) -> bool:
         """Whether an empty topic-partition holds the merge back (KIP-353, KIP-695).
