@@ -47,9 +47,13 @@ async def assess(stream: StreamT[Any]) -> None:
         await runtime.on_records([event.message])
 
 
-@app.timer(interval=max(0.05, settings.max_idle / 4))
+@app.timer(interval=max(0.05, min(0.25, settings.max_idle / 4)))
 async def end_idle_holds() -> None:
-    """Wake partitions whose merge waits on an empty topic, so ``max_idle`` can run out."""
+    """Wake partitions whose merge waits on an empty topic.
+
+    A hold may have run out (``max_idle``), or the topic been fetched since
+    (``Runtime._may_receive``).
+    """
     for partition in runtime.holding():
         await ticks.send(key=b"", value=b"idle", partition=partition)
 

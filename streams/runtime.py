@@ -161,6 +161,8 @@ class Runtime:
             (*self.topics, tick_topic), self.on_records, settings.batch_max_records
         )
         self._hold_since: dict[TP, float] = {}
+        self._arrived: dict[tuple[TP, int], int] = {}
+        """When each record waiting in a merge was taken, in epoch milliseconds."""
         self.metrics = metrics.bind(self.topics, DECISION_REASONS)
         self._export_gauges()
 
@@ -230,6 +232,7 @@ class Runtime:
         self._marks.clear()
         self.delivery.forget()
         self._hold_since.clear()
+        self._arrived.clear()
 
     def state(self, user_id: str) -> UserState:
         """A user's state as last written to the table; KeyError if unknown here."""
@@ -283,6 +286,7 @@ class Runtime:
         """
         touched: dict[int, Message] = {}
         ticked: set[int] = set()
+        arrived_ms = int(time.time() * 1000)
         for message in messages:
             if message.topic == self.tick_topic:
                 self.app.consumer.ack(message)
@@ -298,6 +302,7 @@ class Runtime:
             self._hold_since.pop(message.tp, None)
             group = self._group(message.partition)
             group.push(self.topics.index(message.topic), message.key, message.value, message)
+            self._arrived[message.tp, message.offset] = arrived_ms
             self._release(message)
             touched[message.partition] = message
         return touched, ticked
@@ -333,6 +338,8 @@ class Runtime:
             if applied is None:
                 return
             metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
+            record = applied.record
+            self._arrived.pop((record.tp, record.offset), None)
             batch.applied.append(applied)
             batch.decisions += [(decision, applied) for decision in applied.decisions]
 
@@ -472,19 +479,23 @@ class Runtime:
             [committed.get(TP(topic, partition)) for topic in self.topics],
         )
 
-    def _may_receive(self, partition: int, topic_index: int) -> bool:
-        """Whether an empty topic-partition holds the merge back (KIP-353, KIP-695).
+    def _may_receive(self, partition: int, topic_index: int, candidate: Message) -> bool:
+        """Whether an empty topic-partition holds back ``candidate``, the next record to apply.
 
         - Its lag is known and positive (the high watermark of the last fetch response is
           past the next offset to apply): it holds, without a time limit, as Kafka Streams
           does since KIP-695. The record is on the broker and will be delivered; applying
           later records of other topics first would make it late, and under a backlog
           ``too_late``.
-        - Its lag was 0 at a fetch response less than 2 s old: it does not hold.
-        - Its lag was 0 at an older fetch response: records may have come since, and the
-          consumer has not asked (it fetches a partition again only once the records
-          fetched before have been handed over, which a backlog delays). It holds until a
-          newer response says.
+        - Its lag was 0 at a fetch response that came after ``candidate`` was taken: it
+          does not hold. Any record of it produced before ``candidate`` was on the broker
+          when that response was made.
+        - Its lag was 0 at an earlier fetch response: a record produced meanwhile, with an
+          earlier event time than ``candidate``, may not have been fetched yet (the consumer
+          fetches a partition again only once the records fetched before have been handed
+          over, and a backlog delays that). It holds until a newer response says; the
+          consumer fetches every partition at least every 1.5 s (Faust's
+          ``fetch_max_wait_ms``), and ticks (``end_idle_holds``) look again.
         - Its lag is unknown (no fetch response yet since the assignment, or no offset
           expected yet): it holds for at most ``max_idle`` seconds.
 
@@ -502,14 +513,15 @@ class Runtime:
         if highwater is not None and position is not None:
             if highwater > position:
                 return True
-            # Faust's fetch waits up to 1.5 s for data (fetch_max_wait_ms, hard-coded), so a
-            # partition fetched round after round is never older than that.
             client = getattr(getattr(self.app.consumer, "_thread", None), "_consumer", None)
             try:
                 fetched_ms = client.last_poll_timestamp(tp) if client is not None else None
             except AssertionError:  # no longer assigned
                 fetched_ms = None
-            return fetched_ms is not None and time.time() * 1000 - fetched_ms > 2000
+            arrived_ms = self._arrived.get((candidate.tp, candidate.offset))
+            if fetched_ms is None or arrived_ms is None:
+                return False  # not an aiokafka consumer, or not a record taken by _admit
+            return bool(fetched_ms <= arrived_ms)
         if highwater == 0:
             return False
         since = self._hold_since.setdefault(tp, time.monotonic())

@@ -226,7 +226,7 @@ def test_records_arriving_one_by_one_or_in_batches_merge_the_same(
             for record in unfed[topic][:size]:
                 group.push(INPUT_TOPICS.index(topic), record.key, record.value, record)
             del unfed[topic][:size]
-        for applied in group.drain(lambda i: bool(unfed[INPUT_TOPICS[i]]), ts(NOW)):
+        for applied in group.drain(lambda i, _: bool(unfed[INPUT_TOPICS[i]]), ts(NOW)):
             got += [d.to_json(0) for d in applied.decisions]
     assert got == expected
 
