@@ -1,8 +1,10 @@
-"""The risk agent: one Faust agent over the three input topics, calling the pure core.
+"""The risk agent: one Faust agent over the input topics, calling the pure core.
 
 Records arrive as raw bytes, so a value that does not decode becomes a dead letter
-instead of killing the agent. All processing, timers included, happens in this one
-coroutine, inside the stream, where Faust allows table writes.
+instead of killing the agent. The agent declares the subscription; its records are
+taken out of each fetch as one batch (:mod:`streams.fetch`) before Faust would
+dispatch them one by one, and are handled in Faust's fetch loop. Any that still
+reach the stream are handled the same way.
 """
 
 from __future__ import annotations
@@ -42,12 +44,16 @@ runtime = Runtime(
 async def assess(stream: StreamT[Any]) -> None:
     """Decode, merge by event time, apply, decide; ack each record once applied."""
     async for event in stream.noack().events():  # type: ignore[attr-defined]  # StreamT omits it
-        await runtime.on_event(event, stream)
+        await runtime.on_records([event.message])
 
 
-@app.timer(interval=max(0.05, settings.max_idle / 4))
+@app.timer(interval=max(0.05, min(0.25, settings.max_idle / 4)))
 async def end_idle_holds() -> None:
-    """Wake partitions whose merge waits on an empty topic, so ``max_idle`` can run out."""
+    """Wake partitions whose merge waits on an empty topic.
+
+    A hold may have run out (``max_idle``), or the topic been fetched since
+    (``Runtime._may_receive``).
+    """
     for partition in runtime.holding():
         await ticks.send(key=b"", value=b"idle", partition=partition)
 
@@ -66,6 +72,7 @@ if settings.clock == "wall":
 def take_over_input_offsets(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
     """Before the first fetch: the runtime, not Faust's fetch loop, orders input records."""
     runtime.delivery.install(app.consumer)
+    runtime.diversion.install(app.consumer)
 
 
 @app.on_rebalance_complete.connect
@@ -76,6 +83,10 @@ async def recover_partitions(sender: Any, /, *args: Any, signal: Any, **kwargs: 
 
 @app.on_partitions_revoked.connect
 async def forget_buffers(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-    """Drop merge buffers on a rebalance; unacked records are redelivered after the seek."""
+    """Drop merge buffers on a rebalance; unacked records are redelivered after the seek.
+
+    The batch in flight finishes first, so the partitions move with its state written.
+    """
+    await runtime.settled()
     runtime.reset()
     log.info("partitions_revoked")

@@ -6,6 +6,8 @@ import math
 import os
 import platform
 import shlex
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -47,6 +49,24 @@ def _scaled(s: Spread, factor: float, fmt: str, unit: str = "") -> str:
     return Spread(tuple(v * factor for v in s.values)).show(fmt, unit)
 
 
+def code_version() -> str:
+    """The commit measured, and whether the checkout had changes on top of it."""
+    git = shutil.which("git")
+    if git is None:
+        return "unknown (no git)"
+    try:
+        commit = subprocess.run(  # noqa: S603 - git, fixed arguments
+            [git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(  # noqa: S603 - git, fixed arguments
+            [git, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return f"commit {commit}" + (", with uncommitted changes" if dirty else "")
+
+
 def render(r: Results) -> str:
     lines = [
         "# lineguard benchmarks",
@@ -57,6 +77,7 @@ def render(r: Results) -> str:
         "",
         f"- Command: `make bench`, which runs `.venv/bin/python -m bench {shlex.join(r.argv)}`",
         f"- Date: {r.started.isoformat(timespec='seconds')}",
+        f"- Code: {code_version()}",
         f"- Machine: {os.cpu_count()} CPUs, {cpu_model()}; {platform.platform()};"
         f" {platform.python_implementation()} {platform.python_version()}",
         f"- 1-minute load average {r.load_before:.2f} at the start and {os.getloadavg()[0]:.2f}"

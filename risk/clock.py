@@ -8,6 +8,7 @@ no year limit and never builds a naive ``datetime``.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 SECOND = 1_000_000
 MINUTE = 60 * SECOND
@@ -62,7 +63,66 @@ def parse_timestamp(text: str) -> int | str:
     Returns epoch microseconds, or an error message. Uppercase ``T`` and ``Z``
     only, an offset is required, a leap second is rejected, and a fraction
     longer than microseconds is truncated (never rounded into the next second).
+
+    The common UTC form ``YYYY-MM-DDTHH:MM:SS[.f]Z`` takes a fast path that looks
+    the date up in a cache of dates already checked and reads the time of day
+    directly; anything else, and every error, goes through
+    :func:`_parse_timestamp_checked`, so the fast path accepts exactly what it
+    accepts, with the same value.
     """
+    if len(text) >= 20 and text[-1] == "Z" and text[10] == "T":
+        days = _DAYS.get(text[:10])
+        if days is None:
+            days = _cache_date(text[:10])
+        seconds = _time_of_day(text)
+        if days is not None and seconds is not None:
+            if len(text) == 20:
+                return (days * 86400 + seconds) * SECOND
+            fraction = text[20:-1]
+            if text[19] == "." and fraction.isdigit() and fraction.isascii():
+                micros = int(fraction[:6]) * _FRACTION_SCALE[min(len(fraction), 6)]
+                return (days * 86400 + seconds) * SECOND + micros
+    return _parse_timestamp_checked(text)
+
+
+_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+_DAYS: dict[str, int] = {}
+"""Valid ``YYYY-MM-DD`` dates from 1970 on, as days since the epoch; bounded by :data:`_DAYS_CAP`."""
+_DAYS_CAP: Final = 4096
+_FRACTION_SCALE: Final = (0, 100_000, 10_000, 1_000, 100, 10, 1)
+"""Microseconds per unit of a fraction of 1 to 6 digits (a longer one is truncated to 6)."""
+
+
+def _cache_date(text: str) -> int | None:
+    """Days since the epoch of a valid date from 1970 on, remembered; None otherwise."""
+    match = _DATE.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day = int(match[1]), int(match[2]), int(match[3])
+    if year < 1970 or not 1 <= month <= 12 or not 1 <= day <= days_in_month(year, month):
+        return None
+    if len(_DAYS) >= _DAYS_CAP:
+        _DAYS.clear()  # hostile input with ever new dates: start over rather than grow
+    days = _DAYS[text] = days_from_civil(year, month, day)
+    return days
+
+
+def _time_of_day(text: str) -> int | None:
+    """Seconds since midnight of the ``HH:MM:SS`` at ``text[11:19]`` (no leap second), or None."""
+    if text[13] != ":" or text[16] != ":":
+        return None
+    digits = text[11:13] + text[14:16] + text[17:19]
+    if not (digits.isdigit() and digits.isascii()):
+        return None
+    number = int(digits)
+    hour, minute, second = number // 10000, number // 100 % 100, number % 100
+    if hour > 23 or minute > 59 or second > 59:
+        return None
+    return hour * 3600 + minute * 60 + second
+
+
+def _parse_timestamp_checked(text: str) -> int | str:
+    """:func:`parse_timestamp` for every form, with the error message of each rejection."""
     match = _RFC3339.fullmatch(text)
     if match is None:
         return f"{text[:40]!r} is not an RFC 3339 timestamp YYYY-MM-DDTHH:MM:SS[.f](Z|±HH:MM)"
@@ -109,12 +169,33 @@ def format_timestamp_seconds(micros: int) -> str:
 def add_months(micros: int, months: int) -> int:
     """The same day and time of day ``months`` calendar months later, clamped to month end."""
     days, day_micros = divmod(micros, DAY)
+    return _add_months_to_day(days, months) * DAY + day_micros
+
+
+def _add_months_to_day(days: int, months: int) -> int:
     year, month, day = civil_from_days(days)
     month_count = year * 12 + (month - 1) + months
     year, month = divmod(month_count, 12)
     month += 1
     day = min(day, days_in_month(year, month))
-    return days_from_civil(year, month, day) * DAY + day_micros
+    return days_from_civil(year, month, day)
+
+
+def monthly(first: int, count: int) -> list[int]:
+    """``add_months(first, k)`` for k in ``range(count)``: the due dates of ``count`` instalments."""
+    days, day_micros = divmod(first, DAY)
+    key = days, count
+    series = _MONTHLY.get(key)
+    if series is None:
+        if len(_MONTHLY) >= _MONTHLY_CAP:
+            _MONTHLY.clear()  # ever new due dates: start over rather than grow
+        series = _MONTHLY[key] = tuple(_add_months_to_day(days, k) for k in range(count))
+    return [day * DAY + day_micros for day in series]
+
+
+_MONTHLY: dict[tuple[int, int], tuple[int, ...]] = {}
+"""Day numbers of monthly series by (first day, count); bounded by :data:`_MONTHLY_CAP`."""
+_MONTHLY_CAP: Final = 4096
 
 
 def parse_duration(text: str) -> int | None:

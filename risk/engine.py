@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from bisect import insort
+from functools import partial
 from typing import Final
 
 from risk.clock import DAY, format_timestamp, format_timestamp_seconds
@@ -26,7 +27,6 @@ from risk.ledger import (
     add_purchase,
     close_episode_if_cured,
     mark_overdue,
-    next_overdue_at,
     prune_episodes,
     repay,
 )
@@ -64,6 +64,13 @@ def admit(
     The duplicate check runs before the lateness check, so a late redelivery is a
     duplicate, not a dead letter.
     """
+    return admit_keyed(state, event, policy, now, event_key(event.event_id))
+
+
+def admit_keyed(
+    state: UserState | None, event: Event, policy: Policy, now: int, key: int
+) -> Rejection | str | None:
+    """:func:`admit` with the event's :func:`event_key` already computed."""
     if event.at > now + policy.max_future_skew:
         return Rejection(
             Reason.IN_FUTURE,
@@ -72,7 +79,7 @@ def admit(
         )
     if state is None:
         return None
-    if event_key(event.event_id) in state.seen:
+    if key in state.seen:
         return DUPLICATE
     if state.dedup_floor is not None and event.at <= state.dedup_floor:
         return Rejection(
@@ -90,19 +97,33 @@ def admit(
 
 def apply(state: UserState, event: Event, policy: Policy) -> list[Decision]:
     """Fire the user's timers up to the event, apply it at the clock and evaluate."""
-    decisions = fire_timers(state, event.at, policy)
-    state.clock = max(state.clock, event.at)
-    state.last_activity = max(state.last_activity, event.at)
+    return apply_keyed(state, event, policy, event_key(event.event_id), timers_due=True)
+
+
+def apply_keyed(
+    state: UserState, event: Event, policy: Policy, key: int, *, timers_due: bool
+) -> list[Decision]:
+    """:func:`apply` with the :func:`event_key`; ``timers_due`` False when none is due by the event.
+
+    :class:`~risk.partition.PartitionProcessor` knows each user's next timer from its
+    index, so it can skip the search for one that cannot be due.
+    """
+    at = event.at
+    decisions = fire_timers(state, at, policy) if timers_due else []
+    if at > state.clock:
+        state.clock = at
+    if at > state.last_activity:
+        state.last_activity = at
     on_time, late = state.paid_on_time, state.paid_late
     if isinstance(event, Purchase):
         add_purchase(state, event, policy)
-        if event.at > state.clock - policy.spend_window:
-            state.spend.add(event.at, event.amount, EXACT_TIMESTAMPS_CAP)
-        _add_active_day(state, event.at, policy)
+        if at > state.clock - policy.spend_window:
+            state.spend.add(at, event.amount, EXACT_TIMESTAMPS_CAP)
+        _add_active_day(state, at, policy)
     elif isinstance(event, Repayment):
         repay(state, event.amount, event.order_id)
         close_episode_if_cured(state, policy)
-        _add_active_day(state, event.at, policy)
+        _add_active_day(state, at, policy)
     elif isinstance(event, LoanApplication):
         _add_application(state, event, policy)
     elif isinstance(event, IncomeVerification):
@@ -112,7 +133,7 @@ def apply(state: UserState, event: Event, policy: Policy) -> list[Decision]:
         settled_on_time = state.paid_on_time - on_time
         streak = 0 if state.paid_late > late else state.probation_streak
         state.probation_streak = streak + settled_on_time
-    _remember(state, event, policy)
+    _remember(state, key, at, policy)
     _prune(state, policy)
     if isinstance(event, LimitOverride):
         decision = apply_override(state, event, policy)
@@ -144,13 +165,14 @@ def _add_application(state: UserState, event: LoanApplication, policy: Policy) -
         state.other_lender_applications.add(event.at, 1, EXACT_TIMESTAMPS_CAP)
 
 
-def _remember(state: UserState, event: Event, policy: Policy) -> None:
-    """Record the event id; past the cap forget expired ids, then the oldest ones."""
-    state.seen[event_key(event.event_id)] = event.at
-    if len(state.seen) <= DEDUP_CAP:
+def _remember(state: UserState, key: int, at: int, policy: Policy) -> None:
+    """Record the event id's key; past the cap forget expired ids, then the oldest ones."""
+    seen = state.seen
+    seen[key] = at
+    if len(seen) <= DEDUP_CAP:
         return
     horizon = state.clock - policy.dedup_horizon
-    kept = sorted((at, key) for key, at in state.seen.items() if at > horizon)
+    kept = sorted((at, key) for key, at in seen.items() if at > horizon)
     if len(kept) > DEDUP_CAP:
         forget = len(kept) - DEDUP_CAP * 3 // 4
         state.dedup_floor = max(state.dedup_floor or kept[forget - 1][0], kept[forget - 1][0])
@@ -159,55 +181,96 @@ def _remember(state: UserState, event: Event, policy: Policy) -> None:
 
 
 def _prune(state: UserState, policy: Policy) -> None:
-    state.applications.prune(state.clock - policy.loan_long_window)
-    state.small_applications.prune(state.clock - policy.small_window)
-    state.spend.prune(state.clock - policy.spend_window)
-    state.other_lender_applications.prune(state.clock - policy.other_lender_window)
-    first_day = state.clock // DAY - policy.source.score.active_days_window
-    if state.active_days and state.active_days[0] <= first_day:
-        state.active_days = [day for day in state.active_days if day > first_day]
-    prune_episodes(state, policy)
+    clock = state.clock
+    # Window.prune's own first checks, inlined: most windows have nothing to forget.
+    window, start = state.applications, clock - policy.loan_long_window
+    if (window.times and window.times[0] <= start) or (
+        window.bucket_latest and window.bucket_latest[0] <= start
+    ):
+        window.prune(start)
+    window, start = state.small_applications, clock - policy.small_window
+    if (window.times and window.times[0] <= start) or (
+        window.bucket_latest and window.bucket_latest[0] <= start
+    ):
+        window.prune(start)
+    window, start = state.spend, clock - policy.spend_window
+    if (window.times and window.times[0] <= start) or (
+        window.bucket_latest and window.bucket_latest[0] <= start
+    ):
+        window.prune(start)
+    window, start = state.other_lender_applications, clock - policy.other_lender_window
+    if (window.times and window.times[0] <= start) or (
+        window.bucket_latest and window.bucket_latest[0] <= start
+    ):
+        window.prune(start)
+    active_days = state.active_days
+    if active_days:
+        first_day = clock // DAY - policy.source.score.active_days_window
+        if active_days[0] <= first_day:
+            state.active_days = [day for day in active_days if day > first_day]
+    if state.episodes:
+        prune_episodes(state, policy)
 
 
 def next_timer(state: UserState, policy: Policy) -> tuple[int, int] | None:
-    """The user's next timer as (time, kind), or None. Derived from state, never stored."""
-    candidates: list[tuple[int, int]] = []
-    overdue_at = next_overdue_at(state, policy)
-    if overdue_at is not None:
-        candidates.append((overdue_at, OVERDUE))
-    if state.frozen:
-        if policy.source.rules.overdue_active.enabled and state.cure_until > state.clock:
-            candidates.append((state.cure_until, CURE))
+    """The user's next timer as (time, kind), or None. Derived from state, never stored.
+
+    The earliest of the candidates below, the lowest kind first at the same time.
+    """
+    best: tuple[int, int] | None = None
+    instalments, overdue_count = state.instalments, state.overdue_count
+    if overdue_count < len(instalments):  # next_overdue_at, inlined
+        best = (instalments[overdue_count].due_at + policy.grace, OVERDUE)
+    frozen = state.frozen
+    if frozen:
+        clock = state.clock
+        if state.cure_until > clock and policy.source.rules.overdue_active.enabled:
+            candidate = (state.cure_until, CURE)
+            if best is None or candidate < best:
+                best = candidate
         restores = state.automatic_restores
         if len(restores) >= policy.source.restore.automatic_per_window:
             allowed_again = restores[0] + policy.restore_window
-            if allowed_again > state.clock:  # anti-flapping ends; pruned once evaluated
-                candidates.append((allowed_again, WINDOW))
-    if state.frozen or state.reduce_reasons:
+            if allowed_again > clock:  # anti-flapping ends; pruned once evaluated
+                candidate = (allowed_again, WINDOW)
+                if best is None or candidate < best:
+                    best = candidate
+    if frozen or state.reduce_reasons:
         window_at = next_expiry(state, policy)
-        if window_at is not None:
-            candidates.append((window_at, WINDOW))
+        if window_at is not None and (best is None or (window_at, WINDOW) < best):
+            best = (window_at, WINDOW)
     if policy.source.rules.score_low.enabled:
         score_at = next_change(state, policy)
-        if score_at is not None:
-            candidates.append((score_at, WINDOW))
-    return min(candidates) if candidates else None
+        if score_at is not None and (best is None or (score_at, WINDOW) < best):
+            best = (score_at, WINDOW)
+    return best
 
 
 def fire_timers(state: UserState, until: int, policy: Policy) -> list[Decision]:
     """Fire the user's timers due at or before ``until``, in (time, kind) order."""
+    return fire_timers_and_next(state, until, policy)[0]
+
+
+def fire_timers_and_next(
+    state: UserState, until: int, policy: Policy
+) -> tuple[list[Decision], tuple[int, int] | None]:
+    """:func:`fire_timers`, and the user's next timer after them (the last one looked up)."""
     decisions: list[Decision] = []
     while (timer := next_timer(state, policy)) is not None and timer[0] <= until:
         at, kind = timer
-        state.clock = max(state.clock, at)
+        if at > state.clock:
+            state.clock = at
         if kind == OVERDUE:
             mark_overdue(state, policy)
             if state.probation:
                 state.probation_streak = 0  # an instalment missed its due date
         _prune(state, policy)
-        decision = evaluate(
-            state, policy, f"timer:{TIMER_KINDS[kind]}:{format_timestamp_seconds(at)}"
-        )
+        decision = evaluate(state, policy, partial(timer_cause, at, kind))
         if decision is not None:
             decisions.append(decision)
-    return decisions
+    return decisions, timer
+
+
+def timer_cause(at: int, kind: int) -> str:
+    """The ``caused_by`` of a decision a timer made: ``timer:<kind>:<time>``."""
+    return f"timer:{TIMER_KINDS[kind]}:{format_timestamp_seconds(at)}"

@@ -55,7 +55,9 @@ class PartitionGroup(Generic[Record]):
         decoded = decode(topic_index, key, value, self.policy.max_record_bytes)
         self._merger.push(topic_index, decoded, record)
 
-    def drain(self, may_receive: Callable[[int], bool], now: int) -> Iterator[Applied[Record]]:
+    def drain(
+        self, may_receive: Callable[[int, Record], bool], now: int
+    ) -> Iterator[Applied[Record]]:
         """Apply buffered records in event-time order until the merge must wait."""
         while (head := self._merger.pop(may_receive)) is not None:
             topic_index, decoded, record = head
@@ -69,6 +71,6 @@ class PartitionGroup(Generic[Record]):
         return len(self._merger)
 
 
-def never_more(_topic_index: int) -> Literal[False]:
+def never_more(_topic_index: int, _candidate: object) -> Literal[False]:
     """``may_receive`` for a source that is fully read, such as a replay file."""
     return False

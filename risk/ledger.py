@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from risk.clock import DAY, add_months
+from risk.clock import DAY, monthly
 from risk.contract import Purchase
 from risk.policy import EPISODES_CAP, Policy
 from risk.state import INSTALMENTS_CAP, Episode, Instalment, UserState
@@ -21,25 +21,25 @@ def add_purchase(state: UserState, purchase: Purchase, policy: Policy) -> None:
     they are overdue at once, at the user's clock.
     """
     share, remainder = divmod(purchase.amount, purchase.installments)
-    created = [
-        Instalment(
-            order_id=purchase.order_id,
-            number=number + 1,
-            due_at=add_months(purchase.first_due, number),
-            amount=share + (remainder if number == 0 else 0),
-        )
-        for number in range(purchase.installments)
-    ]
-    lowest = len(state.instalments)
-    for instalment in created:
+    instalments = state.instalments
+    lowest = len(instalments)
+    for number, due_at in enumerate(monthly(purchase.first_due, purchase.installments)):
+        instalment = Instalment(purchase.order_id, number + 1, due_at, share)
+        if not number:
+            instalment.amount += remainder
         if state.credit:
             payment = min(state.credit, instalment.amount)
             instalment.paid = payment
             state.credit -= payment
-        if instalment.unpaid:
-            index = bisect_right(state.instalments, instalment.due_at, key=_due)
-            state.instalments.insert(index, instalment)
-            lowest = min(lowest, index)
+        if instalment.amount > instalment.paid:
+            if not instalments or instalments[-1].due_at <= due_at:
+                index = len(instalments)  # bisect_right's answer, without the search
+                instalments.append(instalment)
+            else:
+                index = bisect_right(instalments, due_at, key=_due)
+                instalments.insert(index, instalment)
+            if index < lowest:
+                lowest = index
         else:
             state.paid_on_time += 1
     while len(state.instalments) > INSTALMENTS_CAP:
@@ -73,11 +73,12 @@ def repay(state: UserState, amount: int, order_id: str | None) -> None:
     for instalment in ordered:
         if not amount:
             break
-        payment = min(amount, instalment.unpaid)
+        unpaid = instalment.amount - instalment.paid
+        payment = min(amount, unpaid)
         instalment.paid += payment
         amount -= payment
-        if instalment.unpaid:
-            continue
+        if payment < unpaid:
+            continue  # still owed
         if instalment.overdue:
             settled_overdue += 1
             state.paid_late += 1
@@ -85,7 +86,7 @@ def repay(state: UserState, amount: int, order_id: str | None) -> None:
                 episode.max_dpd = max(episode.max_dpd, (state.clock - instalment.due_at) // DAY)
         else:
             state.paid_on_time += 1
-    state.instalments = [i for i in state.instalments if i.unpaid]
+    state.instalments = [i for i in state.instalments if i.amount != i.paid]
     state.overdue_count -= settled_overdue
     state.credit += amount
 
@@ -133,8 +134,13 @@ def current_max_dpd(state: UserState) -> int:
 
 def max_dpd_since(state: UserState, since: int) -> int:
     """Largest DPD of the spells running at or after ``since``, the running one at the clock too."""
-    settled = max((e.max_dpd for e in state.episodes if e.end is None or e.end >= since), default=0)
-    return max(settled, current_max_dpd(state))
+    settled: int | None = None
+    for episode in state.episodes:
+        if (episode.end is None or episode.end >= since) and (
+            settled is None or episode.max_dpd > settled
+        ):
+            settled = episode.max_dpd
+    return max(0 if settled is None else settled, current_max_dpd(state))
 
 
 def overdue_amount(state: UserState) -> int:
@@ -144,7 +150,11 @@ def overdue_amount(state: UserState) -> int:
 
 def episodes_since(state: UserState, start: int) -> int:
     """Episodes whose start lies after ``start``."""
-    return sum(1 for episode in state.episodes if episode.start > start)
+    count = 0
+    for episode in state.episodes:  # at most EPISODES_CAP, and mostly none
+        if episode.start > start:
+            count += 1
+    return count
 
 
 def next_overdue_at(state: UserState, policy: Policy) -> int | None:

@@ -9,6 +9,7 @@ when the status changes: ``limit.freeze`` into ``frozen``, ``limit.reduce`` from
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 from risk.clock import DAY, format_timestamp
@@ -22,6 +23,7 @@ from risk.rules import (
     REDUCE_CODES,
     Measures,
     cleared,
+    freeze_blocked,
     freeze_hits,
     freeze_path,
     reduce_cleared,
@@ -53,8 +55,13 @@ def status(state: UserState) -> str:
     return "active"
 
 
-def evaluate(state: UserState, policy: Policy, caused_by: str) -> Decision | None:
-    """Apply the automatic rules at the user's clock; a decision comes out on a status change."""
+def evaluate(
+    state: UserState, policy: Policy, caused_by: str | Callable[[], str]
+) -> Decision | None:
+    """Apply the automatic rules at the user's clock; a decision comes out on a status change.
+
+    ``caused_by`` may be a function that makes it, called only when a decision comes out.
+    """
     before = status(state)
     m = Measures(state, policy)
     freeze = freeze_hits(state, m, policy)
@@ -76,6 +83,8 @@ def evaluate(state: UserState, policy: Policy, caused_by: str) -> Decision | Non
     after = status(state)
     if after == before:
         return None
+    if not isinstance(caused_by, str):
+        caused_by = caused_by()
     if after == "frozen":
         return decide(state, m, policy, FREEZE, caused_by, freeze)
     if before == "active":
@@ -105,7 +114,7 @@ def _update_freeze(
     if not automatic:
         return []  # an operator's freeze alone: only an operator lifts it
     still_overdue = m.overdue_count and policy.source.rules.overdue_active.enabled
-    if still_overdue or freeze_path(state, m, policy):
+    if still_overdue or freeze_blocked(state, m, policy):
         return []
     manual = MANUAL in state.freeze_reasons
     if manual and not policy.source.overrides.automatic_may_undo_manual_freeze:

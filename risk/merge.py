@@ -1,8 +1,9 @@
 """Timestamp synchronisation across the input topics of one partition group (KIP-353).
 
 The next record applied is the buffered head with the smallest (occurred_at,
-topic index). A record that failed decoding has no trustworthy time, so it is
-dead-lettered as soon as it reaches the head of its topic.
+topic index), once no empty topic may still deliver an earlier one. A record that
+failed decoding has no trustworthy time, so it is dead-lettered as soon as it
+reaches the head of its topic.
 """
 
 from __future__ import annotations
@@ -29,19 +30,19 @@ class EventTimeMerger(Generic[Record]):
         self._queues[topic_index].append((decoded, record))
 
     def pop(
-        self, may_receive: Callable[[int], bool]
+        self, may_receive: Callable[[int, Record], bool]
     ) -> tuple[int, Event | Rejection, Record] | None:
         """The next record to apply, or None to wait.
 
-        ``may_receive(topic)`` says whether an empty topic can still deliver a
-        record soon (the broker has unread data and ``max_idle`` has not run out);
-        such a topic holds the merge back, because its next record may be earlier.
+        ``may_receive(topic, candidate)`` says whether an empty topic can still deliver a
+        record that sorts before ``candidate``, the record that would be applied next (the
+        broker may hold unread data for it); such a topic holds the merge back.
         """
         best: tuple[int, int] | None = None
+        empty: list[int] = []
         for index, queue in enumerate(self._queues):
             if not queue:
-                if may_receive(index):
-                    return None
+                empty.append(index)
                 continue
             head = queue[0][0]
             if isinstance(head, Rejection):
@@ -51,7 +52,11 @@ class EventTimeMerger(Generic[Record]):
                 best = (head.at, index)
         if best is None:
             return None
-        decoded, record = self._queues[best[1]].popleft()
+        queue = self._queues[best[1]]
+        candidate = queue[0][1]
+        if any(may_receive(index, candidate) for index in empty):
+            return None
+        decoded, record = queue.popleft()
         return best[1], decoded, record
 
     def __len__(self) -> int:

@@ -15,7 +15,14 @@ from typing import Literal
 
 from risk.contract import Event, Rejection
 from risk.decision import Decision
-from risk.engine import DUPLICATE, admit, apply, fire_timers, new_state, next_timer
+from risk.engine import (
+    admit_keyed,
+    apply_keyed,
+    event_key,
+    fire_timers_and_next,
+    new_state,
+    next_timer,
+)
 from risk.limits import status
 from risk.policy import Policy
 from risk.state import UserState
@@ -64,37 +71,81 @@ class PartitionProcessor:
         partition is the latest ``last_activity`` of its users.
         """
         for state in states:
-            self._schedule(state)
+            self._schedule(state, next_timer(state, self.policy))
             self.users[status(state)] += 1
             if self._max_event_at is None or state.last_activity > self._max_event_at:
                 self._max_event_at = state.last_activity
         if self._max_event_at is not None:
             self.watermark = self._max_event_at - self.policy.watermark_delay
 
+    def resume(self, max_event_at: int | None) -> None:
+        """Resume from a committed input position, whose latest event time was ``max_event_at``.
+
+        States written after that position (a worker stopped between writing states and
+        committing offsets) put :meth:`recover`'s watermark ahead of it; the records from
+        the position on are read again and move the watermark as they did the first time.
+        """
+        self._max_event_at = max_event_at
+        self.watermark = (
+            None if max_event_at is None else max_event_at - self.policy.watermark_delay
+        )
+
+    @property
+    def max_event_at(self) -> int | None:
+        """The latest event time this partition accepted; the watermark trails it by the delay."""
+        return self._max_event_at
+
     def handle(self, event: Event, now: int) -> tuple[Outcome, Rejection | None, list[Decision]]:
         """Admit and apply one decoded event; ``now`` is the wall clock, for ``in_future``."""
-        state = self.store.get(event.user_id)
-        verdict = admit(state, event, self.policy, now)
-        if verdict == DUPLICATE:
-            return Outcome.DUPLICATE, None, []
-        if isinstance(verdict, Rejection):
-            return Outcome.DEAD_LETTERED, verdict, []
+        user_id, at, policy = event.user_id, event.at, self.policy
+        state = self.store.get(user_id)
+        key = event_key(event.event_id)
+        verdict = admit_keyed(state, event, policy, now, key)
+        if verdict is not None:
+            if isinstance(verdict, Rejection):
+                return Outcome.DEAD_LETTERED, verdict, []
+            # A duplicate (the only other verdict) was accepted once, and moved the watermark
+            # then. It moves it again: a worker stopped after writing some of its states but
+            # before committing their offsets reads those events again as duplicates, and the
+            # partition's timers must fire at the same points as in one uninterrupted pass.
+            return Outcome.DUPLICATE, None, self._observe(at)
         # The accepted event moves the watermark first, so that other users' timers due
         # before it come out before its own decisions. That changes only the order across
         # users: the new watermark never passes the event, so its user sees the same timers.
-        if self._max_event_at is None or event.at > self._max_event_at:
-            self._max_event_at = event.at
-        decisions = self.advance_watermark(self._max_event_at - self.policy.watermark_delay)
-        state = self.store.get(event.user_id)  # timers may have fired
+        decisions = self._observe(at)
+        if state is not None:
+            state = self.store.get(user_id)  # its timers may have fired
         if state is None:
             state = new_state(event)
+            before = None
+            timers_due = False
         else:
-            self.users[status(state)] -= 1
-        decisions += apply(state, event, self.policy)
-        self.store[event.user_id] = state
-        self.users[status(state)] += 1
-        self._schedule(state)
+            before = status(state)
+            # The index holds the user's next timer whenever it has one; a user missing from
+            # it may have none, or be unknown to this processor, so look then.
+            scheduled = self._scheduled.get(user_id)
+            timers_due = scheduled is None or scheduled <= at
+        decisions += apply_keyed(state, event, policy, key, timers_due=timers_due)
+        self.store[user_id] = state
+        after = status(state)
+        if after != before:
+            if before is not None:
+                self.users[before] -= 1
+            self.users[after] += 1
+        self._schedule(state, next_timer(state, policy))
         return Outcome.PROCESSED, None, decisions
+
+    def _observe(self, at: int) -> list[Decision]:
+        """Move the watermark to the latest event time so far (``at`` included) minus the delay."""
+        if self._max_event_at is None or at > self._max_event_at:
+            self._max_event_at = at
+        to = self._max_event_at - self.policy.watermark_delay
+        heap = self._heap
+        if heap and heap[0][0] <= max(to, self.watermark if self.watermark is not None else to):
+            return self.advance_watermark(to)
+        if self.watermark is None or to > self.watermark:
+            self.watermark = to  # advance_watermark(to) would fire nothing
+        return []
 
     def tick(self, now: int) -> list[Decision]:
         """The ``wall`` mode's periodic sweep: the watermark follows ``now - watermark_delay``.
@@ -111,24 +162,25 @@ class PartitionProcessor:
         if self.watermark is None or to > self.watermark:
             self.watermark = to
         decisions: list[Decision] = []
-        heap, watermark = self._heap, self.watermark
+        heap, watermark, scheduled = self._heap, self.watermark, self._scheduled
         while heap and heap[0][0] <= watermark:
             at, user_id = heapq.heappop(heap)
-            if self._scheduled.get(user_id) != at:
+            if scheduled.get(user_id) != at:
                 continue  # superseded by a later schedule of the same user
-            del self._scheduled[user_id]
+            del scheduled[user_id]
             state = self.store[user_id]
             before = status(state)
-            decisions += fire_timers(state, at, self.policy)
+            fired, timer = fire_timers_and_next(state, at, self.policy)
+            decisions += fired
             self.store[user_id] = state
             if status(state) != before:
                 self.users[before] -= 1
                 self.users[status(state)] += 1
-            self._schedule(state)
+            self._schedule(state, timer)
         return decisions
 
-    def _schedule(self, state: UserState) -> None:
-        timer = next_timer(state, self.policy)
+    def _schedule(self, state: UserState, timer: tuple[int, int] | None) -> None:
+        """Index the user's next timer: ``timer`` is ``next_timer(state)``, already looked up."""
         if timer is None:
             self._scheduled.pop(state.user_id, None)
             return

@@ -150,42 +150,66 @@ def reduce_hits(state: UserState, m: Measures, policy: Policy) -> list[ReasonCod
 
 def freeze_path(state: UserState, m: Measures, policy: Policy) -> list[str]:
     """What the automatic rules still need before a frozen user can be restored."""
+    return _freeze_path(state, m, policy, words=True)
+
+
+def freeze_blocked(state: UserState, m: Measures, policy: Policy) -> bool:
+    """Whether :func:`freeze_path` is not empty, without putting the steps into words."""
+    return bool(_freeze_path(state, m, policy, words=False))
+
+
+def _freeze_path(state: UserState, m: Measures, policy: Policy, *, words: bool) -> list[str]:
+    """The steps of :func:`freeze_path`, each an empty string unless ``words``."""
     rules = policy.source.rules
     path: list[str] = []
     if rules.overdue_active.enabled:
         if m.overdue_count:
-            path.append(f"repay {overdue_amount(state)} overdue")
+            path.append(f"repay {overdue_amount(state)} overdue" if words else "")
         elif state.cure_until > state.clock:
-            path.append(f"wait for the cure period to end at {format_timestamp(state.cure_until)}")
+            path.append(
+                f"wait for the cure period to end at {format_timestamp(state.cure_until)}"
+                if words
+                else ""
+            )
     repeated = rules.overdue_repeated
     if repeated.enabled and m.episodes > repeated.restore_max_episodes:
         path.append(
             f"wait until overdue episodes in {policy.source.overdue.episode_window} fall from"
             f" {m.episodes} to {repeated.restore_max_episodes}"
+            if words
+            else ""
         )
     velocity = rules.loan_velocity
     if velocity.enabled and m.applications > velocity.restore_max_applications:
         path.append(
             f"wait until loan applications in {velocity.window} fall from {m.applications}"
             f" to {velocity.restore_max_applications}"
+            if words
+            else ""
         )
     burst = rules.small_loan_burst
     if burst.enabled and m.small_applications > burst.restore_max_applications:
         path.append(
             f"wait until small loan applications in {burst.window} fall from"
             f" {m.small_applications} to {burst.restore_max_applications}"
+            if words
+            else ""
         )
     spend = rules.spend_income
     if spend.enabled and spend_above(m.spend, state.effective_income, policy.restore_max_ratio):
         path.append(
             f"wait until spend over {spend.window} falls from {m.spend} to"
             f" {spend.restore_max_ratio} × {income_label(state)}"
+            if words
+            else ""
         )
     low = rules.score_low
     if low.enabled and m.scorecard.score < low.freeze_below + low.restore_margin:
         path.append(
             f"wait until the behaviour score rises from {m.scorecard.score} to"
             f" {low.freeze_below + low.restore_margin}"
+            if words
+            else ""
         )
     return path
 

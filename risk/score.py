@@ -74,8 +74,14 @@ def scorecard(state: UserState, policy: Policy) -> Scorecard:
 def _points(name: str, value: Value, policy: Policy) -> int:
     if value is None:
         return int(getattr(policy.source.score.points, name).missing)
+    # value <= up_to, compared exactly in integers: Fraction's own comparisons are slow.
+    # Both denominators are positive, as a Fraction's always is.
+    if isinstance(value, int):
+        numerator, denominator = value, 1
+    else:
+        numerator, denominator = value.numerator, value.denominator
     for up_to, points in policy.score_bins[name]:
-        if up_to is None or value <= up_to:
+        if up_to is None or numerator * up_to.denominator <= up_to.numerator * denominator:
             return points
     raise AssertionError("the last bin has no bound")  # pragma: no cover - checked at load
 

@@ -51,7 +51,7 @@ class LastDecision(msgspec.Struct, array_like=True):
     caused_by: str
 
 
-class UserState(msgspec.Struct, omit_defaults=True):
+class UserState(msgspec.Struct, omit_defaults=True, gc=False):
     """Everything lineguard knows about one user. Times are epoch microseconds (UTC)."""
 
     user_id: str

@@ -17,7 +17,7 @@ import msgspec
 from risk.clock import HOUR
 
 
-class Window(msgspec.Struct, array_like=True, omit_defaults=True):
+class Window(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
     """Entries (time, value) sorted by time; bucket entries are all older than exact ones.
 
     Buckets are sorted by hour, so their latest times are sorted too.
@@ -65,11 +65,16 @@ class Window(msgspec.Struct, array_like=True, omit_defaults=True):
 
     def total(self, start: int) -> int:
         """Sum of the values of the entries after ``start`` (the window's open end)."""
-        cut = bisect_right(self.times, start)
-        exact = sum(self.values[cut:]) if cut else sum(self.values)
-        if not self.bucket_latest:
+        times, latest = self.times, self.bucket_latest
+        if not times:
+            exact = 0
+        elif times[0] > start:  # all inside: bisect_right would give 0
+            exact = sum(self.values)
+        else:
+            exact = sum(self.values[bisect_right(times, start) :])
+        if not latest:
             return exact
-        return exact + sum(self.bucket_values[bisect_right(self.bucket_latest, start) :])
+        return exact + sum(self.bucket_values[bisect_right(latest, start) :])
 
     def oldest_after(self, start: int) -> int | None:
         """Time of the oldest entry after ``start``: the next one to leave the window."""

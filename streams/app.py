@@ -90,6 +90,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=timeouts["broker_session_timeout"],
         broker_heartbeat_interval=timeouts["broker_heartbeat_interval"],
         broker_rebalance_timeout=timeouts["broker_rebalance_timeout"],
+        producer_linger_ms=round(settings.producer_linger * 1000),
     )
 
 

@@ -67,6 +67,7 @@ class InOrderDelivery:
         self._topics = frozenset(topics)
         self._consumer: Any = None
         self._expected: dict[TP, int] = {}
+        self._resumed_from: dict[TP, int] = {}
         self._seeked_back_to: dict[TP, int] = {}
         self._applied: set[tuple[TP, int]] = set()
         self._tasks: set[asyncio.Future[None]] = set()
@@ -90,6 +91,7 @@ class InOrderDelivery:
                     self._expected[tp] = max(starts.get(tp) or 0, 0)
                 else:
                     self._expected[tp] = committed[tp]
+                self._resumed_from[tp] = self._expected[tp]
             self._seeked_back_to.clear()
             await self._seek_uncommitted(uncommitted)
             return committed
@@ -188,11 +190,16 @@ class InOrderDelivery:
     def forget(self) -> None:
         """On a rebalance: the consumer seeks to the committed offsets again."""
         self._expected.clear()
+        self._resumed_from.clear()
         self._seeked_back_to.clear()
 
     def position(self, tp: TP) -> int | None:
         """The next offset to apply from ``tp``, once the consumer has seeked."""
         return self._expected.get(tp)
+
+    def resumed_from(self, tp: TP) -> int | None:
+        """The offset ``tp`` was seeked to at the assignment: committed, or the earliest."""
+        return self._resumed_from.get(tp)
 
     async def arrive(self, message: Any) -> bool:
         """Whether ``message`` is the next record of its partition; if so, expect the one after.

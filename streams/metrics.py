@@ -41,8 +41,17 @@ DECISIONS = Counter(
 )
 PROCESSING_SECONDS = Histogram(
     "lineguard_processing_seconds",
-    "Wall time to apply one input record, decisions and state writes included.",
-    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+    "Wall time to merge and apply one decoded input record in the core, the timers it fires"
+    " included.",
+    buckets=(0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+             0.025, 0.1),
+    registry=REGISTRY,
+)  # fmt: skip
+BATCH_SECONDS = Histogram(
+    "lineguard_batch_seconds",
+    "Wall time to handle one batch of records: apply, emit and await the limit events and"
+    " dead letters, write each changed user once, and ack.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
     registry=REGISTRY,
 )
 DECISION_LAG_SECONDS = Histogram(

@@ -10,14 +10,18 @@ than losing one.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator, MutableMapping
+import weakref
+from collections.abc import Awaitable, Iterator, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import structlog
 from faust.exceptions import ConsumerNotStarted
-from faust.types import TP, EventT, StreamT
+from faust.streams import _current_event
+from faust.types import TP, Message
 
 from risk.clock import SECOND, format_timestamp
 from risk.contract import Rejection
@@ -30,6 +34,8 @@ from risk.policy import Policy
 from risk.state import STATE_DECODER, STATE_ENCODER, UserState
 from streams import metrics
 from streams.delivery import InOrderDelivery, guard_recovery_seeks
+from streams.fetch import BatchDiversion
+from streams.progress import Marks, event_time_at, is_progress_key, progress_key
 
 log = structlog.get_logger(__name__)
 
@@ -40,19 +46,30 @@ def wall_micros() -> int:
 
 
 class TableStore(MutableMapping[str, UserState]):
-    """Users' states over the Faust table, with writes held back until ``flush``."""
+    """One partition's users over the Faust table, with writes held back until ``flush``.
 
-    def __init__(self, table: Any) -> None:
+    Held back, a user changed by several records of a batch is written once, and only
+    after the decisions those records caused have been delivered.
+    """
+
+    def __init__(self, table: Any, partition: int) -> None:
         self._table = table
+        self.partition = partition
         self._pending: dict[str, UserState] = {}
+        self._read: dict[str, UserState] = {}
+        """States decoded during this batch: a dict store's identity, as in replay."""
 
     def __getitem__(self, user_id: str) -> UserState:
-        if user_id in self._pending:
-            return self._pending[user_id]
+        state = self._pending.get(user_id)
+        if state is None:
+            state = self._read.get(user_id)
+        if state is not None:
+            return state
         raw = self._table.get(user_id.encode())
         if raw is None:
             raise KeyError(user_id)
-        return STATE_DECODER.decode(raw)
+        state = self._read[user_id] = STATE_DECODER.decode(raw)
+        return state
 
     def __setitem__(self, user_id: str, state: UserState) -> None:
         self._pending[user_id] = state
@@ -61,28 +78,52 @@ class TableStore(MutableMapping[str, UserState]):
         raise NotImplementedError("states are never deleted by the core")
 
     def __iter__(self) -> Iterator[str]:
-        return (key.decode() for key in self._table)
+        return (key.decode() for key in self._table if not is_progress_key(key))
 
     def __len__(self) -> int:
         return len(self._table)
 
-    def flush(self) -> int:
-        """Write the held-back states to the table (one changelog record each)."""
-        written = len(self._pending)
-        for user_id, state in self._pending.items():
-            self._table[user_id.encode()] = STATE_ENCODER.encode(state)
+    def flush(self, message: Message, marks: bytes | None) -> None:
+        """Write the held-back states, then the partition's marks (one changelog record each).
+
+        Faust finds a write's changelog partition (and RocksDB its database) from the
+        event being processed. Batches are handled outside Faust's streams, so the writes
+        name one of this partition's records as that event.
+        """
+        self._read.clear()
+        if not self._pending and marks is None:
+            return
+        processing = _RecordEvent(message)  # held: Faust keeps only a weak reference
+        token = _current_event.set(weakref.ref(processing))  # type: ignore[arg-type]  # duck-typed
+        try:
+            for user_id, state in self._pending.items():
+                self._table[user_id.encode()] = STATE_ENCODER.encode(state)
+            if marks is not None:
+                self._table[progress_key(self.partition)] = marks
+        finally:
+            _current_event.reset(token)
         self._pending.clear()
-        return written
 
     def discard(self) -> None:
-        """Forget held-back states: their record will be redelivered and applied again."""
+        """Forget held-back states: their records will be redelivered and applied again."""
         self._pending.clear()
+        self._read.clear()
 
-    def states(self) -> Iterator[UserState]:
-        """Every state in the local table, decoded (recovery only: it scans)."""
-        for raw in self._table.values():
-            if raw is not None:
-                yield STATE_DECODER.decode(raw)
+
+class _RecordEvent:
+    """What Faust's table reads of the event being processed: its record."""
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+
+
+def stored_states(table: Any) -> Iterator[UserState]:
+    """Every state in the local table, decoded (recovery only: it scans)."""
+    for key, raw in table.items():
+        if raw is not None and not is_progress_key(key):
+            yield STATE_DECODER.decode(raw)
 
 
 class Runtime:
@@ -102,15 +143,26 @@ class Runtime:
         self.app = app
         self.settings = settings
         self.policy = policy
-        self.store = TableStore(table)
+        self.table = table
         self.limit_topic = limit_topic
         self.dead_letter_topics = dead_letter_topics
         self.tick_topic = tick_topic
         self.topics: tuple[str, ...] = settings.input_topics
         self.partitions: int = settings.topic_partitions
-        self.groups: dict[int, PartitionGroup[EventT[Any]]] = {}
+        self.groups: dict[int, PartitionGroup[Message]] = {}
+        self._stores: dict[int, TableStore] = {}
+        self._marks: dict[int, Marks] = {}
+        """Each partition's positions since its last commit (:mod:`streams.progress`)."""
+        self._batch_lock = asyncio.Lock()
+        self._generation = 0
+        """Counts resets, so that a batch read across a rebalance is dropped."""
         self.delivery = InOrderDelivery(self.topics)
+        self.diversion = BatchDiversion(
+            (*self.topics, tick_topic), self.on_records, settings.batch_max_records
+        )
         self._hold_since: dict[TP, float] = {}
+        self._arrived: dict[tuple[TP, int], int] = {}
+        """When each record waiting in a merge was taken, in epoch milliseconds."""
         self.metrics = metrics.bind(self.topics, DECISION_REASONS)
         self._export_gauges()
 
@@ -174,35 +226,174 @@ class Runtime:
     def reset(self) -> None:
         """Forget buffers and groups on a rebalance: Faust re-seeks to committed offsets."""
         guard_recovery_seeks(self.app.tables.recovery)  # before the first recovery
+        self._generation += 1
         self.groups.clear()
+        self._stores.clear()
+        self._marks.clear()
         self.delivery.forget()
         self._hold_since.clear()
+        self._arrived.clear()
+
+    def state(self, user_id: str) -> UserState:
+        """A user's state as last written to the table; KeyError if unknown here."""
+        raw = self.table.get(user_id.encode())
+        if raw is None:
+            raise KeyError(user_id)
+        return STATE_DECODER.decode(raw)
 
     def holding(self) -> list[int]:
         """Partitions whose merge waits for more input: they need ticks to make progress."""
         return [partition for partition, group in self.groups.items() if len(group)]
 
-    async def on_event(self, event: EventT[Any], stream: StreamT[Any]) -> None:
-        """Handle one record of an input topic or of the tick topic."""
+    async def on_records(self, messages: Sequence[Message]) -> None:
+        """Handle a batch of records of the input topics and the tick topic.
+
+        Every record is merged and applied first; then the batch's limit events and dead
+        letters are sent together, each changed user is written once, and only then are
+        the applied records acked. A crash anywhere before the acks repeats decisions
+        (same ``event_id``), never loses one.
+        """
         if self.app.should_stop:
-            return  # see _deliver: nothing more is applied or acked once the worker stops
-        message = event.message
-        if message.topic == self.tick_topic:
-            await stream.ack(event)
+            return  # see _apply: nothing more is applied or acked once the worker stops
+        started = time.perf_counter()
+        generation = self._generation
+        touched, ticked = await self._admit(messages)
+        async with self._batch_lock:
+            if generation != self._generation:
+                # Partitions were revoked while the batch was read (admitting may wait on a
+                # seek): what it pushed may belong to another worker now. Its records are
+                # not acked, and come again from the committed offsets.
+                for partition in touched:
+                    self.groups.pop(partition, None)
+                    self._stores.pop(partition, None)
+                    self._marks.pop(partition, None)
+                return
+            batch = self._apply(touched, ticked)
+            if batch is not None:
+                await self._complete(batch)
+                metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    async def settled(self) -> None:
+        """Wait for the batch being emitted and written, so partitions move with its state."""
+        async with self._batch_lock:
+            pass
+
+    async def _admit(self, messages: Sequence[Message]) -> tuple[dict[int, Message], set[int]]:
+        """Push each next-in-order record into its partition's merge.
+
+        Returns one record per partition the batch touched, for :meth:`TableStore.flush`,
+        and the partitions that got a tick.
+        """
+        touched: dict[int, Message] = {}
+        ticked: set[int] = set()
+        arrived_ms = int(time.time() * 1000)
+        for message in messages:
+            if message.topic == self.tick_topic:
+                self.app.consumer.ack(message)
+                self._group(message.partition)
+                ticked.add(message.partition)
+                touched[message.partition] = message
+                continue
+            if not await self.delivery.arrive(message):
+                # Not the next record of its partition: acking it could let Faust commit past
+                # an earlier record still waiting in the merge. It is delivered again.
+                self._release(message)
+                continue
+            self._hold_since.pop(message.tp, None)
             group = self._group(message.partition)
-            await self._deliver(group.processor.tick(wall_micros()), stream, None)
-            await self._drain(message.partition, stream)
-            return
-        if not await self.delivery.arrive(message):
-            # Not the next record of its partition: acking it could let Faust commit past
-            # an earlier record still waiting in the merge. It is delivered again.
+            group.push(self.topics.index(message.topic), message.key, message.value, message)
+            self._arrived[message.tp, message.offset] = arrived_ms
             self._release(message)
+            touched[message.partition] = message
+        return touched, ticked
+
+    def _apply(self, touched: dict[int, Message], ticked: set[int]) -> _Batch | None:
+        """Apply what each touched partition's merge releases; None when the worker stops.
+
+        A ticked partition sweeps its timers after the batch's records, as if the tick came
+        last, then drains again, since a hold may have run out meanwhile.
+        """
+        batch = _Batch(flush_with=touched)
+        now = wall_micros()
+        for partition in touched:
+            group = self.groups[partition]
+            self._drain(partition, batch, now)
+            if partition in ticked:
+                batch.decisions += [(d, None) for d in group.processor.tick(wall_micros())]
+                self._drain(partition, batch, now)
+        if self.app.should_stop:
+            # Stopping: the fetcher is gone, so idle holds would run out and the merge
+            # would go on in another order than the log's. Drop the batch's changes.
+            self._discard()
+            return None
+        return batch
+
+    def _drain(self, partition: int, batch: _Batch, now: int) -> None:
+        if partition not in self._marks:
+            self._resume(partition)
+        drained = self.groups[partition].drain(partial(self._may_receive, partition), now)
+        while True:
+            started = time.perf_counter()
+            applied = next(drained, None)
+            if applied is None:
+                return
+            metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
+            record = applied.record
+            self._arrived.pop((record.tp, record.offset), None)
+            batch.applied.append(applied)
+            batch.decisions += [(decision, applied) for decision in applied.decisions]
+
+    async def _complete(self, batch: _Batch) -> None:
+        """Emit, then persist, then ack: the order that makes a crash repeat, never lose."""
+        now = wall_micros()
+        sent = [await self._dead_letter(a.record, a.topic_index, a.rejection)
+                for a in batch.applied if a.rejection is not None]  # fmt: skip
+        for decision, _ in batch.decisions:
+            key = decision.user_id.encode()
+            sent.append(await self.limit_topic.send(key=key, value=decision.to_json(now)))
+        await asyncio.gather(*sent)  # delivered before the states that remember them
+        for applied in batch.applied:
+            if applied.rejection is not None:
+                self._count_dead_letter(applied, applied.rejection)
+        for decision, cause in batch.decisions:
+            self._count_decision(decision, cause, now)
+        if self.app.should_stop:
+            # Faust stops the table before the agent, then commits what was acked. A record
+            # acked now would be committed without its state: leave it to be redelivered.
+            self._discard()
             return
-        self._hold_since.pop(message.tp, None)
-        group = self._group(message.partition)
-        group.push(self.topics.index(message.topic), message.key, message.value, event)
-        self._release(message)
-        await self._drain(message.partition, stream)
+        positions = self._positions(batch)
+        for partition, message in batch.flush_with.items():
+            store = self._stores.get(partition)
+            if store is not None:  # else revoked meanwhile: the records are redelivered
+                store.flush(message, self._mark(partition, positions.get(partition)))
+        # Written before acked: Faust commits acked offsets without waiting for the table's
+        # changelog records, and a crash in between would lose state whose input is done.
+        await self.app.producer.flush()
+        for applied in batch.applied:
+            topic = self.topics[applied.topic_index]
+            self.metrics.events[topic, applied.outcome].inc()
+            if applied.outcome is Outcome.PROCESSED and applied.occurred_at is not None:
+                self.metrics.last_event[topic].set(applied.occurred_at / SECOND)
+            self.delivery.applied(applied.record)
+            self.app.consumer.ack(applied.record)
+
+    def _discard(self) -> None:
+        for store in self._stores.values():
+            store.discard()
+
+    def _count_decision(
+        self, decision: Decision, applied: Applied[Message] | None, now: int
+    ) -> None:
+        for reason in decision.reasons:
+            self.metrics.decisions[decision.type, reason.code].inc()
+        metrics.DECISION_LAG_SECONDS.observe(max(0, now - decision.occurred_at) / SECOND)
+        log.info(
+            "limit_decision", type=decision.type, status=decision.status,
+            decision_id=decision.event_id, cause=self._cause(decision, applied),
+            occurred_at=format_timestamp(decision.occurred_at),
+            reasons=[r.code for r in decision.reasons],
+        )  # fmt: skip
 
     def _release(self, message: Any) -> None:
         """Take a delivered record out of Faust's in-flight set without acking it.
@@ -215,7 +406,7 @@ class Runtime:
         """
         self.app.consumer._unacked_messages.discard(message)
 
-    def _group(self, partition: int) -> PartitionGroup[EventT[Any]]:
+    def _group(self, partition: int) -> PartitionGroup[Message]:
         group = self.groups.get(partition)
         if group is None:
             self._recover({partition})
@@ -223,33 +414,88 @@ class Runtime:
         return group
 
     def _recover(self, partitions: set[int]) -> None:
-        states: dict[int, list[UserState]] = {partition: [] for partition in partitions}
-        for state in self.store.states():
-            owned = states.get(partition_for(state.user_id.encode(), self.partitions))
-            if owned is not None:
-                owned.append(state)
-        for partition, recovered in states.items():
-            group: PartitionGroup[EventT[Any]] = PartitionGroup(
-                self.policy, self.store, len(self.topics), self.settings.clock
+        """Build the groups of ``partitions`` from one scan of the table.
+
+        Each state is decoded, indexed and dropped: holding a million decoded states at
+        once would leave the process that much larger for good.
+        """
+        groups: dict[int, PartitionGroup[Message]] = {}
+        for partition in partitions:
+            self._marks.pop(partition, None)
+            store = self._stores[partition] = TableStore(self.table, partition)
+            groups[partition] = PartitionGroup(
+                self.policy, store, len(self.topics), self.settings.clock
             )
-            group.processor.recover(recovered)
+        users = dict.fromkeys(partitions, 0)
+        for state in stored_states(self.table):
+            partition = partition_for(state.user_id.encode(), self.partitions)
+            group = groups.get(partition)
+            if group is not None:
+                group.processor.recover((state,))
+                users[partition] += 1
+        for partition, group in groups.items():
             self.groups[partition] = group
-            log.info("partition_recovered", partition=partition, users=len(recovered),
+            log.info("partition_recovered", partition=partition, users=users[partition],
                      timers=group.processor.pending_timers)  # fmt: skip
 
-    def _may_receive(self, partition: int, topic_index: int) -> bool:
-        """Whether an empty topic-partition holds the merge back (KIP-353, KIP-695).
+    def _resume(self, partition: int) -> None:
+        """Start the partition's watermark from its committed offsets' mark, once they are known.
+
+        Without a mark of that position (no batch was written from it yet, or a worker
+        older than the marks wrote the states), the watermark stays where the states put it.
+        """
+        offsets = [self.delivery.resumed_from(TP(topic, partition)) for topic in self.topics]
+        if any(offset is None for offset in offsets):
+            return  # not seeked yet, so no input record of the partition has arrived
+        processor = self.groups[partition].processor
+        raw = self.table.get(progress_key(partition))
+        found, max_event_at = event_time_at(raw, offsets)  # type: ignore[arg-type]  # no None
+        if found:
+            processor.resume(max_event_at)
+        elif raw is not None:
+            log.warning("partition_mark_missing", partition=partition, offsets=offsets)
+        self._marks[partition] = Marks(offsets, processor.max_event_at)  # type: ignore[arg-type]
+
+    def _positions(self, batch: _Batch) -> dict[int, dict[int, int]]:
+        """The next offset of each input topic a batch moved, by partition."""
+        positions: dict[int, dict[int, int]] = {}
+        for applied in batch.applied:
+            record = applied.record
+            positions.setdefault(record.partition, {})[applied.topic_index] = record.offset + 1
+        return positions
+
+    def _mark(self, partition: int, moved: dict[int, int] | None) -> bytes | None:
+        """The partition's marks to write with this batch's states; None if unchanged."""
+        marks = self._marks.get(partition)
+        if marks is None:
+            return None
+        offsets = list(marks.offsets)
+        for topic_index, offset in (moved or {}).items():
+            offsets[topic_index] = offset
+        committed = self.app.consumer._committed_offset
+        return marks.advance(
+            offsets,
+            self.groups[partition].processor.max_event_at,
+            [committed.get(TP(topic, partition)) for topic in self.topics],
+        )
+
+    def _may_receive(self, partition: int, topic_index: int, candidate: Message) -> bool:
+        """Whether an empty topic-partition holds back ``candidate``, the next record to apply.
 
         - Its lag is known and positive (the high watermark of the last fetch response is
           past the next offset to apply): it holds, without a time limit, as Kafka Streams
           does since KIP-695. The record is on the broker and will be delivered; applying
           later records of other topics first would make it late, and under a backlog
           ``too_late``.
-        - Its lag was 0 at a fetch response less than 2 s old: it does not hold.
-        - Its lag was 0 at an older fetch response: records may have come since, and the
-          consumer has not asked (it fetches a partition again only once the records
-          fetched before have been handed over, which a backlog delays). It holds until a
-          newer response says.
+        - Its lag was 0 at a fetch response that came after ``candidate`` was taken: it
+          does not hold. Any record of it produced before ``candidate`` was on the broker
+          when that response was made.
+        - Its lag was 0 at an earlier fetch response: a record produced meanwhile, with an
+          earlier event time than ``candidate``, may not have been fetched yet (the consumer
+          fetches a partition again only once the records fetched before have been handed
+          over, and a backlog delays that). It holds until a newer response says; the
+          consumer fetches every partition at least every 1.5 s (Faust's
+          ``fetch_max_wait_ms``), and ticks (``end_idle_holds``) look again.
         - Its lag is unknown (no fetch response yet since the assignment, or no offset
           expected yet): it holds for at most ``max_idle`` seconds.
 
@@ -267,81 +513,34 @@ class Runtime:
         if highwater is not None and position is not None:
             if highwater > position:
                 return True
-            # Faust's fetch waits up to 1.5 s for data (fetch_max_wait_ms, hard-coded), so a
-            # partition fetched round after round is never older than that.
             client = getattr(getattr(self.app.consumer, "_thread", None), "_consumer", None)
             try:
                 fetched_ms = client.last_poll_timestamp(tp) if client is not None else None
             except AssertionError:  # no longer assigned
                 fetched_ms = None
-            return fetched_ms is not None and time.time() * 1000 - fetched_ms > 2000
+            arrived_ms = self._arrived.get((candidate.tp, candidate.offset))
+            if fetched_ms is None or arrived_ms is None:
+                return False  # not an aiokafka consumer, or not a record taken by _admit
+            return bool(fetched_ms <= arrived_ms)
         if highwater == 0:
             return False
         since = self._hold_since.setdefault(tp, time.monotonic())
         return bool(time.monotonic() - since < self.settings.max_idle)
 
-    async def _drain(self, partition: int, stream: StreamT[Any]) -> None:
-        group = self.groups[partition]
-        for applied in group.drain(
-            lambda index: self._may_receive(partition, index), wall_micros()
-        ):
-            if self.app.should_stop:
-                # Stopping: the fetcher is gone, so idle holds would run out and the merge
-                # would go on in another order than the log's. Drop this record's changes.
-                self.store.discard()
-                return
-            started = time.perf_counter()
-            await self._deliver(applied.decisions, stream, applied)
-            metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
-
-    async def _deliver(
-        self, decisions: list[Decision], stream: StreamT[Any], applied: Applied[EventT[Any]] | None
-    ) -> None:
-        """Emit, then persist, then ack: the order that makes a crash repeat, never lose."""
-        if applied is not None and applied.rejection is not None:
-            await self._dead_letter(applied.record, applied.topic_index, applied.rejection)
-        now = wall_micros()
-        for decision in decisions:
-            sent = await self.limit_topic.send(
-                key=decision.user_id.encode(), value=decision.to_json(now)
-            )
-            await sent  # delivered before the state that remembers it is written
-            for reason in decision.reasons:
-                self.metrics.decisions[decision.type, reason.code].inc()
-            metrics.DECISION_LAG_SECONDS.observe(max(0, now - decision.occurred_at) / SECOND)
-            log.info(
-                "limit_decision", type=decision.type, status=decision.status,
-                decision_id=decision.event_id, cause=self._cause(decision, applied),
-                occurred_at=format_timestamp(decision.occurred_at),
-                reasons=[r.code for r in decision.reasons],
-            )  # fmt: skip
-        if self.app.should_stop:
-            # Faust stops the table before the agent, then commits what was acked. A record
-            # acked now would be committed without its state: leave it to be redelivered.
-            return
-        self.store.flush()
-        if applied is not None:
-            topic = self.topics[applied.topic_index]
-            self.metrics.events[topic, applied.outcome].inc()
-            if applied.outcome is Outcome.PROCESSED and applied.occurred_at is not None:
-                self.metrics.last_event[topic].set(applied.occurred_at / SECOND)
-            self.delivery.applied(applied.record.message)
-            await stream.ack(applied.record)
-
-    def _cause(self, decision: Decision, applied: Applied[EventT[Any]] | None) -> str:
+    def _cause(self, decision: Decision, applied: Applied[Message] | None) -> str:
         """What caused a decision, for the log: a timer, or the input record's coordinates.
 
         Not the input's ``event_id``: a producer may build it from the user id.
         """
         if decision.caused_by.startswith("timer:") or applied is None:
             return decision.caused_by if decision.caused_by.startswith("timer:") else "input"
-        message = applied.record.message
+        message = applied.record
         return f"{message.topic}[{message.partition}]@{message.offset}"
 
     async def _dead_letter(
-        self, event: EventT[Any], topic_index: int, rejection: Rejection
-    ) -> None:
-        message = event.message
+        self, message: Message, topic_index: int, rejection: Rejection
+    ) -> Awaitable[Any]:
+        """Send a rejected record's original bytes to its topic's dead-letter topic."""
         topic = self.topics[topic_index]
         headers = [
             ("dlt.original.topic", topic.encode()),
@@ -350,10 +549,25 @@ class Runtime:
             ("dlt.reason", str(rejection.reason).encode()),
             ("dlt.error", rejection.error[:500].encode()),
         ]
-        sent = await self.dead_letter_topics[topic].send(
+        sent: Awaitable[Any] = await self.dead_letter_topics[topic].send(
             key=message.key, value=message.value, headers=headers, partition=message.partition
         )
-        await sent
+        return sent
+
+    def _count_dead_letter(self, applied: Applied[Message], rejection: Rejection) -> None:
+        message = applied.record
+        topic = self.topics[applied.topic_index]
         self.metrics.dead_letters[topic, rejection.reason].inc()
         log.info("dead_letter", topic=topic, partition=message.partition, offset=message.offset,
                  reason=str(rejection.reason))  # fmt: skip
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one batch applied, and what it must emit, persist and ack."""
+
+    flush_with: dict[int, Message]
+    """One record per touched partition, whose partition the table writes take."""
+    decisions: list[tuple[Decision, Applied[Message] | None]] = field(default_factory=list)
+    """Each decision with the record that caused it; None for a tick's timers."""
+    applied: list[Applied[Message]] = field(default_factory=list)

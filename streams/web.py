@@ -57,7 +57,7 @@ class UserView(View):
         if refusal is not None:
             return refusal
         try:
-            state = runtime.store[user_id]
+            state = runtime.state(user_id)
         except KeyError:
             return self.json({"error": "unknown user", "user_id": user_id}, status=404)
         last = state.last_decision

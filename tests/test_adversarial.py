@@ -29,7 +29,8 @@ TENTH = EVENTS // 10
 START = ts("2026-01-01T00:00:00Z")
 NOW = ts("2030-01-01T00:00:00Z")
 FLAT = 2.0
-"""Largest allowed ratio of the last tenth's CPU time per event to the first tenth's."""
+"""Largest allowed ratio of the last tenth's CPU time per event to the first tenth's (each the
+cheapest of its chunks)."""
 STATE_BYTES_AT_THE_CAPS = 256 * 1024
 """An upper bound on one user's encoded state with every structure at its cap: about 215 KB
 measured with 128-character order ids (the README's figure)."""
@@ -80,17 +81,26 @@ def _new_user_record(index: int) -> Record:
     )  # fmt: skip
 
 
+CHUNKS = 20
+"""Each tenth is timed in chunks, and its cost is the cheapest chunk's: other processes on
+the machine slow some chunks down (caches, frequency), never speed one up."""
+
+
 def _feed(
     group: PartitionGroup[int], make: Callable[[int], Record], start: int, stop: int
 ) -> float:
     """Push and apply records ``start``..``stop`` one at a time; return CPU seconds per record."""
-    began = time.process_time()
-    for index in range(start, stop):
-        topic, key, value = make(index)
-        group.push(topic, key, value, index)
-        for applied in group.drain(never_more, NOW):
-            assert applied.outcome is Outcome.PROCESSED, applied.rejection
-    return (time.process_time() - began) / (stop - start)
+    per_record = []
+    size = (stop - start) // CHUNKS
+    for chunk in range(start, stop, size):
+        began = time.process_time()
+        for index in range(chunk, min(chunk + size, stop)):
+            topic, key, value = make(index)
+            group.push(topic, key, value, index)
+            for applied in group.drain(never_more, NOW):
+                assert applied.outcome is Outcome.PROCESSED, applied.rejection
+        per_record.append((time.process_time() - began) / (min(chunk + size, stop) - chunk))
+    return min(per_record)
 
 
 def test_one_user_with_a_flood_of_events_stays_within_the_caps_and_flat() -> None:

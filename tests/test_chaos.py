@@ -83,13 +83,6 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=False,
-    reason="RELIABILITY.md, defect 7 (open): after a rebalance in which a worker keeps a"
-    " partition, a user's state can lack a repayment that worker applied, and an overdue"
-    " that replay does not have fires (1 of 11 short runs on the final code, and once"
-    " before; the same user both times). Timing-dependent.",
-)
 def test_a_short_chaos_run_emits_only_replayed_decisions(
     short_run: tuple[dict[str, Any], str],
 ) -> None:

@@ -8,11 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from risk import clock
 from risk.clock import (
+    _parse_timestamp_checked,
     add_months,
     civil_from_days,
     days_from_civil,
     format_timestamp,
+    monthly,
     parse_timestamp,
 )
 
@@ -92,3 +95,77 @@ def test_add_months_clamps_to_month_end(start: str, months: int, expected: str) 
     parsed = parse_timestamp(start)
     assert isinstance(parsed, int)
     assert format_timestamp(add_months(parsed, months)) == expected
+
+
+# The fast path of parse_timestamp must accept exactly what the checked parser accepts, with
+# the same value or the same message: near misses of the canonical forms are generated here.
+_NEAR_MISS_CHARS = "0123456789-:.TZtz+ \n１٣"
+_canonical = st.builds(
+    lambda micros, fraction: (
+        (EPOCH + micros * MICRO).strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
+    ),
+    st.integers(min_value=-(10**15), max_value=(datetime(9999, 1, 1, tzinfo=UTC) - EPOCH) // MICRO),
+    st.one_of(st.just(""), st.from_regex(r"\.[0-9]{0,9}", fullmatch=True)),
+)
+
+
+@st.composite
+def _near_misses(draw: st.DrawFn) -> str:
+    text = list(draw(_canonical))
+    for _ in range(draw(st.integers(min_value=0, max_value=3))):
+        index = draw(st.integers(min_value=0, max_value=len(text) - 1))
+        action = draw(st.sampled_from(["replace", "insert", "delete"]))
+        char = draw(st.sampled_from(_NEAR_MISS_CHARS))
+        if action == "replace":
+            text[index] = char
+        elif action == "insert":
+            text.insert(index, char)
+        elif len(text) > 1:
+            del text[index]
+    return "".join(text)
+
+
+@given(st.one_of(_canonical, _near_misses(), st.text(max_size=30)))
+def test_the_fast_path_agrees_with_the_checked_parser(text: str) -> None:
+    assert parse_timestamp(text) == _parse_timestamp_checked(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-02-30T00:00:00Z",
+        "2026-03-04T00:00:60.5Z",
+        "2026-03-04T25:00:00Z",
+        "1969-12-31T23:59:59.999Z",
+        "2026-03-04T00:00:00.Z",
+        "2026-03-04T00:00:00.1.2Z",
+        "2026-03-04T00:00:00,1Z",
+        "2026-03-04T00:00:00.١Z",  # an Arabic-Indic digit
+        "2026-03-04T00:00:00.1２Z",
+        "2026-03-04T00:0０:00Z",
+        "2026-03-04T00:00:00ZZ",
+    ],
+)
+def test_the_fast_path_rejects_near_misses_as_the_checked_parser_does(text: str) -> None:
+    result = parse_timestamp(text)
+    assert isinstance(result, str)
+    assert result == _parse_timestamp_checked(text)
+
+
+def test_the_date_cache_stays_bounded_and_correct() -> None:
+    start = days_from_civil(2000, 1, 1)
+    for days in range(start, start + 3 * clock._DAYS_CAP):
+        year, month, day = civil_from_days(days)
+        text = f"{year:04d}-{month:02d}-{day:02d}T12:00:00.5Z"
+        assert parse_timestamp(text) == (days * 86400 + 12 * 3600) * 1_000_000 + 500_000
+        assert len(clock._DAYS) <= clock._DAYS_CAP
+
+
+@given(
+    st.integers(min_value=0, max_value=(datetime(9000, 1, 1, tzinfo=UTC) - EPOCH) // MICRO),
+    st.sampled_from([1, 3, 6, 9, 12, 24]),
+)
+def test_monthly_is_add_months_from_the_first_date(first: int, count: int) -> None:
+    expected = [add_months(first, months) for months in range(count)]
+    assert monthly(first, count) == expected
+    assert monthly(first, count) == expected  # the cached series too

@@ -129,6 +129,7 @@ def test_the_overview_shows_what_the_design_asks_for() -> None:
         "sum by (reason) (rate(lineguard_dead_letters_total",  # dead letters by reason
         "histogram_quantile(0.5, sum by (le) (rate(lineguard_processing_seconds_bucket",
         "histogram_quantile(0.99, sum by (le) (rate(lineguard_processing_seconds_bucket",
+        "histogram_quantile(0.99, sum by (le) (rate(lineguard_batch_seconds_bucket",
         "histogram_quantile(0.5, sum by (le) (rate(lineguard_decision_lag_seconds_bucket",
         "histogram_quantile(0.99, sum by (le) (rate(lineguard_decision_lag_seconds_bucket",
         "lineguard_consumer_lag_records",

@@ -84,7 +84,11 @@ def test_a_worker_stopped_mid_stream_loses_no_decision(
         online[:] = [d for docs in limit_events_by_partition(messages).values() for d in docs]
         return {d["event_id"] for d in online} >= set(by_id)
 
-    wait_for(everything_decided, 60, "every replayed decision online")
+    try:
+        wait_for(everything_decided, 60, "every replayed decision online")
+    except AssertionError:
+        missing = [by_id[i] for i in set(by_id) - {d["event_id"] for d in online}]
+        raise AssertionError(f"{len(missing)} decisions missing online: {missing[:5]}") from None
     assert {d["event_id"] for d in online} == set(by_id)
     # A decision repeated after the stop is the same decision, field for field.
     for decision in online:
