@@ -11,10 +11,12 @@ than losing one.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import weakref
 from collections import Counter
 from collections.abc import Awaitable, Iterator, MutableMapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -125,6 +127,28 @@ class _RecordEvent:
 
     def __init__(self, message: Message) -> None:
         self.message = message
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause CPython's cyclic garbage collector while a batch is applied and encoded.
+
+    Applying a batch decodes the state of each user it touches, tens of container objects
+    apiece, which live until the batch is encoded and then die by reference counting. With
+    the collector on, young-generation collections traversed them again and again and
+    promoted them to the oldest generation, whose full collections then took about 40% of
+    the worker's CPU (measured on the 100,000-record backlog). The stretch paused here has
+    no await, so nothing else runs meanwhile; the collector resumes between batches, once
+    the batch's objects are gone.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def stored_states(table: Any) -> Iterator[UserState]:
@@ -278,9 +302,11 @@ class Runtime:
                     self._stores.pop(partition, None)
                     self._marks.pop(partition, None)
                 return
-            batch = self._apply(touched, ticked)
+            with _collector_paused():
+                batch = self._apply(touched, ticked)
+                writes = self._take(batch) if batch is not None else {}
             if batch is not None:
-                await self._complete(batch)
+                await self._complete(batch, writes)
                 metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
     async def settled(self) -> None:
@@ -349,7 +375,17 @@ class Runtime:
             batch.applied.append(applied)
             batch.decisions += [(decision, applied) for decision in applied.decisions]
 
-    async def _complete(self, batch: _Batch) -> None:
+    def _take(self, batch: _Batch) -> dict[int, list[Write]]:
+        """Each touched partition's changed states and marks, encoded for the changelog."""
+        positions = self._positions(batch)
+        writes: dict[int, list[Write]] = {}
+        for partition in batch.flush_with:
+            taken = self._stores[partition].take(self._mark(partition, positions.get(partition)))
+            if taken:
+                writes[partition] = taken
+        return writes
+
+    async def _complete(self, batch: _Batch, writes: dict[int, list[Write]]) -> None:
         """Emit, then persist, then ack: the order that makes a crash repeat, never lose."""
         now = wall_micros()
         producer = self.app.producer._ensure_producer() if self._direct else None
@@ -367,16 +403,7 @@ class Runtime:
         if self.app.should_stop:
             # Faust stops the table before the agent, then commits what was acked. A record
             # acked now would be committed without its state: leave it to be redelivered.
-            self._discard()
             return
-        positions = self._positions(batch)
-        writes: dict[int, list[Write]] = {}
-        for partition in batch.flush_with:
-            store = self._stores.get(partition)
-            if store is not None:  # else revoked meanwhile: the records are redelivered
-                taken = store.take(self._mark(partition, positions.get(partition)))
-                if taken:
-                    writes[partition] = taken
         # Written before acked: Faust commits acked offsets without waiting for the table's
         # changelog records, and a crash in between would lose state whose input is done.
         if producer is not None:
