@@ -363,9 +363,25 @@ class Runtime:
         return batch
 
     def _drain(self, partition: int, batch: _Batch, now: int) -> None:
+        """Apply what the partition's merge releases now.
+
+        The merge asks about each empty topic before each record it releases, several
+        times a record; the first answer for a topic holds for the rest of the drain. The
+        drain does not await, so no record is taken meanwhile and the position asked about
+        does not move; a high watermark that a fetch raises meanwhile counts from the next
+        batch on.
+        """
         if partition not in self._marks:
             self._resume(partition)
-        drained = self.groups[partition].drain(partial(self._may_receive, partition), now)
+        answers: dict[int, bool] = {}
+
+        def may_receive(topic_index: int) -> bool:
+            answer = answers.get(topic_index)
+            if answer is None:
+                answer = answers[topic_index] = self._may_receive(partition, topic_index)
+            return answer
+
+        drained = self.groups[partition].drain(may_receive, now)
         while True:
             started = time.perf_counter()
             applied = next(drained, None)
