@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import time
 import weakref
 from collections import Counter
@@ -19,7 +20,7 @@ from collections.abc import Awaitable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -43,6 +44,9 @@ from streams.fetch import BatchDiversion
 from streams.progress import Marks, event_time_at, is_progress_key, progress_key
 
 log = structlog.get_logger(__name__)
+
+NEVER_HELD: Final = sys.maxsize
+""":meth:`Runtime._held_from` for an empty topic-partition that holds no record back."""
 
 
 def wall_micros() -> int:
@@ -371,20 +375,21 @@ class Runtime:
         """Apply what the partition's merge releases now.
 
         The merge asks about each empty topic before each record it releases, several
-        times a record; the first answer for a topic holds for the rest of the drain. The
-        drain does not await, so no record is taken meanwhile and the position asked about
-        does not move; a high watermark that a fetch raises meanwhile counts from the next
-        batch on.
+        times a record; what the consumer says about a topic (:meth:`_held_from`) is read
+        once per drain, and only the candidate's arrival is compared each time. The drain
+        does not await, so no record is taken meanwhile and the position asked about does
+        not move; a fetch that comes meanwhile counts from the next batch on.
         """
         if partition not in self._marks:
             self._resume(partition)
-        answers: dict[int, bool] = {}
+        held_from: dict[int, int] = {}
+        arrived = self._arrived
 
-        def may_receive(topic_index: int) -> bool:
-            answer = answers.get(topic_index)
-            if answer is None:
-                answer = answers[topic_index] = self._may_receive(partition, topic_index)
-            return answer
+        def may_receive(topic_index: int, candidate: Message) -> bool:
+            since = held_from.get(topic_index)
+            if since is None:
+                since = held_from[topic_index] = self._held_from(partition, topic_index)
+            return arrived.get((candidate.tp, candidate.offset), 0) >= since
 
         drained = self.groups[partition].drain(may_receive, now)
         while True:
@@ -583,7 +588,15 @@ class Runtime:
         )
 
     def _may_receive(self, partition: int, topic_index: int, candidate: Message) -> bool:
-        """Whether an empty topic-partition holds back ``candidate``, the next record to apply.
+        """Whether an empty topic-partition holds back ``candidate``, the next record to apply."""
+        arrived_ms = self._arrived.get((candidate.tp, candidate.offset), 0)
+        return arrived_ms >= self._held_from(partition, topic_index)
+
+    def _held_from(self, partition: int, topic_index: int) -> int:
+        """From when (epoch ms) a record taken holds back for an empty topic-partition.
+
+        0 holds every record back, ``NEVER_HELD`` none; a record not taken by :meth:`_admit`
+        counts as taken at 0, so only a hold of every record holds it.
 
         - Its lag is known and positive (the high watermark of the last fetch response is
           past the next offset to apply): it holds, without a time limit, as Kafka Streams
@@ -615,20 +628,19 @@ class Runtime:
             highwater = None
         if highwater is not None and position is not None:
             if highwater > position:
-                return True
+                return 0
             client = getattr(getattr(self.app.consumer, "_thread", None), "_consumer", None)
             try:
                 fetched_ms = client.last_poll_timestamp(tp) if client is not None else None
             except AssertionError:  # no longer assigned
                 fetched_ms = None
-            arrived_ms = self._arrived.get((candidate.tp, candidate.offset))
-            if fetched_ms is None or arrived_ms is None:
-                return False  # not an aiokafka consumer, or not a record taken by _admit
-            return bool(fetched_ms <= arrived_ms)
+            if fetched_ms is None:
+                return NEVER_HELD  # not an aiokafka consumer
+            return int(fetched_ms)  # taken at or after the fetch: it may have missed a record
         if highwater == 0:
-            return False
+            return NEVER_HELD
         since = self._hold_since.setdefault(tp, time.monotonic())
-        return bool(time.monotonic() - since < self.settings.max_idle)
+        return 0 if time.monotonic() - since < self.settings.max_idle else NEVER_HELD
 
     def _cause(self, decision: Decision, applied: Applied[Message] | None) -> str:
         """What caused a decision, for the log: a timer, or the input record's coordinates.
