@@ -20,6 +20,7 @@ from risk.clock import parse_timestamp
 from risk.policy import PolicyError, load_policy
 from risk.replay import ReplayInputError, parse_records, replay
 from streams.preflight import kafka_credentials
+from streams.recovery import install_changelog_fast_path
 from streams.runtime import wall_micros
 from streams.settings import Settings
 
@@ -67,7 +68,7 @@ def create_app(settings: Settings) -> faust.App:
 
         apply_tansu_shims()
     timeouts = settings.broker_timeouts()
-    return faust.App(
+    app = faust.App(
         settings.app_id,
         env={},  # Faust's unprefixed variables (BROKER_URL ...) must not override settings
         broker=settings.broker_url,
@@ -92,6 +93,8 @@ def create_app(settings: Settings) -> faust.App:
         broker_rebalance_timeout=timeouts["broker_rebalance_timeout"],
         producer_linger_ms=round(settings.producer_linger * 1000),
     )
+    install_changelog_fast_path(app)  # recovery reads the changelog a fetch at a time
+    return app
 
 
 settings = load_settings()

@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -179,7 +180,7 @@ def _runtime(
     """The attributes ``Runtime._may_receive`` reads, without a Faust app."""
     delivery = SimpleNamespace(position=positions.get)
     taken_ms = int((time.time() - candidate_taken_ago) * 1000)
-    return SimpleNamespace(
+    runtime = SimpleNamespace(
         topics=(PURCHASES, OVERRIDES),
         app=SimpleNamespace(consumer=_Highwaters(highwaters, fetched_ago)),
         delivery=delivery,
@@ -187,6 +188,8 @@ def _runtime(
         _hold_since={},
         _arrived={(CANDIDATE.tp, CANDIDATE.offset): taken_ms},
     )
+    runtime._held_from = partial(Runtime._held_from, runtime)
+    return runtime
 
 
 def _may_receive(runtime: Any, topic_index: int) -> bool:
