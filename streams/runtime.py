@@ -382,15 +382,7 @@ class Runtime:
         """
         if partition not in self._marks:
             self._resume(partition)
-        held_from: dict[int, int] = {}
-        arrived = self._arrived
-
-        def may_receive(topic_index: int, candidate: Message) -> bool:
-            since = held_from.get(topic_index)
-            if since is None:
-                since = held_from[topic_index] = self._held_from(partition, topic_index)
-            return arrived.get((candidate.tp, candidate.offset), 0) >= since
-
+        may_receive = partial(self._may_receive, partition, held_from={})
         drained = self.groups[partition].drain(may_receive, now)
         while True:
             started = time.perf_counter()
@@ -587,10 +579,23 @@ class Runtime:
             [committed.get(TP(topic, partition)) for topic in self.topics],
         )
 
-    def _may_receive(self, partition: int, topic_index: int, candidate: Message) -> bool:
-        """Whether an empty topic-partition holds back ``candidate``, the next record to apply."""
-        arrived_ms = self._arrived.get((candidate.tp, candidate.offset), 0)
-        return arrived_ms >= self._held_from(partition, topic_index)
+    def _may_receive(
+        self,
+        partition: int,
+        topic_index: int,
+        candidate: Message,
+        held_from: dict[int, int] | None = None,
+    ) -> bool:
+        """Whether an empty topic-partition holds back ``candidate``, the next record to apply.
+
+        ``held_from`` caches :meth:`_held_from` by topic for the length of one drain.
+        """
+        since = None if held_from is None else held_from.get(topic_index)
+        if since is None:
+            since = self._held_from(partition, topic_index)
+            if held_from is not None:
+                held_from[topic_index] = since
+        return self._arrived.get((candidate.tp, candidate.offset), 0) >= since
 
     def _held_from(self, partition: int, topic_index: int) -> int:
         """From when (epoch ms) a record taken holds back for an empty topic-partition.
