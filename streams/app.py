@@ -94,7 +94,26 @@ def create_app(settings: Settings) -> faust.App:
         producer_linger_ms=round(settings.producer_linger * 1000),
     )
     install_changelog_fast_path(app)  # recovery reads the changelog a fetch at a time
+    set_fetch_max_wait(app, settings.fetch_max_wait())
     return app
+
+
+def set_fetch_max_wait(app: faust.App, seconds: float) -> None:
+    """Give the worker's consumer this fetch wait, in place of the 1.5 s Faust hard-codes."""
+    wait_ms = round(seconds * 1000)
+
+    def install(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        thread: Any = app.consumer._thread  # type: ignore[attr-defined]
+        create = thread._create_worker_consumer
+
+        def create_worker_consumer(transport: Any) -> Any:
+            consumer = create(transport)
+            consumer._fetch_max_wait_ms = wait_ms  # read by start(), which builds the fetcher
+            return consumer
+
+        thread._create_worker_consumer = create_worker_consumer
+
+    app.on_worker_init.connect(install)
 
 
 settings = load_settings()

@@ -13,6 +13,8 @@ faust-streaming 0.15.3 and aiokafka 0.14.0.
   this module never applies it by itself, and it must never be applied against a real Kafka.
 - :data:`TANSU_FAST_JOIN` holds the Faust settings that make group joins take seconds
   instead of half a minute on Tansu.
+- :data:`TANSU_FETCH_MAX_WAIT` is the consumer's fetch wait on Tansu, which does not answer
+  a waiting Fetch when a record arrives.
 """
 
 from __future__ import annotations
@@ -42,6 +44,16 @@ TANSU_FAST_JOIN: Final[dict[str, float]] = {
 
 With Faust's default 60 s session timeout every worker start takes about 32 s; with these
 a worker is ready in about 3 s. Production Kafka wants the larger defaults.
+"""
+
+TANSU_FETCH_MAX_WAIT: Final = 0.02
+"""Seconds a consumer Fetch may wait on Tansu (``LINEGUARD_CONSUMER_FETCH_MAX_WAIT``).
+
+Kafka answers a waiting Fetch as soon as a record arrives, so its wait only bounds idle
+polling. Tansu lets it wait: a record produced to a caught-up consumer took 391 ms (p50)
+and up to 750 ms to arrive with Faust's 1.5 s wait, 25 ms (p50) with 100 ms, and 6 ms with
+20 ms (measured with aiokafka, one record every 50 ms). Twenty ms costs about 50 empty
+fetches a second when idle.
 """
 
 _HOST: Final = "127.0.0.1"

@@ -615,8 +615,8 @@ class Runtime:
           earlier event time than ``candidate``, may not have been fetched yet (the consumer
           fetches a partition again only once the records fetched before have been handed
           over, and a backlog delays that). It holds until a newer response says; the
-          consumer fetches every partition at least every 1.5 s (Faust's
-          ``fetch_max_wait_ms``), and ticks (``end_idle_holds``) look again.
+          consumer fetches every partition at least every ``consumer_fetch_max_wait``
+          seconds, and ticks (``end_idle_holds``) look again.
         - Its lag is unknown (no fetch response yet since the assignment, or no offset
           expected yet): it holds for at most ``max_idle`` seconds.
 

@@ -14,7 +14,7 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.devbroker import TANSU_FAST_JOIN
+from streams.devbroker import TANSU_FAST_JOIN, TANSU_FETCH_MAX_WAIT
 
 MIN_API_TOKEN_LENGTH = 16
 
@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     broker_heartbeat_interval: float = Field(3.0, gt=0)
     broker_rebalance_timeout: float = Field(60.0, gt=0)
     broker_commit_interval: float = Field(2.8, gt=0)
+    consumer_fetch_max_wait: float = Field(0.5, gt=0, le=30)
+    """Seconds the broker may hold a Fetch with nothing to return (Kafka's ``fetch.max.wait.ms``;
+    Faust would fix it at 1.5). It bounds how stale a caught-up partition's lag is, which
+    the event-time merge waits on."""
     dev_broker: Literal["tansu"] | None = None
     """``tansu``: the embedded development broker; enables its shims and fast joins."""
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -143,3 +147,9 @@ class Settings(BaseSettings):
             name: default if fast and name not in self.model_fields_set else getattr(self, name)
             for name, default in TANSU_FAST_JOIN.items()
         }
+
+    def fetch_max_wait(self) -> float:
+        """The consumer's fetch wait: short on the dev broker unless set, as it waits it out."""
+        if self.dev_broker == "tansu" and "consumer_fetch_max_wait" not in self.model_fields_set:
+            return TANSU_FETCH_MAX_WAIT
+        return self.consumer_fetch_max_wait

@@ -57,6 +57,34 @@ def test_the_dev_broker_setting_turns_on_fast_joins_unless_set_explicitly() -> N
     assert explicit.stdout.split()[-1] == "9.0"
 
 
+FETCH_WAIT_PROBE = """
+import asyncio
+from streams.app import app
+async def main():
+    app.on_worker_init.send()
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    print(consumer._fetch_max_wait_ms)
+    await consumer.stop()
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "wait_ms"),
+    [
+        ({}, "500"),
+        ({"LINEGUARD_DEV_BROKER": "tansu"}, "20"),
+        ({"LINEGUARD_DEV_BROKER": "tansu", "LINEGUARD_CONSUMER_FETCH_MAX_WAIT": "0.25"}, "250"),
+    ],
+)
+def test_the_workers_consumer_gets_the_fetch_wait_not_fausts_fixed_one(
+    env: dict[str, str], wait_ms: str
+) -> None:
+    probe = _run(env, FETCH_WAIT_PROBE)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split() == [wait_ms]
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [
