@@ -21,15 +21,19 @@ from typing import Any
 
 import faust
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.types import TP
 from test_worker import PARTITIONS, start_worker, topics
-from worker_harness import Topics, Worker, create_topics
+from worker_harness import (
+    Topics,
+    Worker,
+    create_changelog,
+    create_topics,
+    produce_to_changelog,
+)
 
 from risk.clock import format_timestamp
 from risk.partitioner import partition_for
@@ -40,10 +44,6 @@ __all__ = ["start_worker", "topics"]  # fixtures shared with test_worker
 
 TOKEN = "token-of-the-recovery-tests"  # noqa: S105 - a test token for a loopback worker
 START = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z in epoch microseconds
-
-
-def changelog_of(topics: Topics) -> str:
-    return f"{topics.prefix}-users-changelog"
 
 
 # --- unit: the bookkeeping of _slurp_changelogs, per fetch -------------------------------
@@ -242,29 +242,9 @@ def writes(users: int, rounds: int, seed: int) -> Iterator[tuple[bytes, bytes | 
         yield user.encode(), STATE_ENCODER.encode(state)
 
 
-async def produce_changelog(bootstrap: str, topic: str,
-                            records: list[tuple[bytes, bytes | None]]) -> None:  # fmt: skip
-    """Each record to the partition the worker itself would write its user to."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1)
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(topic, value=value, key=key,
-                                partition=partition_for(key, PARTITIONS))
-            for key, value in records
-        ]  # fmt: skip
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
-async def create_changelog(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-    finally:
-        await admin.close()
+def partition_of(key: bytes) -> int:
+    """The partition the worker itself would write the user to."""
+    return partition_for(key, PARTITIONS)
 
 
 def last_writes(records: list[tuple[bytes, bytes | None]]) -> dict[str, bytes | None]:
@@ -297,12 +277,11 @@ def test_a_restarted_worker_recovers_the_last_write_of_every_key(
     tmp_path: Path,
     store: str,
 ) -> None:
-    changelog = changelog_of(topics)
     asyncio.run(create_topics(kafka_bootstrap, topics, PARTITIONS))
-    asyncio.run(create_changelog(kafka_bootstrap, changelog))
+    changelog = asyncio.run(create_changelog(kafka_bootstrap, topics, PARTITIONS))
     # Over a MiB a partition, so that a partition takes several fetches.
     first_part = list(writes(users=600, rounds=60, seed=31))
-    asyncio.run(produce_changelog(kafka_bootstrap, changelog, first_part))
+    asyncio.run(produce_to_changelog(kafka_bootstrap, changelog, first_part, partition_of))
     env = {"LINEGUARD_STORE": store, "LINEGUARD_API_TOKEN": TOKEN,
            "LINEGUARD_DATADIR": str(tmp_path / "data")}  # fmt: skip
     first = start_worker(extra_env=env)
@@ -311,7 +290,7 @@ def test_a_restarted_worker_recovers_the_last_write_of_every_key(
     first.stop(signal.SIGTERM)
     # More writes of the same keys; RocksDB reads only these, from its persisted offsets.
     second_part = list(writes(users=600, rounds=5, seed=32))
-    asyncio.run(produce_changelog(kafka_bootstrap, changelog, second_part))
+    asyncio.run(produce_to_changelog(kafka_bootstrap, changelog, second_part, partition_of))
     second = start_worker(extra_env=env)
     second.wait_ready()
     assert_recovered(second, last_writes(first_part + second_part))

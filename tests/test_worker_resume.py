@@ -13,8 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from test_worker import PARTITIONS, records_of, replay_by_partition, start_worker, topics
 from worker_harness import (
@@ -22,8 +21,10 @@ from worker_harness import (
     Topics,
     Worker,
     consume_all,
+    create_changelog,
     limit_events_by_partition,
     produce,
+    produce_to_changelog,
     wait_for,
 )
 
@@ -77,23 +78,11 @@ def _states_after(records: list[InputRecord]) -> tuple[dict[str, UserState], int
 
 
 async def _leave_as_a_stopped_worker_would(
-    bootstrap: str, app_id: str, changelog: dict[bytes, bytes], committed: dict[str, int]
+    bootstrap: str, topics: Topics, changelog: dict[bytes, bytes], committed: dict[str, int]
 ) -> None:
-    name = f"{app_id}-users-changelog"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, PARTITIONS, 1)])
-    finally:
-        await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        for key, value in changelog.items():
-            await producer.send_and_wait(name, value, key=key, partition=0)
-    finally:
-        await producer.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=app_id,
+    name = await create_changelog(bootstrap, topics, PARTITIONS)
+    await produce_to_changelog(bootstrap, name, changelog.items(), lambda key: 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=topics.prefix,
                                 enable_auto_commit=False)  # fmt: skip
     await consumer.start()
     try:
@@ -120,7 +109,7 @@ def test_a_worker_resumed_at_its_committed_offsets_decides_as_one_pass_did(
     changelog = {user.encode(): STATE_ENCODER.encode(state) for user, state in durable.items()}
     changelog[progress_key(0)] = marks
     committed = {topics.name(PURCHASES): committed_through}
-    asyncio.run(_leave_as_a_stopped_worker_would(kafka_bootstrap, topics.prefix, changelog,
+    asyncio.run(_leave_as_a_stopped_worker_would(kafka_bootstrap, topics, changelog,
                                                  committed))  # fmt: skip
 
     expected = replay_by_partition(records)

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,37 @@ async def produce(
     try:
         futures = [
             await producer.send(topics.name(r.topic), value=r.value, key=r.key) for r in records
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def create_changelog(bootstrap: str, topics: Topics, partitions: int) -> str:
+    """Create the changelog of the worker's ``users`` table, as Faust names it; return the name."""
+    name = f"{topics.prefix}-users-changelog"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+    return name
+
+
+async def produce_to_changelog(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes, bytes | None]],
+    partition_of: Callable[[bytes], int],
+) -> None:
+    """Write table records straight to a changelog, in order, as a worker would have left it."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value=value, key=key, partition=partition_of(key))
+            for key, value in records
         ]
         await asyncio.gather(*futures)
     finally:
