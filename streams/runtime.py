@@ -134,7 +134,7 @@ class _RecordEvent:
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Pause CPython's cyclic garbage collector while a batch is applied and encoded.
 
     Applying a batch decodes the state of each user it touches, tens of container objects
@@ -309,7 +309,7 @@ class Runtime:
                     self._stores.pop(partition, None)
                     self._marks.pop(partition, None)
                 return
-            with _collector_paused():
+            with collector_paused():
                 batch = self._apply(touched, ticked)
                 writes = self._take(batch) if batch is not None else {}
             if batch is not None:
