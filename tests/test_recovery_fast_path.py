@@ -34,7 +34,7 @@ from worker_harness import Topics, Worker, create_topics
 from risk.clock import format_timestamp
 from risk.partitioner import partition_for
 from risk.state import STATE_DECODER, STATE_ENCODER, UserState
-from streams.recovery import ChangelogFastPath, ChangelogRecord
+from streams.recovery import ChangelogFastPath, ChangelogRecord, apply_records
 
 __all__ = ["start_worker", "topics"]  # fixtures shared with test_worker
 
@@ -181,6 +181,44 @@ def test_the_stores_take_the_records_as_faust_events() -> None:
     )  # fmt: skip
     assert dict(store.data) == {b"b": b"3"}
     assert store._key_partition == {b"b": 2}
+
+
+def rocksdb_store(tmp_path: Path, name: str) -> RocksDBStore:
+    app = faust.App(f"fast-path-{name}", store="rocksdb://", datadir=str(tmp_path / name))
+    return RocksDBStore("rocksdb://", app, table=SimpleNamespace(name="users"))  # type: ignore[arg-type]
+
+
+def test_rocksdb_gets_what_its_own_changelog_batch_writes(tmp_path: Path) -> None:
+    tp = TP("app-users-changelog", 3)
+    fetches = [
+        [record(0, b"a", b"1"), record(1, b"b", b"2"), record(2, b"a", None)],
+        [record(3, b"b", b"3"), record(4, b"c", b"4"), record(5, b"a", b"5")],
+        [record(6, b"c", None)],
+    ]
+    fast = rocksdb_store(tmp_path, "fast")
+    table = SimpleNamespace(data=fast, apply_changelog_batch=None)  # not called for RocksDB
+    faust_own = rocksdb_store(tmp_path, "faust")
+    for fetched in fetches:
+        apply_records(table, tp, fetched)
+        faust_own.apply_changelog_batch(
+            [ChangelogRecord(tp, r.offset, r.key, r.value) for r in fetched],
+            to_key=lambda k: k, to_value=lambda v: v,
+        )  # fmt: skip
+        assert fast.persisted_offset(tp) == faust_own.persisted_offset(tp) == fetched[-1].offset
+    assert dict(fast._db_for_partition(3).items()) == dict(faust_own._db_for_partition(3).items())
+    assert dict(fast._db_for_partition(3).items()) == {
+        b"a": b"5",
+        b"b": b"3",
+        fast.offset_key: b"6",
+    }
+    assert fast._dbs.keys() == {3}  # the partition's own database, as Faust picks it
+
+
+def test_other_stores_get_the_records_as_faust_events() -> None:
+    tp = TP("app-users-changelog", 2)
+    table = RecordingTable()
+    apply_records(table, tp, [record(7, b"a", b"1"), record(8, b"a", None)])
+    assert table.batches == [[(7, b"1"), (8, None)]]
 
 
 # --- the Faust internals the fast path stands in for ---------------------------------------
