@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from unittest.mock import AsyncMock
 
 import faust
 import pytest
@@ -25,6 +26,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import Store as RocksDBStore
+from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.types import TP
@@ -34,7 +36,12 @@ from worker_harness import Topics, Worker, create_topics
 from risk.clock import format_timestamp
 from risk.partitioner import partition_for
 from risk.state import STATE_DECODER, STATE_ENCODER, UserState
-from streams.recovery import ChangelogFastPath, ChangelogRecord, apply_records
+from streams.recovery import (
+    ChangelogFastPath,
+    ChangelogRecord,
+    PromptTableManager,
+    apply_records,
+)
 
 __all__ = ["start_worker", "topics"]  # fixtures shared with test_worker
 
@@ -260,6 +267,32 @@ def test_faust_stores_read_only_what_a_changelog_record_carries() -> None:
     rocksdb = inspect.getsource(RocksDBStore.apply_changelog_batch)
     assert "event.message.tp, event.message.offset" in rocksdb
     assert "self.set_persisted_offset(tp, offset)" in rocksdb
+
+
+def code_lines(function: Any) -> list[str]:
+    """A function's statements, without its signature and one-line docstring."""
+    lines = [line.strip() for line in inspect.getsource(function).splitlines()[1:]]
+    return [line for line in lines if line and not line.startswith(('"""', "#"))]
+
+
+def test_faust_table_manager_starts_as_the_prompt_one_after_a_second_of_sleep() -> None:
+    faust_own = code_lines(TableManager.on_start)
+    assert faust_own[0] == "await self.sleep(1.0)"
+    assert faust_own[1:] == code_lines(PromptTableManager.on_start)
+
+
+async def test_the_prompt_table_manager_starts_the_tables_without_sleeping() -> None:
+    app = faust.App("prompt-table-manager-test", TableManager=PromptTableManager)
+    manager = app.tables
+    assert isinstance(manager, PromptTableManager)
+    steps: list[str] = []
+    manager.sleep = AsyncMock(side_effect=AssertionError("slept"))
+    manager._update_channels = AsyncMock(side_effect=lambda: steps.append("channels"))
+    manager._recovery = SimpleNamespace(
+        start=AsyncMock(side_effect=lambda: steps.append("recovery"))
+    )
+    await manager.on_start()
+    assert steps == ["channels", "recovery"]
 
 
 # --- integration: a worker recovers the last write of every key -----------------------------
