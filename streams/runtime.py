@@ -20,8 +20,6 @@ from collections.abc import Awaitable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import groupby
-from operator import itemgetter
 from typing import Any, Final
 
 import structlog
@@ -513,8 +511,8 @@ class Runtime:
 
         Each state is decoded, indexed and dropped: holding a million decoded states at
         once would leave the process that much larger for good. The states come by
-        partition from the store itself (:mod:`streams.stored`), a run of one partition's
-        states to its processor at a time.
+        partition from the store itself (:mod:`streams.stored`), each partition's to its
+        processor in one call.
         """
         groups: dict[int, PartitionGroup[Message]] = {}
         for partition in partitions:
@@ -523,10 +521,9 @@ class Runtime:
             groups[partition] = PartitionGroup(
                 self.policy, store, len(self.topics), self.settings.clock
             )
-        decode = STATE_DECODER.decode
         stored = stored_states(self.table, partitions, self.partitions)
-        for partition, run in groupby(stored, key=itemgetter(0)):
-            groups[partition].processor.recover(decode(raw) for _, raw in run)
+        for partition, states in stored.items():
+            groups[partition].processor.recover(map(STATE_DECODER.decode, states))
         for partition, group in groups.items():
             self.groups[partition] = group
             processor = group.processor
