@@ -12,8 +12,9 @@ records/s with the event loop busy and the consumer's fetch thread mostly idle.
 the consumer's fetch result, before Faust turns them into messages, and applies each
 partition's records to its table at once (:func:`apply_records`: one RocksDB write batch,
 or one ``apply_changelog_batch`` call), with exactly the bookkeeping ``_slurp_changelogs``
-does per record (the replaced code is named in each method). It runs synchronously between the fetch returning and Faust's own iteration, so
-a record is applied under the same assignment as Faust would have seen.
+does per record (the replaced code is named in each method). It runs synchronously
+between the fetch returning and Faust's own iteration, so a record is applied under the
+same assignment as Faust would have seen.
 """
 
 from __future__ import annotations
