@@ -20,7 +20,7 @@ from risk.clock import parse_timestamp
 from risk.policy import PolicyError, load_policy
 from risk.replay import ReplayInputError, parse_records, replay
 from streams.preflight import kafka_credentials
-from streams.recovery import install_changelog_fast_path
+from streams.recovery import PromptTableManager, install_changelog_fast_path
 from streams.runtime import wall_micros
 from streams.settings import Settings
 
@@ -92,6 +92,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=timeouts["broker_heartbeat_interval"],
         broker_rebalance_timeout=timeouts["broker_rebalance_timeout"],
         producer_linger_ms=round(settings.producer_linger * 1000),
+        TableManager=PromptTableManager,  # starts the tables without Faust's 1 s sleep
     )
     install_changelog_fast_path(app)  # recovery reads the changelog a fetch at a time
     set_fetch_max_wait(app, settings.fetch_max_wait())

@@ -34,7 +34,6 @@ from risk.decision import Decision
 from risk.group import Applied, PartitionGroup
 from risk.limits import DECISION_REASONS, STATUSES
 from risk.partition import Outcome
-from risk.partitioner import partition_for
 from risk.policy import Policy
 from risk.state import STATE_DECODER, STATE_ENCODER, UserState
 from streams import metrics
@@ -42,6 +41,7 @@ from streams.changelog import ChangelogWriter, Write
 from streams.delivery import InOrderDelivery, guard_recovery_seeks
 from streams.fetch import BatchDiversion
 from streams.progress import Marks, event_time_at, is_progress_key, progress_key
+from streams.stored import stored_states
 
 log = structlog.get_logger(__name__)
 
@@ -153,13 +153,6 @@ def collector_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
-
-
-def stored_states(table: Any) -> Iterator[UserState]:
-    """Every state in the local table, decoded (recovery only: it scans)."""
-    for key, raw in table.items():
-        if raw is not None and not is_progress_key(key):
-            yield STATE_DECODER.decode(raw)
 
 
 class Runtime:
@@ -514,10 +507,12 @@ class Runtime:
         return group
 
     def _recover(self, partitions: set[int]) -> None:
-        """Build the groups of ``partitions`` from one scan of the table.
+        """Build the groups of ``partitions`` from one scan of the table's stored states.
 
         Each state is decoded, indexed and dropped: holding a million decoded states at
-        once would leave the process that much larger for good.
+        once would leave the process that much larger for good. The states come by
+        partition from the store itself (:mod:`streams.stored`), each partition's to its
+        processor in one call.
         """
         groups: dict[int, PartitionGroup[Message]] = {}
         for partition in partitions:
@@ -526,17 +521,14 @@ class Runtime:
             groups[partition] = PartitionGroup(
                 self.policy, store, len(self.topics), self.settings.clock
             )
-        users = dict.fromkeys(partitions, 0)
-        for state in stored_states(self.table):
-            partition = partition_for(state.user_id.encode(), self.partitions)
-            group = groups.get(partition)
-            if group is not None:
-                group.processor.recover((state,))
-                users[partition] += 1
+        stored = stored_states(self.table, partitions, self.partitions)
+        for partition, states in stored.items():
+            groups[partition].processor.recover(map(STATE_DECODER.decode, states))
         for partition, group in groups.items():
             self.groups[partition] = group
-            log.info("partition_recovered", partition=partition, users=users[partition],
-                     timers=group.processor.pending_timers)  # fmt: skip
+            processor = group.processor
+            log.info("partition_recovered", partition=partition, users=processor.users.total(),
+                     timers=processor.pending_timers)  # fmt: skip
 
     def _resume(self, partition: int) -> None:
         """Start the partition's watermark from its committed offsets' mark, once they are known.

@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from unittest.mock import AsyncMock
 
 import faust
 import pytest
 from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import Store as RocksDBStore
+from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer
 from faust.types import TP
@@ -38,7 +40,12 @@ from worker_harness import (
 from risk.clock import format_timestamp
 from risk.partitioner import partition_for
 from risk.state import STATE_DECODER, STATE_ENCODER, UserState
-from streams.recovery import ChangelogFastPath, ChangelogRecord
+from streams.recovery import (
+    ChangelogFastPath,
+    ChangelogRecord,
+    PromptTableManager,
+    apply_records,
+)
 
 __all__ = ["start_worker", "topics"]  # fixtures shared with test_worker
 
@@ -183,6 +190,44 @@ def test_the_stores_take_the_records_as_faust_events() -> None:
     assert store._key_partition == {b"b": 2}
 
 
+def rocksdb_store(tmp_path: Path, name: str) -> RocksDBStore:
+    app = faust.App(f"fast-path-{name}", store="rocksdb://", datadir=str(tmp_path / name))
+    return RocksDBStore("rocksdb://", app, table=SimpleNamespace(name="users"))  # type: ignore[arg-type]
+
+
+def test_rocksdb_gets_what_its_own_changelog_batch_writes(tmp_path: Path) -> None:
+    tp = TP("app-users-changelog", 3)
+    fetches = [
+        [record(0, b"a", b"1"), record(1, b"b", b"2"), record(2, b"a", None)],
+        [record(3, b"b", b"3"), record(4, b"c", b"4"), record(5, b"a", b"5")],
+        [record(6, b"c", None)],
+    ]
+    fast = rocksdb_store(tmp_path, "fast")
+    table = SimpleNamespace(data=fast, apply_changelog_batch=None)  # not called for RocksDB
+    faust_own = rocksdb_store(tmp_path, "faust")
+    for fetched in fetches:
+        apply_records(table, tp, fetched)
+        faust_own.apply_changelog_batch(
+            [ChangelogRecord(tp, r.offset, r.key, r.value) for r in fetched],
+            to_key=lambda k: k, to_value=lambda v: v,
+        )  # fmt: skip
+        assert fast.persisted_offset(tp) == faust_own.persisted_offset(tp) == fetched[-1].offset
+    assert dict(fast._db_for_partition(3).items()) == dict(faust_own._db_for_partition(3).items())
+    assert dict(fast._db_for_partition(3).items()) == {
+        b"a": b"5",
+        b"b": b"3",
+        fast.offset_key: b"6",
+    }
+    assert fast._dbs.keys() == {3}  # the partition's own database, as Faust picks it
+
+
+def test_other_stores_get_the_records_as_faust_events() -> None:
+    tp = TP("app-users-changelog", 2)
+    table = RecordingTable()
+    apply_records(table, tp, [record(7, b"a", b"1"), record(8, b"a", None)])
+    assert table.batches == [[(7, b"1"), (8, None)]]
+
+
 # --- the Faust internals the fast path stands in for ---------------------------------------
 
 
@@ -222,6 +267,32 @@ def test_faust_stores_read_only_what_a_changelog_record_carries() -> None:
     rocksdb = inspect.getsource(RocksDBStore.apply_changelog_batch)
     assert "event.message.tp, event.message.offset" in rocksdb
     assert "self.set_persisted_offset(tp, offset)" in rocksdb
+
+
+def code_lines(function: Any) -> list[str]:
+    """A function's statements, without its signature and one-line docstring."""
+    lines = [line.strip() for line in inspect.getsource(function).splitlines()[1:]]
+    return [line for line in lines if line and not line.startswith(('"""', "#"))]
+
+
+def test_faust_table_manager_starts_as_the_prompt_one_after_a_second_of_sleep() -> None:
+    faust_own = code_lines(TableManager.on_start)
+    assert faust_own[0] == "await self.sleep(1.0)"
+    assert faust_own[1:] == code_lines(PromptTableManager.on_start)
+
+
+async def test_the_prompt_table_manager_starts_the_tables_without_sleeping() -> None:
+    app = faust.App("prompt-table-manager-test", TableManager=PromptTableManager)
+    manager = app.tables
+    assert isinstance(manager, PromptTableManager)
+    steps: list[str] = []
+    manager.sleep = AsyncMock(side_effect=AssertionError("slept"))
+    manager._update_channels = AsyncMock(side_effect=lambda: steps.append("channels"))
+    manager._recovery = SimpleNamespace(
+        start=AsyncMock(side_effect=lambda: steps.append("recovery"))
+    )
+    await manager.on_start()
+    assert steps == ["channels", "recovery"]
 
 
 # --- integration: a worker recovers the last write of every key -----------------------------

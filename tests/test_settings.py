@@ -144,6 +144,11 @@ def test_the_web_server_listens_on_the_web_host_whatever_fausts_variables_say() 
     assert _run({**fausts, "LINEGUARD_WEB_HOST": "10.0.0.5"}, probe).stdout.split() == ["10.0.0.5"]
 
 
+def test_the_worker_starts_its_tables_with_the_prompt_table_manager() -> None:
+    probe = "from streams.app import app; print(type(app.tables).__name__)"
+    assert _run({}, probe).stdout.split() == ["PromptTableManager"]
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
