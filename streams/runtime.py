@@ -155,6 +155,25 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+COLLECTOR_THRESHOLDS: Final = (10_000, 10, 100)
+"""CPython's defaults are (700, 10, 10). See :func:`tune_collector`."""
+
+
+def tune_collector() -> None:
+    """Make the cyclic garbage collector run less often in the worker process.
+
+    The worker's long-lived heap (the partitions' timer indexes, Faust, aiokafka) grows
+    with its users, and with the default thresholds a full collection, which traverses all
+    of it, came about every 25,000 records: 19 of them, about 190 ms each, in the 500,000-
+    record e2e bench, and with the young collections about 15% of the worker's CPU for
+    almost nothing collected (everything the hot path drops dies by reference counting).
+    With these thresholds the same run made no full collection and spent about 1.3 s in
+    the collector, the longest pause about 70 ms. A full collection still comes once the
+    old generation has grown by a quarter and enough young collections have passed.
+    """
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
+
+
 def stored_states(table: Any) -> Iterator[UserState]:
     """Every state in the local table, decoded (recovery only: it scans)."""
     for key, raw in table.items():
