@@ -1,14 +1,18 @@
-"""Pieces of the worker's shell that need no broker: the collector, bulk observations."""
+"""Pieces of the worker's shell that need no broker: collector, observations, log colours."""
 
 from __future__ import annotations
 
 import gc
+import io
+import logging
 from collections.abc import Iterator
 
+import colorlog
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from streams import metrics
+from streams.app import cache_log_colors
 from streams.runtime import COLLECTOR_THRESHOLDS, tune_collector
 
 
@@ -48,3 +52,25 @@ def test_observe_all_counts_as_one_observe_per_amount() -> None:
     expected, got = samples(one_by_one), samples(together)
     assert [(n, labels) for n, labels, _ in got] == [(n, labels) for n, labels, _ in expected]
     assert [v for _, _, v in got] == pytest.approx([v for _, _, v in expected])
+
+
+def test_cached_log_colours_format_every_line_as_before() -> None:
+    logger = logging.getLogger("lineguard.test.colours")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(colorlog.ColoredFormatter("%(log_color)s%(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        for level in (logging.INFO, logging.WARNING, logging.INFO):
+            logger.log(level, "line %s", 1)
+        before = stream.getvalue()
+        cache_log_colors(logger)
+        cache_log_colors(logger)  # once is enough: a second call changes nothing
+        stream.seek(0)
+        stream.truncate()
+        for level in (logging.INFO, logging.WARNING, logging.INFO):
+            logger.log(level, "line %s", 1)
+        assert stream.getvalue() == before
+    finally:
+        logger.removeHandler(handler)
