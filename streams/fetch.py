@@ -55,10 +55,13 @@ class BatchDiversion:
             records, active = await consumer._wait_next_records(timeout)
             if records is None or consumer.should_stop or not consumer.flow_active:
                 return  # Faust drops a fetch made without flow too: it seeks back later
+            generation = consumer.app.consumer_generation_id
             taken, others = self.split(consumer, records, active)
             if others:
                 async for tp, message in _faust_iteration(consumer, others):
                     yield tp, message
+                if not consumer.flow_active or consumer.app.consumer_generation_id != generation:
+                    return  # Faust's loop would stop before them too: they are read again
             for start in range(0, len(taken), size):
                 await handle(taken[start : start + size])
 

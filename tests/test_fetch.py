@@ -136,3 +136,16 @@ async def test_faust_s_iteration_stops_when_the_generation_changes() -> None:
 
 async def _no_batches(messages: list[Message]) -> None:
     raise AssertionError("no input records in this fetch")
+
+
+async def test_input_records_are_dropped_when_flow_stops_while_faust_takes_the_others() -> None:
+    changelog, purchases = TP("users-changelog", 0), TP("purchases", 0)
+    fetch = {changelog: _records(changelog, 0), purchases: _records(purchases, 0)}
+    for stop in ("flow", "generation"):
+        consumer = FakeConsumer([(fetch, None)])
+        BatchDiversion(INPUTS, _no_batches, 10).install(consumer)
+        async for _ in consumer.getmany(1.0):
+            if stop == "flow":
+                consumer.flow_active = False  # a rebalance began meanwhile
+            else:
+                consumer.app.consumer_generation_id = 8
