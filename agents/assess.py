@@ -16,8 +16,8 @@ from faust.types import StreamT
 
 from risk.policy import PolicyError, load_policy
 from streams import metrics
-from streams.app import app, settings
-from streams.runtime import Runtime
+from streams.app import app, cache_log_colors, settings
+from streams.runtime import Runtime, tune_collector
 from streams.topics import TICK_TOPIC, dead_letters, inputs, limit_events, ticks, users
 
 log = structlog.get_logger(__name__)
@@ -73,6 +73,22 @@ def take_over_input_offsets(sender: Any, /, *args: Any, signal: Any, **kwargs: A
     """Before the first fetch: the runtime, not Faust's fetch loop, orders input records."""
     runtime.delivery.install(app.consumer)
     runtime.diversion.install(app.consumer)
+
+
+@app.on_worker_init.connect
+def collect_garbage_less_often(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    """In the worker process only: see :func:`streams.runtime.tune_collector`."""
+    tune_collector()
+
+
+@app.task
+async def format_log_lines_for_less() -> None:
+    """See :func:`streams.app.cache_log_colors`.
+
+    A task, as the app starts: the worker sets up its logging before that, but after
+    ``on_worker_init``.
+    """
+    cache_log_colors()
 
 
 @app.on_rebalance_complete.connect

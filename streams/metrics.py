@@ -9,7 +9,9 @@ event pays for a label lookup.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -123,6 +125,23 @@ class ConsumerLag(Collector):
             "Records in an assigned input partition not yet committed by this worker.",
             labels=["topic", "partition"],
         )
+
+
+def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """``histogram.observe`` of every amount, with one increment per bucket and one of the sum.
+
+    ``observe`` takes a lock per bucket and per sum and walks the buckets in Python; once
+    per input record that was about 4% of the worker's CPU. The bucket is the first upper
+    bound at or above the amount, as ``observe`` picks it (prometheus-client 0.26: its
+    ``_upper_bounds``, ending in +Inf, and ``_buckets``, ``_sum``).
+    """
+    if not amounts:
+        return
+    bounds = histogram._upper_bounds
+    buckets = histogram._buckets
+    for index, count in Tally(bisect_left(bounds, amount) for amount in amounts).items():
+        buckets[index].inc(count)
+    histogram._sum.inc(sum(amounts))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,76 @@
+"""Pieces of the worker's shell that need no broker: collector, observations, log colours."""
+
+from __future__ import annotations
+
+import gc
+import io
+import logging
+from collections.abc import Iterator
+
+import colorlog
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+
+from streams import metrics
+from streams.app import cache_log_colors
+from streams.runtime import COLLECTOR_THRESHOLDS, tune_collector
+
+
+@pytest.fixture
+def thresholds() -> Iterator[None]:
+    saved = gc.get_threshold()
+    yield
+    gc.set_threshold(*saved)
+
+
+@pytest.mark.usefixtures("thresholds")
+def test_the_worker_collects_young_objects_less_often_and_the_old_generation_rarely() -> None:
+    tune_collector()
+    assert gc.get_threshold() == COLLECTOR_THRESHOLDS
+    young, middle, old = COLLECTOR_THRESHOLDS
+    assert young > 700 and middle >= 10 and old > 10  # CPython's defaults
+
+
+def test_observe_all_counts_as_one_observe_per_amount() -> None:
+    buckets = (0.001, 0.01, 0.1, 1.0)
+    one_by_one = Histogram("one_by_one", "d", buckets=buckets, registry=CollectorRegistry())
+    together = Histogram("together", "d", buckets=buckets, registry=CollectorRegistry())
+    amounts = [0.0, 0.0005, 0.001, 0.0011, 0.01, 0.5, 1.0, 2.0, 30.0, 0.001]
+    for amount in amounts:
+        one_by_one.observe(amount)
+    metrics.observe_all(together, amounts)
+    metrics.observe_all(together, [])
+
+    def samples(histogram: Histogram) -> list[tuple[str, dict[str, str], float]]:
+        return [
+            (s.name.removeprefix(histogram._name), s.labels, s.value)
+            for family in histogram.collect()
+            for s in family.samples
+            if not s.name.endswith("_created")
+        ]
+
+    expected, got = samples(one_by_one), samples(together)
+    assert [(n, labels) for n, labels, _ in got] == [(n, labels) for n, labels, _ in expected]
+    assert [v for _, _, v in got] == pytest.approx([v for _, _, v in expected])
+
+
+def test_cached_log_colours_format_every_line_as_before() -> None:
+    logger = logging.getLogger("lineguard.test.colours")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(colorlog.ColoredFormatter("%(log_color)s%(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        for level in (logging.INFO, logging.WARNING, logging.INFO):
+            logger.log(level, "line %s", 1)
+        before = stream.getvalue()
+        cache_log_colors(logger)
+        cache_log_colors(logger)  # once is enough: a second call changes nothing
+        stream.seek(0)
+        stream.truncate()
+        for level in (logging.INFO, logging.WARNING, logging.INFO):
+            logger.log(level, "line %s", 1)
+        assert stream.getvalue() == before
+    finally:
+        logger.removeHandler(handler)
