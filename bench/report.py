@@ -187,8 +187,9 @@ def _core(c: CoreResult) -> list[str]:
         f" detailed report with a profile), on a smaller batch: {c.records:,} records for"
         f" {c.users:,} users (seed {c.seed}) over 60 days, with 1% invalid records and 0.5%"
         f" exact duplicates. One thread, the process {c.pinning}. events/s counts every record."
-        f" The full core takes the records in batches of {BATCH_RECORDS:,} with the cyclic"
-        " garbage collector paused during each, as the worker does.",
+        f" The full core takes the records in batches of {BATCH_RECORDS:,}, with the cyclic"
+        " garbage collector set as in the worker: its thresholds raised, and paused during"
+        " each batch.",
         "",
         "| stage | events/s |",
         "|---|---|",
