@@ -117,6 +117,7 @@ class ChangelogFastPath:
         setattr(getmany_applying_changelogs, _MARKER, True)
         consumer._getmany = getmany_applying_changelogs
         self._consumer = consumer
+        clear_stale_recovery_end(self.app.tables.recovery)
 
     def apply(self, records: RecordMap) -> RecordMap:
         """Apply the accelerated changelogs' records; return the rest for Faust.
@@ -182,6 +183,30 @@ class ChangelogFastPath:
                 recovery._standbys_span.finish()
                 recovery._standbys_span = None
             tables.on_standbys_ready()
+
+
+def clear_stale_recovery_end(recovery: Any) -> None:
+    """Clear the last recovery's end signal whenever a recovery starts; idempotent.
+
+    Faust clears ``signal_recovery_end`` at the top of ``_slurp_changelogs``' loop, that
+    is once per record taken from the changelog queue, or every 5 s without one. The fast
+    path leaves that queue empty, so the end set by one recovery was still set when the
+    next one waited on it: a rebalance within 5 s of a recovery that had read records
+    ended its own at once, with nothing read. A chaos run lost a timer's freeze that way,
+    its partition recovered with 0 users. The signal is cleared here before either of the
+    recovery's ``_set_recovery_started`` calls; the last one comes just before it resumes
+    the fetches that could end it, so no end of the new recovery is lost.
+    """
+    started = recovery._set_recovery_started
+    if getattr(started, _MARKER, False):
+        return
+
+    def set_recovery_started() -> None:
+        recovery.signal_recovery_end.clear()
+        started()
+
+    setattr(set_recovery_started, _MARKER, True)
+    recovery._set_recovery_started = set_recovery_started
 
 
 def apply_records(table: Any, tp: TP, records: Sequence[Any]) -> None:

@@ -45,6 +45,7 @@ from streams.recovery import (
     ChangelogRecord,
     PromptTableManager,
     apply_records,
+    clear_stale_recovery_end,
 )
 
 __all__ = ["start_worker", "topics"]  # fixtures shared with test_worker
@@ -228,6 +229,19 @@ def test_other_stores_get_the_records_as_faust_events() -> None:
     assert table.batches == [[(7, b"1"), (8, None)]]
 
 
+def test_a_recovery_that_starts_does_not_inherit_the_last_ones_end() -> None:
+    # The fast path set the end of the last recovery; nothing of Faust's cleared it since.
+    started: list[bool] = []
+    recovery = SimpleNamespace(signal_recovery_end=asyncio.Event(),
+                               _set_recovery_started=lambda: started.append(True))  # fmt: skip
+    recovery.signal_recovery_end.set()
+    clear_stale_recovery_end(recovery)
+    clear_stale_recovery_end(recovery)  # idempotent: one wrapper
+    recovery._set_recovery_started()
+    assert not recovery.signal_recovery_end.is_set()
+    assert started == [True]
+
+
 # --- the Faust internals the fast path stands in for ---------------------------------------
 
 
@@ -250,6 +264,18 @@ def test_faust_recovery_applies_records_as_the_fast_path_does() -> None:
         assert step in ending[:600]
     assert "not standby_ready and not self.standby_remaining_total()" in source
     assert "self.tables.on_standbys_ready()" in source
+
+
+def test_faust_clears_the_end_of_recovery_only_in_the_loop_the_fast_path_bypasses() -> None:
+    slurp = inspect.getsource(Recovery._slurp_changelogs.fun)
+    loop = slurp[slurp.index("while not self.should_stop:") :]
+    assert loop.index("self.signal_recovery_end.clear()") < loop.index("changelog_queue.get()")
+    restart = inspect.getsource(Recovery._restart_recovery.fun)
+    assert "signal_recovery_end.clear()" not in restart
+    # Its last start comes before the fetches resume and the wait for the end.
+    last_start = restart.rindex("self._set_recovery_started()")
+    assert last_start < restart.index("T(consumer.resume_flow)()", last_start)
+    assert last_start < restart.index("await self._wait(self.signal_recovery_end.wait())")
 
 
 def test_faust_fetches_through_the_wrapped_call_and_drops_a_fetch_without_flow() -> None:
