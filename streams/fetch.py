@@ -25,7 +25,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
+import structlog
 from faust.types import TP, Message
+
+log = structlog.get_logger(__name__)
 
 BatchHandler = Callable[[list[Message]], Awaitable[None]]
 
@@ -53,8 +56,14 @@ class BatchDiversion:
         async def getmany_diverting(timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # noqa: ASYNC109 - Faust's signature
             # Faust's Consumer.getmany up to its loop, which is the same for both parts.
             records, active = await consumer._wait_next_records(timeout)
-            if records is None or consumer.should_stop or not consumer.flow_active:
-                return  # Faust drops a fetch made without flow too: it seeks back later
+            if records is None or consumer.should_stop:
+                return
+            if not consumer.flow_active:
+                # Faust drops a fetch made without flow, and seeks back to the committed
+                # offsets: the consumer's position is past the dropped records, and without
+                # the seek nothing would fetch them again if no later record came.
+                await _seek_back(consumer)
+                return
             generation = consumer.app.consumer_generation_id
             taken, others = self.split(consumer, records, active)
             if others:
@@ -90,6 +99,14 @@ class BatchDiversion:
             track_end_offset(tp, consumer.highwater(tp))
             taken += [to_message(tp, record) for record in records[tp]]
         return taken, others
+
+
+async def _seek_back(consumer: Any) -> None:
+    """Faust's ``getmany`` without flow: seek to the committed offsets, a failure logged."""
+    try:
+        await consumer.perform_seek()
+    except Exception as error:  # Faust logs it and goes on too
+        log.warning("seek_back_failed", error=str(error))
 
 
 def _partition(tp: TP) -> int:

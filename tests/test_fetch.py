@@ -37,6 +37,7 @@ class FakeConsumer:
     should_stop: bool = False
     _buffered_partitions: set[TP] = field(default_factory=set)
     end_offsets: dict[TP, int] = field(default_factory=dict)
+    seeks: int = 0
 
     def __post_init__(self) -> None:
         self.app = SimpleNamespace(
@@ -56,6 +57,9 @@ class FakeConsumer:
 
     def highwater(self, tp: TP) -> int:
         return 100 + tp.partition
+
+    async def perform_seek(self) -> None:
+        self.seeks += 1
 
 
 def _in_order(records: Mapping[TP, Sequence[Record]]) -> Any:
@@ -115,12 +119,15 @@ async def test_other_topics_are_yielded_to_faust_and_inactive_partitions_skipped
 
 async def test_a_fetch_without_flow_or_while_stopping_is_dropped() -> None:
     tp = TP("purchases", 0)
-    for flow_active, should_stop in ((False, False), (True, True)):
+    # Without flow the consumer seeks back to the committed offsets, as Faust's getmany
+    # does: its position is past the dropped records, which nothing else would read again.
+    for flow_active, should_stop, seeks in ((False, False, 1), (True, True, 0)):
         consumer = FakeConsumer(
             [({tp: _records(tp, 0)}, None)], flow_active=flow_active, should_stop=should_stop
         )
         batches, yielded = await _fetch_once(consumer)
         assert batches == [] and yielded == []
+        assert consumer.seeks == seeks
 
 
 async def test_faust_s_iteration_stops_when_the_generation_changes() -> None:
