@@ -38,9 +38,8 @@ chaos: $(STAMP)
 # Every benchmark of BENCHMARKS.md, each figure the median of 3 bounded runs: the core alone,
 # watermark steps at 1M users, then on an embedded Tansu broker the worker end to end against
 # a raw consumer, decision lag at 1k and 5k events/s, two workers splitting the load, and
-# recovery and RSS per user for both stores. About 15-17 minutes on 2 CPUs. Recovery runs with
-# 100,000 users, not 1,000,000: a million takes minutes per run with today's worker
-# (`.venv/bin/python -m bench --only recovery` measures the million). Not part of `make test`.
+# recovery of 1,000,000 users and RSS per user for both stores. About 8 minutes on 2 CPUs.
+# Not part of `make test`.
 bench: $(STAMP)
 	$(BIN)/python -m bench --output BENCHMARKS.md --recovery-users 1000000
 

@@ -299,9 +299,8 @@ class Message:
         return self.tp.topic
 
 
-async def test_a_record_applied_during_a_rebalance_is_not_committed() -> None:
-    # The agent drains what its merge already holds after a revocation; a recovery of the
-    # partition may then replay the changelog over those state changes.
+def delivery_in_a_rebalance() -> tuple[TP, FakeConsumer, InOrderDelivery, list[int]]:
+    """A delivery installed on a consumer whose app is rebalancing; the acks that counted."""
     tp = TP(PURCHASES, 2)
     consumer = FakeConsumer({tp: 10}, {tp: 4})
     consumer.app = FakeApp()  # type: ignore[attr-defined]
@@ -309,6 +308,13 @@ async def test_a_record_applied_during_a_rebalance_is_not_committed() -> None:
     consumer.ack = lambda message: acks.append(message.offset) or True  # type: ignore[method-assign]
     delivery = InOrderDelivery([PURCHASES])
     delivery.install(consumer)
+    return tp, consumer, delivery, acks
+
+
+async def test_a_record_applied_during_a_rebalance_is_not_committed() -> None:
+    # The agent drains what its merge already holds after a revocation; a recovery of the
+    # partition may then replay the changelog over those state changes.
+    tp, consumer, delivery, acks = delivery_in_a_rebalance()
     during = Message(tp, 4, generation_id=3)
     delivery.applied(during)
     assert not consumer.ack(during)  # the rebalance is on
@@ -323,13 +329,7 @@ async def test_a_record_applied_during_a_rebalance_is_not_committed() -> None:
 
 
 async def test_a_batch_of_applied_records_is_acked_as_one_by_one_acks_would_be() -> None:
-    tp = TP(PURCHASES, 2)
-    consumer = FakeConsumer({tp: 10}, {tp: 4})
-    consumer.app = FakeApp()  # type: ignore[attr-defined]
-    acks: list[int] = []
-    consumer.ack = lambda message: acks.append(message.offset) or True  # type: ignore[method-assign]
-    delivery = InOrderDelivery([PURCHASES])
-    delivery.install(consumer)
+    tp, consumer, delivery, acks = delivery_in_a_rebalance()
     during = [Message(tp, 4, generation_id=3), Message(tp, 5, generation_id=3)]
     delivery.ack_applied(consumer, during)  # the rebalance is on
     assert all(message.acked for message in during) and acks == []
