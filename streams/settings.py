@@ -144,14 +144,17 @@ class Settings(BaseSettings):
 
     def broker_timeouts(self) -> dict[str, float]:
         """Session, heartbeat and rebalance timeouts; the dev broker's fast joins unless set."""
-        fast = self.dev_broker == "tansu"
         return {
-            name: default if fast and name not in self.model_fields_set else getattr(self, name)
-            for name, default in TANSU_FAST_JOIN.items()
+            name: self._dev_broker_default(name, fast) for name, fast in TANSU_FAST_JOIN.items()
         }
 
     def fetch_max_wait(self) -> float:
         """The consumer's fetch wait: short on the dev broker unless set, as it waits it out."""
-        if self.dev_broker == "tansu" and "consumer_fetch_max_wait" not in self.model_fields_set:
-            return TANSU_FETCH_MAX_WAIT
-        return self.consumer_fetch_max_wait
+        return self._dev_broker_default("consumer_fetch_max_wait", TANSU_FETCH_MAX_WAIT)
+
+    def _dev_broker_default(self, name: str, tansu: float) -> float:
+        """Setting ``name``, or ``tansu`` on the development broker when it was not set."""
+        if self.dev_broker == "tansu" and name not in self.model_fields_set:
+            return tansu
+        value: float = getattr(self, name)
+        return value
