@@ -57,18 +57,22 @@ def test_the_dev_broker_setting_turns_on_fast_joins_unless_set_explicitly() -> N
     assert explicit.stdout.split()[-1] == "9.0"
 
 
-FETCH_WAIT_PROBE = """
+FETCH_PROBE = """
 import asyncio
 from streams.app import app
 async def main():
     app.on_worker_init.send()
     consumer = app.consumer._thread._create_worker_consumer(app.transport)
-    print(consumer._fetch_max_wait_ms)
-    await consumer.stop()
+    await consumer.start()
+    try:
+        print(consumer._fetcher._fetch_max_wait_ms, consumer._fetcher._prefetch_backoff)
+    finally:
+        await consumer.stop()
 asyncio.run(main())
 """
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("env", "wait_ms"),
     [
@@ -77,12 +81,14 @@ asyncio.run(main())
         ({"LINEGUARD_DEV_BROKER": "tansu", "LINEGUARD_CONSUMER_FETCH_MAX_WAIT": "0.25"}, "250"),
     ],
 )
-def test_the_workers_consumer_gets_the_fetch_wait_not_fausts_fixed_one(
-    env: dict[str, str], wait_ms: str
+def test_the_workers_consumer_gets_the_fetch_wait_and_a_prompt_prefetch_backoff(
+    kafka_bootstrap: str, env: dict[str, str], wait_ms: str
 ) -> None:
-    probe = _run(env, FETCH_WAIT_PROBE)
+    # Faust hard-codes a 1.5 s fetch wait, and aiokafka holds every partition of a broker
+    # for 0.1 s after a fetch whose records wait (streams.app.PREFETCH_BACKOFF).
+    probe = _run({**env, "LINEGUARD_BROKER_URL": f"kafka://{kafka_bootstrap}"}, FETCH_PROBE)
     assert probe.returncode == 0, probe.stderr
-    assert probe.stdout.split() == [wait_ms]
+    assert probe.stdout.split() == [wait_ms, "0.005"]
 
 
 @pytest.mark.parametrize(
