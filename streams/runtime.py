@@ -217,8 +217,10 @@ class Runtime:
             (*self.topics, tick_topic), self.on_records, settings.batch_max_records
         )
         self._hold_since: dict[TP, float] = {}
-        self._arrived: dict[tuple[TP, int], int] = {}
-        """When each record waiting in a merge was taken, in epoch milliseconds."""
+        self._fetched: dict[tuple[TP, int], int] = {}
+        """When the fetch response that brought each record waiting in a merge came, in
+        epoch milliseconds (a later one of its partition, if the consumer fetched again
+        before the record was taken)."""
         self.metrics = metrics.bind(self.topics, DECISION_REASONS)
         self._export_gauges()
 
@@ -288,7 +290,7 @@ class Runtime:
         self._marks.clear()
         self.delivery.forget()
         self._hold_since.clear()
-        self._arrived.clear()
+        self._fetched.clear()
 
     def state(self, user_id: str) -> UserState:
         """A user's state as last written to the table; KeyError if unknown here."""
@@ -344,7 +346,7 @@ class Runtime:
         """
         touched: dict[int, Message] = {}
         ticked: set[int] = set()
-        arrived_ms = int(time.time() * 1000)
+        fetched_ms: dict[TP, int] = {}
         for message in messages:
             if message.topic == self.tick_topic:
                 self.app.consumer.ack(message)
@@ -360,7 +362,11 @@ class Runtime:
             self._hold_since.pop(message.tp, None)
             group = self._group(message.partition)
             group.push(self.topics.index(message.topic), message.key, message.value, message)
-            self._arrived[message.tp, message.offset] = arrived_ms
+            fetched = fetched_ms.get(message.tp)
+            if fetched is None:
+                fetched = self._last_fetched_ms(message.tp) or int(time.time() * 1000)
+                fetched_ms[message.tp] = fetched
+            self._fetched[message.tp, message.offset] = fetched
             self._release(message)
             touched[message.partition] = message
         return touched, ticked
@@ -398,13 +404,13 @@ class Runtime:
         if partition not in self._marks:
             self._resume(partition)
         may_receive = partial(self._may_receive, partition, held_from={})
-        clock, arrived, decisions = time.perf_counter, self._arrived, batch.decisions
+        clock, fetched, decisions = time.perf_counter, self._fetched, batch.decisions
         seconds: list[float] = []  # each record's, observed together at the end
         started = clock()
         for applied in self.groups[partition].drain(may_receive, now):
             seconds.append(clock() - started)
             record = applied.record
-            arrived.pop((record.tp, record.offset), None)
+            fetched.pop((record.tp, record.offset), None)
             batch.applied.append(applied)
             if applied.decisions:
                 decisions += [(decision, applied) for decision in applied.decisions]
@@ -610,28 +616,31 @@ class Runtime:
             since = self._held_from(partition, topic_index)
             if held_from is not None:
                 held_from[topic_index] = since
-        return self._arrived.get((candidate.tp, candidate.offset), 0) >= since
+        return self._fetched.get((candidate.tp, candidate.offset), 0) >= since
 
     def _held_from(self, partition: int, topic_index: int) -> int:
-        """From when (epoch ms) a record taken holds back for an empty topic-partition.
+        """From when (epoch ms) a record fetched holds back for an empty topic-partition.
 
-        0 holds every record back, ``NEVER_HELD`` none; a record not taken by :meth:`_admit`
-        counts as taken at 0, so only a hold of every record holds it.
+        A record's time is that of the fetch response that brought it (``_fetched``). 0
+        holds every record back, ``NEVER_HELD`` none; a record not taken by :meth:`_admit`
+        counts as fetched at 0, so only a hold of every record holds it.
 
         - Its lag is known and positive (the high watermark of the last fetch response is
           past the next offset to apply): it holds, without a time limit, as Kafka Streams
           does since KIP-695. The record is on the broker and will be delivered; applying
           later records of other topics first would make it late, and under a backlog
           ``too_late``.
-        - Its lag was 0 at a fetch response that came after ``candidate`` was taken: it
-          does not hold. Any record of it produced before ``candidate`` was on the broker
-          when that response was made.
-        - Its lag was 0 at an earlier fetch response: a record produced meanwhile, with an
-          earlier event time than ``candidate``, may not have been fetched yet (the consumer
-          fetches a partition again only once the records fetched before have been handed
-          over, and a backlog delays that). It holds until a newer response says; the
-          consumer fetches every partition at least every ``consumer_fetch_max_wait``
-          seconds, and ticks (``end_idle_holds``) look again.
+        - Its lag was 0 at the fetch response that brought ``candidate``, or a later one:
+          it does not hold. That response was made with ``candidate`` on the broker, so
+          any record of it that reached the broker first was in it. This is Kafka
+          Streams' rule (``max.task.idle.ms`` 0), and it saves a fetch round a record.
+        - Its lag was 0 at an earlier fetch response: a record that reached the broker
+          before ``candidate`` may not have been fetched yet (the consumer fetches a
+          partition again only once the records fetched before have been handed over, so
+          it may have been left out of the request that brought ``candidate``, and a
+          backlog delays that). It holds until a newer response says; the consumer fetches
+          every partition at least every ``consumer_fetch_max_wait`` seconds, and ticks
+          (``end_idle_holds``) look again.
         - Its lag is unknown (no fetch response yet since the assignment, or no offset
           expected yet): it holds for at most ``max_idle`` seconds.
 
@@ -649,18 +658,23 @@ class Runtime:
         if highwater is not None and position is not None:
             if highwater > position:
                 return 0
-            client = getattr(getattr(self.app.consumer, "_thread", None), "_consumer", None)
-            try:
-                fetched_ms = client.last_poll_timestamp(tp) if client is not None else None
-            except AssertionError:  # no longer assigned
-                fetched_ms = None
+            fetched_ms = self._last_fetched_ms(tp)
             if fetched_ms is None:
                 return NEVER_HELD  # not an aiokafka consumer
-            return int(fetched_ms)  # taken at or after the fetch: it may have missed a record
+            return fetched_ms + 1  # fetched after this response: it may have missed a record
         if highwater == 0:
             return NEVER_HELD
         since = self._hold_since.setdefault(tp, time.monotonic())
         return 0 if time.monotonic() - since < self.settings.max_idle else NEVER_HELD
+
+    def _last_fetched_ms(self, tp: TP) -> int | None:
+        """When aiokafka's last fetch response for ``tp`` came (epoch ms); None if unknown."""
+        client = getattr(getattr(self.app.consumer, "_thread", None), "_consumer", None)
+        try:
+            fetched_ms = client.last_poll_timestamp(tp) if client is not None else None
+        except AssertionError:  # no longer assigned
+            return None
+        return None if fetched_ms is None else int(fetched_ms)
 
     def _cause(self, decision: Decision, applied: Applied[Message] | None) -> str:
         """What caused a decision, for the log: a timer, or the input record's coordinates.
