@@ -8,8 +8,9 @@ when an empty topic may still deliver one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, MutableMapping
-from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
+
+import msgspec
 
 from risk.contract import Rejection, decode
 from risk.decision import Decision
@@ -21,9 +22,11 @@ from risk.state import UserState
 Record = TypeVar("Record")
 
 
-@dataclass(frozen=True, slots=True)
-class Applied(Generic[Record]):
-    """What became of one input record, and the decisions it released (timers included)."""
+class Applied(msgspec.Struct, Generic[Record], frozen=True):
+    """What became of one input record, and the decisions it released (timers included).
+
+    A Struct, as one is made per record: a frozen dataclass's ``__init__`` took 0.75 µs.
+    """
 
     record: Record
     topic_index: int
@@ -56,7 +59,7 @@ class PartitionGroup(Generic[Record]):
         self._merger.push(topic_index, decoded, record)
 
     def drain(
-        self, may_receive: Callable[[int, Record], bool], now: int
+        self, may_receive: Callable[[list[int], Record], bool], now: int
     ) -> Iterator[Applied[Record]]:
         """Apply buffered records in event-time order until the merge must wait."""
         while (head := self._merger.pop(may_receive)) is not None:
@@ -71,6 +74,6 @@ class PartitionGroup(Generic[Record]):
         return len(self._merger)
 
 
-def never_more(_topic_index: int, _candidate: object) -> Literal[False]:
+def never_more(_topic_indexes: list[int], _candidate: object) -> Literal[False]:
     """``may_receive`` for a source that is fully read, such as a replay file."""
     return False

@@ -30,13 +30,14 @@ class EventTimeMerger(Generic[Record]):
         self._queues[topic_index].append((decoded, record))
 
     def pop(
-        self, may_receive: Callable[[int, Record], bool]
+        self, may_receive: Callable[[list[int], Record], bool]
     ) -> tuple[int, Event | Rejection, Record] | None:
         """The next record to apply, or None to wait.
 
-        ``may_receive(topic, candidate)`` says whether an empty topic can still deliver a
-        record that sorts before ``candidate``, the record that would be applied next (the
-        broker may hold unread data for it); such a topic holds the merge back.
+        ``may_receive(topics, candidate)`` says whether any of these empty topics can still
+        deliver a record that sorts before ``candidate``, the record that would be applied
+        next (the broker may hold unread data for it); such a topic holds the merge back.
+        The empty topics are asked together: one call a record, not one a topic.
         """
         best: tuple[int, int] | None = None
         empty: list[int] = []
@@ -54,7 +55,7 @@ class EventTimeMerger(Generic[Record]):
             return None
         queue = self._queues[best[1]]
         candidate = queue[0][1]
-        if any(may_receive(index, candidate) for index in empty):
+        if empty and may_receive(empty, candidate):
             return None
         decoded, record = queue.popleft()
         return best[1], decoded, record

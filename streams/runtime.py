@@ -41,7 +41,7 @@ from streams.changelog import ChangelogWriter, Write
 from streams.delivery import InOrderDelivery, guard_recovery_seeks
 from streams.fetch import BatchDiversion
 from streams.progress import Marks, event_time_at, is_progress_key, progress_key
-from streams.stored import stored_states
+from streams.stored import stored_state_getter, stored_states
 
 log = structlog.get_logger(__name__)
 
@@ -63,9 +63,7 @@ class TableStore(MutableMapping[str, UserState]):
 
     def __init__(self, table: Any, partition: int) -> None:
         self._table = table
-        self._stored = table.data
-        """The table's store, read directly: the table's own ``get`` adds only a sensor
-        call and, for an unknown user, a ``KeyError`` raised and caught."""
+        self._stored_state = stored_state_getter(table)
         self.partition = partition
         self._pending: dict[str, UserState] = {}
         self._read: dict[str, UserState] = {}
@@ -77,7 +75,7 @@ class TableStore(MutableMapping[str, UserState]):
             state = self._read.get(user_id)
         if state is not None:
             return state
-        raw = self._stored.get(user_id.encode())
+        raw = self._stored_state(user_id.encode())
         if raw is None:
             raise KeyError(user_id)
         state = self._read[user_id] = STATE_DECODER.decode(raw)
@@ -395,9 +393,9 @@ class Runtime:
     def _drain(self, partition: int, batch: _Batch, now: int) -> None:
         """Apply what the partition's merge releases now.
 
-        The merge asks about each empty topic before each record it releases, several
-        times a record; what the consumer says about a topic (:meth:`_held_from`) is read
-        once per drain, and only the candidate's arrival is compared each time. The drain
+        The merge asks about the empty topics before each record it releases; what the
+        consumer says about a topic (:meth:`_held_from`) is read once per drain, and only
+        the candidate's fetch time is compared each time. The drain
         does not await, so no record is taken meanwhile and the position asked about does
         not move; a fetch that comes meanwhile counts from the next batch on.
         """
@@ -603,20 +601,24 @@ class Runtime:
     def _may_receive(
         self,
         partition: int,
-        topic_index: int,
+        topic_indexes: list[int],
         candidate: Message,
         held_from: dict[int, int] | None = None,
     ) -> bool:
-        """Whether an empty topic-partition holds back ``candidate``, the next record to apply.
+        """Whether one of these empty topic-partitions holds back ``candidate``.
 
         ``held_from`` caches :meth:`_held_from` by topic for the length of one drain.
         """
-        since = None if held_from is None else held_from.get(topic_index)
-        if since is None:
-            since = self._held_from(partition, topic_index)
-            if held_from is not None:
-                held_from[topic_index] = since
-        return self._fetched.get((candidate.tp, candidate.offset), 0) >= since
+        fetched = self._fetched.get((candidate.tp, candidate.offset), 0)
+        for topic_index in topic_indexes:
+            since = None if held_from is None else held_from.get(topic_index)
+            if since is None:
+                since = self._held_from(partition, topic_index)
+                if held_from is not None:
+                    held_from[topic_index] = since
+            if fetched >= since:
+                return True
+        return False
 
     def _held_from(self, partition: int, topic_index: int) -> int:
         """From when (epoch ms) a record fetched holds back for an empty topic-partition.

@@ -194,7 +194,7 @@ def _runtime(
 
 
 def _may_receive(runtime: Any, topic_index: int) -> bool:
-    return Runtime._may_receive(runtime, 5, topic_index, CANDIDATE)
+    return Runtime._may_receive(runtime, 5, [topic_index], CANDIDATE)
 
 
 @pytest.fixture
