@@ -1,5 +1,6 @@
-"""The table's stored user states by partition, read below Faust's table and serializers.
+"""The table's stored user states, read below Faust's table and serializers.
 
+Each batch reads the state of each user it touches (:func:`stored_state_getter`).
 Rebuilding the timer index after a recovery reads every stored state once. Through the
 table (``table.items()``) each key and value passes Faust's serializer registry, and the
 partition of each state had to be recomputed with the pure-Python murmur2 partitioner. The
@@ -10,7 +11,7 @@ raw bytes the changelog carries (the table's keys and values are raw bytes).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from faust.stores.memory import Store as MemoryStore
@@ -18,6 +19,23 @@ from faust.stores.rocksdb import Store as RocksDBStore
 
 from risk.partitioner import partition_for
 from streams.progress import is_progress_key
+
+
+def stored_state_getter(table: Any) -> Callable[[bytes], bytes | None]:
+    """A user's stored state by key, or None, read below the table (once per user a batch).
+
+    The table's own ``get`` adds a sensor call, and the store's (``Mapping.get``) raises
+    and catches a ``KeyError`` for each new user, then passes the serializer registry. The
+    memory store's dict answers directly, and RocksDB's ``_get`` gives the raw bytes; any
+    other store is asked through its ``get``.
+    """
+    store = table.data
+    if isinstance(store, MemoryStore):
+        in_memory: Callable[[bytes], bytes | None] = store.data.get
+        return in_memory
+    if isinstance(store, RocksDBStore):
+        return store._get
+    return store.get  # type: ignore[no-any-return]
 
 
 def stored_states(

@@ -22,7 +22,7 @@ from faust.types import TP
 from risk.partitioner import partition_for
 from streams.progress import progress_key
 from streams.recovery import ChangelogRecord
-from streams.stored import stored_states
+from streams.stored import stored_state_getter, stored_states
 
 PARTITIONS = 6
 TOPIC = "app-users-changelog"
@@ -106,3 +106,13 @@ def test_another_store_is_read_through_the_table() -> None:
     rows = {record.key: record.value for record in changelog()}
     table = SimpleNamespace(data=object(), items=rows.items)
     assert read(table, {2, 5}) == expected({2, 5})
+
+
+@pytest.mark.parametrize("kind", ["memory", "rocksdb"])
+def test_a_users_state_is_its_last_write_and_none_once_gone_or_never_written(
+    kind: str, tmp_path: Path
+) -> None:
+    stored_state = stored_state_getter(filled(kind, tmp_path))
+    assert stored_state(user(3)) == user(3) + b":last"
+    assert stored_state(user(7)) is None  # the tombstone
+    assert stored_state(user(500)) is None
