@@ -69,7 +69,12 @@ class TableStore(MutableMapping[str, UserState]):
         self._read: dict[str, UserState] = {}
         """States decoded during this batch: a dict store's identity, as in replay."""
 
-    def __getitem__(self, user_id: str) -> UserState:
+    def get(self, user_id: str, default: UserState | None = None) -> UserState | None:  # type: ignore[override]
+        """The user's state, or ``default``.
+
+        The core asks for the user of every event; ``Mapping.get`` would raise and catch a
+        ``KeyError`` for each new one.
+        """
         state = self._pending.get(user_id)
         if state is None:
             state = self._read.get(user_id)
@@ -77,8 +82,14 @@ class TableStore(MutableMapping[str, UserState]):
             return state
         raw = self._stored_state(user_id.encode())
         if raw is None:
-            raise KeyError(user_id)
+            return default
         state = self._read[user_id] = STATE_DECODER.decode(raw)
+        return state
+
+    def __getitem__(self, user_id: str) -> UserState:
+        state = self.get(user_id)
+        if state is None:
+            raise KeyError(user_id)
         return state
 
     def __setitem__(self, user_id: str, state: UserState) -> None:

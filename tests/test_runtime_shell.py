@@ -1,4 +1,5 @@
-"""Pieces of the worker's shell that need no broker: collector, observations, log colours."""
+"""Pieces of the worker's shell that need no broker: collector, observations, log colours,
+the batch's view of the table."""
 
 from __future__ import annotations
 
@@ -6,14 +7,19 @@ import gc
 import io
 import logging
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import colorlog
+import faust
 import pytest
+from faust.stores.memory import Store as MemoryStore
 from prometheus_client import CollectorRegistry, Histogram
 
+from risk.state import STATE_DECODER, STATE_ENCODER, UserState
 from streams import metrics
 from streams.app import cache_log_colors
-from streams.runtime import COLLECTOR_THRESHOLDS, tune_collector
+from streams.progress import progress_key
+from streams.runtime import COLLECTOR_THRESHOLDS, TableStore, tune_collector
 
 
 @pytest.fixture
@@ -74,3 +80,32 @@ def test_cached_log_colours_format_every_line_as_before() -> None:
         assert stream.getvalue() == before
     finally:
         logger.removeHandler(handler)
+
+
+def _state(user_id: str, clock: int) -> UserState:
+    return UserState(user_id=user_id, first_seen=1, clock=clock, last_activity=clock)
+
+
+def test_a_batch_reads_each_user_once_and_writes_each_changed_one_once() -> None:
+    app = faust.App("table-store", store="memory://")
+    store = MemoryStore("memory://", app, table=SimpleNamespace(name="users"))  # type: ignore[arg-type]
+    store.data[b"known"] = STATE_ENCODER.encode(_state("known", 5))
+    users = TableStore(SimpleNamespace(data=store), partition=3)
+
+    assert users.get("new") is None
+    with pytest.raises(KeyError):
+        users["new"]
+    known = users["known"]
+    assert known.clock == 5
+    assert users.get("known") is known  # decoded once: the core's changes stay on it
+    users["new"] = _state("new", 7)
+    users["known"] = known
+    known.clock = 9
+
+    writes = users.take(b"marks")
+    assert [(key, STATE_DECODER.decode(value).clock) for key, value in writes[:-1]] == [
+        (b"new", 7),
+        (b"known", 9),
+    ]
+    assert writes[-1] == (progress_key(3), b"marks")
+    assert users.take(None) == []  # nothing held back once taken
