@@ -61,8 +61,12 @@ class Settings(BaseSettings):
     limit_events_topic: str = "credit.limit-events.v1"
     max_idle: float = Field(1.0, ge=0, le=60)
     """Seconds an empty input partition with unread data may hold back the event-time merge."""
-    batch_max_records: int = Field(1000, ge=1, le=100_000)
-    """The most records applied, emitted, written and acked as one batch."""
+    batch_max_records: int = Field(4000, ge=1, le=100_000)
+    """The most records applied, emitted, written and acked as one batch. Each batch waits
+    for the broker twice (its limit events, then its changelog records), about 15 ms on
+    the development broker whatever its size: with 4,000 a worker catching up ran about
+    15% faster than with 1,000 (2026-12-03). Live traffic makes small batches anyway; a
+    backlog's batch takes about 0.3 s, which a rebalance waits for."""
     producer_linger: float = Field(0.0, ge=0, le=1)
     """Seconds the producer waits to fill a request with more records. A batch's limit
     events are sent together and then awaited, so they fill requests while the first is in
