@@ -96,12 +96,19 @@ class TableStore(MutableMapping[str, UserState]):
         return len(self._table)
 
     def take(self, marks: bytes | None) -> list[Write]:
-        """The held-back states, then the partition's marks, encoded: one changelog record each."""
+        """The partition's marks, then the held-back states, encoded: one changelog record each.
+
+        The marks come first. A partition's changelog records are delivered in order, often
+        in several record batches, and a worker stopped mid-flush leaves a prefix of them;
+        with the marks last, a partition's first flush could leave states without any marks,
+        and its successor resumed the watermark from those states, ahead of the committed
+        offsets (RELIABILITY.md, defect 10). First, every state that arrives has the marks of
+        its position, and of the committed one, before it.
+        """
         self._read.clear()
-        writes = [(user_id.encode(), STATE_ENCODER.encode(state))
-                  for user_id, state in self._pending.items()]  # fmt: skip
-        if marks is not None:
-            writes.append((progress_key(self.partition), marks))
+        writes = [] if marks is None else [(progress_key(self.partition), marks)]
+        writes += [(user_id.encode(), STATE_ENCODER.encode(state))
+                   for user_id, state in self._pending.items()]  # fmt: skip
         self._pending.clear()
         return writes
 

@@ -1,4 +1,4 @@
-"""Pieces of the worker's shell that need no broker: collector, observations, log colours."""
+"""Pieces of the worker's shell that need no broker: collector, observations, log colours, flushes."""
 
 from __future__ import annotations
 
@@ -6,14 +6,18 @@ import gc
 import io
 import logging
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import colorlog
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
+from risk.replay import INPUT_TOPICS
+from risk.state import UserState
 from streams import metrics
 from streams.app import cache_log_colors
-from streams.runtime import COLLECTOR_THRESHOLDS, tune_collector
+from streams.progress import Marks, event_time_at, is_progress_key, progress_key
+from streams.runtime import COLLECTOR_THRESHOLDS, TableStore, tune_collector
 
 
 @pytest.fixture
@@ -74,3 +78,25 @@ def test_cached_log_colours_format_every_line_as_before() -> None:
         assert stream.getvalue() == before
     finally:
         logger.removeHandler(handler)
+
+
+def test_a_flush_cut_after_any_record_leaves_no_state_without_the_marks_it_resumes_from() -> None:
+    """A worker stopped mid-flush leaves a prefix of a partition's changelog records.
+
+    Its successor resumes the partition's watermark from the marks of the committed offsets;
+    a state there without them put the watermark at the states' latest activity, and timers
+    were lost (RELIABILITY.md, defect 10: a partition's first flush, cut after some states).
+    """
+    partition, at = 1, 1_770_000_000_000_000
+    store = TableStore(SimpleNamespace(data={}), partition)
+    for index in range(3):
+        user = f"u-{index}"
+        store[user] = UserState(user_id=user, first_seen=at, clock=at, last_activity=at + index)
+    committed = [0] * len(INPUT_TOPICS)
+    marks = Marks(committed, None).advance([3, 0, 0, 0, 0], at + 2, [None] * len(INPUT_TOPICS))
+    writes = store.take(marks)
+    assert len(writes) == 4
+    for cut in range(len(writes) + 1):
+        delivered = dict(writes[:cut])
+        if any(not is_progress_key(key) for key in delivered):
+            assert event_time_at(delivered.get(progress_key(partition)), committed) == (True, None)
