@@ -8,11 +8,12 @@ order than in one uninterrupted pass (:meth:`risk.partition.PartitionProcessor.r
 
 Kafka Streams keeps its partition time in the metadata of the offset commit. The
 development broker drops that metadata, so lineguard keeps the marks in the table itself:
-one record per partition, written in the same flush as the batch's states, under a key no
-user id can have (user ids are UTF-8, and ``0xff`` never occurs in UTF-8). Offsets are
-committed only after that flush, so the mark of any committed position is durable. The
-record keeps the marks from the last committed position on, since Faust commits acked
-offsets on its own schedule and any of them may be the one a successor starts from.
+one record per partition, written in the same flush as the batch's states and ahead of
+them (a flush cut short leaves no state without it), under a key no user id can have (user
+ids are UTF-8, and ``0xff`` never occurs in UTF-8). Offsets are committed only after that
+flush, so the mark of any committed position is durable. The record keeps the marks from
+the last committed position on, since Faust commits acked offsets on its own schedule and
+any of them may be the one a successor starts from.
 """
 
 from __future__ import annotations

@@ -105,12 +105,19 @@ class TableStore(MutableMapping[str, UserState]):
         return len(self._table)
 
     def take(self, marks: bytes | None) -> list[Write]:
-        """The held-back states, then the partition's marks, encoded: one changelog record each."""
+        """The partition's marks, then the held-back states, encoded: one changelog record each.
+
+        The marks come first. A partition's changelog records are delivered in order, often
+        in several record batches, and a worker stopped mid-flush leaves a prefix of them;
+        with the marks last, a partition's first flush could leave states without any marks,
+        and its successor resumed the watermark from those states, ahead of the committed
+        offsets (RELIABILITY.md, defect 10). First, every state that arrives has the marks of
+        its position, and of the committed one, before it.
+        """
         self._read.clear()
-        writes = [(user_id.encode(), STATE_ENCODER.encode(state))
-                  for user_id, state in self._pending.items()]  # fmt: skip
-        if marks is not None:
-            writes.append((progress_key(self.partition), marks))
+        writes = [] if marks is None else [(progress_key(self.partition), marks)]
+        writes += [(user_id.encode(), STATE_ENCODER.encode(state))
+                   for user_id, state in self._pending.items()]  # fmt: skip
         self._pending.clear()
         return writes
 
@@ -223,7 +230,7 @@ class Runtime:
         self._changelog = ChangelogWriter(table)
         self._topic_names: dict[Any, str] = {}
         self.diversion = BatchDiversion(
-            (*self.topics, tick_topic), self.on_records, settings.batch_max_records
+            (*self.topics, tick_topic), self.on_fetched, settings.batch_max_records
         )
         self._hold_since: dict[TP, float] = {}
         self._fetched: dict[tuple[TP, int], int] = {}
@@ -312,19 +319,27 @@ class Runtime:
         """Partitions whose merge waits for more input: they need ticks to make progress."""
         return [partition for partition, group in self.groups.items() if len(group)]
 
-    async def on_records(self, messages: Sequence[Message]) -> None:
+    async def on_fetched(self, messages: Sequence[Message]) -> None:
+        """Handle a batch taken straight from a fetch (:mod:`streams.fetch`).
+
+        Faust never tracked these records as in flight, so none is released.
+        """
+        await self.on_records(messages, tracked=False)
+
+    async def on_records(self, messages: Sequence[Message], *, tracked: bool = True) -> None:
         """Handle a batch of records of the input topics and the tick topic.
 
         Every record is merged and applied first; then the batch's limit events and dead
         letters are sent together, each changed user is written once, and only then are
         the applied records acked. A crash anywhere before the acks repeats decisions
-        (same ``event_id``), never loses one.
+        (same ``event_id``), never loses one. ``tracked`` records came through Faust's
+        stream, which counts them in flight until released (:meth:`_release`).
         """
         if self.app.should_stop:
             return  # see _apply: nothing more is applied or acked once the worker stops
         started = time.perf_counter()
         generation = self._generation
-        touched, ticked = await self._admit(messages)
+        touched, ticked = await self._admit(messages, tracked=tracked)
         async with self._batch_lock:
             if generation != self._generation:
                 # Partitions were revoked while the batch was read (admitting may wait on a
@@ -347,7 +362,9 @@ class Runtime:
         async with self._batch_lock:
             pass
 
-    async def _admit(self, messages: Sequence[Message]) -> tuple[dict[int, Message], set[int]]:
+    async def _admit(
+        self, messages: Sequence[Message], *, tracked: bool
+    ) -> tuple[dict[int, Message], set[int]]:
         """Push each next-in-order record into its partition's merge.
 
         Returns one record per partition the batch touched, for :func:`write_through_table`,
@@ -366,7 +383,8 @@ class Runtime:
             if not await self.delivery.arrive(message):
                 # Not the next record of its partition: acking it could let Faust commit past
                 # an earlier record still waiting in the merge. It is delivered again.
-                self._release(message)
+                if tracked:
+                    self._release(message)
                 continue
             self._hold_since.pop(message.tp, None)
             group = self._group(message.partition)
@@ -376,7 +394,8 @@ class Runtime:
                 fetched = self._last_fetched_ms(message.tp) or int(time.time() * 1000)
                 fetched_ms[message.tp] = fetched
             self._fetched[message.tp, message.offset] = fetched
-            self._release(message)
+            if tracked:
+                self._release(message)
             touched[message.partition] = message
         return touched, ticked
 
@@ -469,13 +488,11 @@ class Runtime:
         """Ack the batch's records; its metrics are counted once per topic and outcome."""
         outcomes: Counter[tuple[int, Outcome]] = Counter()
         latest: dict[int, int] = {}
-        delivery, consumer = self.delivery, self.app.consumer
         for applied in batch.applied:
             outcomes[applied.topic_index, applied.outcome] += 1
             if applied.outcome is Outcome.PROCESSED and applied.occurred_at is not None:
                 latest[applied.topic_index] = applied.occurred_at
-            delivery.applied(applied.record)
-            consumer.ack(applied.record)
+        self.delivery.ack_applied(self.app.consumer, [a.record for a in batch.applied])
         for (topic_index, outcome), count in outcomes.items():
             self.metrics.events[self.topics[topic_index], outcome].inc(count)
         for topic_index, occurred_at in latest.items():

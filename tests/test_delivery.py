@@ -317,9 +317,8 @@ class Message:
         return self.tp.topic
 
 
-async def test_a_record_applied_during_a_rebalance_is_not_committed() -> None:
-    # The agent drains what its merge already holds after a revocation; a recovery of the
-    # partition may then replay the changelog over those state changes.
+def delivery_in_a_rebalance() -> tuple[TP, FakeConsumer, InOrderDelivery, list[int]]:
+    """A delivery installed on a consumer whose app is rebalancing; the acks that counted."""
     tp = TP(PURCHASES, 2)
     consumer = FakeConsumer({tp: 10}, {tp: 4})
     consumer.app = FakeApp()  # type: ignore[attr-defined]
@@ -327,6 +326,13 @@ async def test_a_record_applied_during_a_rebalance_is_not_committed() -> None:
     consumer.ack = lambda message: acks.append(message.offset) or True  # type: ignore[method-assign]
     delivery = InOrderDelivery([PURCHASES])
     delivery.install(consumer)
+    return tp, consumer, delivery, acks
+
+
+async def test_a_record_applied_during_a_rebalance_is_not_committed() -> None:
+    # The agent drains what its merge already holds after a revocation; a recovery of the
+    # partition may then replay the changelog over those state changes.
+    tp, consumer, delivery, acks = delivery_in_a_rebalance()
     during = Message(tp, 4, generation_id=3)
     delivery.applied(during)
     assert not consumer.ack(during)  # the rebalance is on
@@ -338,3 +344,30 @@ async def test_a_record_applied_during_a_rebalance_is_not_committed() -> None:
     delivery.applied(after)
     assert consumer.ack(after)
     assert acks == [4]
+
+
+async def test_a_batch_of_applied_records_is_acked_as_one_by_one_acks_would_be() -> None:
+    tp, consumer, delivery, acks = delivery_in_a_rebalance()
+    during = [Message(tp, 4, generation_id=3), Message(tp, 5, generation_id=3)]
+    delivery.ack_applied(consumer, during)  # the rebalance is on
+    assert all(message.acked for message in during) and acks == []
+    consumer.app.on_rebalance_end()  # type: ignore[attr-defined]
+    older, current = Message(tp, 4, generation_id=2), Message(tp, 5, generation_id=3)
+    delivery.ack_applied(consumer, [older, current])
+    assert older.acked and acks == [5]  # the older generation's record does not count
+    assert not delivery._applied  # nothing left for a later ack to find
+
+
+async def test_a_batch_ack_without_the_delivery_installed_goes_through_applied() -> None:
+    tp = TP(PURCHASES, 0)
+    consumer = FakeConsumer({tp: 10}, {tp: 0})
+    seen: list[tuple[int, bool]] = []
+    delivery = InOrderDelivery([PURCHASES])
+
+    def ack(message: Message) -> bool:
+        seen.append((message.offset, (message.tp, message.offset) in delivery._applied))
+        return True
+
+    consumer.ack = ack  # type: ignore[method-assign]
+    delivery.ack_applied(consumer, [Message(tp, 0, generation_id=1)])
+    assert seen == [(0, True)]
