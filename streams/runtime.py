@@ -425,9 +425,9 @@ class Runtime:
 
         The merge asks about the empty topics before each record it releases; what the
         consumer says about a topic (:meth:`_held_from`) is read once per drain, and only
-        the candidate's fetch time is compared each time. The drain
-        does not await, so no record is taken meanwhile and the position asked about does
-        not move; a fetch that comes meanwhile counts from the next batch on.
+        the candidate's fetch time is compared each time. The drain does not await, so no
+        record is taken meanwhile and the position asked about does not move; a fetch that
+        comes meanwhile counts from the next batch on.
         """
         if partition not in self._marks:
             self._resume(partition)
