@@ -104,8 +104,7 @@ class InOrderDelivery:
                 applied = key in self._applied
                 self._applied.discard(key)
                 if not applied or self._stale(message):
-                    message.acked = True
-                    consumer._unacked_messages.discard(message)
+                    _pass_over(consumer, message)
                     return False
             return bool(ack(message))
 
@@ -244,15 +243,9 @@ class InOrderDelivery:
                 self.applied(message)
                 consumer.ack(message)
             return
-        app = self._app
-        rebalancing = app is not None and bool(app.rebalancing)
-        current = app.consumer_generation_id if app is not None else None
-        unacked = consumer._unacked_messages
         for message in messages:
-            generation = getattr(message, "generation_id", None)
-            if rebalancing or (app is not None and generation not in (None, current)):
-                message.acked = True  # as ack_if_applied does with a stale record
-                unacked.discard(message)
+            if self._stale(message):
+                _pass_over(consumer, message)
             else:
                 ack(message)
 
@@ -343,3 +336,9 @@ def drain_state_writes_before_flush(buffer: Any) -> None:
 
     setattr(flush_until_empty, _GUARD_MARKER, True)
     buffer.flush = flush_until_empty
+
+
+def _pass_over(consumer: Any, message: Any) -> None:
+    """Mark ``message`` acked without counting it: its offset is not committed."""
+    message.acked = True
+    consumer._unacked_messages.discard(message)
