@@ -9,6 +9,10 @@ table does, a batch at a time:
 - the records go to the table's changelog topic on the partition of the input records that
   changed them (the inputs and the changelog are co-partitioned), as raw bytes, as Faust
   writes them, in closed aiokafka record batches that leave without lingering;
+- a partition's opening record (its marks) heads every one of its record batches. The
+  broker stores a record batch whole or not at all, so whichever batches of a flush are
+  lost, to a stop or to a send that fails for good, every state that arrives has the marks
+  of its flush before it (RELIABILITY.md, defect 10);
 - once the broker has acknowledged them, they are applied to the local store with
   ``apply_changelog_batch``, the call Faust's recovery makes with the same records, so the
   RocksDB store also persists the changelog offset it has applied (a restart then replays
@@ -22,14 +26,35 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatch
 from aiokafka.structs import RecordMetadata
 from faust.types import TP
 
 Write = tuple[bytes, bytes]
 """A table key and its new value, both as stored."""
+
+BATCH_OVERHEAD = 256
+"""Bytes beyond its records' that a record batch of two records takes at most (v2 format: 61
+for the header, at most 32 a record), with room to spare."""
+
+
+class PartitionWrites(NamedTuple):
+    """One partition's changelog records of a flush."""
+
+    opening: Write | None
+    """Written before ``records`` and again at the head of each of their record batches."""
+    records: Sequence[Write]
+
+    def __bool__(self) -> bool:
+        return self.opening is not None or bool(self.records)
+
+    def in_order(self) -> list[Write]:
+        """The opening, once, then the records: what a store ends up holding either way."""
+        return list(self.records) if self.opening is None else [self.opening, *self.records]
 
 
 class _Applied:
@@ -61,7 +86,7 @@ class ChangelogWriter:
         self._topic: str = table.changelog_topic.get_topic_name()
 
     async def write(
-        self, producer: AIOKafkaProducer, writes: Mapping[int, Sequence[Write]]
+        self, producer: AIOKafkaProducer, writes: Mapping[int, PartitionWrites]
     ) -> None:
         """Deliver ``writes`` (by partition) to the changelog, then apply them to the store.
 
@@ -69,7 +94,7 @@ class ChangelogWriter:
         records only after that.
         """
         sent = await asyncio.gather(
-            *(self._send(producer, partition, records) for partition, records in writes.items())
+            *(self._send(producer, partition, taken) for partition, taken in writes.items())
         )
         applied: list[_Applied] = []
         for chunks in sent:
@@ -81,7 +106,7 @@ class ChangelogWriter:
             self._table.data.apply_changelog_batch(applied, to_key=_same, to_value=_same)
 
     async def _send(
-        self, producer: AIOKafkaProducer, partition: int, records: Sequence[Write]
+        self, producer: AIOKafkaProducer, partition: int, taken: PartitionWrites
     ) -> list[tuple[RecordMetadata, Sequence[Write]]]:
         """One partition's records, in as many record batches as the producer's size takes.
 
@@ -89,25 +114,56 @@ class ChangelogWriter:
         partition is sent by its own coroutine, side by side with the others.
         """
         futures: list[tuple[asyncio.Future[RecordMetadata], Sequence[Write]]] = []
-        for chunk, batch in _batches(producer, records):
+        for chunk, batch in _batches(producer, taken):
             futures.append(
                 (await producer.send_batch(batch, self._topic, partition=partition), chunk)
             )
-        return [(await future, chunk) for future, chunk in futures]
+        delivered = await asyncio.gather(*(future for future, _ in futures))
+        return [(metadata, chunk) for metadata, (_, chunk) in zip(delivered, futures, strict=True)]
 
 
 def _batches(
-    producer: AIOKafkaProducer, records: Sequence[Write]
+    producer: AIOKafkaProducer, taken: PartitionWrites
 ) -> Iterable[tuple[Sequence[Write], Any]]:
-    """Closed record batches of ``records`` in order, each with the records it holds."""
+    """Closed record batches of ``taken`` in order, each with the records it holds.
+
+    Each batch starts with the opening record. A record too large to follow it in a batch
+    of the producer's size gets a batch of its own size with it.
+    """
+    opening, records = taken
     start = 0
-    batch = producer.create_batch()
+    batch = _opened(producer, opening)
     for index, (key, value) in enumerate(records):
-        if batch.append(key=key, value=value, timestamp=None) is None:  # full: a new one
-            yield records[start:index], batch
+        if batch.append(key=key, value=value, timestamp=None) is not None:
+            continue
+        if index > start:  # full: the record starts the next batch
+            yield _held(opening, records[start:index]), batch
             start = index
-            batch = producer.create_batch()
-            batch.append(key=key, value=value, timestamp=None)  # the first always fits
-    if len(records) > start:
+            batch = _opened(producer, opening)
+            if batch.append(key=key, value=value, timestamp=None) is not None:
+                continue
+        batch = _opened(producer, opening, room=len(key) + len(value))
+        batch.append(key=key, value=value, timestamp=None)
+    if opening is not None or len(records) > start:
         batch.close()  # closed, the batch is sent at once rather than after the linger
-        yield records[start:], batch
+        yield _held(opening, records[start:]), batch
+
+
+def _opened(producer: AIOKafkaProducer, opening: Write | None, room: int = 0) -> Any:
+    """A new record batch holding ``opening``; with ``room``, one sized to fit that much more.
+
+    The producer's own batches have its batch size and compression; a sized one is
+    uncompressed, which the broker takes as well.
+    """
+    if room:
+        size = room + BATCH_OVERHEAD + (0 if opening is None else sum(map(len, opening)))
+        batch = BatchBuilder(size, DefaultRecordBatch.CODEC_NONE)
+    else:
+        batch = producer.create_batch()
+    if opening is not None:
+        batch.append(key=opening[0], value=opening[1], timestamp=None)  # the first always fits
+    return batch
+
+
+def _held(opening: Write | None, records: Sequence[Write]) -> Sequence[Write]:
+    return records if opening is None else [opening, *records]

@@ -37,7 +37,7 @@ from risk.partition import Outcome
 from risk.policy import Policy
 from risk.state import STATE_DECODER, STATE_ENCODER, UserState
 from streams import metrics
-from streams.changelog import ChangelogWriter, Write
+from streams.changelog import ChangelogWriter, PartitionWrites
 from streams.delivery import InOrderDelivery, guard_recovery_seeks
 from streams.fetch import BatchDiversion
 from streams.progress import Marks, event_time_at, is_progress_key, progress_key
@@ -104,22 +104,23 @@ class TableStore(MutableMapping[str, UserState]):
     def __len__(self) -> int:
         return len(self._table)
 
-    def take(self, marks: bytes | None) -> list[Write]:
-        """The partition's marks, then the held-back states, encoded: one changelog record each.
+    def take(self, marks: bytes | None) -> PartitionWrites:
+        """The partition's marks and held-back states, encoded: one changelog record each.
 
-        The marks come first. A partition's changelog records are delivered in order, often
-        in several record batches, and a worker stopped mid-flush leaves a prefix of them;
-        with the marks last, a partition's first flush could leave states without any marks,
-        and its successor resumed the watermark from those states, ahead of the committed
-        offsets (RELIABILITY.md, defect 10). First, every state that arrives has the marks of
-        its position, and of the committed one, before it.
+        The marks open every record batch of the flush (:mod:`streams.changelog`). A
+        partition's changelog records are delivered in order, often in several record
+        batches, and a worker stopped mid-flush, or a batch that fails for good, leaves
+        some of them. With the marks after the states, a partition's first flush could
+        leave states without any marks, and its successor resumed the watermark from those
+        states, ahead of the committed offsets (RELIABILITY.md, defect 10). Now every state
+        that arrives has the marks of its position, and of the committed one, before it.
         """
         self._read.clear()
-        writes = [] if marks is None else [(progress_key(self.partition), marks)]
-        writes += [(user_id.encode(), STATE_ENCODER.encode(state))
-                   for user_id, state in self._pending.items()]  # fmt: skip
+        opening = None if marks is None else (progress_key(self.partition), marks)
+        states = [(user_id.encode(), STATE_ENCODER.encode(state))
+                  for user_id, state in self._pending.items()]  # fmt: skip
         self._pending.clear()
-        return writes
+        return PartitionWrites(opening, states)
 
     def discard(self) -> None:
         """Forget held-back states: their records will be redelivered and applied again."""
@@ -127,7 +128,7 @@ class TableStore(MutableMapping[str, UserState]):
         self._read.clear()
 
 
-def write_through_table(table: Any, message: Message, writes: list[Write]) -> None:
+def write_through_table(table: Any, message: Message, writes: PartitionWrites) -> None:
     """Write through Faust's table, which sends each changelog record itself (exactly-once).
 
     Faust finds a write's changelog partition (and RocksDB its database) from the event
@@ -137,7 +138,7 @@ def write_through_table(table: Any, message: Message, writes: list[Write]) -> No
     processing = _RecordEvent(message)  # held: Faust keeps only a weak reference
     token = _current_event.set(weakref.ref(processing))  # type: ignore[arg-type]  # duck-typed
     try:
-        for key, value in writes:
+        for key, value in writes.in_order():
             table[key] = value
     finally:
         _current_event.reset(token)
@@ -445,17 +446,17 @@ class Runtime:
             started = clock()
         metrics.observe_all(metrics.PROCESSING_SECONDS, seconds)
 
-    def _take(self, batch: _Batch) -> dict[int, list[Write]]:
+    def _take(self, batch: _Batch) -> dict[int, PartitionWrites]:
         """Each touched partition's changed states and marks, encoded for the changelog."""
         positions = self._positions(batch)
-        writes: dict[int, list[Write]] = {}
+        writes: dict[int, PartitionWrites] = {}
         for partition in batch.flush_with:
             taken = self._stores[partition].take(self._mark(partition, positions.get(partition)))
             if taken:
                 writes[partition] = taken
         return writes
 
-    async def _complete(self, batch: _Batch, writes: dict[int, list[Write]]) -> None:
+    async def _complete(self, batch: _Batch, writes: dict[int, PartitionWrites]) -> None:
         """Emit, then persist, then ack: the order that makes a crash repeat, never lose."""
         now = wall_micros()
         producer = self.app.producer._ensure_producer() if self._direct else None

@@ -1,4 +1,5 @@
-"""The changelog writer: records leave in order, in whole batches, and reach the store after.
+"""The changelog writer: records leave in order, in whole batches, each opened by the
+partition's marks, and reach the store after.
 
 A fake producer stands in for aiokafka's: real record batches (small, so that a partition's
 records fill several), each delivered at the next offsets of its partition when the test
@@ -8,15 +9,21 @@ says, as the broker would acknowledge them.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
 from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import RecordMetadata, TopicPartition
 from faust.types import TP
 
-from streams.changelog import ChangelogWriter
+from risk.replay import INPUT_TOPICS
+from risk.state import UserState
+from streams.changelog import ChangelogWriter, PartitionWrites, Write
+from streams.progress import Marks, event_time_at, is_progress_key, progress_key
+from streams.runtime import TableStore
 
 TOPIC = "app-users-changelog"
 
@@ -40,13 +47,31 @@ class FakeProducer:
         self.sent.append((topic, partition, batch, future))
         return future
 
-    def deliver(self) -> None:
-        for topic, partition, batch, future in self.sent:
-            if not future.done():
-                tp = TopicPartition(topic, partition)
-                base = self.ends[partition]
-                self.ends[partition] += batch.record_count()
-                future.set_result(RecordMetadata(topic, partition, tp, base, -1, 0, 0))
+    def deliver(self, lost: frozenset[int] = frozenset()) -> list[Write]:
+        """Acknowledge the batches sent, but fail those at the indexes in ``lost`` for good.
+
+        Returns the records the broker stores: those of each batch delivered, whole.
+        """
+        stored: list[Write] = []
+        for index, (topic, partition, batch, future) in enumerate(self.sent):
+            if future.done():
+                continue
+            if index in lost:
+                future.set_exception(ConnectionError("the batch failed for good"))
+                continue
+            tp = TopicPartition(topic, partition)
+            base = self.ends[partition]
+            self.ends[partition] += batch.record_count()
+            future.set_result(RecordMetadata(topic, partition, tp, base, -1, 0, 0))
+            stored += _records(batch)
+        return stored
+
+
+def _records(batch: BatchBuilder) -> list[Write]:
+    """A closed batch's records as the broker reads them."""
+    records = MemoryRecords(bytes(batch._build())).next_batch()
+    assert records is not None
+    return [(record.key, record.value) for record in records]
 
 
 class FakeStore:
@@ -75,11 +100,11 @@ async def test_each_write_reaches_the_store_at_its_changelog_offset_once_deliver
     store = FakeStore()
     producer = FakeProducer(batch_bytes=300)
     writes = {
-        2: [(f"u-{i}".encode(), bytes([i]) * 40) for i in range(20)],
-        5: [(b"u-x", b"x" * 40), (b"\xffprogress/5", b"marks")],
+        2: PartitionWrites(None, [(f"u-{i}".encode(), bytes([i]) * 40) for i in range(20)]),
+        5: PartitionWrites(None, [(b"u-x", b"x" * 40), (b"u-y", b"y")]),
     }
     producer.ends[2] = 100  # the changelog partition already holds records
-    written = asyncio.ensure_future(ChangelogWriter(_table(store)).write(producer, writes))  # type: ignore[arg-type]
+    written = asyncio.ensure_future(ChangelogWriter(_table(store)).write(producer, writes))
     for _ in range(5):
         await asyncio.sleep(0)
     assert not written.done()
@@ -92,14 +117,102 @@ async def test_each_write_reaches_the_store_at_its_changelog_offset_once_deliver
     producer.deliver()
     await written
     assert store.applied == [
-        *((key, value, TP(TOPIC, 2), 100 + i) for i, (key, value) in enumerate(writes[2])),
-        *((key, value, TP(TOPIC, 5), i) for i, (key, value) in enumerate(writes[5])),
+        *((key, value, TP(TOPIC, 2), 100 + i) for i, (key, value) in enumerate(writes[2].records)),
+        *((key, value, TP(TOPIC, 5), i) for i, (key, value) in enumerate(writes[5].records)),
     ]
 
 
-async def test_nothing_to_write_sends_nothing() -> None:
+async def test_the_opening_record_heads_every_batch_and_is_stored_at_each_of_its_offsets() -> None:
     store = FakeStore()
     producer = FakeProducer(batch_bytes=300)
-    await ChangelogWriter(_table(store)).write(producer, {})  # type: ignore[arg-type]
-    assert producer.sent == []
-    assert store.applied == []
+    opening = (b"\xffprogress/2", b"marks")
+    states = [(f"u-{i}".encode(), bytes([i]) * 40) for i in range(20)]
+    written = asyncio.ensure_future(
+        ChangelogWriter(_table(store)).write(producer, {2: PartitionWrites(opening, states)})
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)
+    batches = [_records(batch) for _, _, batch, _ in producer.sent]
+    assert len(batches) > 1
+    assert all(records[0] == opening for records in batches)
+    assert [write for records in batches for write in records[1:]] == states
+    producer.deliver()
+    await written
+    stored = [write for records in batches for write in records]
+    assert [(key, value) for key, value, _, _ in store.applied] == stored
+    assert [offset for _, _, _, offset in store.applied] == list(range(len(stored)))
+
+
+async def test_a_record_too_large_to_follow_the_opening_gets_a_batch_of_its_own_size() -> None:
+    producer = FakeProducer(batch_bytes=300)
+    opening = (b"\xffprogress/0", b"marks")
+    states = [(b"u-small", b"s" * 10), (b"u-large", b"L" * 1_000), (b"u-next", b"n" * 10)]
+    written = asyncio.ensure_future(
+        ChangelogWriter(_table(FakeStore())).write(producer, {0: PartitionWrites(opening, states)})
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert [_records(batch) for _, _, batch, _ in producer.sent] == [
+        [opening, states[0]],
+        [opening, states[1], states[2]],  # its size, with room to spare for a small one
+    ]
+    producer.deliver()
+    await written
+
+
+async def test_marks_alone_are_written() -> None:
+    store = FakeStore()
+    producer = FakeProducer(batch_bytes=300)
+    opening = (b"\xffprogress/0", b"marks")
+    written = asyncio.ensure_future(
+        ChangelogWriter(_table(store)).write(producer, {0: PartitionWrites(opening, [])})
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)
+    producer.deliver()
+    await written
+    assert store.applied == [(*opening, TP(TOPIC, 0), 0)]
+
+
+async def test_a_flush_that_loses_any_of_its_batches_leaves_no_state_without_its_marks() -> None:
+    """Whatever a flush leaves on the broker, each state has its flush's marks before it.
+
+    A worker stopped mid-flush, or a record batch that fails for good while later ones go
+    through, leaves some of a partition's record batches. Its successor resumes the
+    watermark from the marks of the committed offsets; a state without them put the
+    watermark at the states' latest activity, and timers were lost (RELIABILITY.md,
+    defect 10: a partition's first flush, cut after some states).
+    """
+    partition, at = 1, 1_770_000_000_000_000
+    committed = [0] * len(INPUT_TOPICS)
+    marks = Marks(committed, None).advance([9, 0, 0, 0, 0], at + 8, [None] * len(INPUT_TOPICS))
+    assert marks is not None
+    batches, _ = await _flush(partition, marks, at, lost=frozenset())
+    assert batches >= 3
+    for lost_count in range(batches + 1):
+        for lost in itertools.combinations(range(batches), lost_count):
+            _, stored = await _flush(partition, marks, at, frozenset(lost))
+            if any(not is_progress_key(key) for key in stored):
+                assert event_time_at(stored.get(progress_key(partition)), committed) == (True, None)
+
+
+async def _flush(
+    partition: int, marks: bytes, at: int, lost: frozenset[int]
+) -> tuple[int, dict[bytes, bytes]]:
+    """Nine users' first flush, with the record batches at the indexes in ``lost`` failing.
+
+    Returns how many record batches it took, and what the broker stores of them.
+    """
+    users = TableStore(SimpleNamespace(data={}), partition)
+    for index in range(9):
+        user = f"u-{index}"
+        users[user] = UserState(user, first_seen=at, clock=at, last_activity=at + index)
+    producer = FakeProducer(batch_bytes=700)
+    writer = ChangelogWriter(_table(FakeStore()))
+    written = asyncio.ensure_future(writer.write(producer, {partition: users.take(marks)}))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    stored = dict(producer.deliver(lost))
+    outcome = (await asyncio.gather(written, return_exceptions=True))[0]
+    assert (outcome is None) == (not lost)
+    return len(producer.sent), stored

