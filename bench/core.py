@@ -1,9 +1,11 @@
-"""Single-core throughput of the pure risk core, written to BENCHMARKS.md.
+"""Single-core throughput of the pure risk core, with a profile of where it goes.
 
-`make bench` runs ``python -m bench.core --output BENCHMARKS.md``. The input is
-a seeded synthetic mix of raw Kafka records (its generation is not timed). Each
-stage runs over the whole batch in one thread pinned to one CPU, timed with
-``time.perf_counter``; the best of ``--repeat`` runs counts, each on fresh state.
+``python -m bench.core`` prints its report (``--output FILE`` writes it there instead);
+``make bench`` takes the core's figures for BENCHMARKS.md through :mod:`bench.core_runs`,
+with this module's input and stages. The input is a seeded synthetic mix of raw Kafka
+records (its generation is not timed). Each stage runs over the whole batch in one thread
+pinned to one CPU, timed with ``time.perf_counter``; the best of ``--repeat`` runs counts,
+each on fresh state.
 """
 
 from __future__ import annotations
@@ -483,8 +485,7 @@ def render(r: Results) -> str:
         "Single-threaded throughput of the pure risk core (`risk/`), with no Kafka, Faust or"
         " network: raw record bytes in, serialised limit events out.",
         "",
-        "- Command: `make bench` (runs `.venv/bin/python -m bench.core --output BENCHMARKS.md`);"
-        f" this file: `python -m bench.core {shlex.join(r.argv)}`",
+        f"- Command: `{shlex.join(['.venv/bin/python', '-m', 'bench.core', *r.argv])}`",
         f"- Date: {datetime.now(UTC).isoformat(timespec='seconds')}",
         f"- Machine: {platform.platform()}; {platform.python_implementation()}"
         f" {platform.python_version()}; CPU {cpu_model()}; {os.cpu_count()} CPUs;"
@@ -676,7 +677,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=20260301)
     parser.add_argument("--repeat", type=_positive, default=3)
     parser.add_argument("--profile-records", type=_positive, default=100_000)
-    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
+    parser.add_argument(
+        "--output", type=Path, help="write the report to this file rather than print it"
+    )
     args = parser.parse_args(argv)
     if args.users < 2:
         parser.error("--users must be at least 2 (a key mismatch needs another user)")
@@ -729,7 +732,11 @@ def main(argv: list[str] | None = None) -> None:
         rss_peak=rss_peak,
         profile=profile,
     )
-    args.output.write_text(render(results), encoding="utf-8")
+    report = render(results)
+    if args.output is None:
+        sys.stdout.write(report)
+        return
+    args.output.write_text(report, encoding="utf-8")
     log(f"wrote {args.output}")
 
 
