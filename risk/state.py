@@ -18,7 +18,7 @@ DEDUP_CAP: Final = 2048
 """Event-id hashes remembered per user; past it the oldest are forgotten and ``dedup_floor`` set."""
 
 
-class Instalment(msgspec.Struct, array_like=True):
+class Instalment(msgspec.Struct, array_like=True, gc=False):
     """One unpaid instalment. ``number`` counts from 1 within its order."""
 
     order_id: str
@@ -34,7 +34,7 @@ class Instalment(msgspec.Struct, array_like=True):
         return self.amount - self.paid
 
 
-class Episode(msgspec.Struct, array_like=True):
+class Episode(msgspec.Struct, array_like=True, gc=False):
     """One delinquency spell; ``max_dpd`` covers instalments settled so far, final once ended."""
 
     start: int
@@ -42,7 +42,7 @@ class Episode(msgspec.Struct, array_like=True):
     max_dpd: int = 0
 
 
-class LastDecision(msgspec.Struct, array_like=True):
+class LastDecision(msgspec.Struct, array_like=True, gc=False):
     """The latest limit event emitted for the user."""
 
     type: str
