@@ -62,7 +62,8 @@ class PartitionGroup(Generic[Record]):
         self, may_receive: Callable[[list[int], Record], bool], now: int
     ) -> Iterator[Applied[Record]]:
         """Apply buffered records in event-time order until the merge must wait."""
-        while (head := self._merger.pop(may_receive)) is not None:
+        in_future_after = now + self.policy.max_future_skew
+        while (head := self._merger.pop(may_receive, in_future_after)) is not None:
             topic_index, decoded, record = head
             if isinstance(decoded, Rejection):
                 yield Applied(record, topic_index, Outcome.DEAD_LETTERED, decoded, [], None)

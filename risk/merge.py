@@ -3,7 +3,10 @@
 The next record applied is the buffered head with the smallest (occurred_at,
 topic index), once no empty topic may still deliver an earlier one. A record that
 failed decoding has no trustworthy time, so it is dead-lettered as soon as it
-reaches the head of its topic.
+reaches the head of its topic; so is one stamped too far in the future, which will be
+dead-lettered as ``in_future``: ordered by its time, it would hold back the rest of its
+topic until every other topic had passed that time, and timers would fire for users
+whose records wait behind it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ class EventTimeMerger(Generic[Record]):
         self._queues[topic_index].append((decoded, record))
 
     def pop(
-        self, may_receive: Callable[[list[int], Record], bool]
+        self, may_receive: Callable[[list[int], Record], bool], in_future_after: int
     ) -> tuple[int, Event | Rejection, Record] | None:
         """The next record to apply, or None to wait.
 
@@ -38,6 +41,9 @@ class EventTimeMerger(Generic[Record]):
         deliver a record that sorts before ``candidate``, the record that would be applied
         next (the broker may hold unread data for it); such a topic holds the merge back.
         The empty topics are asked together: one call a record, not one a topic.
+
+        A head that failed decoding, or that occurred after ``in_future_after`` (the wall
+        clock plus the allowed skew, as the processor will check it), is taken at once.
         """
         best: tuple[int, int] | None = None
         empty: list[int] = []
@@ -46,7 +52,7 @@ class EventTimeMerger(Generic[Record]):
                 empty.append(index)
                 continue
             head = queue[0][0]
-            if isinstance(head, Rejection):
+            if isinstance(head, Rejection) or head.at > in_future_after:
                 decoded, record = queue.popleft()
                 return index, decoded, record
             if best is None or (head.at, index) < best:

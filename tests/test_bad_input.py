@@ -160,6 +160,24 @@ def test_in_future_uses_the_wall_clock_and_fires_no_timers() -> None:
     assert on_the_edge.processed == 1
 
 
+def test_a_record_from_the_far_future_does_not_hold_back_the_records_behind_it() -> None:
+    """Ordered by its time, a 2099 repayment would keep u-1's on-time repayment behind it
+    until u-3's purchases had moved the watermark past u-1's due date: a wrong freeze."""
+    lines = [
+        purchase("2026-03-01T00:00:00Z", 100, first_due="2026-03-02T00:00:00Z"),
+        repayment("2099-01-01T00:00:00Z", 1, user="u-2"),
+        repayment("2026-03-03T00:00:00Z", 100),
+        purchase("2026-03-06T00:00:00Z", 100, user="u-3", order="o-3"),
+        purchase("2026-03-08T00:00:00Z", 100, user="u-3", order="o-4"),
+    ]
+    result = run(lines, now="2026-03-10T00:00:00Z")
+    assert [(letter["reason"], letter["line"]) for letter in result.dead_letters] == [
+        ("in_future", 2)
+    ]
+    assert result.processed == 4
+    assert result.decisions == []
+
+
 def test_too_late_beyond_allowed_lateness_but_not_at_it() -> None:
     lines = [
         repayment("2026-03-10T00:00:00Z", 1, event_id="r-1"),
