@@ -11,7 +11,7 @@ import heapq
 from collections import Counter
 from collections.abc import Iterable, MutableMapping
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, cast
 
 from risk.contract import Event, Rejection
 from risk.decision import Decision
@@ -105,10 +105,14 @@ class PartitionProcessor:
             if isinstance(verdict, Rejection):
                 return Outcome.DEAD_LETTERED, verdict, []
             # A duplicate (the only other verdict) was accepted once, and moved the watermark
-            # then. It moves it again: a worker stopped after writing some of its states but
-            # before committing their offsets reads those events again as duplicates, and the
-            # partition's timers must fire at the same points as in one uninterrupted pass.
-            return Outcome.DUPLICATE, None, self._observe(at)
+            # then. It moves it again, to where its original did: a worker stopped after
+            # writing some of its states but before committing their offsets reads those
+            # events again as duplicates, and the partition's timers must fire at the same
+            # points as in one uninterrupted pass. Its own time may differ from the
+            # original's (a producer that re-stamps a retry), and must not count: in one
+            # pass, a duplicate moves the watermark nowhere it had not been.
+            original_at = cast(UserState, state).seen[key]  # only a known user has duplicates
+            return Outcome.DUPLICATE, None, self._observe(original_at)
         # The accepted event moves the watermark first, so that other users' timers due
         # before it come out before its own decisions. That changes only the order across
         # users: the new watermark never passes the event, so its user sees the same timers.

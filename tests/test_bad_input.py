@@ -196,6 +196,22 @@ def test_a_duplicate_is_counted_even_when_it_would_be_too_late() -> None:
     assert (result.processed, result.duplicates, result.dead_lettered) == (2, 1, 0)
 
 
+def test_a_duplicate_stamped_later_than_its_original_moves_no_watermark() -> None:
+    """Only accepted events move the watermark: a retry re-stamped on 03-20 must not fire
+    u-1's overdue timer (due + grace on 03-05), which no accepted event has reached."""
+    lines = [
+        purchase("2026-03-01T00:00:00Z", 100, first_due="2026-03-02T00:00:00Z"),
+        repayment("2026-03-01T00:00:00Z", 1, user="u-2", event_id="r-1"),
+        repayment("2026-03-20T00:00:00Z", 1, user="u-2", event_id="r-1"),
+    ]
+    result = run(lines)
+    assert (result.processed, result.duplicates) == (2, 1)
+    assert result.decisions == []
+    # An accepted event on 03-20 would have fired it.
+    moved = run([*lines[:2], repayment("2026-03-20T00:00:00Z", 1, user="u-2", event_id="r-2")])
+    assert [d.caused_by for d in moved.decisions] == ["timer:overdue:2026-03-05T00:00:00Z"]
+
+
 def test_duplicates_never_repeat_a_decision() -> None:
     burst = [application(f"2026-05-01T0{h}:00:00Z", 500, event_id=f"a-{h}") for h in range(3)]
     result = run(burst + burst)
