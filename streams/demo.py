@@ -118,7 +118,7 @@ async def run_demo(
             print(f"metrics  {base}/metrics", file=out)
             print(f"health   {base}/healthz  {base}/readyz", file=out)
             print(
-                f"a user   curl -H 'Authorization: Bearer {token}' {base}/users/u-0000003/",
+                f"a user   curl -H 'Authorization: Bearer {token}' {base}/users/u-0000003",
                 file=out,
             )
             print(

@@ -94,6 +94,11 @@ class UserView(View):
         )
 
 
+@app.page("/users/{user_id}")
+class UserViewWithoutSlash(UserView):
+    """:class:`UserView` at the path DESIGN.md gives; the form with the slash stays for clients."""
+
+
 @app.page("/healthz")
 class Health(View):
     """Liveness: the web server and event loop answer."""

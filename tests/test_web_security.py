@@ -70,9 +70,10 @@ def test_anonymous_access_is_served_only_when_asked_for(
     worker = start_worker(extra_env={"LINEGUARD_API_ALLOW_ANONYMOUS": "true"})
     worker.wait_ready()
     wait_for(lambda: worker.metric("lineguard_events_total") >= 1, 60, "the purchase")
-    status, body = worker.get("/users/anon-1/")
+    status, body = worker.get("/users/anon-1")
     assert status == 200, body
     assert body["user_id"] == "anon-1"
+    assert worker.get("/users/anon-1/") == (status, body)  # with a trailing slash too
 
 
 def test_with_a_token_only_the_exact_bearer_token_is_let_in(
@@ -87,3 +88,4 @@ def test_with_a_token_only_the_exact_bearer_token_is_let_in(
         assert TOKEN not in str(body)
     status, body = worker.get("/users/u-1/", TOKEN)
     assert (status, body["error"]) == (404, "unknown user")  # let in; this user has no state
+    assert worker.get("/users/u-1", None)[0] == 401  # the path without the slash is guarded too
