@@ -93,6 +93,7 @@ def test_replay_with_a_bad_policy_names_the_field(tmp_path: Path) -> None:
     source = _write(tmp_path / "in.jsonl", [repayment("2026-03-06T00:00:00Z", 1)])
     done = _lineguard("replay", source, "--policy", policy, cwd=tmp_path)
     assert done.returncode != 0
+    assert f"{policy}: invalid policy" in done.stderr
     assert "rules.loan_velocity.window" in done.stderr
 
 
