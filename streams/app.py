@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import click
 import colorlog
 import faust
 import structlog
 from faust.cli import AppCommand, argument, option
 from pydantic import ValidationError
 
+from risk.backtest import backtest, render_text
 from risk.clock import parse_timestamp
 from risk.policy import Policy, PolicyError, load_policy
 from risk.replay import InputRecord, ReplayInputError, parse_records, replay
@@ -201,7 +203,7 @@ def _policy_option(path: str | None) -> Policy:
 
 @dataclass(frozen=True, slots=True)
 class _ReplayRun:
-    """What ``replay`` hands to the core besides the policy."""
+    """What ``replay`` and ``backtest`` hand to the core besides the policy."""
 
     records: list[InputRecord]
     partitions: int
@@ -214,7 +216,7 @@ _REPLAY_OPTIONS: Final = (
     option("--until", default=None, help="After the input, advance every watermark to TIME."),
     option("--now", default=None, help="Wall clock for the in_future check (default: now)."),
 )
-"""The options of ``replay`` that another command over the same input can share."""
+"""The options ``replay`` and ``backtest`` share, read by :func:`_replay_run`."""
 
 
 def _check_partitions(partitions: int) -> None:
@@ -272,6 +274,53 @@ async def replay_command(
     )
     if total != result.records:
         raise SystemExit(1)
+
+
+@app.command(
+    argument("input_file", metavar="INPUT"),
+    option("--candidate", required=True, help="The candidate policy TOML file."),
+    option(
+        "--baseline", default=None,
+        help="The baseline policy TOML file (default: the packaged policy).",
+    ),
+    *_REPLAY_OPTIONS,
+    option("--output", "-o", default="-", help="The report ('-': stdout)."),
+    option(
+        "--format", "report_format", type=click.Choice(["text", "json"]), default="text",
+        help="text: tables for a person; json: one document for machines.",
+    ),
+    option("--show", default=20, type=int, help="Differing decisions listed in the text report."),
+)  # fmt: skip
+async def backtest_command(
+    self: AppCommand,
+    input_file: str,
+    candidate: str,
+    baseline: str | None,
+    partitions: int,
+    until: str | None,
+    now: str | None,
+    output: str,
+    report_format: str,
+    show: int,
+) -> None:
+    """Replay a JSON-lines file under two policies and compare their decisions."""
+    _check_partitions(partitions)
+    baseline_policy = _policy_option(baseline)
+    candidate_policy = _policy_option(candidate)
+    run = _replay_run(input_file, partitions, until, now)
+    result = backtest(
+        run.records, baseline_policy, candidate_policy, partitions=run.partitions,
+        until=run.until, now=run.now,
+    )  # fmt: skip
+    if report_format == "json":
+        import orjson
+
+        report = orjson.dumps(result.document(), option=orjson.OPT_INDENT_2)
+    else:
+        report = render_text(result, show=show).rstrip("\n").encode()
+    _write_lines(output, [report])
+    if not (result.baseline_records.balanced and result.candidate_records.balanced):
+        _fail("the record counts do not add up (UNBALANCED): a bug in the core", code=1)
 
 
 def _write_lines(path: str, lines: Any) -> None:
