@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 from collections import Counter
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -159,6 +160,20 @@ def test_records_dead_lettered_under_only_one_policy_are_reported() -> None:
     assert "line 2 (credit.repayments.v1): baseline accepted, candidate too_late" in render_text(
         result
     )
+
+
+def test_the_readme_shows_the_real_output_of_its_example() -> None:
+    root = Path(__file__).resolve().parent.parent
+    lines = (root / "examples" / "overdue.jsonl").read_bytes().splitlines()
+    result = backtest(
+        parse_records(lines), BASELINE, load_policy(root / "examples" / "grace-7d.toml"),
+        until=ts("2026-06-01T00:00:00Z"), now=ts(NOW),
+    )  # fmt: skip
+    command = (
+        "$ lineguard backtest examples/overdue.jsonl --candidate examples/grace-7d.toml"
+        " --until 2026-06-01T00:00:00Z\n"
+    )
+    assert command + render_text(result) + "```" in (root / "README.md").read_text("utf-8")
 
 
 def test_identical_policies_give_an_all_zero_diff() -> None:
