@@ -10,18 +10,21 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import click
 import colorlog
 import faust
 import structlog
 from faust.cli import AppCommand, argument, option
 from pydantic import ValidationError
 
+from risk.backtest import backtest, render_text
 from risk.clock import parse_timestamp
-from risk.policy import PolicyError, load_policy
-from risk.replay import ReplayInputError, parse_records, replay
+from risk.policy import Policy, PolicyError, load_policy
+from risk.replay import InputRecord, ReplayInputError, parse_records, replay
 from streams.preflight import kafka_credentials
 from streams.recovery import PromptTableManager, install_changelog_fast_path
 from streams.runtime import wall_micros
@@ -189,14 +192,57 @@ def _timestamp_option(text: str | None, name: str) -> int | None:
     return parsed
 
 
+def _policy_option(path: str | None) -> Policy:
+    """The policy in ``path``, or the packaged one; a bad file stops naming it and the field."""
+    try:
+        return load_policy(Path(path) if path else None)
+    except PolicyError as error:
+        _fail(f"{path}: {error}" if path else str(error))
+        raise AssertionError from error  # unreachable: _fail exits
+
+
+@dataclass(frozen=True, slots=True)
+class _ReplayRun:
+    """What ``replay`` and ``backtest`` hand to the core besides the policy."""
+
+    records: list[InputRecord]
+    partitions: int
+    until: int | None
+    now: int
+
+
+_REPLAY_OPTIONS: Final = (
+    option("--partitions", default=1, type=int, help="Partition count to group records by."),
+    option("--until", default=None, help="After the input, advance every watermark to TIME."),
+    option("--now", default=None, help="Wall clock for the in_future check (default: now)."),
+)
+"""The options ``replay`` and ``backtest`` share, read by :func:`_replay_run`."""
+
+
+def _check_partitions(partitions: int) -> None:
+    if partitions < 1:
+        _fail("--partitions must be at least 1")
+
+
+def _replay_run(input_file: str, partitions: int, until: str | None, now: str | None) -> _ReplayRun:
+    """Read the input file and the shared options; a bad line stops naming the line."""
+    until_at = _timestamp_option(until, "--until")
+    now_at = _timestamp_option(now, "--now") or wall_micros()
+    try:
+        with open(input_file, "rb") as lines:
+            records = list(parse_records(lines))
+    except (OSError, ReplayInputError) as error:
+        _fail(f"{input_file}: {error}")
+        raise AssertionError from error  # unreachable: _fail exits
+    return _ReplayRun(records, partitions, until_at, now_at)
+
+
 @app.command(
     argument("input_file", metavar="INPUT"),
     option("--output", "-o", default="-", help="Limit events, one JSON per line ('-': stdout)."),
     option("--dead-letters", default=None, help="Dead-letter records, one JSON per line."),
     option("--policy", default=None, help="Policy TOML file (default: the packaged policy)."),
-    option("--partitions", default=1, type=int, help="Partition count to group records by."),
-    option("--until", default=None, help="After the input, advance every watermark to TIME."),
-    option("--now", default=None, help="Wall clock for the in_future check (default: now)."),
+    *_REPLAY_OPTIONS,
 )
 async def replay_command(
     self: AppCommand,
@@ -209,24 +255,10 @@ async def replay_command(
     now: str | None,
 ) -> None:
     """Replay a JSON-lines file of Kafka records through the risk core."""
-    if partitions < 1:
-        _fail("--partitions must be at least 1")
-    try:
-        loaded = load_policy(Path(policy) if policy else None)
-    except PolicyError as error:
-        _fail(str(error))
-        return
-    until_at = _timestamp_option(until, "--until")
-    now_at = _timestamp_option(now, "--now") or wall_micros()
-    try:
-        with open(input_file, "rb") as lines:  # noqa: ASYNC230 - a CLI run, no loop to block
-            result = replay(
-                list(parse_records(lines)), loaded, partitions=partitions, until=until_at,
-                now=now_at,
-            )  # fmt: skip
-    except (OSError, ReplayInputError) as error:
-        _fail(f"{input_file}: {error}")
-        return
+    _check_partitions(partitions)
+    loaded = _policy_option(policy)
+    run = _replay_run(input_file, partitions, until, now)
+    result = replay(run.records, loaded, partitions=run.partitions, until=run.until, now=run.now)
     _write_lines(output, (d.to_json(wall_micros()) for d in result.decisions))
     if dead_letters is not None:
         import orjson
@@ -242,6 +274,53 @@ async def replay_command(
     )
     if total != result.records:
         raise SystemExit(1)
+
+
+@app.command(
+    argument("input_file", metavar="INPUT"),
+    option("--candidate", required=True, help="The candidate policy TOML file."),
+    option(
+        "--baseline", default=None,
+        help="The baseline policy TOML file (default: the packaged policy).",
+    ),
+    *_REPLAY_OPTIONS,
+    option("--output", "-o", default="-", help="The report ('-': stdout)."),
+    option(
+        "--format", "report_format", type=click.Choice(["text", "json"]), default="text",
+        help="text: tables for a person; json: one document for machines.",
+    ),
+    option("--show", default=20, type=int, help="Differing decisions listed in the text report."),
+)  # fmt: skip
+async def backtest_command(
+    self: AppCommand,
+    input_file: str,
+    candidate: str,
+    baseline: str | None,
+    partitions: int,
+    until: str | None,
+    now: str | None,
+    output: str,
+    report_format: str,
+    show: int,
+) -> None:
+    """Replay a JSON-lines file under two policies and compare their decisions."""
+    _check_partitions(partitions)
+    baseline_policy = _policy_option(baseline)
+    candidate_policy = _policy_option(candidate)
+    run = _replay_run(input_file, partitions, until, now)
+    result = backtest(
+        run.records, baseline_policy, candidate_policy, partitions=run.partitions,
+        until=run.until, now=run.now,
+    )  # fmt: skip
+    if report_format == "json":
+        import orjson
+
+        report = orjson.dumps(result.document(), option=orjson.OPT_INDENT_2)
+    else:
+        report = render_text(result, show=show).rstrip("\n").encode()
+    _write_lines(output, [report])
+    if not (result.baseline_records.balanced and result.candidate_records.balanced):
+        _fail("the record counts do not add up (UNBALANCED): a bug in the core", code=1)
 
 
 def _write_lines(path: str, lines: Any) -> None:

@@ -93,6 +93,7 @@ def test_replay_with_a_bad_policy_names_the_field(tmp_path: Path) -> None:
     source = _write(tmp_path / "in.jsonl", [repayment("2026-03-06T00:00:00Z", 1)])
     done = _lineguard("replay", source, "--policy", policy, cwd=tmp_path)
     assert done.returncode != 0
+    assert f"{policy}: invalid policy" in done.stderr
     assert "rules.loan_velocity.window" in done.stderr
 
 
@@ -119,3 +120,86 @@ def test_check_policy_names_the_bad_field(tmp_path: Path, text: str, field: str)
     done = _lineguard("check-policy", policy, cwd=tmp_path)
     assert done.returncode == 1
     assert field in done.stderr
+
+
+# An instalment due 2026-03-01 repaid on 03-06: frozen on 03-04 with the 3-day grace,
+# never with a 7-day one.
+LATE_BOOK = [
+    purchase("2026-02-01T00:00:00Z", 35000, order="o-17", first_due="2026-03-01T00:00:00Z"),
+    repayment("2026-03-06T00:00:00Z", 35000, event_id="r-1"),
+]
+GRACE_7D = 'version = "grace-7d"\n[overdue]\ngrace_days = 7\n'
+
+
+def test_backtest_prints_a_table_of_counts_frozen_users_and_differing_decisions(
+    tmp_path: Path,
+) -> None:
+    source = _write(tmp_path / "in.jsonl", LATE_BOOK)
+    (tmp_path / "candidate.toml").write_text(GRACE_7D)
+    done = _lineguard(
+        "backtest", source, "--candidate", "candidate.toml", "--until", "2026-06-01T00:00:00Z",
+        "--partitions", "4", "--show", "1", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "candidate policy grace-7d: records=2 processed=2 duplicates=0 dead_lettered=0" in lines
+    table = {
+        tuple(line.split()[:2]): line.split()[2:] for line in lines if line.startswith("limit.")
+    }
+    assert table[("limit.freeze", "OVERDUE_ACTIVE")] == ["1", "0", "-1"]
+    assert table[("limit.restore", "REPAID_AND_CURED")] == ["1", "0", "-1"]
+    assert table[("limit.reduce", "(decisions)")] == ["0", "0", "0"]
+    assert "frozen at end: baseline 0, candidate 0; only baseline 0, only candidate 0" in lines
+    assert "differing decisions: 2, first 1 shown" in lines
+    assert lines[-1] == (
+        "  2026-03-04T00:00:00Z  u-1  timer:overdue:2026-03-04T00:00:00Z:"
+        " limit.freeze frozen [OVERDUE_ACTIVE] -> none"
+    )
+
+
+def test_backtest_json_is_one_document_for_machines(tmp_path: Path) -> None:
+    source = _write(tmp_path / "in.jsonl", LATE_BOOK)
+    (tmp_path / "candidate.toml").write_text(GRACE_7D)
+    done = _lineguard(
+        "backtest", source, "--candidate", "candidate.toml", "--format", "json",
+        "--output", "report.json", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    doc = orjson.loads((tmp_path / "report.json").read_bytes())
+    assert (doc["baseline"]["policy_version"], doc["candidate"]["policy_version"]) == (
+        "2026-11-28.2", "grace-7d",
+    )  # fmt: skip
+    assert doc["records_agree"] is True
+    assert doc["identical"] is False
+    # Without --until the cure never ends: the baseline leaves u-1 frozen.
+    assert doc["frozen_at_end"] == {
+        "baseline": 1, "candidate": 0, "only_baseline": ["u-1"], "only_candidate": [],
+    }  # fmt: skip
+    assert [(c["kind"], c["caused_by"]) for c in doc["changes"]] == [
+        ("baseline_only", "timer:overdue:2026-03-04T00:00:00Z")
+    ]
+    assert doc["changes"][0]["baseline"]["type"] == "limit.freeze"
+
+
+@pytest.mark.parametrize("which", ["--baseline", "--candidate"])
+def test_backtest_with_a_bad_policy_names_the_file_and_the_field(
+    tmp_path: Path, which: str
+) -> None:
+    (tmp_path / "bad.toml").write_text('version = "x"\n[overdue]\ngrace_days = "3"\n')
+    (tmp_path / "good.toml").write_text(GRACE_7D)
+    other = "--candidate" if which == "--baseline" else "--baseline"
+    source = _write(tmp_path / "in.jsonl", LATE_BOOK)
+    done = _lineguard("backtest", source, which, "bad.toml", other, "good.toml", cwd=tmp_path)
+    assert done.returncode != 0
+    assert done.stdout == ""
+    assert "bad.toml" in done.stderr
+    assert "overdue.grace_days" in done.stderr
+
+
+def test_backtest_names_the_bad_input_line(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(orjson.dumps(LATE_BOOK[0]) + b"\n" + b'{"topic": "credit.refunds.v1"}\n')
+    (tmp_path / "candidate.toml").write_text(GRACE_7D)
+    done = _lineguard("backtest", source, "--candidate", "candidate.toml", cwd=tmp_path)
+    assert done.returncode != 0
+    assert "line 2: unknown topic" in done.stderr

@@ -1,0 +1,408 @@
+"""Backtest: two policies over the same records, and what changes between them.
+
+Each policy runs through :func:`risk.replay.replay` (the worker's own core) once, over
+the same parsed records, partitions, ``until`` and ``now``. The result counts the
+decisions per type and per reason code under each policy, the users frozen at the end,
+the decisions that differ, matched by user and cause, and any record that one policy
+dead-letters and the other does not. It is plain typed data, so a notebook or a CI job
+that gates policy changes can read it without parsing text; :meth:`BacktestResult.document`
+is its JSON form and :func:`render_text` a table for a person.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from risk.clock import format_timestamp
+from risk.decision import FREEZE, REDUCE, RESTORE, Decision
+from risk.policy import Policy
+from risk.replay import InputRecord, ReplayResult, replay
+
+DECISION_TYPES: Final = (FREEZE, REDUCE, RESTORE)
+"""The decision types always listed, even when neither policy emits one."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordCounts:
+    """What one policy's replay did with the input records."""
+
+    records: int
+    processed: int
+    duplicates: int
+    dead_lettered: int
+    dead_letters_by_reason: dict[str, int]
+
+    @property
+    def balanced(self) -> bool:
+        """Every record processed, counted as a duplicate, or dead-lettered."""
+        return self.processed + self.duplicates + self.dead_lettered == self.records
+
+
+@dataclass(frozen=True, slots=True)
+class CountDiff:
+    """Decisions of one type (``reason`` None) or reasons of one code, under each policy.
+
+    A decision with several reasons counts once for each of its reason codes.
+    """
+
+    type: str
+    reason: str | None
+    baseline: int
+    candidate: int
+
+    @property
+    def difference(self) -> int:
+        """Candidate minus baseline."""
+        return self.candidate - self.baseline
+
+
+@dataclass(frozen=True, slots=True)
+class FrozenAtEnd:
+    """The users whose last decision left them frozen, under each policy, sorted."""
+
+    baseline: tuple[str, ...]
+    candidate: tuple[str, ...]
+
+    @property
+    def only_baseline(self) -> tuple[str, ...]:
+        """Frozen at the end under the baseline but not under the candidate."""
+        return tuple(sorted(set(self.baseline) - set(self.candidate)))
+
+    @property
+    def only_candidate(self) -> tuple[str, ...]:
+        """Frozen at the end under the candidate but not under the baseline."""
+        return tuple(sorted(set(self.candidate) - set(self.baseline)))
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionChange:
+    """A decision that one policy makes and the other does not, or makes differently.
+
+    Decisions are matched by ``(user_id, caused_by)``: the same input event or the same
+    timer. Not by ``event_id``, which also hashes the policy version. Two matched
+    decisions differ when their type, status or reason codes differ; their reason
+    values and thresholds, features and restore path are not compared.
+    """
+
+    user_id: str
+    caused_by: str
+    baseline: Decision | None
+    candidate: Decision | None
+
+    @property
+    def occurred_at(self) -> int:
+        """When the decision was made: the baseline's if it made one, else the candidate's."""
+        decision = self.baseline or self.candidate
+        assert decision is not None  # noqa: S101 - a change has at least one side
+        return decision.occurred_at
+
+    @property
+    def kind(self) -> str:
+        """``baseline_only``, ``candidate_only`` or ``changed``."""
+        if self.candidate is None:
+            return "baseline_only"
+        if self.baseline is None:
+            return "candidate_only"
+        return "changed"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterChange:
+    """An input line that one policy dead-letters and the other does not, or for another reason."""
+
+    line: int
+    topic: str
+    baseline_reason: str | None
+    candidate_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestResult:
+    """Baseline against candidate over the same records."""
+
+    baseline_version: str
+    candidate_version: str
+    baseline_records: RecordCounts
+    candidate_records: RecordCounts
+    decisions: tuple[CountDiff, ...]
+    """Per decision type: freeze, reduce and restore first, then any other in name order."""
+    reasons: tuple[CountDiff, ...]
+    """Per decision type and reason code, for the codes either policy gave."""
+    frozen_at_end: FrozenAtEnd
+    changes: tuple[DecisionChange, ...]
+    """The differing decisions in (occurred_at, user_id, caused_by) order."""
+    dead_letter_changes: tuple[DeadLetterChange, ...]
+    """Input lines dead-lettered differently, in line order."""
+
+    @property
+    def records_agree(self) -> bool:
+        """Both policies processed, deduplicated and dead-lettered the same numbers of records."""
+        return self.baseline_records == self.candidate_records and not self.dead_letter_changes
+
+    @property
+    def identical(self) -> bool:
+        """No count, final freeze, decision or dead letter differs."""
+        return (
+            self.records_agree
+            and not self.changes
+            and all(row.difference == 0 for row in (*self.decisions, *self.reasons))
+            and self.frozen_at_end.baseline == self.frozen_at_end.candidate
+        )
+
+    def document(self) -> dict[str, Any]:
+        """The result as plain JSON types; decisions in their ``credit.limit-events.v1`` form.
+
+        The wall-clock ``decided_at`` is left out of each decision, so the same run gives
+        the same document.
+        """
+        frozen = self.frozen_at_end
+        return {
+            "baseline": _side(self.baseline_version, self.baseline_records),
+            "candidate": _side(self.candidate_version, self.candidate_records),
+            "records_agree": self.records_agree,
+            "identical": self.identical,
+            "decisions": [_count_row(row) for row in self.decisions],
+            "reasons": [_count_row(row) for row in self.reasons],
+            "frozen_at_end": {
+                "baseline": len(frozen.baseline),
+                "candidate": len(frozen.candidate),
+                "only_baseline": list(frozen.only_baseline),
+                "only_candidate": list(frozen.only_candidate),
+            },
+            "changes": [
+                {
+                    "user_id": change.user_id,
+                    "caused_by": change.caused_by,
+                    "occurred_at": format_timestamp(change.occurred_at),
+                    "kind": change.kind,
+                    "baseline": _event(change.baseline),
+                    "candidate": _event(change.candidate),
+                }
+                for change in self.changes
+            ],
+            "dead_letter_changes": [
+                {
+                    "line": letter.line,
+                    "topic": letter.topic,
+                    "baseline_reason": letter.baseline_reason,
+                    "candidate_reason": letter.candidate_reason,
+                }
+                for letter in self.dead_letter_changes
+            ],
+        }
+
+
+def backtest(
+    records: Iterable[InputRecord],
+    baseline: Policy,
+    candidate: Policy,
+    *,
+    partitions: int = 1,
+    until: int | None = None,
+    now: int,
+) -> BacktestResult:
+    """Replay ``records`` under each policy, as ``lineguard replay`` would, and compare."""
+    records = list(records)
+    ran = [
+        replay(records, policy, partitions=partitions, until=until, now=now)
+        for policy in (baseline, candidate)
+    ]
+    before, after = ran
+    return BacktestResult(
+        baseline_version=baseline.version,
+        candidate_version=candidate.version,
+        baseline_records=_record_counts(before),
+        candidate_records=_record_counts(after),
+        decisions=_count_diffs(*(Counter(d.type for d in r.decisions) for r in ran)),
+        reasons=_reason_diffs(before.decisions, after.decisions),
+        frozen_at_end=FrozenAtEnd(_frozen(before.decisions), _frozen(after.decisions)),
+        changes=_changes(before.decisions, after.decisions),
+        dead_letter_changes=_dead_letter_changes(before, after),
+    )
+
+
+def _record_counts(result: ReplayResult) -> RecordCounts:
+    by_reason = Counter(str(letter["reason"]) for letter in result.dead_letters)
+    return RecordCounts(
+        records=result.records,
+        processed=result.processed,
+        duplicates=result.duplicates,
+        dead_lettered=result.dead_lettered,
+        dead_letters_by_reason=dict(sorted(by_reason.items())),
+    )
+
+
+def _type_order(kind: str) -> tuple[int, str]:
+    return (
+        (DECISION_TYPES.index(kind), "") if kind in DECISION_TYPES else (len(DECISION_TYPES), kind)
+    )
+
+
+def _count_diffs(before: Counter[str], after: Counter[str]) -> tuple[CountDiff, ...]:
+    kinds = sorted({*DECISION_TYPES, *before, *after}, key=_type_order)
+    return tuple(CountDiff(kind, None, before[kind], after[kind]) for kind in kinds)
+
+
+def _reason_diffs(before: list[Decision], after: list[Decision]) -> tuple[CountDiff, ...]:
+    counts = [
+        Counter((d.type, r.code) for d in side for r in d.reasons) for side in (before, after)
+    ]
+    keys = sorted({*counts[0], *counts[1]}, key=lambda key: (_type_order(key[0]), key[1]))
+    return tuple(
+        CountDiff(kind, code, counts[0][kind, code], counts[1][kind, code]) for kind, code in keys
+    )
+
+
+def _frozen(decisions: list[Decision]) -> tuple[str, ...]:
+    """Users whose last decision left them frozen: a replay emits each user's in time order."""
+    last = {d.user_id: d.status for d in decisions}
+    return tuple(sorted(user for user, status in last.items() if status == "frozen"))
+
+
+def _by_cause(decisions: list[Decision]) -> dict[tuple[str, str], list[Decision]]:
+    grouped: dict[tuple[str, str], list[Decision]] = defaultdict(list)
+    for decision in decisions:
+        grouped[decision.user_id, decision.caused_by].append(decision)
+    return grouped
+
+
+def _same(a: Decision, b: Decision) -> bool:
+    return (
+        a.type == b.type
+        and a.status == b.status
+        and [r.code for r in a.reasons] == [r.code for r in b.reasons]
+    )
+
+
+def _changes(before: list[Decision], after: list[Decision]) -> tuple[DecisionChange, ...]:
+    """Pair decisions by (user, cause); a cause seen twice (an id past the dedup horizon) pairs in order."""
+    old, new = _by_cause(before), _by_cause(after)
+    changes: list[DecisionChange] = []
+    for key in old.keys() | new.keys():
+        pairs = itertools.zip_longest(old.get(key, ()), new.get(key, ()))
+        changes.extend(
+            DecisionChange(key[0], key[1], a, b)
+            for a, b in pairs
+            if a is None or b is None or not _same(a, b)
+        )
+    changes.sort(key=lambda c: (c.occurred_at, c.user_id, c.caused_by))
+    return tuple(changes)
+
+
+def _dead_letter_changes(before: ReplayResult, after: ReplayResult) -> tuple[DeadLetterChange, ...]:
+    old = {int(letter["line"]): letter for letter in before.dead_letters}
+    new = {int(letter["line"]): letter for letter in after.dead_letters}
+    changes = []
+    for line in sorted(old.keys() | new.keys()):
+        a, b = old.get(line), new.get(line)
+        reasons = (None if a is None else str(a["reason"]), None if b is None else str(b["reason"]))
+        if reasons[0] != reasons[1]:
+            topic = str((a or b or {})["topic"])
+            changes.append(DeadLetterChange(line, topic, *reasons))
+    return tuple(changes)
+
+
+def _side(version: str, counts: RecordCounts) -> dict[str, Any]:
+    return {
+        "policy_version": version,
+        "records": counts.records,
+        "processed": counts.processed,
+        "duplicates": counts.duplicates,
+        "dead_lettered": counts.dead_lettered,
+        "dead_letters_by_reason": counts.dead_letters_by_reason,
+        "balanced": counts.balanced,
+    }
+
+
+def _count_row(row: CountDiff) -> dict[str, Any]:
+    doc: dict[str, Any] = {"type": row.type}
+    if row.reason is not None:
+        doc["reason"] = row.reason
+    doc |= {"baseline": row.baseline, "candidate": row.candidate, "difference": row.difference}
+    return doc
+
+
+def _event(decision: Decision | None) -> dict[str, Any] | None:
+    if decision is None:
+        return None
+    doc: dict[str, Any] = orjson.loads(decision.to_json(0))
+    del doc["decided_at"]
+    return doc
+
+
+def render_text(result: BacktestResult, *, show: int = 20) -> str:
+    """A table for a person: counts per type and reason, frozen at the end, then changes.
+
+    At most ``show`` differing decisions are listed; the total is always given.
+    """
+    return "\n".join(_text_lines(result, show)) + "\n"
+
+
+def _text_lines(result: BacktestResult, show: int) -> Iterator[str]:
+    yield f"baseline  policy {result.baseline_version}: {_counts_text(result.baseline_records)}"
+    yield f"candidate policy {result.candidate_version}: {_counts_text(result.candidate_records)}"
+    if not result.records_agree:
+        yield "RECORD COUNTS DIFFER: the policies do not accept the same records"
+        for letter in result.dead_letter_changes:
+            yield (
+                f"  line {letter.line} ({letter.topic}): baseline"
+                f" {letter.baseline_reason or 'accepted'}, candidate"
+                f" {letter.candidate_reason or 'accepted'}"
+            )
+    yield ""
+    rows = sorted(
+        [*result.decisions, *result.reasons],
+        key=lambda row: (_type_order(row.type), row.reason is not None, row.reason or ""),
+    )
+    table = [("type", "reason", "baseline", "candidate", "difference")]
+    table += [
+        (
+            row.type,
+            row.reason or "(decisions)",
+            str(row.baseline),
+            str(row.candidate),
+            f"{row.difference:+d}" if row.difference else "0",
+        )
+        for row in rows
+    ]
+    widths = [max(len(cells[i]) for cells in table) for i in range(5)]
+    for cells in table:
+        left = [cells[i].ljust(widths[i]) for i in range(2)]
+        right = [cells[i].rjust(widths[i]) for i in range(2, 5)]
+        yield "  ".join(left + right).rstrip()
+    yield ""
+    frozen = result.frozen_at_end
+    yield (
+        f"frozen at end: baseline {len(frozen.baseline)}, candidate {len(frozen.candidate)};"
+        f" only baseline {len(frozen.only_baseline)}, only candidate {len(frozen.only_candidate)}"
+    )
+    yield ""
+    listed = result.changes[: max(show, 0)]
+    shown = f", first {len(listed)} shown" if len(listed) < len(result.changes) else ""
+    yield f"differing decisions: {len(result.changes)}{shown}"
+    for change in listed:
+        yield (
+            f"  {format_timestamp(change.occurred_at)}  {change.user_id}  {change.caused_by}:"
+            f" {_decision_text(change.baseline)} -> {_decision_text(change.candidate)}"
+        )
+
+
+def _counts_text(counts: RecordCounts) -> str:
+    text = (
+        f"records={counts.records} processed={counts.processed}"
+        f" duplicates={counts.duplicates} dead_lettered={counts.dead_lettered}"
+    )
+    return text if counts.balanced else f"{text} UNBALANCED"
+
+
+def _decision_text(decision: Decision | None) -> str:
+    if decision is None:
+        return "none"
+    codes = ",".join(r.code for r in decision.reasons)
+    return f"{decision.type} {decision.status} [{codes}]"
