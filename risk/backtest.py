@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -22,7 +22,7 @@ import orjson
 from risk.clock import format_timestamp
 from risk.decision import FREEZE, REDUCE, RESTORE, Decision
 from risk.policy import Policy
-from risk.replay import InputRecord, ReplayResult, replay
+from risk.replay import INPUT_TOPICS, InputRecord, ReplayResult, replay
 
 DECISION_TYPES: Final = (FREEZE, REDUCE, RESTORE)
 """The decision types always listed, even when neither policy emits one."""
@@ -206,11 +206,12 @@ def backtest(
     partitions: int = 1,
     until: int | None = None,
     now: int,
+    topics: Sequence[str] = INPUT_TOPICS,
 ) -> BacktestResult:
     """Replay ``records`` under each policy, as ``lineguard replay`` would, and compare."""
     records = list(records)
     ran = [
-        replay(records, policy, partitions=partitions, until=until, now=now)
+        replay(records, policy, partitions=partitions, until=until, now=now, topics=topics)
         for policy in (baseline, candidate)
     ]
     before, after = ran

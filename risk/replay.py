@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -61,8 +61,14 @@ class ReplayResult:
         return len(self.dead_letters)
 
 
-def parse_records(lines: Iterable[bytes | str]) -> Iterator[InputRecord]:
-    """Parse replay lines; blank lines are skipped, anything else malformed is an error."""
+def parse_records(
+    lines: Iterable[bytes | str], topics: Sequence[str] = INPUT_TOPICS
+) -> Iterator[InputRecord]:
+    """Parse replay lines; blank lines are skipped, anything else malformed is an error.
+
+    ``topics`` are the input topics' names in the contract's order, when the settings
+    rename them.
+    """
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -73,9 +79,9 @@ def parse_records(lines: Iterable[bytes | str]) -> Iterator[InputRecord]:
         if not isinstance(doc, dict):
             raise ReplayInputError(f"line {number}: not a JSON object")
         topic = doc.get("topic")
-        if topic not in INPUT_TOPICS:
+        if not isinstance(topic, str) or topic not in topics:
             raise ReplayInputError(
-                f"line {number}: unknown topic {topic!r}; expected one of {', '.join(INPUT_TOPICS)}"
+                f"line {number}: unknown topic {topic!r}; expected one of {', '.join(topics)}"
             )
         key = doc.get("key")
         if key is not None and not isinstance(key, str):
@@ -125,23 +131,33 @@ def replay(
     partitions: int = 1,
     until: int | None = None,
     now: int,
+    topics: Sequence[str] = INPUT_TOPICS,
 ) -> ReplayResult:
-    """Run records through the core as ``partitions`` partition groups would."""
+    """Run records through the core as ``partitions`` partition groups would.
+
+    ``topics`` name the input topics in the contract's order, as :func:`parse_records` got them.
+    """
     groups: list[list[InputRecord]] = [[] for _ in range(partitions)]
     for record in records:
         groups[partition_for(record.key, partitions)].append(record)
     result = ReplayResult()
+    topic_index = {topic: index for index, topic in enumerate(topics)}
     for group in groups:
-        _replay_partition(group, policy, until, now, result)
+        _replay_partition(group, policy, until, now, topic_index, result)
     return result
 
 
 def _replay_partition(
-    records: list[InputRecord], policy: Policy, until: int | None, now: int, result: ReplayResult
+    records: list[InputRecord],
+    policy: Policy,
+    until: int | None,
+    now: int,
+    topic_index: dict[str, int],
+    result: ReplayResult,
 ) -> None:
     group: PartitionGroup[InputRecord] = PartitionGroup(policy, {}, len(INPUT_TOPICS))
     for record in records:
-        group.push(INPUT_TOPICS.index(record.topic), record.key, record.value, record)
+        group.push(topic_index[record.topic], record.key, record.value, record)
     result.records += len(records)
     for applied in group.drain(never_more, now):
         if applied.outcome is Outcome.PROCESSED:

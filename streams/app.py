@@ -209,6 +209,8 @@ class _ReplayRun:
     partitions: int
     until: int | None
     now: int
+    topics: tuple[str, ...]
+    """The input topics' names from the settings, in the contract's order."""
 
 
 _REPLAY_OPTIONS: Final = (
@@ -230,11 +232,11 @@ def _replay_run(input_file: str, partitions: int, until: str | None, now: str | 
     now_at = _timestamp_option(now, "--now") or wall_micros()
     try:
         with open(input_file, "rb") as lines:
-            records = list(parse_records(lines))
+            records = list(parse_records(lines, settings.input_topics))
     except (OSError, ReplayInputError) as error:
         _fail(f"{input_file}: {error}")
         raise AssertionError from error  # unreachable: _fail exits
-    return _ReplayRun(records, partitions, until_at, now_at)
+    return _ReplayRun(records, partitions, until_at, now_at, settings.input_topics)
 
 
 @app.command(
@@ -258,7 +260,10 @@ async def replay_command(
     _check_partitions(partitions)
     loaded = _policy_option(policy)
     run = _replay_run(input_file, partitions, until, now)
-    result = replay(run.records, loaded, partitions=run.partitions, until=run.until, now=run.now)
+    result = replay(
+        run.records, loaded, partitions=run.partitions, until=run.until, now=run.now,
+        topics=run.topics,
+    )  # fmt: skip
     _write_lines(output, (d.to_json(wall_micros()) for d in result.decisions))
     if dead_letters is not None:
         import orjson
@@ -310,7 +315,7 @@ async def backtest_command(
     run = _replay_run(input_file, partitions, until, now)
     result = backtest(
         run.records, baseline_policy, candidate_policy, partitions=run.partitions,
-        until=run.until, now=run.now,
+        until=run.until, now=run.now, topics=run.topics,
     )  # fmt: skip
     if report_format == "json":
         import orjson

@@ -17,8 +17,11 @@ from builders import purchase, repayment
 LINEGUARD = [sys.executable, "-c", "from streams.app import main; main()"]
 
 
-def _lineguard(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _lineguard(
+    *args: str | Path, cwd: Path, settings: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+    env |= settings or {}
     return subprocess.run(
         [*LINEGUARD, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env,
         timeout=120, check=False,
@@ -57,6 +60,37 @@ def test_replay_writes_limit_events_dead_letters_and_a_balanced_summary(tmp_path
     assert [(d["reason"], d["line"]) for d in letters] == [("invalid_json", 3), ("invalid_json", 4)]
     assert letters[0]["value_base64"] == bad_utf8
     assert letters[1]["value"] == "{"
+
+
+def test_replay_and_backtest_read_the_topic_names_the_settings_give(tmp_path: Path) -> None:
+    renamed = {
+        "LINEGUARD_PURCHASES_TOPIC": "bnpl.purchases",
+        "LINEGUARD_REPAYMENTS_TOPIC": "bnpl.repayments",
+    }
+    lines = [
+        purchase("2026-02-01T00:00:00Z", 35000, first_due="2026-03-01T00:00:00Z"),
+        repayment("2026-03-06T00:00:00Z", 35000),
+    ]
+    lines[0]["topic"], lines[1]["topic"] = "bnpl.purchases", "bnpl.repayments"
+    source = _write(tmp_path / "renamed.jsonl", lines)
+    until = "2026-05-01T00:00:00Z"
+    done = _lineguard("replay", source, "--until", until, cwd=tmp_path, settings=renamed)
+    assert done.returncode == 0, done.stderr
+    assert [orjson.loads(line)["type"] for line in done.stdout.splitlines()] == [
+        "limit.freeze",
+        "limit.restore",
+    ]
+    (tmp_path / "candidate.toml").write_text(GRACE_7D)
+    compared = _lineguard(
+        "backtest", source, "--candidate", "candidate.toml", "--until", until,
+        "--format", "json", cwd=tmp_path, settings=renamed,
+    )  # fmt: skip
+    assert compared.returncode == 0, compared.stderr
+    assert orjson.loads(compared.stdout)["baseline"]["processed"] == 2
+    refused = _lineguard("replay", source, cwd=tmp_path)  # the default names
+    assert refused.returncode != 0
+    assert "line 1: unknown topic 'bnpl.purchases'" in refused.stderr
+    assert "credit.purchases.v1" in refused.stderr
 
 
 def test_replay_to_stdout(tmp_path: Path) -> None:
