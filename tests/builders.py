@@ -103,10 +103,15 @@ def override(
     return _record(OVERRIDES, user, body, event_id)
 
 
-def policy_with(changes: dict[str, dict[str, Any]]) -> Policy:
-    """The default policy with some tables' fields changed (one level deep per table path)."""
+def policy_with(changes: dict[str, dict[str, Any]], *, version: str | None = None) -> Policy:
+    """The default policy with some tables' fields changed (one level deep per table path).
+
+    ``version``, if given, replaces the policy's version, as a candidate policy would.
+    """
     text = resources.files("risk").joinpath("default_policy.toml").read_text("utf-8")
     raw = tomllib.loads(text)
+    if version is not None:
+        raw["version"] = version
     for path, fields in changes.items():
         table = raw
         for part in path.split("."):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections import Counter
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +12,10 @@ from hypothesis import strategies as st
 
 from risk.backtest import BacktestResult, CountDiff, backtest, render_text
 from risk.clock import HOUR, format_timestamp
-from risk.policy import Policy, load_policy, policy_from_mapping
+from risk.policy import Policy, load_policy
 from risk.replay import InputRecord, parse_records
 
-from builders import NOW, application, purchase, repayment, run, ts
+from builders import NOW, application, policy_with, purchase, repayment, run, ts
 
 BASELINE = load_policy()
 OVERDUE_AT = "timer:overdue:2026-03-04T00:00:00Z"
@@ -29,16 +27,15 @@ REPAID_LATE = [
 ]
 
 
+# Three small applications in an hour: a SMALL_LOAN_BURST freeze under the packaged policy.
+BURST = [
+    application(f"2026-02-02T09:0{i}:00Z", 50000, user="u-2", event_id=f"a-{i}") for i in range(3)
+]
+
+
 def variant(version: str, changes: dict[str, dict[str, Any]]) -> Policy:
     """The default policy with another version and some tables' fields changed."""
-    raw = tomllib.loads(resources.files("risk").joinpath("default_policy.toml").read_text("utf-8"))
-    raw["version"] = version
-    for path, fields in changes.items():
-        table = raw
-        for part in path.split("."):
-            table = table.setdefault(part, {})
-        table.update(fields)
-    return policy_from_mapping(raw)
+    return policy_with(changes, version=version)
 
 
 def records(lines: list[dict[str, Any]]) -> list[InputRecord]:
@@ -105,14 +102,9 @@ def test_frozen_at_end_counts_the_users_left_frozen_under_only_one_policy() -> N
 
 
 def test_the_same_cause_decided_differently_is_one_change_with_both_sides() -> None:
-    # Three small applications in an hour: SMALL_LOAN_BURST under both policies; with a
-    # velocity bar of 3 the candidate gives LOAN_VELOCITY for the same application too.
-    burst = [
-        application(f"2026-02-02T09:0{i}:00Z", 50000, user="u-2", event_id=f"a-{i}")
-        for i in range(3)
-    ]
+    # With a velocity bar of 3 the candidate gives LOAN_VELOCITY for the same application too.
     candidate = variant("velocity-3", {"rules.loan_velocity": {"freeze_min_applications": 3}})
-    result = compare(burst, candidate)
+    result = compare(BURST, candidate)
     assert [(c.kind, c.caused_by) for c in result.changes] == [("changed", "a-2")]
     change = result.changes[0]
     assert change.baseline is not None
@@ -126,12 +118,8 @@ def test_the_same_cause_decided_differently_is_one_change_with_both_sides() -> N
 
 
 def test_a_freeze_moved_to_another_cause_shows_on_both_sides() -> None:
-    burst = [
-        application(f"2026-02-02T09:0{i}:00Z", 50000, user="u-2", event_id=f"a-{i}")
-        for i in range(3)
-    ]
     candidate = variant("burst-2", {"rules.small_loan_burst": {"freeze_min_applications": 2}})
-    result = compare(burst, candidate)
+    result = compare(BURST, candidate)
     assert [(c.kind, c.caused_by) for c in result.changes] == [
         ("candidate_only", "a-1"),
         ("baseline_only", "a-2"),
