@@ -12,7 +12,6 @@ of every value.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
@@ -28,13 +27,13 @@ from bench.harness import (
     Names,
     Spread,
     Workers,
-    committed,
     create_topics,
     high_watermarks,
     log,
     produce_keyed,
     scrape,
     spread,
+    wait_committed,
 )
 from risk.policy import load_policy
 from risk.replay import INPUT_TOPICS, InputRecord, replay
@@ -42,7 +41,6 @@ from streams.runtime import wall_micros
 
 GOAL_RATE = 30_000
 GOAL_SHARE = 0.10
-POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -125,14 +123,7 @@ async def worker_run(
     slot = group.start(f"e2e-{run}", env)
     try:
         ready = await group.wait_ready(slot, 90)
-        started = time.perf_counter()
-        done = 0
-        while time.perf_counter() - started < bound:
-            await asyncio.sleep(POLL_SECONDS)
-            done = await committed(bootstrap, app_id, ends)
-            if done >= total:
-                break
-        seconds = time.perf_counter() - started
+        done, seconds = await wait_committed(bootstrap, app_id, ends, bound)
         # Decisions are sent before their record is acked, so those of every committed
         # record are written by now.
         events = await high_watermarks(bootstrap, out_topic, PARTITIONS)

@@ -189,17 +189,33 @@ async def produce_keyed(
     return ends
 
 
-async def committed(bootstrap: str, group: str, partitions: Iterable[TopicPartition]) -> int:
-    """Sum of the group's committed offsets over ``partitions`` (0 where none)."""
+COMMIT_POLL_SECONDS: Final = 0.1
+"""How often :func:`wait_committed` reads the group's committed offsets."""
+
+
+async def wait_committed(
+    bootstrap: str, group: str, ends: dict[TopicPartition, int], bound: float
+) -> tuple[int, float]:
+    """Wait until ``group`` has committed every offset in ``ends``, or for ``bound`` seconds.
+
+    Returns the sum of its committed offsets then, and the seconds waited. One client reads
+    them all in one request every :data:`COMMIT_POLL_SECONDS`, so the time is measured to
+    about that, and the polling costs the broker next to nothing.
+    """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
                                 enable_auto_commit=False)  # fmt: skip
     await consumer.start()
     try:
-        total = 0
-        for tp in partitions:
-            offset = await consumer.committed(tp)
-            total += offset or 0
-        return total
+        total, done = sum(ends.values()), 0
+        partitions = list(ends)
+        started = time.perf_counter()
+        while time.perf_counter() - started < bound:
+            await asyncio.sleep(COMMIT_POLL_SECONDS)
+            offsets = await consumer._coordinator.fetch_committed_offsets(partitions)
+            done = sum(max(meta.offset, 0) for meta in offsets.values())
+            if done >= total:
+                break
+        return done, time.perf_counter() - started
     finally:
         await consumer.stop()
 

@@ -18,12 +18,12 @@ from bench.harness import (
     PARTITIONS,
     Names,
     Workers,
-    committed,
     create_topics,
     log,
     produce_keyed,
     readyz,
     scrape,
+    wait_committed,
 )
 
 
@@ -73,14 +73,7 @@ async def run(bootstrap: str, workdir: Path, *, records: int, bound: float) -> S
             bootstrap, ((topics[t], key, value) for t, key, value in generated), PARTITIONS
         )
         total = sum(ends.values())
-        started = time.perf_counter()
-        done = 0
-        while time.perf_counter() - started < bound:
-            await asyncio.sleep(1.0)
-            done = await committed(bootstrap, names.prefix, ends)
-            if done >= total:
-                break
-        seconds = time.perf_counter() - started
+        done, seconds = await wait_committed(bootstrap, names.prefix, ends, bound)
         owned = [sorted(readyz(s.port).get("partitions", [])) for s in slots]
         shares = [
             WorkerShare(s.name, parts, scrape(s.port).get("lineguard_events_total", 0.0))
