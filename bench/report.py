@@ -15,7 +15,7 @@ from bench import core_runs, e2e, lag, recovery
 from bench.core import BATCH_RECORDS, cpu_model
 from bench.core_runs import CoreResult
 from bench.e2e import E2EResult
-from bench.harness import Spread, verdict
+from bench.harness import COMMIT_POLL_SECONDS, Spread, verdict
 from bench.lag import LagResult
 from bench.recovery import RecoveryResult
 from bench.scale import ScaleResult
@@ -220,8 +220,9 @@ def _e2e(x: E2EResult) -> list[str]:
         f" ({x.records / x.produce_seconds:,.0f} records/s, batches built by hand). Each run"
         " starts one fresh `lineguard worker` (its own consumer group and output topic,"
         " `memory://`, at-least-once, `LINEGUARD_MAX_IDLE=30` as in the chaos run) and measures"
-        " from `/readyz` 200 until the group has committed every input offset, or until the"
-        f" time bound of {x.bound:.0f} s. events/s = records committed ÷ that time.",
+        " from `/readyz` 200 until the group has committed every input offset (read every"
+        f" {COMMIT_POLL_SECONDS} s), or until the time bound of {x.bound:.0f} s. events/s ="
+        " records committed ÷ that time.",
         "",
         "| run | ready after start | all committed | time | records committed | events/s |"
         " limit events written |",
