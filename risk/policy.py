@@ -373,10 +373,11 @@ def _resolve(source: PolicyFile) -> Policy:
             )
     freeze_ratio = Fraction(rules.spend_income.freeze_above_ratio)
     restore_ratio = Fraction(rules.spend_income.restore_max_ratio)
-    if restore_ratio > freeze_ratio:
+    if restore_ratio >= freeze_ratio:
         raise PolicyError(
-            "invalid policy: `rules.spend_income.restore_max_ratio` must not exceed"
-            " `rules.spend_income.freeze_above_ratio`"
+            "invalid policy: `rules.spend_income.restore_max_ratio` must be below"
+            " `rules.spend_income.freeze_above_ratio`: the restore bound differs from the"
+            " freeze bound (hysteresis), or a line would flap on the bar"
         )
     reduce_ratio, reduce_restore_ratio = _check_graduated(source, freeze_ratio)
     cure_factor = Fraction(source.income_verification.cure_remaining_factor)
@@ -452,10 +453,11 @@ def _check_graduated(source: PolicyFile, freeze_ratio: Fraction) -> tuple[Fracti
     spend = rules.reduce_spend_income
     reduce_ratio = Fraction(spend.reduce_above_ratio)
     reduce_restore_ratio = Fraction(spend.restore_max_ratio)
-    if reduce_restore_ratio > reduce_ratio:
+    if reduce_restore_ratio >= reduce_ratio:
         raise PolicyError(
-            "invalid policy: `rules.reduce_spend_income.restore_max_ratio` must not exceed"
-            " `reduce_above_ratio`"
+            "invalid policy: `rules.reduce_spend_income.restore_max_ratio` must be below"
+            " `reduce_above_ratio`: the restore bound differs from the reduce bound"
+            " (hysteresis), or a limit would flap on the bar"
         )
     if reduce_ratio >= freeze_ratio:
         raise PolicyError(

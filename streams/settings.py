@@ -60,7 +60,8 @@ class Settings(BaseSettings):
     limit_overrides_topic: str = "credit.limit-overrides.v1"
     limit_events_topic: str = "credit.limit-events.v1"
     max_idle: float = Field(1.0, ge=0, le=60)
-    """Seconds an empty input partition with unread data may hold back the event-time merge."""
+    """Seconds an empty input partition whose lag is not known yet may hold back the event-time
+    merge; one the broker still has unread data for holds it until the data arrives."""
     batch_max_records: int = Field(4000, ge=1, le=100_000)
     """The most records applied, emitted, written and acked as one batch. Each batch waits
     for the broker twice (its limit events, then its changelog records), about 15 ms on

@@ -71,6 +71,10 @@ def test_decimal_ratios_are_exact() -> None:
             'version = "v"\n[rules.spend_income]\nrestore_max_ratio = "3.5"',
             "rules.spend_income.restore_max_ratio",
         ),
+        (  # equal to the freeze bar: no hysteresis
+            'version = "v"\n[rules.spend_income]\nrestore_max_ratio = "3.0"',
+            "rules.spend_income.restore_max_ratio",
+        ),
         (
             'version = "v"\n[rules.spend_income]\nfreeze_above_ratio = "three"',
             "rules.spend_income.freeze_above_ratio",
@@ -102,6 +106,10 @@ def test_decimal_ratios_are_exact() -> None:
         ),
         (
             'version = "v"\n[rules.reduce_spend_income]\nrestore_max_ratio = "2.5"',
+            "rules.reduce_spend_income.restore_max_ratio",
+        ),
+        (  # equal to the reduce bar: no hysteresis
+            'version = "v"\n[rules.reduce_spend_income]\nrestore_max_ratio = "2"',
             "rules.reduce_spend_income.restore_max_ratio",
         ),
         (
