@@ -112,15 +112,21 @@ def mark_overdue(state: UserState, policy: Policy, from_index: int | None = None
 
 
 def close_episode_if_cured(state: UserState, policy: Policy) -> None:
-    """End the spell once nothing is overdue, and fix the cure period's length."""
+    """End the spell once nothing is overdue, and fix the cure period's length.
+
+    A cure period still running from an earlier spell is never cut short: its length was
+    fixed when that spell ended, and a minor spell after it starts a shorter one.
+    """
     episode = state.open_episode
     if episode is None or state.overdue_count:
         return
     episode.end = state.clock
     minor = episode.max_dpd <= policy.minor_max_dpd
     alone = episodes_since(state, state.clock - policy.episode_window) <= 1
-    state.cure_until = state.clock + (0 if minor and alone else policy.cure)
-    state.cure_shortened_by = 0  # a new cure period: earlier proof of income cut another one
+    cure_until = state.clock + (0 if minor and alone else policy.cure)
+    if cure_until >= state.cure_until:
+        state.cure_until = cure_until
+        state.cure_shortened_by = 0  # a new cure period: earlier proof of income cut another
 
 
 def current_max_dpd(state: UserState) -> int:

@@ -97,6 +97,24 @@ def test_overdue_past_minor_dpd_needs_the_thirty_day_cure() -> None:
     ]
 
 
+def test_a_minor_spell_during_a_running_cure_does_not_cut_it_short() -> None:
+    """The 200-day spell's 30-day cure runs to 08-24. A minor spell alone in its 180 days
+    ends on 07-31 with a 0-day cure of its own, which must not end the running one."""
+    result = run(
+        [
+            purchase("2025-12-01T00:00:00Z", 1000, order="a", first_due="2026-01-01T00:00:00Z"),
+            purchase("2026-06-01T00:00:00Z", 1000, order="b", first_due="2026-07-28T00:00:00Z"),
+            repayment("2026-07-25T00:00:00Z", 1000, order="a"),
+            repayment("2026-07-31T12:00:00Z", 1000, order="b"),
+        ],
+        until="2026-10-01T00:00:00Z",
+    )
+    assert summary(result) == [
+        (FREEZE, "2026-01-04T00:00:00Z", "timer:overdue:2026-01-04T00:00:00Z", ["OVERDUE_ACTIVE"]),
+        (RESTORE, "2026-08-24T00:00:00Z", "timer:cure:2026-08-24T00:00:00Z", ["REPAID_AND_CURED"]),
+    ]
+
+
 def test_cure_does_not_restore_before_the_watermark_reaches_it() -> None:
     result = run([BOUGHT, repayment("2026-03-06T00:00:00Z", 35000)])
     assert [d[0] for d in summary(result)] == [FREEZE]
