@@ -172,7 +172,9 @@ def _remember(state: UserState, key: int, at: int, policy: Policy) -> None:
     if len(seen) <= DEDUP_CAP:
         return
     horizon = state.clock - policy.dedup_horizon
-    kept = sorted((at, key) for key, at in seen.items() if at > horizon)
+    # An event exactly ``allowed_lateness`` old is still applied, and the horizon may equal
+    # it: an id at the horizon is kept, or its redelivery would be applied again.
+    kept = sorted((at, key) for key, at in seen.items() if at >= horizon)
     if len(kept) > DEDUP_CAP:
         forget = len(kept) - DEDUP_CAP * 3 // 4
         state.dedup_floor = max(state.dedup_floor or kept[forget - 1][0], kept[forget - 1][0])

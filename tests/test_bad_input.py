@@ -9,8 +9,18 @@ import orjson
 import pytest
 
 from risk.contract import Reason, Rejection, decode
+from risk.state import DEDUP_CAP
 
-from builders import APPLICATIONS, PURCHASES, REPAYMENTS, application, purchase, repayment, run
+from builders import (
+    APPLICATIONS,
+    PURCHASES,
+    REPAYMENTS,
+    application,
+    policy_with,
+    purchase,
+    repayment,
+    run,
+)
 
 GOOD = {
     "event_id": "r-1",
@@ -210,6 +220,22 @@ def test_a_duplicate_stamped_later_than_its_original_moves_no_watermark() -> Non
     # An accepted event on 03-20 would have fired it.
     moved = run([*lines[:2], repayment("2026-03-20T00:00:00Z", 1, user="u-2", event_id="r-2")])
     assert [d.caused_by for d in moved.decisions] == ["timer:overdue:2026-03-05T00:00:00Z"]
+
+
+def test_an_id_at_the_dedup_horizon_is_still_a_duplicate_when_the_lateness_reaches_it() -> None:
+    """With ``allowed_lateness`` equal to ``dedup_horizon``, X is exactly old enough to be
+    applied when it comes again; the pruning past the id cap must not forget it first."""
+    equal = policy_with({"time": {"allowed_lateness": "30d", "dedup_horizon": "30d"}})
+    late = repayment("2026-01-02T00:00:00Z", 600, event_id="X")
+    lines = [
+        purchase("2026-01-01T00:00:00Z", 1000, first_due="2026-03-01T00:00:00Z"),
+        late,
+        # One id past the cap, counting the purchase's: the pruning runs, and keeps X.
+        *(repayment("2026-02-01T00:00:00Z", 1, event_id=f"a-{i}") for i in range(DEDUP_CAP - 1)),
+        late,
+    ]
+    result = run(lines, policy=equal)
+    assert (result.processed, result.duplicates, result.dead_lettered) == (DEDUP_CAP + 1, 1, 0)
 
 
 def test_duplicates_never_repeat_a_decision() -> None:
