@@ -35,6 +35,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import structlog
+from aiokafka.errors import KafkaError
 from faust.tables.recovery import RebalanceAgain
 from faust.types import TP
 
@@ -69,6 +70,9 @@ class InOrderDelivery:
         self._expected: dict[TP, int] = {}
         self._resumed_from: dict[TP, int] = {}
         self._seeked_back_to: dict[TP, int] = {}
+        self._committed: dict[TP, int] = {}
+        """Offsets the broker holds as committed: read at the assignment, then each commit
+        Faust made that the broker accepted."""
         self._applied: set[tuple[TP, int]] = set()
         self._tasks: set[asyncio.Future[None]] = set()
         self._app: Any = None
@@ -82,6 +86,7 @@ class InOrderDelivery:
         consumer._read_offset = _HiddenReadOffsets(self._topics, consumer._read_offset)
         seek_to_committed = consumer.seek_to_committed
         ack = consumer.ack
+        commit_offsets = consumer._commit_offsets
 
         async def seek_to_committed_and_expect() -> Mapping[TP, int]:
             committed: Mapping[TP, int] = await seek_to_committed()
@@ -91,8 +96,9 @@ class InOrderDelivery:
             for tp in inputs:
                 if tp in uncommitted:
                     self._expected[tp] = max(starts.get(tp) or 0, 0)
+                    self._committed.pop(tp, None)
                 else:
-                    self._expected[tp] = committed[tp]
+                    self._expected[tp] = self._committed[tp] = committed[tp]
                 self._resumed_from[tp] = self._expected[tp]
             self._seeked_back_to.clear()
             await self._seek_uncommitted(uncommitted)
@@ -103,13 +109,26 @@ class InOrderDelivery:
                 key = (message.tp, message.offset)
                 applied = key in self._applied
                 self._applied.discard(key)
-                if not applied or self._stale(message):
+                if not applied or self.stale(message):
                     _pass_over(consumer, message)
                     return False
             return bool(ack(message))
 
+        async def commit_offsets_and_confirm(
+            offsets: Mapping[TP, int], start_new_transaction: bool = True
+        ) -> bool:
+            # Faust counts offsets as committed even when the broker refused them (a
+            # commit that raced a rebalance returns False): only an accepted one counts here.
+            did_commit = await commit_offsets(offsets, start_new_transaction=start_new_transaction)
+            if did_commit:
+                self._committed.update(
+                    (tp, offset) for tp, offset in offsets.items() if tp.topic in self._topics
+                )
+            return bool(did_commit)
+
         consumer.seek_to_committed = seek_to_committed_and_expect
         consumer.ack = ack_if_applied
+        consumer._commit_offsets = commit_offsets_and_confirm
         self._consumer = consumer
         self._ack = ack
         app = getattr(consumer, "app", None)
@@ -129,14 +148,16 @@ class InOrderDelivery:
             if buffer is not None:
                 drain_state_writes_before_flush(buffer)
 
-    def _stale(self, message: Any) -> bool:
-        """Whether ``message`` was applied during a rebalance, or in an older generation.
+    def stale(self, message: Any) -> bool:
+        """Whether ``message`` comes during a rebalance, or was fetched in an older generation.
 
-        The agent goes on draining the records already in a partition group's merge after
-        a revocation. The recovery that follows may then replay the changelog over their
-        state changes (a partition this worker keeps is recovered again), so their offsets
-        must not be committed: they are read again after the seek and applied again, or
-        counted as duplicates where the state kept them.
+        Such a record belongs to no assignment that is settled: it is not taken
+        (:meth:`arrive`), and one applied all the same is not committed. The agent goes on
+        draining the records already in a partition group's merge after a revocation; the
+        recovery that follows may then replay the changelog over their state changes (a
+        partition this worker keeps is recovered again), so their offsets must not be
+        committed: they are read again after the seek and applied again, or counted as
+        duplicates where the state kept them.
         """
         app = self._app
         if app is None:
@@ -194,6 +215,15 @@ class InOrderDelivery:
         self._expected.clear()
         self._resumed_from.clear()
         self._seeked_back_to.clear()
+        self._committed.clear()
+
+    def committed(self, tp: TP) -> int | None:
+        """The offset the broker holds as committed for ``tp``, as far as this worker knows.
+
+        Not Faust's ``_committed_offset``, which also counts a commit the broker refused:
+        marks trimmed to that would lack the position a successor resumes from.
+        """
+        return self._committed.get(tp)
 
     def position(self, tp: TP) -> int | None:
         """The next offset to apply from ``tp``, once the consumer has seeked."""
@@ -214,10 +244,13 @@ class InOrderDelivery:
         expected = self._expected.get(tp)
         if expected is None or message.offset < expected:
             return False
-        if self._app is not None and self._app.rebalancing:
+        if self.stale(message):
             # Until the rebalance has ended (the table recovered, the timer index rebuilt and
             # the final seek made), a record would be applied to a partition group built too
-            # early. It is read again once the rebalance ends.
+            # early. It is read again once the rebalance ends. A record fetched before it
+            # ended (the rest of a batch that waited in a seek meanwhile) must not move the
+            # next offset expected past the one the consumer seeked to: the copy read again
+            # from there would be dropped as old, and the record lost.
             return False
         if message.offset > expected:
             expected = await self._read_again(tp, expected, message.offset)
@@ -244,7 +277,7 @@ class InOrderDelivery:
                 consumer.ack(message)
             return
         for message in messages:
-            if self._stale(message):
+            if self.stale(message):
                 _pass_over(consumer, message)
             else:
                 ack(message)
@@ -253,6 +286,19 @@ class InOrderDelivery:
         """Seek ``tp`` back to ``expected``, unless retention removed it: the next offset."""
         if self._seeked_back_to.get(tp) == expected:
             return expected  # already seeked back; records fetched before it still drain
+        try:
+            return await self._seek_back(tp, expected, delivered)
+        except (KafkaError, TimeoutError) as error:
+            # The partition was revoked between the check and the seek, or the broker did
+            # not answer: the record is not taken, and the next one past the gap (or the
+            # rebalance's own seek) tries again. Raised, it would stop the worker.
+            self._seeked_back_to.pop(tp, None)
+            log.warning("records_not_read_again", topic=tp.topic, partition=tp.partition,
+                        expected=expected, error=repr(error))  # fmt: skip
+            return expected
+
+    async def _seek_back(self, tp: TP, expected: int, delivered: int) -> int:
+        """:meth:`_read_again`'s seek, which the consumer may refuse."""
         start = (await self._consumer.earliest_offsets(tp)).get(tp) or 0
         if start > expected:
             log.warning("records_expired_before_read", topic=tp.topic, partition=tp.partition,

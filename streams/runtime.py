@@ -194,6 +194,10 @@ def tune_collector() -> None:
     gc.set_threshold(*COLLECTOR_THRESHOLDS)
 
 
+class StateNotPersistedError(RuntimeError):
+    """A batch's table writes did not leave the producer: its records must not be acked."""
+
+
 class Runtime:
     """Per-worker processing state; used only from the single agent coroutine."""
 
@@ -271,7 +275,7 @@ class Runtime:
         consumer = self.app.consumer
         for tp in sorted(self.assignment()):
             yield metrics.Partition(
-                tp.topic, tp.partition, consumer.highwater(tp), consumer._committed_offset.get(tp)
+                tp.topic, tp.partition, consumer.highwater(tp), self.delivery.committed(tp)
             )
 
     def recover(self) -> None:
@@ -291,10 +295,13 @@ class Runtime:
         ):
             log.info("partition_recovery_deferred")
             return
-        # Every assigned partition, also one whose group a tick built during the rebalance:
+        # Every assigned partition, also one whose group was built during the rebalance:
         # it was built from a table not yet recovered. Nothing is lost with its merge
         # buffer: no input record is taken before the rebalance ends (InOrderDelivery).
+        # A group of a partition no longer assigned goes.
         partitions = {tp.partition for tp in self.assignment()}
+        for partition in set(self.groups) - partitions:
+            self._forget(partition)
         if partitions:
             self._recover(partitions)
 
@@ -347,9 +354,7 @@ class Runtime:
                 # seek): what it pushed may belong to another worker now. Its records are
                 # not acked, and come again from the committed offsets.
                 for partition in touched:
-                    self.groups.pop(partition, None)
-                    self._stores.pop(partition, None)
-                    self._marks.pop(partition, None)
+                    self._forget(partition)
                 return
             with collector_paused():
                 batch = self._apply(touched, ticked)
@@ -377,6 +382,10 @@ class Runtime:
         for message in messages:
             if message.topic == self.tick_topic:
                 self.app.consumer.ack(message)
+                if self.delivery.stale(message):
+                    # Its partition may be revoked: a group built for it now would stay
+                    # (and with the wall clock fire timers another worker owns).
+                    continue
                 self._group(message.partition)
                 ticked.add(message.partition)
                 touched[message.partition] = message
@@ -483,6 +492,12 @@ class Runtime:
             for partition, taken in writes.items():
                 write_through_table(self.table, batch.flush_with[partition], taken)
             await self.app.producer.flush()
+            unsent = self.app.producer.buffer.size
+            if unsent:
+                # The flush gives up after a while (drain_state_writes_before_flush). Acked
+                # now, the records' offsets would be committed in a transaction without
+                # their states: stop instead, and read them again from the committed offsets.
+                raise StateNotPersistedError(f"{unsent} table writes still buffered")
         self._ack(batch)
 
     def _ack(self, batch: _Batch) -> None:
@@ -562,6 +577,12 @@ class Runtime:
             group = self.groups[partition]
         return group
 
+    def _forget(self, partition: int) -> None:
+        """Drop a partition's group, its view of the table and its marks."""
+        self.groups.pop(partition, None)
+        self._stores.pop(partition, None)
+        self._marks.pop(partition, None)
+
     def _recover(self, partitions: set[int]) -> None:
         """Build the groups of ``partitions`` from one scan of the table's stored states.
 
@@ -620,11 +641,11 @@ class Runtime:
         offsets = list(marks.offsets)
         for topic_index, offset in (moved or {}).items():
             offsets[topic_index] = offset
-        committed = self.app.consumer._committed_offset
+        committed = self.delivery.committed
         return marks.advance(
             offsets,
             self.groups[partition].processor.max_event_at,
-            [committed.get(TP(topic, partition)) for topic in self.topics],
+            [committed(TP(topic, partition)) for topic in self.topics],
         )
 
     def _may_receive(

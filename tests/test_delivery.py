@@ -17,10 +17,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
+from risk.replay import INPUT_TOPICS
 from streams.delivery import InOrderDelivery, drain_state_writes_before_flush
-from streams.runtime import Runtime
+from streams.progress import Marks, event_time_at
+from streams.runtime import Runtime, StateNotPersistedError
 
 OVERRIDES = "credit.limit-overrides.v1"
 PURCHASES = "credit.purchases.v1"
@@ -28,14 +31,20 @@ PURCHASES = "credit.purchases.v1"
 
 @dataclass(frozen=True)
 class Record:
-    """The two fields of a Faust message that delivery reads."""
+    """The fields of a Faust message that delivery reads."""
 
     tp: TP
     offset: int
+    generation_id: int = 3
+    """The consumer generation it was fetched in: :class:`FakeApp`'s, unless said."""
 
     @property
     def topic(self) -> str:
         return self.tp.topic
+
+    @property
+    def partition(self) -> int:
+        return self.tp.partition
 
 
 class FakeConsumer:
@@ -75,6 +84,16 @@ class FakeConsumer:
 
     def ack(self, message: Any) -> bool:
         return True
+
+    accepts_commits = True
+    """Whether the broker takes the next commit (False: it raced a rebalance)."""
+
+    async def _commit_offsets(
+        self, offsets: Mapping[TP, int], start_new_transaction: bool = True
+    ) -> bool:
+        if self.accepts_commits:
+            self.committed.update(offsets)
+        return self.accepts_commits
 
 
 async def test_a_never_committed_partition_is_read_again_from_its_first_record() -> None:
@@ -147,6 +166,48 @@ async def test_records_delivered_during_a_rebalance_are_read_again_when_it_ends(
         record = consumer.fetch(tp)
         assert record == Record(tp, offset)
         assert await delivery.arrive(record)
+
+
+async def test_a_record_fetched_before_a_rebalance_ended_does_not_move_the_next_offset() -> None:
+    # The rest of a batch that waited in a seek while a rebalance ran: the consumer seeked to
+    # the committed offset 4 meanwhile. Taken, the old copy of 4 would expect 5 next, and the
+    # copy of 4 read again from the seek would be dropped as old: the record lost.
+    tp = TP(PURCHASES, 2)
+    consumer = FakeConsumer({tp: 10}, {tp: 4})
+    consumer.app = FakeApp()  # type: ignore[attr-defined]
+    delivery = InOrderDelivery([PURCHASES])
+    delivery.install(consumer)
+    await consumer.seek_to_committed()
+    consumer.app.on_rebalance_end()  # type: ignore[attr-defined]
+    await asyncio.sleep(0)
+    assert not await delivery.arrive(Record(tp, 4, generation_id=2))
+    assert delivery.position(tp) == 4
+    assert await delivery.arrive(Record(tp, 4))
+    assert delivery.position(tp) == 5
+
+
+class _RevokedMidSeek(FakeConsumer):
+    """aiokafka's consumer when the partition is revoked between the check and the seek."""
+
+    refuse = True
+
+    async def seek_wait(self, offsets: Mapping[TP, int]) -> None:
+        if self.refuse:
+            raise IllegalStateError("No current assignment for partition")
+        await super().seek_wait(offsets)
+
+
+async def test_a_seek_back_the_consumer_refuses_leaves_the_record_for_later() -> None:
+    tp = TP(PURCHASES, 3)
+    consumer = _RevokedMidSeek({tp: 10}, {tp: 2})
+    delivery = InOrderDelivery([PURCHASES])
+    delivery.install(consumer)
+    await consumer.seek_to_committed()
+    assert not await delivery.arrive(Record(tp, 5))  # 2 to 4 are missing: seek back, refused
+    assert delivery.position(tp) == 2 and consumer.seeks == []
+    consumer.refuse = False
+    assert not await delivery.arrive(Record(tp, 6))  # the next one past the gap tries again
+    assert consumer.seeks == [{tp: 2}]
 
 
 class _Highwaters:
@@ -371,3 +432,97 @@ async def test_a_batch_ack_without_the_delivery_installed_goes_through_applied()
     consumer.ack = ack  # type: ignore[method-assign]
     delivery.ack_applied(consumer, [Message(tp, 0, generation_id=1)])
     assert seen == [(0, True)]
+
+
+async def test_a_tick_of_a_rebalance_or_an_older_generation_builds_no_group() -> None:
+    # During a rebalance, or fetched before it, a tick's partition may be revoked: a group
+    # built for it would stay, and with the wall clock fire timers another worker owns.
+    ticks = "lineguard-ticks"
+    app = FakeApp()
+    app.on_rebalance_end()
+    delivery = InOrderDelivery([PURCHASES])
+    delivery._app = app
+    built: list[int] = []
+    runtime = SimpleNamespace(
+        tick_topic=ticks, delivery=delivery, app=SimpleNamespace(consumer=FakeConsumer({}, {})),
+        _group=built.append,
+    )  # fmt: skip
+    old = Record(TP(ticks, 1), 7, generation_id=2)
+    current = Record(TP(ticks, 2), 8)
+    touched, ticked = await Runtime._admit(runtime, [old, current], tracked=False)  # type: ignore[arg-type]
+    assert built == [2] and ticked == {2} and list(touched) == [2]
+    app.rebalancing = True
+    assert await Runtime._admit(runtime, [Record(TP(ticks, 3), 9)], tracked=False) == ({}, set())  # type: ignore[arg-type]
+    assert built == [2]
+
+
+def test_a_recovery_drops_the_groups_of_partitions_no_longer_assigned() -> None:
+    recovery = SimpleNamespace(signal_recovery_start=asyncio.Event(), _generation_id=3)
+    rebuilt: list[set[int]] = []
+    runtime = SimpleNamespace(
+        app=SimpleNamespace(tables=SimpleNamespace(recovery=recovery), consumer_generation_id=3),
+        groups={0: "kept", 4: "revoked"}, _stores={0: "kept", 4: "revoked"},
+        _marks={4: "revoked"}, assignment=lambda: {TP(PURCHASES, 0), TP(PURCHASES, 1)},
+        _recover=rebuilt.append,
+    )  # fmt: skip
+    runtime._forget = partial(Runtime._forget, runtime)
+    Runtime.recover(runtime)  # type: ignore[arg-type]
+    assert rebuilt == [{0, 1}]
+    assert runtime.groups == {0: "kept"} and runtime._stores == {0: "kept"} and not runtime._marks
+
+
+async def test_with_exactly_once_a_batch_whose_table_writes_stay_buffered_is_not_acked() -> None:
+    # Faust's flush gives up after 10 s with writes still buffered; its transaction would
+    # then commit the records' offsets without their states.
+    acked: list[object] = []
+    buffer = SimpleNamespace(size=2)
+
+    async def flush() -> None:
+        return None
+
+    runtime = SimpleNamespace(
+        _direct=False, _ack=acked.append, table=None,
+        app=SimpleNamespace(should_stop=False, producer=SimpleNamespace(flush=flush, buffer=buffer)),
+    )  # fmt: skip
+    batch = SimpleNamespace(applied=[], decisions=[], flush_with={})
+    with pytest.raises(StateNotPersistedError, match="2 table writes still buffered"):
+        await Runtime._complete(runtime, batch, {})  # type: ignore[arg-type]
+    assert acked == []
+    buffer.size = 0
+    await Runtime._complete(runtime, batch, {})  # type: ignore[arg-type]
+    assert acked == [batch]
+
+
+async def test_only_commits_the_broker_accepted_count_as_committed() -> None:
+    # Faust records a commit that raced a rebalance as made; marks trimmed to it lacked the
+    # position a successor resumes from (the offset the broker still held).
+    tp, other = TP(PURCHASES, 1), TP("app-users-changelog", 1)
+    consumer = FakeConsumer({tp: 30}, {tp: 4})
+    delivery = InOrderDelivery([PURCHASES])
+    delivery.install(consumer)
+    await consumer.seek_to_committed()
+    assert delivery.committed(tp) == 4
+    consumer.accepts_commits = False
+    assert not await consumer._commit_offsets({tp: 9})
+    assert delivery.committed(tp) == 4
+    consumer.accepts_commits = True
+    assert await consumer._commit_offsets({tp: 12, other: 5})
+    assert delivery.committed(tp) == 12 and delivery.committed(other) is None
+    delivery.forget()  # a rebalance: read from the broker again at the next seek
+    assert delivery.committed(tp) is None
+
+
+def test_a_batch_keeps_the_mark_of_the_offsets_the_broker_holds_as_committed() -> None:
+    at = 1_770_000_000_000_000
+    resumed = [4, 0, 0, 0, 0]
+    runtime = SimpleNamespace(
+        topics=INPUT_TOPICS,
+        _marks={1: Marks(resumed, at)},
+        groups={1: SimpleNamespace(processor=SimpleNamespace(max_event_at=at + 5))},
+        delivery=SimpleNamespace(committed={TP(INPUT_TOPICS[0], 1): 4}.get),
+        app=SimpleNamespace(consumer=SimpleNamespace(_committed_offset={TP(INPUT_TOPICS[0], 1): 9})),
+    )  # fmt: skip
+    raw = Runtime._mark(runtime, 1, {0: 9})  # type: ignore[arg-type]
+    assert raw is not None
+    # Faust's own count says 9 (a commit the broker refused); the successor resumes at 4.
+    assert event_time_at(raw, resumed) == (True, at)
