@@ -11,6 +11,7 @@ import ssl
 from typing import Any
 
 import faust
+from aiokafka import errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
@@ -80,7 +81,7 @@ async def prepare_topics(settings: Settings) -> dict[str, int]:
         existing = set(await admin.list_topics())
         missing = [name for name in required_topics(settings) if name not in existing]
         if missing:
-            await admin.create_topics(
+            response = await admin.create_topics(
                 [
                     NewTopic(
                         name,
@@ -90,10 +91,17 @@ async def prepare_topics(settings: Settings) -> dict[str, int]:
                     for name in missing
                 ]
             )
+            _refuse_creation_errors(response.topic_errors)
         described = await admin.describe_topics([*settings.input_topics, settings.tick_topic])
     finally:
         await admin.close()
     counts = {topic["topic"]: len(topic["partitions"]) for topic in described}
+    absent = [name for name, count in counts.items() if count == 0]
+    if absent:
+        raise PreflightError(
+            f"the topics {', '.join(absent)} have no partitions: they do not exist, and the"
+            " cluster did not create them. Create them, or let lineguard's client create topics."
+        )
     if len(set(counts.values())) != 1:
         listing = ", ".join(f"{name}: {count}" for name, count in counts.items())
         raise PreflightError(
@@ -102,3 +110,27 @@ async def prepare_topics(settings: Settings) -> dict[str, int]:
             " point LINEGUARD_*_TOPIC at co-partitioned topics."
         )
     return counts
+
+
+TOPIC_ALREADY_EXISTS = 36
+"""Kafka's error code when a topic is created twice (another worker was first): not an error."""
+
+
+def _refuse_creation_errors(topic_errors: list[tuple[Any, ...]]) -> None:
+    """Stop start-up on a topic the cluster refused to create, naming it and the error.
+
+    aiokafka's admin client returns per-topic errors without raising; unread, a refused
+    creation left the worker subscribed to topics that do not exist, unready for good.
+    """
+    refused = [
+        f"{topic}: {errors.for_code(code).__name__}" + (f" ({rest[0]})" if rest and rest[0] else "")
+        for topic, code, *rest in topic_errors
+        if code not in (0, TOPIC_ALREADY_EXISTS)
+    ]
+    if refused:
+        raise PreflightError(
+            "the cluster refused to create the topics lineguard needs: "
+            + "; ".join(refused)
+            + ". Check LINEGUARD_TOPIC_PARTITIONS, LINEGUARD_TOPIC_REPLICATION_FACTOR and the"
+            " client's permission to create topics, or create them beforehand."
+        )

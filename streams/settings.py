@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams.devbroker import TANSU_FAST_JOIN, TANSU_FETCH_MAX_WAIT
 
 MIN_API_TOKEN_LENGTH = 16
+TOPIC_NAME = r"^[A-Za-z0-9._-]{1,245}$"
+"""A name Kafka accepts (at most 249 characters), with room for the ``.dlt`` suffix."""
 
 
 class Settings(BaseSettings):
@@ -53,12 +55,12 @@ class Settings(BaseSettings):
     """Serve ``/users/{id}`` without a token. Off: a worker with no token refuses it."""
     topic_partitions: int = Field(6, ge=1, le=10000)
     topic_replication_factor: int = Field(1, ge=1, le=10)
-    purchases_topic: str = "credit.purchases.v1"
-    repayments_topic: str = "credit.repayments.v1"
-    loan_applications_topic: str = "credit.loan-applications.v1"
-    income_verifications_topic: str = "credit.income-verifications.v1"
-    limit_overrides_topic: str = "credit.limit-overrides.v1"
-    limit_events_topic: str = "credit.limit-events.v1"
+    purchases_topic: str = Field("credit.purchases.v1", pattern=TOPIC_NAME)
+    repayments_topic: str = Field("credit.repayments.v1", pattern=TOPIC_NAME)
+    loan_applications_topic: str = Field("credit.loan-applications.v1", pattern=TOPIC_NAME)
+    income_verifications_topic: str = Field("credit.income-verifications.v1", pattern=TOPIC_NAME)
+    limit_overrides_topic: str = Field("credit.limit-overrides.v1", pattern=TOPIC_NAME)
+    limit_events_topic: str = Field("credit.limit-events.v1", pattern=TOPIC_NAME)
     max_idle: float = Field(1.0, ge=0, le=60)
     """Seconds an empty input partition whose lag is not known yet may hold back the event-time
     merge; one the broker still has unread data for holds it until the data arrives."""

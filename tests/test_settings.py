@@ -99,6 +99,8 @@ def test_the_workers_consumer_gets_the_fetch_wait_and_a_prompt_prefetch_backoff(
         ({"LINEGUARD_STORE": "redis://"}, "LINEGUARD_STORE"),
         ({"LINEGUARD_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "LINEGUARD_KAFKA_SASL_USERNAME"),
         ({"LINEGUARD_POLICY_FILE": "/no/such/policy.toml"}, "LINEGUARD_POLICY_FILE"),
+        ({"LINEGUARD_REPAYMENTS_TOPIC": "repayments v1"}, "LINEGUARD_REPAYMENTS_TOPIC"),
+        ({"LINEGUARD_LIMIT_EVENTS_TOPIC": "x" * 246}, "LINEGUARD_LIMIT_EVENTS_TOPIC"),
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_the_variable(env: dict[str, str], named: str) -> None:

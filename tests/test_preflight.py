@@ -1,0 +1,96 @@
+"""Start-up's topic checks when the cluster does not do what was asked.
+
+The development broker creates any topic it is asked for, so the refusals a real Kafka
+gives (no permission to create topics, a replication factor above the broker count) are
+played by a fake admin client with the same answers as aiokafka's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from streams import preflight
+from streams.preflight import PreflightError, prepare_topics, required_topics
+from streams.settings import Settings
+
+SETTINGS = Settings()
+
+
+class FakeAdmin:
+    """``list_topics``, ``create_topics`` and ``describe_topics`` as aiokafka answers them."""
+
+    refusal: tuple[int, str] | None = None
+    """The error code and message ``create_topics`` gives every topic; None creates them."""
+
+    def __init__(self, **_options: Any) -> None:
+        self.partitions: dict[str, int] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def list_topics(self) -> list[str]:
+        return list(self.partitions)
+
+    async def create_topics(self, new_topics: list[Any]) -> Any:
+        errors = []
+        for topic in new_topics:
+            if self.refusal is None:
+                self.partitions[topic.name] = topic.num_partitions
+                errors.append((topic.name, 0, None))
+            else:
+                errors.append((topic.name, *self.refusal))
+        return SimpleNamespace(topic_errors=errors)
+
+    async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+        # A topic that does not exist comes back with no partitions, as in Kafka's metadata.
+        return [{"topic": t, "partitions": list(range(self.partitions.get(t, 0)))} for t in topics]
+
+
+@pytest.fixture
+def admin(monkeypatch: pytest.MonkeyPatch) -> type[FakeAdmin]:
+    class Admin(FakeAdmin):
+        pass
+
+    monkeypatch.setattr(preflight, "AIOKafkaAdminClient", Admin)
+    return Admin
+
+
+def test_created_topics_pass_with_the_configured_partition_count(admin: type[FakeAdmin]) -> None:
+    counts = asyncio.run(prepare_topics(SETTINGS))
+    assert counts == dict.fromkeys([*SETTINGS.input_topics, SETTINGS.tick_topic], 6)
+
+
+def test_a_topic_the_cluster_refuses_to_create_stops_start_up_naming_it(
+    admin: type[FakeAdmin],
+) -> None:
+    admin.refusal = (38, "Replication factor: 3 larger than available brokers: 1.")
+    with pytest.raises(PreflightError) as refused:
+        asyncio.run(prepare_topics(SETTINGS))
+    message = str(refused.value)
+    assert all(topic in message for topic in required_topics(SETTINGS))
+    assert "InvalidReplicationFactorError (Replication factor: 3 larger" in message
+    assert "LINEGUARD_TOPIC_REPLICATION_FACTOR" in message
+
+
+def test_a_topic_another_worker_created_first_is_not_an_error(admin: type[FakeAdmin]) -> None:
+    admin.refusal = (36, "Topic already exists.")
+
+    class CreatedMeanwhile(admin):  # type: ignore[valid-type,misc]
+        async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+            return [{"topic": t, "partitions": [0, 1, 2]} for t in topics]
+
+    preflight.AIOKafkaAdminClient = CreatedMeanwhile  # type: ignore[misc]  # undone by monkeypatch
+    assert set(asyncio.run(prepare_topics(SETTINGS)).values()) == {3}
+
+
+def test_topics_that_still_do_not_exist_stop_start_up(admin: type[FakeAdmin]) -> None:
+    admin.refusal = (0, "")  # accepted, yet never created (a broker that ignores the request)
+    with pytest.raises(PreflightError, match="have no partitions: they do not exist"):
+        asyncio.run(prepare_topics(SETTINGS))
