@@ -52,9 +52,9 @@ class PartitionWrites(NamedTuple):
     def __bool__(self) -> bool:
         return self.opening is not None or bool(self.records)
 
-    def in_order(self) -> list[Write]:
+    def in_order(self) -> Sequence[Write]:
         """The opening, once, then the records: what a store ends up holding either way."""
-        return list(self.records) if self.opening is None else [self.opening, *self.records]
+        return _held(self.opening, self.records)
 
 
 class _Applied:
@@ -166,4 +166,5 @@ def _opened(producer: AIOKafkaProducer, opening: Write | None, room: int = 0) ->
 
 
 def _held(opening: Write | None, records: Sequence[Write]) -> Sequence[Write]:
+    """``records`` after ``opening``, if there is one."""
     return records if opening is None else [opening, *records]
