@@ -76,6 +76,8 @@ class InOrderDelivery:
         self._applied: set[tuple[TP, int]] = set()
         self._tasks: set[asyncio.Future[None]] = set()
         self._app: Any = None
+        self._rebalance_since_assignment = False
+        """Whether a rebalance started (partitions revoked) after the latest assignment."""
         self._ack: Any = None
         """The consumer's own ``ack``, under :meth:`install`'s wrapper."""
 
@@ -135,8 +137,16 @@ class InOrderDelivery:
         if app is not None and hasattr(app, "on_rebalance_end"):
             self._app = app
             end_rebalance = app.on_rebalance_end
+            tracked = self._track_assignments(consumer, app)
 
             def end_rebalance_and_read_again() -> None:
+                if tracked and self._rebalance_since_assignment:
+                    # A rebalance started after the assignment whose recovery ends now (a
+                    # member joined while it was ending). Ended, the worker would be ready,
+                    # and take records, all through the next join and recovery; the next
+                    # assignment's recovery ends it (RELIABILITY.md, defect 21).
+                    log.info("rebalance_end_deferred")
+                    return
                 end_rebalance()  # records are taken again from here on (see arrive)
                 if self._expected:
                     task = asyncio.ensure_future(self._read_cleared_records_again())
@@ -147,6 +157,30 @@ class InOrderDelivery:
             buffer = getattr(getattr(app, "producer", None), "buffer", None)
             if buffer is not None:
                 drain_state_writes_before_flush(buffer)
+
+    def _track_assignments(self, consumer: Any, app: Any) -> bool:
+        """Note each rebalance's start and each assignment; False if there is no listener.
+
+        Faust sets ``rebalancing`` when partitions are revoked, but its recovery checks only
+        the generation, which changes at the next assignment, not at the revocation.
+        """
+        listener = getattr(getattr(consumer, "_thread", None), "_rebalance_listener", None)
+        start_rebalance = getattr(app, "on_rebalance_start", None)
+        if listener is None or start_rebalance is None:
+            return False
+        assign = listener.on_partitions_assigned
+
+        def start_rebalance_and_note() -> None:
+            self._rebalance_since_assignment = True
+            start_rebalance()
+
+        async def assign_and_note(assigned: Any) -> None:
+            self._rebalance_since_assignment = False
+            await assign(assigned)
+
+        app.on_rebalance_start = start_rebalance_and_note
+        listener.on_partitions_assigned = assign_and_note
+        return True
 
     def stale(self, message: Any) -> bool:
         """Whether ``message`` comes during a rebalance, or was fetched in an older generation.

@@ -142,6 +142,9 @@ class FakeApp:
     def on_rebalance_end(self) -> None:
         self.rebalancing = False
 
+    def on_rebalance_start(self) -> None:
+        self.rebalancing = True
+
 
 async def test_records_delivered_during_a_rebalance_are_read_again_when_it_ends() -> None:
     # Faust's recovery seeks to the committed offsets and then empties the agent's queue
@@ -526,3 +529,39 @@ def test_a_batch_keeps_the_mark_of_the_offsets_the_broker_holds_as_committed() -
     assert raw is not None
     # Faust's own count says 9 (a commit the broker refused); the successor resumes at 4.
     assert event_time_at(raw, resumed) == (True, at)
+
+
+class _Listener:
+    """Faust's rebalance listener, whose ``on_partitions_assigned`` aiokafka awaits."""
+
+    def __init__(self) -> None:
+        self.assigned: list[set[TP]] = []
+
+    async def on_partitions_assigned(self, assigned: set[TP]) -> None:
+        self.assigned.append(assigned)
+
+
+async def test_a_recovery_ending_after_the_next_rebalance_started_does_not_end_it() -> None:
+    # The recovery of one assignment ends while a member joins: its partitions were revoked
+    # first (Faust's listener), but the generation changes only at the next assignment, so
+    # Faust's check lets it end the rebalance, and the worker was ready through the next
+    # join and recovery (RELIABILITY.md, defect 21).
+    tp = TP(PURCHASES, 2)
+    consumer = FakeConsumer({tp: 10}, {tp: 4})
+    app = consumer.app = FakeApp()  # type: ignore[attr-defined]
+    listener = _Listener()
+    consumer._thread = SimpleNamespace(_rebalance_listener=listener)  # type: ignore[attr-defined]
+    delivery = InOrderDelivery([PURCHASES])
+    delivery.install(consumer)
+
+    app.on_rebalance_start()  # the first join revokes nothing, then assigns
+    await listener.on_partitions_assigned({tp})
+    app.on_rebalance_end()
+    assert not app.rebalancing
+    app.on_rebalance_start()  # a member joins
+    app.on_rebalance_end()  # the last assignment's recovery, ending late
+    assert app.rebalancing and delivery.stale(Record(tp, 4))
+    await listener.on_partitions_assigned({tp})  # the next assignment
+    app.on_rebalance_end()  # its recovery
+    assert not app.rebalancing
+    assert listener.assigned == [{tp}, {tp}]  # Faust's own handling still runs
