@@ -112,10 +112,6 @@ async def prepare_topics(settings: Settings) -> dict[str, int]:
     return counts
 
 
-TOPIC_ALREADY_EXISTS = 36
-"""Kafka's error code when a topic is created twice (another worker was first): not an error."""
-
-
 def _refuse_creation_errors(topic_errors: list[tuple[Any, ...]]) -> None:
     """Stop start-up on a topic the cluster refused to create, naming it and the error.
 
@@ -125,7 +121,7 @@ def _refuse_creation_errors(topic_errors: list[tuple[Any, ...]]) -> None:
     refused = [
         f"{topic}: {errors.for_code(code).__name__}" + (f" ({rest[0]})" if rest and rest[0] else "")
         for topic, code, *rest in topic_errors
-        if code not in (0, TOPIC_ALREADY_EXISTS)
+        if code not in (0, errors.TopicAlreadyExistsError.errno)  # another worker was first
     ]
     if refused:
         raise PreflightError(
