@@ -8,8 +8,9 @@ lineguard verbs added with ``@app.command``. The app is configured only from
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -214,29 +215,105 @@ class _ReplayRun:
 
 
 _REPLAY_OPTIONS: Final = (
-    option("--partitions", default=1, type=int, help="Partition count to group records by."),
+    option(
+        "--partitions",
+        default=None,
+        type=int,
+        help="Partition count to group records by (default: LINEGUARD_TOPIC_PARTITIONS, as the"
+        " worker).",
+    ),
     option("--until", default=None, help="After the input, advance every watermark to TIME."),
     option("--now", default=None, help="Wall clock for the in_future check (default: now)."),
 )
 """The options ``replay`` and ``backtest`` share, read by :func:`_replay_run`."""
 
 
-def _check_partitions(partitions: int) -> None:
-    if partitions < 1:
-        _fail("--partitions must be at least 1")
+def _partitions_option(partitions: int | None) -> int:
+    """``--partitions``, by default the worker's count.
+
+    The watermark is per partition, so the count decides whose events fire whose timers.
+    """
+    if partitions is None:
+        return settings.topic_partitions
+    if not 1 <= partitions <= 10_000:
+        _fail("--partitions must be from 1 to 10000")
+    return partitions
 
 
-def _replay_run(input_file: str, partitions: int, until: str | None, now: str | None) -> _ReplayRun:
-    """Read the input file and the shared options; a bad line stops naming the line."""
+def _replay_run(
+    input_file: str, partitions: int | None, until: str | None, now: str | None
+) -> _ReplayRun:
+    """Read the input file (``-``: stdin) and the shared options; a bad line stops naming it."""
+    count = _partitions_option(partitions)
     until_at = _timestamp_option(until, "--until")
-    now_at = _timestamp_option(now, "--now") or wall_micros()
+    now_at = _timestamp_option(now, "--now")
+    if settings.clock == "wall":
+        print(
+            "lineguard: note: LINEGUARD_CLOCK=wall, but replay runs the stream clock; a"
+            " wall-clock worker also fires timers as real time passes (--until stands in for"
+            " that)",
+            file=sys.stderr,
+        )
     try:
-        with open(input_file, "rb") as lines:
-            records = list(parse_records(lines, settings.input_topics))
+        if input_file == "-":
+            records = list(parse_records(sys.stdin.buffer, settings.input_topics))
+        else:
+            with open(input_file, "rb") as lines:
+                records = list(parse_records(lines, settings.input_topics))
     except (OSError, ReplayInputError) as error:
         _fail(f"{input_file}: {error}")
         raise AssertionError from error  # unreachable: _fail exits
-    return _ReplayRun(records, partitions, until_at, now_at, settings.input_topics)
+    return _ReplayRun(
+        records, count, until_at, wall_micros() if now_at is None else now_at,
+        settings.input_topics,
+    )  # fmt: skip
+
+
+class _Output:
+    """An output file (``-``: stdout), opened before the run so a bad path fails at once.
+
+    A reader that stops early (``| head``) ends the command quietly, as Unix tools do; a
+    failed write stops it naming the file.
+    """
+
+    def __init__(self, path: str, *inputs: str) -> None:
+        self.path = path
+        if path == "-":
+            self._stream: Any = sys.stdout.buffer
+            return
+        for other in inputs:
+            if other != "-" and _same_file(path, other):
+                _fail(f"{path}: is {other}, an input of this command; it would be overwritten")
+        try:
+            self._stream = open(path, "wb")  # noqa: SIM115 - closed by write_lines
+        except OSError as error:
+            _fail(f"{path}: {error.strerror or error}")
+
+    def write_lines(self, lines: Iterable[bytes]) -> None:
+        """Write one line per item, then close (or flush stdout)."""
+        stream = self._stream
+        try:
+            for line in lines:
+                stream.write(line + b"\n")
+            stream.flush()
+        except BrokenPipeError:
+            # Python's own recipe: stdout must not be flushed again at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(141) from None  # 128 + SIGPIPE, as a shell reports it
+        except OSError as error:
+            _fail(f"{self.path}: {error.strerror or error}")
+        finally:
+            if stream is not sys.stdout.buffer:
+                stream.close()
+
+
+def _same_file(path: str, other: str) -> bool:
+    if os.path.realpath(path) == os.path.realpath(other):
+        return True
+    try:
+        return os.path.samefile(path, other)  # hard links
+    except OSError:
+        return False  # one of them does not exist yet
 
 
 @app.command(
@@ -252,23 +329,26 @@ async def replay_command(
     output: str,
     dead_letters: str | None,
     policy: str | None,
-    partitions: int,
+    partitions: int | None,
     until: str | None,
     now: str | None,
 ) -> None:
     """Replay a JSON-lines file of Kafka records through the risk core."""
-    _check_partitions(partitions)
     loaded = _policy_option(policy)
+    if dead_letters is not None and dead_letters != "-" and _same_file(dead_letters, output):
+        _fail(f"--dead-letters {dead_letters} is also --output")
+    limit_events = _Output(output, input_file)
+    dead_letter_lines = None if dead_letters is None else _Output(dead_letters, input_file)
     run = _replay_run(input_file, partitions, until, now)
     result = replay(
         run.records, loaded, partitions=run.partitions, until=run.until, now=run.now,
         topics=run.topics,
     )  # fmt: skip
-    _write_lines(output, (d.to_json(wall_micros()) for d in result.decisions))
-    if dead_letters is not None:
+    limit_events.write_lines(d.to_json(wall_micros()) for d in result.decisions)
+    if dead_letter_lines is not None:
         import orjson
 
-        _write_lines(dead_letters, (orjson.dumps(letter) for letter in result.dead_letters))
+        dead_letter_lines.write_lines(orjson.dumps(letter) for letter in result.dead_letters)
     total = result.processed + result.duplicates + result.dead_lettered
     print(
         f"records={result.records} processed={result.processed}"
@@ -301,7 +381,7 @@ async def backtest_command(
     input_file: str,
     candidate: str,
     baseline: str | None,
-    partitions: int,
+    partitions: int | None,
     until: str | None,
     now: str | None,
     output: str,
@@ -309,9 +389,9 @@ async def backtest_command(
     show: int,
 ) -> None:
     """Replay a JSON-lines file under two policies and compare their decisions."""
-    _check_partitions(partitions)
     baseline_policy = _policy_option(baseline)
     candidate_policy = _policy_option(candidate)
+    report_output = _Output(output, input_file, candidate, *([baseline] if baseline else []))
     run = _replay_run(input_file, partitions, until, now)
     result = backtest(
         run.records, baseline_policy, candidate_policy, partitions=run.partitions,
@@ -323,21 +403,9 @@ async def backtest_command(
         report = orjson.dumps(result.document(), option=orjson.OPT_INDENT_2)
     else:
         report = render_text(result, show=show).rstrip("\n").encode()
-    _write_lines(output, [report])
+    report_output.write_lines([report])
     if not (result.baseline_records.balanced and result.candidate_records.balanced):
         _fail("the record counts do not add up (UNBALANCED): a bug in the core", code=1)
-
-
-def _write_lines(path: str, lines: Any) -> None:
-    stream = sys.stdout.buffer if path == "-" else open(path, "wb")  # noqa: SIM115
-    try:
-        for line in lines:
-            stream.write(line + b"\n")
-    finally:
-        if stream is not sys.stdout.buffer:
-            stream.close()
-        else:
-            stream.flush()
 
 
 @app.command(argument("policy_file", metavar="FILE"))

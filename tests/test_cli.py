@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from builders import purchase, repayment
+from builders import application, purchase, repayment
 
 LINEGUARD = [sys.executable, "-c", "from streams.app import main; main()"]
 
@@ -107,15 +107,15 @@ def test_replay_to_stdout(tmp_path: Path) -> None:
         ({"topic": "credit.refunds.v1", "key": "u", "value": {}}, "line 2: unknown topic"),
         ({"topic": "credit.repayments.v1", "key": "u"}, "line 2: needs `value`"),
         ("not an object", "line 2: not a JSON object"),
+        (None, "line 2: not valid JSON"),
     ],
 )
 def test_replay_refuses_input_that_is_not_a_kafka_record(
     tmp_path: Path, line: object, message: str
 ) -> None:
     source = tmp_path / "in.jsonl"
-    source.write_bytes(
-        orjson.dumps(repayment("2026-03-06T00:00:00Z", 1)) + b"\n" + orjson.dumps(line)
-    )
+    bad = b'{"topic": ' if line is None else orjson.dumps(line)
+    source.write_bytes(orjson.dumps(repayment("2026-03-06T00:00:00Z", 1)) + b"\n" + bad)
     done = _lineguard("replay", source, cwd=tmp_path)
     assert done.returncode != 0
     assert message in done.stderr
@@ -237,3 +237,105 @@ def test_backtest_names_the_bad_input_line(tmp_path: Path) -> None:
     done = _lineguard("backtest", source, "--candidate", "candidate.toml", cwd=tmp_path)
     assert done.returncode != 0
     assert "line 2: unknown topic" in done.stderr
+
+
+def test_replay_groups_by_the_workers_partition_count_by_default(tmp_path: Path) -> None:
+    # u-1 and u-2 fall on partitions 1 and 4 of 6. On one partition, u-2's application moves
+    # the watermark past u-1's overdue instalment; on the worker's 6, it does not.
+    source = _write(
+        tmp_path / "in.jsonl",
+        [
+            purchase("2026-02-01T00:00:00Z", 35000, first_due="2026-03-01T00:00:00Z"),
+            application("2026-03-10T09:00:00Z", user="u-2"),
+        ],
+    )
+    by_default = _lineguard("replay", source, cwd=tmp_path)
+    one = _lineguard("replay", source, "--partitions", "1", cwd=tmp_path)
+    one_by_setting = _lineguard(
+        "replay", source, cwd=tmp_path, settings={"LINEGUARD_TOPIC_PARTITIONS": "1"}
+    )
+    assert by_default.returncode == one.returncode == one_by_setting.returncode == 0
+    assert "decisions=0" in by_default.stderr
+    assert "decisions=1" in one.stderr
+    assert "decisions=1" in one_by_setting.stderr
+    refused = _lineguard("replay", source, "--partitions", "0", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "--partitions must be from 1 to 10000" in refused.stderr
+
+
+def test_replay_reads_stdin_and_honours_now_at_the_epoch(tmp_path: Path) -> None:
+    source = _write(tmp_path / "in.jsonl", [repayment("2026-03-06T00:00:00Z", 1)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+    with source.open("rb") as stdin:
+        done = subprocess.run(
+            [*LINEGUARD, "replay", "-", "--now", "1970-01-01T00:00:00Z"], stdin=stdin,
+            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # 1970 as the wall clock puts the 2026 repayment in the future; the real clock would not.
+    assert "records=1 processed=0 duplicates=0 dead_lettered=1" in done.stderr
+
+
+def test_replay_keeps_integers_past_64_bits_in_object_values(tmp_path: Path) -> None:
+    line = orjson.dumps(repayment("2026-03-06T00:00:00Z", 1))
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(line.replace(b'"amount":1', b'"amount":1' + b"0" * 23))  # 10**23
+    done = _lineguard("replay", source, "--dead-letters", "dlt.jsonl", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (letter,) = [orjson.loads(line) for line in (tmp_path / "dlt.jsonl").read_bytes().splitlines()]
+    assert letter["reason"] == "schema_violation"
+    assert "<= 9007199254740991" in letter["error"]  # as the worker says it, not "got float"
+    assert '"amount":1' + "0" * 23 in letter["value"]
+
+
+@pytest.mark.parametrize("command", ["replay", "backtest"])
+def test_an_output_that_cannot_be_written_stops_before_the_run(
+    tmp_path: Path, command: str
+) -> None:
+    source = _write(tmp_path / "in.jsonl", [repayment("2026-03-06T00:00:00Z", 1)])
+    (tmp_path / "candidate.toml").write_text(GRACE_7D)
+    extra = ["--candidate", "candidate.toml"] if command == "backtest" else []
+    done = _lineguard(command, source, *extra, "-o", tmp_path / "no" / "out", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"lineguard: {tmp_path / 'no' / 'out'}: No such file or directory"
+    ]
+
+
+def test_replay_refuses_to_write_over_its_input(tmp_path: Path) -> None:
+    source = _write(tmp_path / "in.jsonl", [repayment("2026-03-06T00:00:00Z", 1)])
+    before = source.read_bytes()
+    done = _lineguard("replay", source, "-o", "in.jsonl", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "an input of this command; it would be overwritten" in done.stderr
+    assert source.read_bytes() == before
+    both = _lineguard("replay", source, "-o", "a.jsonl", "--dead-letters", "a.jsonl", cwd=tmp_path)
+    assert both.returncode == 2
+    assert "--dead-letters a.jsonl is also --output" in both.stderr
+
+
+def test_replay_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
+    # 3,000 users freeze on three small applications each: far more than a pipe's buffer.
+    lines = [
+        application(f"2026-03-01T00:00:0{n}Z", 500, user=f"u-{user}", event_id=f"a-{user}-{n}")
+        for user in range(3_000)
+        for n in range(3)
+    ]
+    source = _write(tmp_path / "in.jsonl", lines)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+    process = subprocess.Popen(
+        [*LINEGUARD, "replay", str(source), "--now", "2026-03-02T00:00:00Z"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    with process.stdout, process.stderr:
+        try:
+            assert process.stdout.read(100).startswith(b'{"event_id"')
+            process.stdout.close()
+            errors = process.stderr.read().decode()
+            assert process.wait(timeout=120) == 141, errors
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert "Traceback" not in errors
