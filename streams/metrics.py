@@ -97,10 +97,19 @@ class Partition:
     partition: int
     end_offset: int | None
     committed_offset: int | None
+    resumed_offset: int | None = None
+    """Where the worker started reading at the assignment: the committed offset, or the
+    earliest one the broker still holds for a partition the group never committed."""
 
 
 class ConsumerLag(Collector):
-    """``lineguard_consumer_lag_records``: end offset minus committed offset, at scrape time."""
+    """``lineguard_consumer_lag_records``: end offset minus committed offset, at scrape time.
+
+    A partition the group has never committed counts from where the worker resumed it,
+    not from offset 0: records deleted by retention before it are no lag, and would
+    otherwise be counted until the first commit. A partition with neither offset known
+    (between a rebalance and the seek that follows it) has no sample.
+    """
 
     def __init__(self, partitions: Callable[[], Iterable[Partition]]) -> None:
         self._partitions = partitions
@@ -110,12 +119,12 @@ class ConsumerLag(Collector):
         return [self._family()]
 
     def collect(self) -> Iterable[Metric]:
-        """One sample per assigned input partition whose end offset is known."""
+        """One sample per assigned input partition whose end offset and start are known."""
         family = self._family()
         for tp in self._partitions():
-            if tp.end_offset is not None:
-                lag = max(0, tp.end_offset - (tp.committed_offset or 0))
-                family.add_metric([tp.topic, str(tp.partition)], lag)
+            start = tp.committed_offset if tp.committed_offset is not None else tp.resumed_offset
+            if tp.end_offset is not None and start is not None:
+                family.add_metric([tp.topic, str(tp.partition)], max(0, tp.end_offset - start))
         return [family]
 
     @staticmethod

@@ -275,7 +275,11 @@ class Runtime:
         consumer = self.app.consumer
         for tp in sorted(self.assignment()):
             yield metrics.Partition(
-                tp.topic, tp.partition, consumer.highwater(tp), self.delivery.committed(tp)
+                tp.topic,
+                tp.partition,
+                consumer.highwater(tp),
+                self.delivery.committed(tp),
+                self.delivery.resumed_from(tp),
             )
 
     def recover(self) -> None:
