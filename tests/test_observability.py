@@ -238,6 +238,72 @@ def test_promtool_test_rules_fails_when_a_threshold_changes(tmp_path: Path) -> N
         run_tool("promtool", "test", "rules", "alerts_test.yml", cwd=tmp_path)
 
 
+MUTATIONS = {
+    # name: (alert, text in its rule, what it becomes)
+    "dead letters without rate()": (
+        "LineguardDeadLetterRateHigh",
+        "re:rate\\((lineguard_\\w+_total\\{[^}]*\\})\\[10m\\]\\)",
+        r"\1",
+    ),
+    "dead letters over processed only": (
+        "LineguardDeadLetterRateHigh",
+        'lineguard_events_total{job="lineguard"}',
+        'lineguard_events_total{job="lineguard", outcome="processed"}',
+    ),
+    "dead letters for 5m": ("LineguardDeadLetterRateHigh", "for: 10m", "for: 5m"),
+    "dead letters for 20m": ("LineguardDeadLetterRateHigh", "for: 10m", "for: 20m"),
+    "dead letters over 1m": ("LineguardDeadLetterRateHigh", "[10m]", "[1m]"),
+    "dead letters over 5%": ("LineguardDeadLetterRateHigh", "> 0.01", "> 0.05"),
+    "decision lag for 10m": ("LineguardDecisionLagHigh", "for: 15m", "for: 10m"),
+    "decision lag for 20m": ("LineguardDecisionLagHigh", "for: 15m", "for: 20m"),
+    "decision lag over 1m": ("LineguardDecisionLagHigh", "[10m]", "[1m]"),
+    "decision lag per worker": ("LineguardDecisionLagHigh", "sum by (le)", "sum by (le, instance)"),
+    "consumer lag for 10m": ("LineguardConsumerLagHigh", "for: 15m", "for: 10m"),
+    "consumer lag for 20m": ("LineguardConsumerLagHigh", "for: 15m", "for: 20m"),
+    "consumer lag max by topic": ("LineguardConsumerLagHigh", "sum by (topic)", "max by (topic)"),
+    "freezes for 2m": ("LineguardFreezeRateSpike", "for: 5m", "for: 2m"),
+    "freezes for 10m": ("LineguardFreezeRateSpike", "for: 5m", "for: 10m"),
+    "freezes over 30m": (
+        "LineguardFreezeRateSpike",
+        'type="limit.freeze"}[10m]))\n              >',
+        'type="limit.freeze"}[30m]))\n              >',
+    ),
+    "freezes without 6h of history": (
+        "LineguardFreezeRateSpike",
+        "re:\\n\\s*and\\n\\s*count by \\(reason\\) \\([^\\n]*offset 6h\\)",
+        "",
+    ),
+    "worker down in any job": ("LineguardWorkerDown", 'up{job="lineguard"} == 0', "up == 0"),
+    "worker down for 3m": ("LineguardWorkerDown", "for: 2m", "for: 3m"),
+}
+"""Rule changes that ``alerts_test.yml`` must catch: each `for:` and window pinned, and
+the selectors that keep other jobs and other series out."""
+
+
+def mutate(alerts: str, alert: str, old: str, new: str) -> str:
+    """``alerts`` with ``old`` replaced by ``new`` inside one alert's rule (``re:`` for a regex)."""
+    start = alerts.index(f"- alert: {alert}\n")
+    end = alerts.find("- alert: ", start + 1)
+    end = len(alerts) if end < 0 else end
+    rule = alerts[start:end]
+    if old.startswith("re:"):
+        mutated, count = re.subn(old[3:], new, rule)
+    else:
+        mutated, count = rule.replace(old, new), rule.count(old)
+    assert count, f"{old!r} is not in {alert}"
+    return alerts[:start] + mutated + alerts[end:]
+
+
+@pytest.mark.parametrize("name", MUTATIONS)
+def test_promtool_test_rules_fails_for_a_broken_rule(name: str, tmp_path: Path) -> None:
+    alert, old, new = MUTATIONS[name]
+    alerts = (PROMETHEUS / "alerts.yml").read_text()
+    (tmp_path / "alerts.yml").write_text(mutate(alerts, alert, old, new))
+    (tmp_path / "alerts_test.yml").write_text((PROMETHEUS / "alerts_test.yml").read_text())
+    with pytest.raises(AssertionError, match="exited 1"):
+        run_tool("promtool", "test", "rules", "alerts_test.yml", cwd=tmp_path)
+
+
 def test_amtool_check_config() -> None:
     output = run_tool("amtool", "check-config", PROMETHEUS / "alertmanager.yml")
     assert "SUCCESS" in output
