@@ -37,7 +37,12 @@ REQUIRED_ALERTS = {
     "LineguardDeadLetterRateHigh",
     "LineguardFreezeRateSpike",
     "LineguardDecisionLagHigh",
+    "LineguardNotConsuming",
+    "LineguardBrokerLagHigh",
 }
+KAFKA_EXPORTER_METRICS = frozenset({"kafka_consumergroup_lag_sum"})
+"""Names kafka-exporter exports (danielqsj/kafka-exporter v1.8.0, pinned in
+docker-compose.yml; its README's "Consumer Groups"), which an alert reads from job="kafka"."""
 SEVERITIES = {"critical", "warning"}
 GRAFANA_UNITS = {"none", "short", "s", "ms", "cps", "ops", "percent", "percentunit", "bytes"}
 """Grafana unit ids this project uses; a typo such as ``seconds`` renders as a bare number."""
@@ -154,6 +159,10 @@ def test_every_dashboard_panel_is_explained_in_the_docs() -> None:
 def test_every_metric_in_a_query_exists_in_the_service(service_names: set[str]) -> None:
     known = service_names | PROMETHEUS_OWN_METRICS
     queries = all_queries()
+    for where, expr in queries:
+        if metric_names(expr) & KAFKA_EXPORTER_METRICS:
+            assert 'job="kafka"' in expr, f"{where}: kafka-exporter's metrics come from job kafka"
+    known |= KAFKA_EXPORTER_METRICS
     assert len(queries) > 10
     unknown = {
         f"{where}: {name}"
@@ -275,6 +284,14 @@ MUTATIONS = {
     ),
     "worker down in any job": ("LineguardWorkerDown", 'up{job="lineguard"} == 0', "up == 0"),
     "worker down for 3m": ("LineguardWorkerDown", "for: 2m", "for: 3m"),
+    "not consuming for 5m": ("LineguardNotConsuming", "for: 10m", "for: 5m"),
+    "not consuming for 15m": ("LineguardNotConsuming", "for: 10m", "for: 15m"),
+    "not consuming in any job": ("LineguardNotConsuming", '{job="lineguard"}', ""),
+    "not consuming on any one worker": ("LineguardNotConsuming", "sum(1 - ", "min(1 - "),
+    "broker lag of any group": ("LineguardBrokerLagHigh", 'consumergroup="lineguard", ', ""),
+    "broker lag of internal topics": ("LineguardBrokerLagHigh", ', topic!~"lineguard-.*"', ""),
+    "broker lag for 5m": ("LineguardBrokerLagHigh", "for: 15m", "for: 5m"),
+    "broker lag for 20m": ("LineguardBrokerLagHigh", "for: 15m", "for: 20m"),
 }
 """Rule changes that ``alerts_test.yml`` must catch: each `for:` and window pinned, and
 the selectors that keep other jobs and other series out."""
