@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -21,7 +23,12 @@ from prometheus_client.registry import Collector
 from risk.contract import Reason
 from risk.partition import Outcome
 
+log = structlog.get_logger(__name__)
+
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+TP = TypeVar("TP")
+"""What the consumer names an assigned partition by (Faust's ``TP`` in the worker)."""
 
 EVENTS = Counter(
     "lineguard_events",
@@ -97,26 +104,55 @@ class Partition:
     partition: int
     end_offset: int | None
     committed_offset: int | None
+    resumed_offset: int | None = None
+    """Where the worker started reading at the assignment: the committed offset, or the
+    earliest one the broker still holds for a partition the group never committed."""
 
 
-class ConsumerLag(Collector):
-    """``lineguard_consumer_lag_records``: end offset minus committed offset, at scrape time."""
+class ConsumerLag(Collector, Generic[TP]):
+    """``lineguard_consumer_lag_records``: end offset minus committed offset, at scrape time.
 
-    def __init__(self, partitions: Callable[[], Iterable[Partition]]) -> None:
-        self._partitions = partitions
+    A partition the group has never committed counts from where the worker resumed it,
+    not from offset 0: records deleted by retention before it are no lag, and would
+    otherwise be counted until the first commit. A partition with neither offset known
+    (between a rebalance and the seek that follows it) has no sample.
+
+    Collected in the scrape's thread while the consumer's own thread may be rebalancing:
+    reading the assignment, or one partition of it, can raise then (aiokafka's
+    ``highwater`` asserts that the partition is still assigned). What raises is left out
+    of that scrape, so that ``/metrics`` keeps answering.
+    """
+
+    def __init__(
+        self, assigned: Callable[[], Iterable[TP]], read: Callable[[TP], Partition]
+    ) -> None:
+        self._assigned = assigned
+        self._read = read
 
     def describe(self) -> Iterable[Metric]:
         """The family without samples, so registering does not read the consumer."""
         return [self._family()]
 
     def collect(self) -> Iterable[Metric]:
-        """One sample per assigned input partition whose end offset is known."""
+        """One sample per assigned input partition whose end offset and start are known."""
         family = self._family()
         for tp in self._partitions():
-            if tp.end_offset is not None:
-                lag = max(0, tp.end_offset - (tp.committed_offset or 0))
-                family.add_metric([tp.topic, str(tp.partition)], lag)
+            start = tp.committed_offset if tp.committed_offset is not None else tp.resumed_offset
+            if tp.end_offset is not None and start is not None:
+                family.add_metric([tp.topic, str(tp.partition)], max(0, tp.end_offset - start))
         return [family]
+
+    def _partitions(self) -> Iterator[Partition]:
+        try:
+            assigned = list(self._assigned())
+        except Exception as error:  # a rebalance changing the assignment under the scrape
+            log.debug("consumer_lag_not_read", error=repr(error))
+            return
+        for key in assigned:
+            try:
+                yield self._read(key)
+            except Exception as error:  # e.g. revoked since the assignment was read
+                log.debug("consumer_lag_partition_not_read", partition=repr(key), error=repr(error))
 
     @staticmethod
     def _family() -> GaugeMetricFamily:

@@ -253,7 +253,8 @@ class Runtime:
             lambda: sum(g.processor.pending_timers for g in self.groups.values())
         )
         metrics.RECOVERY_IN_PROGRESS.set_function(lambda: float(not self.ready()))
-        metrics.REGISTRY.register(metrics.ConsumerLag(self._input_partitions))
+        lag = metrics.ConsumerLag(lambda: sorted(self.assignment()), self._input_partition)
+        metrics.REGISTRY.register(lag)
 
     def _users(self, status: str) -> int:
         return sum(group.processor.users[status] for group in self.groups.values())
@@ -271,12 +272,15 @@ class Runtime:
             return set()
         return {tp for tp in assigned if tp.topic in self.topics}
 
-    def _input_partitions(self) -> Iterator[metrics.Partition]:
-        consumer = self.app.consumer
-        for tp in sorted(self.assignment()):
-            yield metrics.Partition(
-                tp.topic, tp.partition, consumer.highwater(tp), self.delivery.committed(tp)
-            )
+    def _input_partition(self, tp: TP) -> metrics.Partition:
+        """One assigned input partition's offsets, for the consumer lag collector."""
+        return metrics.Partition(
+            tp.topic,
+            tp.partition,
+            self.app.consumer.highwater(tp),
+            self.delivery.committed(tp),
+            self.delivery.resumed_from(tp),
+        )
 
     def recover(self) -> None:
         """Rebuild the timer index and user counts of the assigned partitions, in one scan.

@@ -192,7 +192,11 @@ def test_every_service_prometheus_scrapes_or_alerts_exists(
 
 
 def test_every_worker_listens_on_its_own_name(services: dict[str, dict[str, Any]]) -> None:
-    """Faust forwards /users/{id}/ to the owner's web host: it must differ per worker."""
+    """The URL each worker gives the others to forward /users/{id}/ to is its own name.
+
+    The compose file sets LINEGUARD_WEB_HOST to the hostname; 0.0.0.0 would give the same
+    URL through the hostname (Settings.worker_url), which must be the service name either way.
+    """
     for name, worker in lineguard_services(services, "worker").items():
         assert worker["hostname"] == name
         assert worker["environment"]["LINEGUARD_WEB_HOST"] == name

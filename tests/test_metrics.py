@@ -8,11 +8,13 @@ import sys
 
 import pytest
 from metric_labels import assert_no_label_can_hold_a_user_id
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from risk.contract import Reason
 from risk.limits import DECISION_REASONS
+from streams.metrics import ConsumerLag, Partition
 
 EXPOSE = (
     "import agents.assess;"
@@ -65,3 +67,78 @@ def test_no_metric_label_can_hold_a_user_id(samples: list[Sample]) -> None:
 def test_the_label_check_refuses_a_label_outside_its_closed_set(labels: dict[str, str]) -> None:
     with pytest.raises(AssertionError):
         assert_no_label_can_hold_a_user_id([Sample("lineguard_x_total", labels, 1.0)])
+
+
+def lag_samples(*partitions: Partition) -> dict[tuple[str, str], float]:
+    """The samples of ``lineguard_consumer_lag_records`` for these partitions, by (topic, partition)."""
+    registry = CollectorRegistry()
+    registry.register(ConsumerLag(lambda: partitions, lambda tp: tp))
+    return {
+        (s.labels["topic"], s.labels["partition"]): s.value
+        for family in registry.collect()
+        for s in family.samples
+    }
+
+
+def test_the_lag_of_a_partition_never_committed_counts_from_where_the_worker_resumed() -> None:
+    # Retention deleted offsets 0-899 of partition 0; the group has never committed there.
+    lag = lag_samples(
+        Partition("credit.purchases.v1", 0, end_offset=1000, committed_offset=None,
+                  resumed_offset=900),
+        Partition("credit.purchases.v1", 1, end_offset=1000, committed_offset=400,
+                  resumed_offset=300),
+        Partition("credit.purchases.v1", 2, end_offset=1000, committed_offset=0,
+                  resumed_offset=0),
+    )  # fmt: skip
+    assert lag == {
+        ("credit.purchases.v1", "0"): 100,  # not 1000: offsets 0-899 are gone
+        ("credit.purchases.v1", "1"): 600,  # a commit counts over where it resumed
+        ("credit.purchases.v1", "2"): 1000,  # committed 0 is a commit, not "unknown"
+    }
+
+
+def test_a_partition_with_no_known_start_or_end_has_no_lag_sample() -> None:
+    lag = lag_samples(
+        # after a rebalance, before the consumer seeked: neither offset is known yet
+        Partition("credit.purchases.v1", 0, end_offset=1000, committed_offset=None,
+                  resumed_offset=None),
+        # not fetched yet: no end offset
+        Partition("credit.purchases.v1", 1, end_offset=None, committed_offset=5,
+                  resumed_offset=5),
+        Partition("credit.purchases.v1", 2, end_offset=10, committed_offset=7),
+    )  # fmt: skip
+    assert lag == {("credit.purchases.v1", "2"): 3}
+
+
+def test_a_partition_that_cannot_be_read_during_a_rebalance_is_left_out_of_the_scrape() -> None:
+    offsets = {
+        0: Partition("credit.purchases.v1", 0, 50, 20),
+        2: Partition("credit.purchases.v1", 2, 9, 9),
+    }
+
+    def read(partition: int) -> Partition:
+        if partition not in offsets:  # as aiokafka's highwater() of a revoked partition
+            raise AssertionError("Partition is not assigned")
+        return offsets[partition]
+
+    registry = CollectorRegistry()
+    registry.register(ConsumerLag(lambda: [0, 1, 2], read))
+    scraped = generate_latest(registry).decode()
+    assert (
+        'lineguard_consumer_lag_records{partition="0",topic="credit.purchases.v1"} 30.0' in scraped
+    )
+    assert (
+        'lineguard_consumer_lag_records{partition="2",topic="credit.purchases.v1"} 0.0' in scraped
+    )
+    assert 'partition="1"' not in scraped
+
+
+def test_an_assignment_that_cannot_be_read_gives_a_scrape_without_lag_samples() -> None:
+    def assigned() -> list[int]:
+        raise RuntimeError("Set changed size during iteration")
+
+    registry = CollectorRegistry()
+    registry.register(ConsumerLag(assigned, lambda tp: Partition("t", tp, 1, 0)))
+    scraped = generate_latest(registry).decode()
+    assert "# TYPE lineguard_consumer_lag_records gauge" in scraped
+    assert "lineguard_consumer_lag_records{" not in scraped

@@ -37,7 +37,12 @@ REQUIRED_ALERTS = {
     "LineguardDeadLetterRateHigh",
     "LineguardFreezeRateSpike",
     "LineguardDecisionLagHigh",
+    "LineguardNotConsuming",
+    "LineguardBrokerLagHigh",
 }
+KAFKA_EXPORTER_METRICS = frozenset({"kafka_consumergroup_lag_sum"})
+"""Names kafka-exporter exports (danielqsj/kafka-exporter v1.8.0, pinned in
+docker-compose.yml; its README's "Consumer Groups"), which an alert reads from job="kafka"."""
 SEVERITIES = {"critical", "warning"}
 GRAFANA_UNITS = {"none", "short", "s", "ms", "cps", "ops", "percent", "percentunit", "bytes"}
 """Grafana unit ids this project uses; a typo such as ``seconds`` renders as a bare number."""
@@ -154,6 +159,10 @@ def test_every_dashboard_panel_is_explained_in_the_docs() -> None:
 def test_every_metric_in_a_query_exists_in_the_service(service_names: set[str]) -> None:
     known = service_names | PROMETHEUS_OWN_METRICS
     queries = all_queries()
+    for where, expr in queries:
+        if metric_names(expr) & KAFKA_EXPORTER_METRICS:
+            assert 'job="kafka"' in expr, f"{where}: kafka-exporter's metrics come from job kafka"
+    known |= KAFKA_EXPORTER_METRICS
     assert len(queries) > 10
     unknown = {
         f"{where}: {name}"
@@ -235,6 +244,80 @@ def test_promtool_test_rules_fails_when_a_threshold_changes(tmp_path: Path) -> N
     (tmp_path / "alerts.yml").write_text(alerts.replace("for: 2m", "for: 1m"))
     (tmp_path / "alerts_test.yml").write_text((PROMETHEUS / "alerts_test.yml").read_text())
     with pytest.raises(AssertionError, match="LineguardWorkerDown"):
+        run_tool("promtool", "test", "rules", "alerts_test.yml", cwd=tmp_path)
+
+
+MUTATIONS = {
+    # name: (alert, text in its rule, what it becomes)
+    "dead letters without rate()": (
+        "LineguardDeadLetterRateHigh",
+        "re:rate\\((lineguard_\\w+_total\\{[^}]*\\})\\[10m\\]\\)",
+        r"\1",
+    ),
+    "dead letters over processed only": (
+        "LineguardDeadLetterRateHigh",
+        'lineguard_events_total{job="lineguard"}',
+        'lineguard_events_total{job="lineguard", outcome="processed"}',
+    ),
+    "dead letters for 5m": ("LineguardDeadLetterRateHigh", "for: 10m", "for: 5m"),
+    "dead letters for 20m": ("LineguardDeadLetterRateHigh", "for: 10m", "for: 20m"),
+    "dead letters over 1m": ("LineguardDeadLetterRateHigh", "[10m]", "[1m]"),
+    "dead letters over 5%": ("LineguardDeadLetterRateHigh", "> 0.01", "> 0.05"),
+    "decision lag for 10m": ("LineguardDecisionLagHigh", "for: 15m", "for: 10m"),
+    "decision lag for 20m": ("LineguardDecisionLagHigh", "for: 15m", "for: 20m"),
+    "decision lag over 1m": ("LineguardDecisionLagHigh", "[10m]", "[1m]"),
+    "decision lag per worker": ("LineguardDecisionLagHigh", "sum by (le)", "sum by (le, instance)"),
+    "consumer lag for 10m": ("LineguardConsumerLagHigh", "for: 15m", "for: 10m"),
+    "consumer lag for 20m": ("LineguardConsumerLagHigh", "for: 15m", "for: 20m"),
+    "consumer lag max by topic": ("LineguardConsumerLagHigh", "sum by (topic)", "max by (topic)"),
+    "freezes for 2m": ("LineguardFreezeRateSpike", "for: 5m", "for: 2m"),
+    "freezes for 10m": ("LineguardFreezeRateSpike", "for: 5m", "for: 10m"),
+    "freezes over 30m": (
+        "LineguardFreezeRateSpike",
+        'type="limit.freeze"}[10m]))\n              >',
+        'type="limit.freeze"}[30m]))\n              >',
+    ),
+    "freezes without 6h of history": (
+        "LineguardFreezeRateSpike",
+        "re:\\n\\s*and\\n\\s*count by \\(reason\\) \\([^\\n]*offset 6h\\)",
+        "",
+    ),
+    "worker down in any job": ("LineguardWorkerDown", 'up{job="lineguard"} == 0', "up == 0"),
+    "worker down for 3m": ("LineguardWorkerDown", "for: 2m", "for: 3m"),
+    "not consuming for 5m": ("LineguardNotConsuming", "for: 10m", "for: 5m"),
+    "not consuming for 15m": ("LineguardNotConsuming", "for: 10m", "for: 15m"),
+    "not consuming in any job": ("LineguardNotConsuming", '{job="lineguard"}', ""),
+    "not consuming on any one worker": ("LineguardNotConsuming", "sum(1 - ", "min(1 - "),
+    "broker lag of any group": ("LineguardBrokerLagHigh", 'consumergroup="lineguard", ', ""),
+    "broker lag of internal topics": ("LineguardBrokerLagHigh", ', topic!~"lineguard-.*"', ""),
+    "broker lag for 5m": ("LineguardBrokerLagHigh", "for: 15m", "for: 5m"),
+    "broker lag for 20m": ("LineguardBrokerLagHigh", "for: 15m", "for: 20m"),
+}
+"""Rule changes that ``alerts_test.yml`` must catch: each `for:` and window pinned, and
+the selectors that keep other jobs and other series out."""
+
+
+def mutate(alerts: str, alert: str, old: str, new: str) -> str:
+    """``alerts`` with ``old`` replaced by ``new`` inside one alert's rule (``re:`` for a regex)."""
+    start = alerts.index(f"- alert: {alert}\n")
+    end = alerts.find("- alert: ", start + 1)
+    end = len(alerts) if end < 0 else end
+    rule = alerts[start:end]
+    if old.startswith("re:"):
+        mutated, count = re.subn(old[3:], new, rule)
+    else:
+        mutated, count = rule.replace(old, new), rule.count(old)
+    assert count, f"{old!r} is not in {alert}"
+    return alerts[:start] + mutated + alerts[end:]
+
+
+@pytest.mark.parametrize("name", MUTATIONS)
+def test_promtool_test_rules_fails_for_a_broken_rule(name: str, tmp_path: Path) -> None:
+    alert, old, new = MUTATIONS[name]
+    alerts = (PROMETHEUS / "alerts.yml").read_text()
+    (tmp_path / "alerts.yml").write_text(mutate(alerts, alert, old, new))
+    (tmp_path / "alerts_test.yml").write_text((PROMETHEUS / "alerts_test.yml").read_text())
+    with pytest.raises(AssertionError, match="exited 1"):
         run_tool("promtool", "test", "rules", "alerts_test.yml", cwd=tmp_path)
 
 
