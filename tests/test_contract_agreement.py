@@ -233,3 +233,22 @@ def test_mutated_samples_are_accepted_or_rejected_alike(
 def test_non_objects_are_rejected_by_both(topic: int, doc: object) -> None:
     assume(_encodable(doc))
     _agrees(topic, doc)
+
+
+_BAD_UTF8 = st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xc0\xaf", b"a\x80b"])
+
+
+@_fast
+@given(_valid_sample(), _BAD_UTF8, st.booleans())
+def test_invalid_utf8_in_an_unknown_field_or_key_is_invalid_json(
+    sample: tuple[int, dict[str, Any]], bad: bytes, in_key: bool
+) -> None:
+    """msgspec skips an unknown field unread; the bytes must still be UTF-8, as for any field."""
+    topic, doc = sample
+    extra = {"\u0000marker": "x"} if in_key else {"x_extra": "\u0000marker"}
+    raw = json.dumps({**doc, **extra}).encode().replace(b"\\u0000marker", bad)
+    key = doc["user_id"].encode()
+    rejection = decode(topic, key, raw, 1 << 24)
+    assert isinstance(rejection, Rejection), raw
+    assert rejection.reason is Reason.INVALID_JSON
+    assert "invalid UTF-8" in rejection.error
