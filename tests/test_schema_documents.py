@@ -14,12 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 from jsonschema import Draft202012Validator, validators
 
 from risk.limits import DECISION_REASONS
+from risk.policy import load_policy
 from risk.replay import INPUT_TOPICS as CORE_INPUT_TOPICS
+from risk.replay import parse_records, replay
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
@@ -1116,6 +1119,19 @@ def test_dead_letter_samples_validate() -> None:
     assert_valid(DLT, DEAD_LETTER_B64)
     assert_valid(DLT, without(DEAD_LETTER, "key"))
     assert_valid(DLT, with_(DEAD_LETTER, value=""))
+
+
+def test_the_dead_letter_of_a_tombstone_validates_as_replay_writes_it() -> None:
+    """A tombstone's value is null in the replay input, the dead-letter line and on Kafka."""
+    line = {"topic": CORE_INPUT_TOPICS[1], "key": "u-1", "value": None}
+    records = list(parse_records([orjson.dumps(line)]))
+    result = replay(records, load_policy(), now=0)
+    [letter] = result.dead_letters
+    assert (letter["reason"], letter["value"]) == ("invalid_json", None)
+    assert "value_base64" not in letter
+    assert_valid(DLT, letter)
+    assert_invalid(DLT, with_(letter, value_base64=None))
+    assert "tombstone" in load(DLT)["properties"]["value"]["description"]
 
 
 def test_dead_letter_has_exactly_one_of_value_and_value_base64() -> None:
