@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
-from jsonschema import Draft202012Validator, validators
+from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import ValidationError
 
 from risk.contract import (
@@ -56,11 +56,22 @@ _Strict = validators.extend(
     validators={"pattern": _ecma_pattern},
     type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer),
 )
+_FORMATS = FormatChecker()
+
+
+@_FORMATS.checks("date-time")
+def _date_time_from_the_epoch(instance: object) -> bool:
+    """RFC 3339, and not before the epoch once the offset is applied: the schemas say so in words."""
+    if not Draft202012Validator.FORMAT_CHECKER.conforms(instance, "date-time"):
+        return False
+    if not isinstance(instance, str) or not instance.startswith("1970-01-01T"):
+        return True
+    offset = instance[-6:]
+    return offset[0] != "+" or instance[11:16] >= offset[1:]
+
+
 VALIDATORS = {
-    topic: _Strict(
-        json.loads((SCHEMAS / name).read_text("utf-8")),
-        format_checker=Draft202012Validator.FORMAT_CHECKER,
-    )
+    topic: _Strict(json.loads((SCHEMAS / name).read_text("utf-8")), format_checker=_FORMATS)
     for topic, name in TOPICS.items()
 }
 SCHEMA_DOCS = {topic: validator.schema for topic, validator in VALIDATORS.items()}
@@ -252,3 +263,23 @@ def test_invalid_utf8_in_an_unknown_field_or_key_is_invalid_json(
     assert isinstance(rejection, Rejection), raw
     assert rejection.reason is Reason.INVALID_JSON
     assert "invalid UTF-8" in rejection.error
+
+
+@_fast
+@given(
+    _valid_sample(),
+    st.sampled_from(
+        [
+            "1970-01-01T00:30:00+01:00",
+            "1970-01-01T00:59:59.999999+01:00",
+            "1970-01-01T01:00:00+01:00",
+            "1970-01-01T00:00:00-23:59",
+        ]
+    ),
+)
+def test_an_instant_before_the_epoch_is_rejected_by_both(
+    sample: tuple[int, dict[str, Any]], occurred_at: str
+) -> None:
+    """A 1970 date with a positive offset can still be 1969 in UTC; both sides refuse it."""
+    topic, doc = sample
+    _agrees(topic, {**doc, "occurred_at": occurred_at})
