@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
@@ -26,6 +27,7 @@ from risk.contract import (
     Event,
     Reason,
     Rejection,
+    Repayment,
     decode,
 )
 from risk.replay import INPUT_TOPICS
@@ -283,3 +285,37 @@ def test_an_instant_before_the_epoch_is_rejected_by_both(
     """A 1970 date with a positive offset can still be 1969 in UTC; both sides refuse it."""
     topic, doc = sample
     _agrees(topic, {**doc, "occurred_at": occurred_at})
+
+
+_REPAYMENT_HEAD = b'{"event_id": "r-1", "user_id": "u-1", "occurred_at": "2026-03-01T00:00:00Z", '
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (b'"amount": 5, "amount": 7', 7),  # the last occurrence counts
+        (b'"amount": 7, "order_id": "o-1", "order_id": null', 7),  # null: absent, as if alone
+        (b'"amount": 7, "x": 1, "x": [true]', 7),  # repeated unknown keys are ignored
+        (b'"amount": 0, "amount": 7', "Expected `int` >= 1 - at `$.amount`"),
+        (b'"amount": 7.0, "amount": 7', "Expected `int`, got `float` - at `$.amount`"),
+        (b'"amount": "7", "amount": 7', "Expected `int`, got `str` - at `$.amount`"),
+        (b'"amount": 7, "order_id": "", "order_id": "o-1"', "length >= 1 - at `$.order_id`"),
+        (b'"amount": 7, "occurred_at": 1, "occurred_at": "2026-03-01T00:00:00Z"', "got `int`"),
+        (b'"amount": 7, "occurred_at": "soon", "occurred_at": "2026-03-01T00:00:00Z"', 7),
+    ],
+)
+def test_a_repeated_key_the_last_counts_and_each_known_field_is_checked(
+    fields: bytes, expected: int | str
+) -> None:
+    """The rule README's contract section states; a schema validator sees only the last."""
+    raw = _REPAYMENT_HEAD + fields + b"}"
+    decoded = decode(REPAYMENTS, b"u-1", raw, 1 << 24)
+    last = json.loads(raw)  # what a JSON Schema validator is given: the last occurrences
+    assert VALIDATORS[REPAYMENTS].is_valid(last)
+    if isinstance(expected, int):
+        assert isinstance(decoded, Repayment), decoded
+        assert (decoded.amount, decoded.order_id) == (expected, last.get("order_id"))
+    else:  # stricter than the schema, deliberately: an earlier occurrence was wrong
+        assert isinstance(decoded, Rejection)
+        assert decoded.reason is Reason.SCHEMA_VIOLATION
+        assert expected in decoded.error

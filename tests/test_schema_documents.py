@@ -744,6 +744,26 @@ def test_integer_token_rule_is_beyond_plain_json_schema() -> None:
     assert "100.0" in schema["$defs"]["money"]["description"]
 
 
+def readme_contract_section() -> str:
+    """The ``## The contract`` section of the top-level README."""
+    text = (SCHEMA_DIR.parent / "README.md").read_text(encoding="utf-8")
+    return text.split("\n## The contract\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_repeated_key_rule_is_documented_where_a_validator_cannot_see_it() -> None:
+    # A validator is handed the parsed document, which keeps only the last occurrence, so it
+    # accepts what lineguard rejects: the rule must be written down for producers.
+    raw = '{"event_id": "r-1", "user_id": "u-1", "occurred_at": "2026-03-01T00:00:00Z",'
+    doc = json.loads(raw + ' "amount": 0, "amount": 5}')
+    assert doc["amount"] == 5
+    assert_valid("repayment.v1.schema.json", doc)
+    schemas_readme = (SCHEMA_DIR / "README.md").read_text(encoding="utf-8")
+    for text in (readme_contract_section(), schemas_readme):
+        text = " ".join(text.split())
+        assert "A repeated key: the last occurrence counts" in text
+        assert '`"amount": 0, "amount": 5` is rejected' in text
+
+
 def test_installments() -> None:
     name = "purchase.v1.schema.json"
     for good in (1, 3, 6, 9, 12, 24, None):
