@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -19,9 +20,11 @@ from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import ValidationError
 
 from risk.contract import (
+    _DECODERS,
     INCOME_VERIFICATIONS,
     LIMIT_OVERRIDES,
     LOAN_APPLICATIONS,
+    MAX_MONEY,
     PURCHASES,
     REPAYMENTS,
     Event,
@@ -319,3 +322,29 @@ def test_a_repeated_key_the_last_counts_and_each_known_field_is_checked(
         assert isinstance(decoded, Rejection)
         assert decoded.reason is Reason.SCHEMA_VIOLATION
         assert expected in decoded.error
+
+
+def _decoder_bounds() -> dict[str, str]:
+    """Each bounded string and non-money integer field of the decoder, as README writes it."""
+    bounds: dict[str, str] = {}
+    for decoder in _DECODERS:
+        info = msgspec.inspect.type_info(decoder.type)
+        assert isinstance(info, msgspec.inspect.StructType)
+        for field in info.fields:
+            kind = field.type
+            if isinstance(kind, msgspec.inspect.UnionType):
+                [kind] = [t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType)]
+            if isinstance(kind, msgspec.inspect.StrType) and kind.max_length is not None:
+                assert kind.min_length == 1, field.name  # every string field is non-empty
+                bounds[field.name] = f"1 to {kind.max_length:,} characters"
+            elif isinstance(kind, msgspec.inspect.IntType) and kind.le not in (None, MAX_MONEY):
+                bounds[field.name] = f"{kind.ge} to {kind.le:,}"
+    return bounds
+
+
+def test_readme_lists_every_bound_the_decoder_enforces() -> None:
+    """Bounds DESIGN 1 leaves open are deliberate: README's contract section lists them all."""
+    readme = (SCHEMAS.parent / "README.md").read_text("utf-8")
+    section = readme.split("\n## The contract\n", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| (1 to [0-9,]+(?: characters)?) \|$", section, re.M))
+    assert rows == _decoder_bounds()
