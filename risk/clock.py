@@ -61,8 +61,9 @@ def parse_timestamp(text: str) -> int | str:
     """Parse the strict RFC 3339 profile of the contract.
 
     Returns epoch microseconds, or an error message. Uppercase ``T`` and ``Z``
-    only, an offset is required, a leap second is rejected, and a fraction
-    longer than microseconds is truncated (never rounded into the next second).
+    only, an offset is required, a leap second and an instant before the epoch
+    are rejected, and a fraction longer than microseconds is truncated (never
+    rounded into the next second).
 
     The common UTC form ``YYYY-MM-DDTHH:MM:SS[.f]Z`` takes a fast path that looks
     the date up in a cache of dates already checked and reads the time of day
@@ -144,7 +145,10 @@ def _parse_timestamp_checked(text: str) -> int | str:
         )
     seconds = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
     micros = int(fraction[:6].ljust(6, "0")) if fraction else 0
-    return (seconds - offset_seconds) * SECOND + micros
+    utc = (seconds - offset_seconds) * SECOND + micros
+    if utc < 0:  # 1970-01-01T00:30:00+01:00: the year is 1970, the instant is not
+        return f"{text[:40]!r}: before 1970-01-01T00:00:00Z once its UTC offset is applied"
+    return utc
 
 
 def format_timestamp(micros: int) -> str:

@@ -180,12 +180,20 @@ def decode(
         return Rejection(
             Reason.TOO_LARGE, f"value of {len(value)} bytes exceeds {max_record_bytes} bytes"
         )
+    if not value.isascii():
+        # msgspec skips an unknown field without checking its bytes: check them all here,
+        # so no later step meets bad UTF-8.
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as error:
+            return Rejection(
+                Reason.INVALID_JSON, f"invalid UTF-8 at byte {error.start}: {error.reason}"
+            )
     try:
         wire = _DECODERS[topic_index].decode(value)
     except msgspec.ValidationError as error:
         return _invalid_json(value) or Rejection(Reason.SCHEMA_VIOLATION, str(error))
-    except (msgspec.DecodeError, UnicodeDecodeError) as error:
-        # msgspec reports bad UTF-8 inside a string as UnicodeDecodeError.
+    except msgspec.DecodeError as error:
         return Rejection(Reason.INVALID_JSON, str(error))
     except RecursionError:
         return _TOO_DEEP
@@ -231,7 +239,7 @@ def _invalid_json(value: bytes) -> Rejection | None:
     """Tell malformed JSON from a type error that msgspec met before the syntax error."""
     try:
         _any_json.decode(value)
-    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+    except msgspec.DecodeError as error:
         return Rejection(Reason.INVALID_JSON, str(error))
     except RecursionError:
         return _TOO_DEEP

@@ -9,7 +9,7 @@ from __future__ import annotations
 from bisect import bisect_right
 
 from risk.clock import DAY, monthly
-from risk.contract import Purchase
+from risk.contract import MAX_MONEY, Purchase
 from risk.policy import EPISODES_CAP, Policy
 from risk.state import INSTALMENTS_CAP, Episode, Instalment, UserState
 
@@ -52,13 +52,19 @@ def _due(instalment: Instalment) -> int:
 
 
 def _merge_latest(state: UserState) -> None:
-    """Fold the latest-due instalment into the one before it, keeping the earlier due date."""
+    """Fold the latest-due instalment into the one before it, keeping the earlier due date.
+
+    Amount and unpaid saturate at :data:`MAX_MONEY`, so the state stays msgpack-encodable;
+    what is owed is kept exact below the ceiling, so ``0 <= paid < amount`` still holds.
+    """
     latest = state.instalments.pop()
     kept = state.instalments[-1]
     if latest.overdue:
         state.overdue_count -= 1
-    kept.amount += latest.amount
-    kept.paid += latest.paid
+    amount = kept.amount + latest.amount
+    unpaid = amount - kept.paid - latest.paid
+    kept.amount = amount if amount < MAX_MONEY else MAX_MONEY
+    kept.paid = kept.amount - (unpaid if unpaid < MAX_MONEY else MAX_MONEY)
 
 
 def repay(state: UserState, amount: int, order_id: str | None) -> None:
@@ -88,7 +94,9 @@ def repay(state: UserState, amount: int, order_id: str | None) -> None:
             state.paid_on_time += 1
     state.instalments = [i for i in state.instalments if i.amount != i.paid]
     state.overdue_count -= settled_overdue
-    state.credit += amount
+    if amount:
+        credit = state.credit + amount  # saturates: past 2**64 the state cannot be encoded
+        state.credit = credit if credit < MAX_MONEY else MAX_MONEY
 
 
 def mark_overdue(state: UserState, policy: Policy, from_index: int | None = None) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from risk.clock import DAY, format_timestamp
-from risk.contract import IncomeVerification, LimitOverride
+from risk.contract import MAX_MONEY, IncomeVerification, LimitOverride
 from risk.decision import FREEZE, REDUCE, RESTORE, Decision, ReasonCode
 from risk.ledger import current_max_dpd, max_dpd_since, overdue_amount
 from risk.policy import Policy
@@ -280,21 +280,25 @@ def decide(
 
 
 def features(state: UserState, policy: Policy, m: Measures | None = None) -> dict[str, Any]:
-    """The features snapshot of a decision, or of the user endpoint, at the user's clock."""
+    """The features snapshot of a decision, or of the user endpoint, at the user's clock.
+
+    Money features are sums and saturate at :data:`MAX_MONEY`, so every one stays an exact
+    JSON number within the schema's ``maximum``.
+    """
     m = m or Measures(state, policy)
     card = m.scorecard
     return {
         "overdue_active": m.overdue_count,
-        "overdue_amount": overdue_amount(state),
+        "overdue_amount": min(overdue_amount(state), MAX_MONEY),
         "max_dpd": current_max_dpd(state),
         "overdue_episodes_180d": m.episodes,
         "loan_applications_7d": m.applications,
         "loan_applications_30d": state.applications.total(state.clock - policy.loan_long_window),
         "small_loan_applications_24h": m.small_applications,
-        "spend_30d": m.spend,
+        "spend_30d": min(m.spend, MAX_MONEY),
         "declared_monthly_income": state.income,
-        "outstanding": sum(i.amount - i.paid for i in state.instalments),
-        "credit": state.credit,
+        "outstanding": min(sum(i.amount - i.paid for i in state.instalments), MAX_MONEY),
+        "credit": min(state.credit, MAX_MONEY),
         "cure_ends_at": (
             format_timestamp(state.cure_until) if state.cure_until > state.clock else None
         ),

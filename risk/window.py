@@ -15,6 +15,7 @@ from bisect import bisect_left, bisect_right
 import msgspec
 
 from risk.clock import HOUR
+from risk.contract import MAX_MONEY
 
 
 class Window(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
@@ -44,7 +45,8 @@ class Window(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
         hour = at // HOUR
         index = bisect_left(self.bucket_hours, hour)
         if index < len(self.bucket_hours) and self.bucket_hours[index] == hour:
-            self.bucket_values[index] += value
+            total = self.bucket_values[index] + value  # saturates, like every stored sum
+            self.bucket_values[index] = total if total < MAX_MONEY else MAX_MONEY
             self.bucket_latest[index] = max(self.bucket_latest[index], at)
             return
         self.bucket_hours.insert(index, hour)

@@ -33,7 +33,8 @@ MICRO = timedelta(microseconds=1)
         ("2026-03-04T00:00:01.20Z", "2026-03-04T00:00:01.2Z"),
         ("2026-03-04T00:00:00.1234569Z", "2026-03-04T00:00:00.123456Z"),  # truncated, not rounded
         ("2028-02-29T23:59:59.999999Z", "2028-02-29T23:59:59.999999Z"),
-        ("1970-01-01T00:30:00+01:00", "1969-12-31T23:30:00Z"),
+        ("1970-01-01T01:00:00+01:00", "1970-01-01T00:00:00Z"),
+        ("1970-01-01T00:00:00-01:00", "1970-01-01T01:00:00Z"),
     ],
 )
 def test_accepts_and_renders_in_utc(text: str, expected: str) -> None:
@@ -66,6 +67,31 @@ def test_accepts_and_renders_in_utc(text: str, expected: str) -> None:
 )
 def test_rejects_everything_outside_the_strict_profile(text: str) -> None:
     assert isinstance(parse_timestamp(text), str)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1970-01-01T00:30:00+01:00", "1970-01-01T00:59:59.999999+01:00", "1970-01-01T00:00:00+23:59"],
+)
+def test_rejects_an_instant_before_the_epoch_reached_through_a_positive_offset(text: str) -> None:
+    """The year is 1970, but the instant is 1969: occurred_at would break the limit-event schema."""
+    result = parse_timestamp(text)
+    assert result == _parse_timestamp_checked(text)
+    assert isinstance(result, str)
+    assert "before 1970-01-01T00:00:00Z" in result
+
+
+@given(
+    st.integers(min_value=0, max_value=3 * 86_400_000_000), st.integers(0, 23), st.integers(0, 59)
+)
+def test_every_accepted_timestamp_is_at_or_after_the_epoch(
+    micros: int, hours: int, minutes: int
+) -> None:
+    """Whatever the offset, a timestamp near the epoch is rejected or lands at or after it."""
+    local = (EPOCH + micros * MICRO).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    for sign in "+-":
+        result = parse_timestamp(f"{local}{sign}{hours:02d}:{minutes:02d}")
+        assert isinstance(result, str) or result >= 0
 
 
 @given(st.integers(min_value=0, max_value=(datetime(9999, 1, 1, tzinfo=UTC) - EPOCH) // MICRO))

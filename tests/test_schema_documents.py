@@ -14,12 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 from jsonschema import Draft202012Validator, validators
 
 from risk.limits import DECISION_REASONS
+from risk.policy import load_policy
 from risk.replay import INPUT_TOPICS as CORE_INPUT_TOPICS
+from risk.replay import parse_records, replay
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
@@ -741,6 +744,26 @@ def test_integer_token_rule_is_beyond_plain_json_schema() -> None:
     assert "100.0" in schema["$defs"]["money"]["description"]
 
 
+def readme_contract_section() -> str:
+    """The ``## The contract`` section of the top-level README."""
+    text = (SCHEMA_DIR.parent / "README.md").read_text(encoding="utf-8")
+    return text.split("\n## The contract\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_repeated_key_rule_is_documented_where_a_validator_cannot_see_it() -> None:
+    # A validator is handed the parsed document, which keeps only the last occurrence, so it
+    # accepts what lineguard rejects: the rule must be written down for producers.
+    raw = '{"event_id": "r-1", "user_id": "u-1", "occurred_at": "2026-03-01T00:00:00Z",'
+    doc = json.loads(raw + ' "amount": 0, "amount": 5}')
+    assert doc["amount"] == 5
+    assert_valid("repayment.v1.schema.json", doc)
+    schemas_readme = (SCHEMA_DIR / "README.md").read_text(encoding="utf-8")
+    for text in (readme_contract_section(), schemas_readme):
+        text = " ".join(text.split())
+        assert "A repeated key: the last occurrence counts" in text
+        assert '`"amount": 0, "amount": 5` is rejected' in text
+
+
 def test_installments() -> None:
     name = "purchase.v1.schema.json"
     for good in (1, 3, 6, 9, 12, 24, None):
@@ -1116,6 +1139,19 @@ def test_dead_letter_samples_validate() -> None:
     assert_valid(DLT, DEAD_LETTER_B64)
     assert_valid(DLT, without(DEAD_LETTER, "key"))
     assert_valid(DLT, with_(DEAD_LETTER, value=""))
+
+
+def test_the_dead_letter_of_a_tombstone_validates_as_replay_writes_it() -> None:
+    """A tombstone's value is null in the replay input, the dead-letter line and on Kafka."""
+    line = {"topic": CORE_INPUT_TOPICS[1], "key": "u-1", "value": None}
+    records = list(parse_records([orjson.dumps(line)]))
+    result = replay(records, load_policy(), now=0)
+    [letter] = result.dead_letters
+    assert (letter["reason"], letter["value"]) == ("invalid_json", None)
+    assert "value_base64" not in letter
+    assert_valid(DLT, letter)
+    assert_invalid(DLT, with_(letter, value_base64=None))
+    assert "tombstone" in load(DLT)["properties"]["value"]["description"]
 
 
 def test_dead_letter_has_exactly_one_of_value_and_value_base64() -> None:
