@@ -27,8 +27,10 @@ MAX_WINDOW: Final = 400 * DAY
 """Longest window: hourly buckets beyond the exact cap stay below 9,600 per window."""
 
 Count = Annotated[int, msgspec.Meta(ge=0)]
-Duration = Annotated[str, msgspec.Meta(pattern=r"^[0-9]+(s|m|h|d)$")]
-Ratio = Annotated[str, msgspec.Meta(pattern=r"^[0-9]+(\.[0-9]+)?$")]
+# Digit counts are limited so that no value reaches int()'s 4,300-digit limit, and the
+# patterns end in \Z, not $, which would also match before a final newline ("3\n").
+Duration = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,12}(s|m|h|d)\Z")]
+Ratio = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,12}(\.[0-9]{1,12})?\Z")]
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}")
 
 
@@ -296,6 +298,10 @@ def parse_policy(text: str) -> Policy:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise PolicyError(f"policy is not valid TOML: {error}") from error
+    except ValueError as error:  # an integer beyond int()'s digit limit, which tomllib lets out
+        raise PolicyError(
+            f"invalid policy: {_longest_number(text)} has too many digits: {error}"
+        ) from error
     return policy_from_mapping(raw)
 
 
@@ -318,6 +324,22 @@ def load_policy(path: Path | None = None) -> Policy:
     except (OSError, UnicodeDecodeError) as error:
         raise PolicyError(f"cannot read policy file {path}: {error}") from error
     return parse_policy(text)
+
+
+def _longest_number(text: str) -> str:
+    """Name the field on the line holding the longest run of digits: `section.key` (line n)."""
+    section, found, longest = "", "a number", 0
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"\s*\[\s*([^\[\]]+?)\s*\]", line)
+        if header is not None:
+            section = header.group(1).replace(" ", "") + "."
+            continue
+        run = max((len(digits) for digits in re.findall(r"[0-9_]+", line)), default=0)
+        if run > longest:
+            key = line.split("=", 1)[0].strip() if "=" in line else ""
+            path = f"{section}{key}" if key else section.rstrip(".") or "a value"
+            found, longest = f"`{path}` (line {number})", run
+    return found
 
 
 def _dotted(message: str) -> str:

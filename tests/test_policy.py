@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from importlib import resources
 
 import pytest
 
@@ -157,3 +158,42 @@ def test_a_disabled_rule_neither_freezes_nor_blocks_a_restore() -> None:
     lines = [application(f"2026-05-01T0{h}:00:00Z", 500_000) for h in range(6)]
     assert run(lines, policy=policy).decisions == []
     assert len(run(lines).decisions) == 1
+
+
+def _default_with(old: str, new: str) -> str:
+    """The packaged policy file with its first ``old`` replaced by ``new``."""
+    text = resources.files("risk").joinpath("default_policy.toml").read_text("utf-8")
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("minor_max_dpd = 3", "minor_max_dpd = " + "9" * 5000, "`overdue.minor_max_dpd` (line"),
+        ('freeze_above_ratio = "3"', f'freeze_above_ratio = "3.{"0" * 5000}"',
+         "rules.spend_income.freeze_above_ratio"),
+        ('freeze_above_ratio = "3"', f'freeze_above_ratio = "{"9" * 5000}"',
+         "rules.spend_income.freeze_above_ratio"),
+        ('episode_window = "180d"', f'episode_window = "{"9" * 5000}d"', "overdue.episode_window"),
+    ],
+)  # fmt: skip
+def test_a_number_with_thousands_of_digits_is_a_policy_error_naming_the_field(
+    old: str, new: str, field: str
+) -> None:
+    with pytest.raises(PolicyError, match="invalid policy") as raised:
+        parse_policy(_default_with(old, new))
+    assert field in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('[rules.spend_income]\nfreeze_above_ratio = "3\\n"', "rules.spend_income.freeze_above_ratio"),
+        ('[overdue]\nepisode_window = "7d\\n"', "overdue.episode_window"),
+    ],
+)  # fmt: skip
+def test_a_value_ending_in_a_newline_is_refused(text: str, field: str) -> None:
+    with pytest.raises(PolicyError, match="invalid policy") as raised:
+        parse_policy(f'version = "v"\n{text}\n')
+    assert field in str(raised.value)
