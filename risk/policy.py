@@ -425,10 +425,12 @@ def _resolve(source: PolicyFile) -> Policy:
             " `time.allowed_lateness`, so that a late duplicate is still recognised"
         )
     episode_window = _duration(source.overdue.episode_window, "overdue.episode_window")
-    if source.overdue.cure_days * DAY > MAX_WINDOW or source.overdue.grace_days * DAY > MAX_WINDOW:
-        raise PolicyError(
-            "invalid policy: `overdue.cure_days` and `grace_days` must be at most 400"
-        )
+    for field, days in (
+        ("overdue.grace_days", source.overdue.grace_days),
+        ("overdue.cure_days", source.overdue.cure_days),
+    ):
+        if days * DAY > MAX_WINDOW:
+            raise PolicyError(f"invalid policy: `{field}` must be at most 400, got {days}")
     return Policy(
         source=source,
         version=source.version,

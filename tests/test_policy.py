@@ -197,3 +197,18 @@ def test_a_value_ending_in_a_newline_is_refused(text: str, field: str) -> None:
     with pytest.raises(PolicyError, match="invalid policy") as raised:
         parse_policy(f'version = "v"\n{text}\n')
     assert field in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("grace_days = 401", "`overdue.grace_days` must be at most 400, got 401"),
+        ("cure_days = 1000", "`overdue.cure_days` must be at most 400, got 1000"),
+    ],
+)
+def test_each_day_count_is_checked_on_its_own_with_its_path_and_value(
+    text: str, message: str
+) -> None:
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(f'version = "v"\n[overdue]\n{text}\n')
+    assert str(raised.value) == f"invalid policy: {message}"
