@@ -25,6 +25,9 @@ EPISODES_CAP: Final = 32
 """Overdue episodes kept per user."""
 MAX_WINDOW: Final = 400 * DAY
 """Longest window: hourly buckets beyond the exact cap stay below 9,600 per window."""
+MAX_RATIO: Final = 1000
+"""Largest ratio: spend of a thousand months' income. A larger bar decides nothing more, and
+a threshold a decision carries must stay a number JSON encoders accept (below 2**64)."""
 
 Count = Annotated[int, msgspec.Meta(ge=0)]
 # Digit counts are limited so that no value reaches int()'s 4,300-digit limit, and the
@@ -356,6 +359,20 @@ def _duration(value: str, field: str, *, positive: bool = True) -> int:
     return micros
 
 
+def _bounded_ratio(value: str, field: str, *, maximum: int = MAX_RATIO, why: str = "") -> Fraction:
+    ratio = Fraction(value)
+    if ratio > maximum:
+        raise PolicyError(
+            f"invalid policy: `{field}` must be at most {maximum}, got {value!r}{why}"
+        )
+    return ratio
+
+
+def _bound(value: str | int, field: str) -> Fraction:
+    """A bin's ``up_to``: a ratio's is bounded like any ratio."""
+    return _bounded_ratio(value, field) if isinstance(value, str) else Fraction(value)
+
+
 def _resolve(source: PolicyFile) -> Policy:
     if _VERSION.fullmatch(source.version) is None:
         raise PolicyError(
@@ -393,8 +410,12 @@ def _resolve(source: PolicyFile) -> Policy:
                 f"invalid policy: `rules.{field}` ({value}) is above {cap}, the number of"
                 " exact entries kept per user, so it could not be decided exactly"
             )
-    freeze_ratio = Fraction(rules.spend_income.freeze_above_ratio)
-    restore_ratio = Fraction(rules.spend_income.restore_max_ratio)
+    freeze_ratio = _bounded_ratio(
+        rules.spend_income.freeze_above_ratio, "rules.spend_income.freeze_above_ratio"
+    )
+    restore_ratio = _bounded_ratio(
+        rules.spend_income.restore_max_ratio, "rules.spend_income.restore_max_ratio"
+    )
     if restore_ratio >= freeze_ratio:
         raise PolicyError(
             "invalid policy: `rules.spend_income.restore_max_ratio` must be below"
@@ -402,12 +423,12 @@ def _resolve(source: PolicyFile) -> Policy:
             " freeze bound (hysteresis), or a line would flap on the bar"
         )
     reduce_ratio, reduce_restore_ratio = _check_graduated(source, freeze_ratio)
-    cure_factor = Fraction(source.income_verification.cure_remaining_factor)
-    if cure_factor > 1:
-        raise PolicyError(
-            "invalid policy: `income_verification.cure_remaining_factor` must be at most 1:"
-            " a verification may shorten a cure period, never lengthen it"
-        )
+    cure_factor = _bounded_ratio(
+        source.income_verification.cure_remaining_factor,
+        "income_verification.cure_remaining_factor",
+        maximum=1,
+        why=": a verification may shorten a cure period, never lengthen it",
+    )
     loan_window = _duration(rules.loan_velocity.window, "rules.loan_velocity.window")
     loan_long_window = _duration(rules.loan_velocity.long_window, "rules.loan_velocity.long_window")
     small_window = _duration(rules.small_loan_burst.window, "rules.small_loan_burst.window")
@@ -475,8 +496,12 @@ def _check_graduated(source: PolicyFile, freeze_ratio: Fraction) -> tuple[Fracti
             " `rules.overdue_repeated.freeze_min_episodes`: a reduction comes before a freeze"
         )
     spend = rules.reduce_spend_income
-    reduce_ratio = Fraction(spend.reduce_above_ratio)
-    reduce_restore_ratio = Fraction(spend.restore_max_ratio)
+    reduce_ratio = _bounded_ratio(
+        spend.reduce_above_ratio, "rules.reduce_spend_income.reduce_above_ratio"
+    )
+    reduce_restore_ratio = _bounded_ratio(
+        spend.restore_max_ratio, "rules.reduce_spend_income.restore_max_ratio"
+    )
     if reduce_restore_ratio >= reduce_ratio:
         raise PolicyError(
             "invalid policy: `rules.reduce_spend_income.restore_max_ratio` must be below"
@@ -497,7 +522,11 @@ def _score_bins(points: ScorePoints) -> dict[str, tuple[tuple[Fraction | None, i
     for name, direction in SCORE_DIRECTIONS.items():
         attribute: CountAttribute | RatioAttribute = getattr(points, name)
         field = f"score.points.{name}.bins"
-        bins = [(None if b.up_to is None else Fraction(b.up_to), b.points) for b in attribute.bins]
+        entries: list[CountBin | RatioBin] = list(attribute.bins)
+        bins = [
+            (None if b.up_to is None else _bound(b.up_to, f"{field}[{index}].up_to"), b.points)
+            for index, b in enumerate(entries)
+        ]
         if not bins or bins[-1][0] is not None:
             raise PolicyError(f"invalid policy: `{field}` must end with a bin without `up_to`")
         bounds = [bound for bound, _ in bins[:-1]]

@@ -212,3 +212,32 @@ def test_each_day_count_is_checked_on_its_own_with_its_path_and_value(
     with pytest.raises(PolicyError) as raised:
         parse_policy(f'version = "v"\n[overdue]\n{text}\n')
     assert str(raised.value) == f"invalid policy: {message}"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "field"),
+    [
+        ("rules.spend_income", "freeze_above_ratio", "rules.spend_income.freeze_above_ratio"),
+        ("rules.spend_income", "restore_max_ratio", "rules.spend_income.restore_max_ratio"),
+        ("rules.reduce_spend_income", "reduce_above_ratio",
+         "rules.reduce_spend_income.reduce_above_ratio"),
+        ("rules.reduce_spend_income", "restore_max_ratio",
+         "rules.reduce_spend_income.restore_max_ratio"),
+        ("score.points.spend_to_income_30d", "bins",
+         "score.points.spend_to_income_30d.bins[0].up_to"),
+    ],
+)  # fmt: skip
+def test_a_ratio_above_a_thousand_is_refused_naming_the_field(
+    section: str, key: str, field: str
+) -> None:
+    value = '"1000.001"'  # 2**64, which orjson could not encode, already fails the pattern
+    if key == "bins":
+        value = f"[{{ up_to = {value}, points = 0 }}, {{ points = -5 }}]"
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(f'version = "v"\n[{section}]\n{key} = {value}\n')
+    assert f"`{field}` must be at most 1000, got '1000.001'" in str(raised.value)
+
+
+def test_a_ratio_of_a_thousand_loads() -> None:
+    policy = parse_policy('version = "v"\n[rules.spend_income]\nfreeze_above_ratio = "1000"\n')
+    assert policy.freeze_above_ratio == 1000
