@@ -17,7 +17,7 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
-from risk.clock import DAY, HOUR, parse_duration
+from risk.clock import DAY, parse_duration
 
 EXACT_TIMESTAMPS_CAP: Final = 64
 """Exact timestamps kept per window; a count threshold above this could not be decided exactly."""
@@ -350,12 +350,19 @@ def _dotted(message: str) -> str:
     return re.sub(r"`\$\.([^`]*)`", r"`\1`", message).replace("`$`", "the top level")
 
 
-def _duration(value: str, field: str, *, positive: bool = True) -> int:
+def _duration(
+    value: str, field: str, *, positive: bool = True, at_least: str = "", at_most: str = "400d"
+) -> int:
+    """``value`` in microseconds, within ``at_least`` (or above 0 if ``positive``)-``at_most``."""
     micros = parse_duration(value)
     if micros is None or (positive and micros == 0):
         raise PolicyError(f"invalid policy: `{field}` must be a positive duration, got {value!r}")
-    if micros > MAX_WINDOW:
-        raise PolicyError(f"invalid policy: `{field}` must be at most 400d, got {value!r}")
+    low = parse_duration(at_least) if at_least else None
+    if low is not None and micros < low:
+        raise PolicyError(f"invalid policy: `{field}` must be at least {at_least}, got {value!r}")
+    high = parse_duration(at_most)
+    if high is not None and micros > high:
+        raise PolicyError(f"invalid policy: `{field}` must be at most {at_most}, got {value!r}")
     return micros
 
 
@@ -474,9 +481,18 @@ def _resolve(source: PolicyFile) -> Policy:
         ),
         score_bins=_score_bins(source.score.points),
         allowed_lateness=allowed_lateness,
-        watermark_delay=_duration(time.watermark_delay, "time.watermark_delay", positive=False),
+        # A quiet user's timers fire watermark_delay after the partition's newest event: a
+        # day's delay already holds every such freeze and restore a day late.
+        watermark_delay=_duration(
+            time.watermark_delay, "time.watermark_delay", positive=False, at_most="1d"
+        ),
         dedup_horizon=dedup_horizon,
-        max_future_skew=max(_duration(time.max_future_skew, "time.max_future_skew"), HOUR // 60),
+        # Producers' clocks and batching differ by seconds, so below a minute healthy records
+        # would be dead-lettered as in_future; above a week, a producer with a bad clock could
+        # move watermarks, and fire overdue and cure timers, a week early (README, Time).
+        max_future_skew=_duration(
+            time.max_future_skew, "time.max_future_skew", at_least="1m", at_most="7d"
+        ),
         max_record_bytes=source.input.max_record_bytes,
     )
 

@@ -241,3 +241,26 @@ def test_a_ratio_above_a_thousand_is_refused_naming_the_field(
 def test_a_ratio_of_a_thousand_loads() -> None:
     policy = parse_policy('version = "v"\n[rules.spend_income]\nfreeze_above_ratio = "1000"\n')
     assert policy.freeze_above_ratio == 1000
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('max_future_skew = "30s"', "`time.max_future_skew` must be at least 1m, got '30s'"),
+        ('max_future_skew = "8d"', "`time.max_future_skew` must be at most 7d, got '8d'"),
+        ('max_future_skew = "400d"', "`time.max_future_skew` must be at most 7d, got '400d'"),
+        ('watermark_delay = "25h"', "`time.watermark_delay` must be at most 1d, got '25h'"),
+        ('watermark_delay = "400d"', "`time.watermark_delay` must be at most 1d, got '400d'"),
+    ],
+)
+def test_an_out_of_range_time_setting_is_refused_not_adjusted(text: str, message: str) -> None:
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(f'version = "v"\n[time]\n{text}\n')
+    assert str(raised.value) == f"invalid policy: {message}"
+
+
+def test_the_time_settings_bounds_themselves_load() -> None:
+    policy = parse_policy('version = "v"\n[time]\nmax_future_skew = "1m"\nwatermark_delay = "0s"\n')
+    assert (policy.max_future_skew, policy.watermark_delay) == (HOUR // 60, 0)
+    policy = parse_policy('version = "v"\n[time]\nmax_future_skew = "7d"\nwatermark_delay = "1d"\n')
+    assert (policy.max_future_skew, policy.watermark_delay) == (7 * DAY, DAY)
