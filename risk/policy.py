@@ -25,6 +25,9 @@ EPISODES_CAP: Final = 32
 """Overdue episodes kept per user."""
 MAX_WINDOW: Final = 400 * DAY
 """Longest window: hourly buckets beyond the exact cap stay below 9,600 per window."""
+MAX_ODDS_DOUBLINGS: Final = 64
+"""How far a score may reach from ``score.base_points``, in ``points_to_double_odds``: odds
+between ``base_odds`` × 2**±64 cover any real book, and stay finite floats."""
 MAX_RATIO: Final = 1000
 """Largest ratio: spend of a thousand months' income. A larger bar decides nothing more, and
 a threshold a decision carries must stay a number JSON encoders accept (below 2**64)."""
@@ -459,6 +462,8 @@ def _resolve(source: PolicyFile) -> Policy:
     ):
         if days * DAY > MAX_WINDOW:
             raise PolicyError(f"invalid policy: `{field}` must be at most 400, got {days}")
+    score_bins = _score_bins(source.score.points)
+    _check_odds(source.score, score_range(source.score, score_bins))
     return Policy(
         source=source,
         version=source.version,
@@ -479,7 +484,7 @@ def _resolve(source: PolicyFile) -> Policy:
         other_lender_window=_duration(
             source.score.other_lender_window, "score.other_lender_window"
         ),
-        score_bins=_score_bins(source.score.points),
+        score_bins=score_bins,
         allowed_lateness=allowed_lateness,
         # A quiet user's timers fire watermark_delay after the partition's newest event: a
         # day's delay already holds every such freeze and restore a day late.
@@ -570,3 +575,32 @@ def _score_bins(points: ScorePoints) -> dict[str, tuple[tuple[Fraction | None, i
             " points, or a first instalment paid on time would lower the score"
         )
     return resolved
+
+
+def score_range(
+    score: ScorePolicy, bins: dict[str, tuple[tuple[Fraction | None, int], ...]]
+) -> tuple[int, int]:
+    """The lowest and highest score the points table allows (``missing`` counted too)."""
+    low = high = score.base_points
+    for name, attribute_bins in bins.items():
+        points = [p for _, p in attribute_bins]
+        attribute = getattr(score.points, name)
+        if isinstance(attribute, RatioAttribute):
+            points.append(attribute.missing)
+        low += min(points)
+        high += max(points)
+    return low, high
+
+
+def _check_odds(score: ScorePolicy, reachable: tuple[int, int]) -> None:
+    """Every reachable score must stand for finite odds: see :data:`MAX_ODDS_DOUBLINGS`."""
+    low, high = reachable
+    farthest = max(high - score.base_points, score.base_points - low)
+    if farthest > MAX_ODDS_DOUBLINGS * score.points_to_double_odds:
+        needed = -(-farthest // MAX_ODDS_DOUBLINGS)
+        raise PolicyError(
+            f"invalid policy: `score.points_to_double_odds` ({score.points_to_double_odds}) must"
+            f" be at least {needed}: scores reach {low}-{high}, more than"
+            f" {MAX_ODDS_DOUBLINGS} doublings of the odds from `score.base_points`"
+            f" ({score.base_points})"
+        )

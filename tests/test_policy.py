@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from importlib import resources
 
+import msgspec
+import orjson
 import pytest
 
 from risk.clock import DAY, HOUR
-from risk.policy import PolicyError, load_policy, parse_policy
+from risk.policy import PolicyError, load_policy, parse_policy, score_range
+from risk.score import Scorecard
 
 from builders import application, run
 
@@ -264,3 +268,44 @@ def test_the_time_settings_bounds_themselves_load() -> None:
     assert (policy.max_future_skew, policy.watermark_delay) == (HOUR // 60, 0)
     policy = parse_policy('version = "v"\n[time]\nmax_future_skew = "7d"\nwatermark_delay = "1d"\n')
     assert (policy.max_future_skew, policy.watermark_delay) == (7 * DAY, DAY)
+
+
+ODDS_OVERFLOW = """version = "odds-1"
+[score]
+base_points = 0
+points_to_double_odds = 1
+[score.points.on_time_instalments]
+bins = [{ points = 500 }]
+[score.points.active_days_90d]
+bins = [{ points = 500 }]
+[score.points.account_age_days]
+bins = [{ points = 500 }]
+"""
+
+
+def test_a_scorecard_whose_odds_would_overflow_is_refused_naming_the_field() -> None:
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(ODDS_OVERFLOW)
+    assert "`score.points_to_double_odds` (1) must be at least 24" in str(raised.value)
+    assert "scores reach 1160-1510" in str(raised.value)
+    assert parse_policy(ODDS_OVERFLOW.replace("double_odds = 1", "double_odds = 24"))
+
+
+def test_the_default_scores_reach_260_to_680() -> None:
+    policy = load_policy()
+    assert score_range(policy.source.score, policy.score_bins) == (260, 680)
+
+
+@pytest.mark.parametrize("score", [-100_000, 0, 100_000])
+def test_odds_are_a_finite_float_whatever_the_score(score: int) -> None:
+    policy = load_policy()
+    steep = msgspec.structs.replace(
+        policy,
+        source=msgspec.structs.replace(
+            policy.source,
+            score=msgspec.structs.replace(policy.source.score, points_to_double_odds=1),
+        ),
+    )
+    odds = Scorecard(score, {}, {}).odds(steep)
+    assert math.isfinite(odds)
+    assert orjson.loads(orjson.dumps({"odds": odds}))["odds"] == odds
