@@ -463,7 +463,9 @@ def _resolve(source: PolicyFile) -> Policy:
         if days * DAY > MAX_WINDOW:
             raise PolicyError(f"invalid policy: `{field}` must be at most 400, got {days}")
     score_bins = _score_bins(source.score.points)
-    _check_odds(source.score, score_range(source.score, score_bins))
+    reachable = score_range(source.score, score_bins)
+    _check_odds(source.score, reachable)
+    _check_score_low(rules.score_low, reachable)
     return Policy(
         source=source,
         version=source.version,
@@ -603,4 +605,24 @@ def _check_odds(score: ScorePolicy, reachable: tuple[int, int]) -> None:
             f" be at least {needed}: scores reach {low}-{high}, more than"
             f" {MAX_ODDS_DOUBLINGS} doublings of the odds from `score.base_points`"
             f" ({score.base_points})"
+        )
+
+
+def _check_score_low(rule: ScoreLowRule, reachable: tuple[int, int]) -> None:
+    """The score rule's bars must lie within the scores the points table can give.
+
+    Checked whether or not the rule is enabled, like every other relation: turning it on
+    must not be the first time its threshold meets the scorecard, at a worker's start-up.
+    """
+    low, high = reachable
+    if rule.freeze_below <= low:
+        raise PolicyError(
+            f"invalid policy: `rules.score_low.freeze_below` ({rule.freeze_below}) must be above"
+            f" {low}, the lowest score the points table gives, or the rule could never freeze"
+        )
+    if rule.freeze_below + rule.restore_margin > high:
+        raise PolicyError(
+            f"invalid policy: `rules.score_low.freeze_below` + `rules.score_low.restore_margin`"
+            f" ({rule.freeze_below} + {rule.restore_margin}) must be at most {high}, the highest"
+            " score the points table gives, or a frozen line could never be restored"
         )

@@ -288,7 +288,8 @@ def test_a_scorecard_whose_odds_would_overflow_is_refused_naming_the_field() -> 
         parse_policy(ODDS_OVERFLOW)
     assert "`score.points_to_double_odds` (1) must be at least 24" in str(raised.value)
     assert "scores reach 1160-1510" in str(raised.value)
-    assert parse_policy(ODDS_OVERFLOW.replace("double_odds = 1", "double_odds = 24"))
+    steep_enough = ODDS_OVERFLOW.replace("double_odds = 1", "double_odds = 24")
+    assert parse_policy(steep_enough + "[rules.score_low]\nfreeze_below = 1200\n")
 
 
 def test_the_default_scores_reach_260_to_680() -> None:
@@ -309,3 +310,27 @@ def test_odds_are_a_finite_float_whatever_the_score(score: int) -> None:
     odds = Scorecard(score, {}, {}).odds(steep)
     assert math.isfinite(odds)
     assert orjson.loads(orjson.dumps({"odds": odds}))["odds"] == odds
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("freeze_below = 2000", "`rules.score_low.freeze_below` + `rules.score_low.restore_margin`"
+         " (2000 + 20) must be at most 680"),
+        ("freeze_below = 670", "(670 + 20) must be at most 680"),
+        ("freeze_below = 260", "`rules.score_low.freeze_below` (260) must be above 260"),
+        ("freeze_below = 0", "`rules.score_low.freeze_below` (0) must be above 260"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("enabled", ["true", "false"])
+def test_the_score_rules_bars_must_be_scores_the_scorecard_can_reach(
+    rule: str, message: str, enabled: str
+) -> None:
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(f'version = "v"\n[rules.score_low]\nenabled = {enabled}\n{rule}\n')
+    assert message in str(raised.value)
+
+
+def test_the_score_rules_bars_at_the_edges_of_the_reachable_scores_load() -> None:
+    for rule in ("freeze_below = 261", "freeze_below = 660\nrestore_margin = 20"):
+        assert parse_policy(f'version = "v"\n[rules.score_low]\nenabled = true\n{rule}\n')
