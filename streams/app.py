@@ -41,12 +41,18 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as error:
-        problems = "; ".join(
-            f"LINEGUARD_{'_'.join(map(str, e['loc'])).upper() or 'SETTINGS'}: {e['msg']}"
-            for e in error.errors()
-        )
-        _fail(f"invalid settings: {problems}")
+        _fail(f"invalid settings: {settings_problems(error)}")
         raise AssertionError from error  # unreachable: _fail exits
+
+
+def settings_problems(error: ValidationError) -> str:
+    """One line: each field's error after its variable; a check across fields names its own."""
+    problems = []
+    for problem in error.errors():
+        message = problem["msg"].removeprefix("Value error, ")
+        location = "_".join(map(str, problem["loc"])).upper()
+        problems.append(f"LINEGUARD_{location}: {message}" if location else message)
+    return "; ".join(problems)
 
 
 def configure_logging() -> None:

@@ -176,3 +176,21 @@ def test_an_unsafe_api_access_setting_stops_start_up(env: dict[str, str], messag
     assert "Traceback" not in done.stderr
     token = env["LINEGUARD_API_TOKEN"]
     assert not token or token not in done.stderr  # a rejected secret is not echoed
+
+
+def test_a_check_across_settings_prints_its_own_message_without_a_made_up_variable() -> None:
+    done = _run(
+        {"LINEGUARD_BROKER_SESSION_TIMEOUT": "1", "LINEGUARD_BROKER_HEARTBEAT_INTERVAL": "3"}
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "lineguard: invalid settings: LINEGUARD_BROKER_HEARTBEAT_INTERVAL must be below"
+        " LINEGUARD_BROKER_SESSION_TIMEOUT"
+    )
+
+
+def test_a_bad_field_is_still_named_by_its_variable() -> None:
+    done = _run({"LINEGUARD_WEB_PORT": "0"})
+    assert done.stderr.startswith(
+        "lineguard: invalid settings: LINEGUARD_WEB_PORT: Input should be"
+    )
