@@ -7,9 +7,12 @@ these settings are the only source of configuration.
 
 from __future__ import annotations
 
+import difflib
+import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Final, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +22,10 @@ from streams.devbroker import TANSU_FAST_JOIN, TANSU_FETCH_MAX_WAIT
 MIN_API_TOKEN_LENGTH = 16
 TOPIC_NAME = r"^[A-Za-z0-9._-]{1,245}$"
 """A name Kafka accepts (at most 249 characters), with room for the ``.dlt`` suffix."""
+PREFIX: Final = "LINEGUARD_"
+NOT_SETTINGS: Final = frozenset({"LINEGUARD_TEST_BOOTSTRAP", "LINEGUARD_FULL_ADVERSARIAL"})
+"""``LINEGUARD_`` variables the tests read (a real Kafka for the integration tests, the long
+adversarial runs), which the worker ignores."""
 
 
 class Settings(BaseSettings):
@@ -94,6 +101,20 @@ class Settings(BaseSettings):
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_variables(cls, data: Any) -> Any:
+        """A misspelt variable must not leave its setting silently at the default."""
+        problem = unknown_variable(os.environ, cls.variables())
+        if problem is not None:
+            raise ValueError(problem)
+        return data
+
+    @classmethod
+    def variables(cls) -> list[str]:
+        """The environment variable of every setting."""
+        return [PREFIX + name.upper() for name in cls.model_fields]
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         self._check_api_access()
@@ -165,3 +186,18 @@ class Settings(BaseSettings):
             return tansu
         value: float = getattr(self, name)
         return value
+
+
+def unknown_variable(environ: Mapping[str, str], variables: list[str]) -> str | None:
+    """The first ``LINEGUARD_`` variable in ``environ`` that is no setting, with a suggestion."""
+    known = set(variables) | NOT_SETTINGS
+    for name in sorted(environ):
+        upper = name.upper()  # the settings are read case-insensitively
+        if upper.startswith(PREFIX) and upper not in known:
+            # Compared without the prefix, which every name shares and would make any close.
+            close = difflib.get_close_matches(
+                upper.removeprefix(PREFIX), [v.removeprefix(PREFIX) for v in variables], n=1
+            )
+            hint = f"; did you mean {PREFIX}{close[0]}?" if close else ""
+            return f"{name} is not a lineguard setting{hint} (see the README, Settings)"
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from streams.settings import Settings
+from streams.settings import Settings, unknown_variable
 
 PROBE = (
     "from streams.app import app, settings;"
@@ -194,3 +195,48 @@ def test_a_bad_field_is_still_named_by_its_variable() -> None:
     assert done.stderr.startswith(
         "lineguard: invalid settings: LINEGUARD_WEB_PORT: Input should be"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("LINEGUARD_POLICY", "LINEGUARD_POLICY is not a lineguard setting;"
+         " did you mean LINEGUARD_POLICY_FILE?"),
+        ("lineguard_web_prot", "lineguard_web_prot is not a lineguard setting;"
+         " did you mean LINEGUARD_WEB_PORT?"),
+        ("LINEGUARD_NOTHING_LIKE_IT", "LINEGUARD_NOTHING_LIKE_IT is not a lineguard setting"
+         " (see"),
+    ],
+)  # fmt: skip
+def test_a_lineguard_variable_that_is_no_setting_stops_start_up(name: str, message: str) -> None:
+    done = _run({name: "/etc/secret-value"})
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "secret-value" not in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_test_suites_own_variables_are_not_refused() -> None:
+    done = _run({"LINEGUARD_TEST_BOOTSTRAP": "127.0.0.1:9092", "LINEGUARD_FULL_ADVERSARIAL": "1"})
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_lineguard_variable_the_repository_names_is_accepted() -> None:
+    root = Path(__file__).parent.parent
+    names: set[str] = set()
+    for path in root.rglob("*"):
+        parts = set(path.relative_to(root).parts)
+        hidden = any(part.startswith(".") for part in parts)  # .venv, .git, caches
+        if hidden or "lineguard.egg-info" in parts or not path.is_file():
+            continue
+        if path == Path(__file__):  # this file's misspellings are meant
+            continue
+        if path.suffix in {".py", ".md", ".yml", ".yaml", ".toml", ".txt"} or path.name in {
+            "Makefile",
+            "Dockerfile",
+        }:
+            names |= set(re.findall(r"LINEGUARD_[A-Z0-9_]*[A-Z0-9]", path.read_text("utf-8")))
+    assert "LINEGUARD_TEST_BOOTSTRAP" in names
+    assert "LINEGUARD_BROKER_URL" in names
+    environ = dict.fromkeys(names - {"LINEGUARD_KAFKA"}, "x")  # README's "LINEGUARD_KAFKA_*"
+    assert unknown_variable(environ, Settings.variables()) is None
