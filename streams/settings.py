@@ -133,11 +133,38 @@ class Settings(BaseSettings):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"LINEGUARD_{name.upper()}: no such file: {path}")
+        self._check_topics_distinct()
         if self.broker_heartbeat_interval >= self.broker_session_timeout:
             raise ValueError(
                 "LINEGUARD_BROKER_HEARTBEAT_INTERVAL must be below LINEGUARD_BROKER_SESSION_TIMEOUT"
             )
         return self
+
+    def _check_topics_distinct(self) -> None:
+        """Every topic the worker reads or writes has a name of its own.
+
+        Two inputs of one name would be merged as one; limit events or dead letters written
+        to an input would be consumed again as input.
+        """
+        fields = (
+            "purchases_topic", "repayments_topic", "loan_applications_topic",
+            "income_verifications_topic", "limit_overrides_topic",
+        )  # fmt: skip
+        named: dict[str, str] = {}
+        topics = [(getattr(self, field), f"{PREFIX}{field.upper()}") for field in fields]
+        topics.append((self.limit_events_topic, f"{PREFIX}LIMIT_EVENTS_TOPIC"))
+        topics += [
+            (f"{getattr(self, field)}.dlt", f"the dead letters of {PREFIX}{field.upper()}")
+            for field in fields
+        ]
+        topics.append((self.tick_topic, f"the ticks topic of {PREFIX}APP_ID"))
+        for topic, variable in topics:
+            if topic in named:
+                raise ValueError(
+                    f"{named[topic]} and {variable} both name the topic {topic!r}: every"
+                    " topic the worker reads or writes needs a name of its own"
+                )
+            named[topic] = variable
 
     def _check_api_access(self) -> None:
         """An empty or short token would let a guess in; a token and anonymous access clash."""

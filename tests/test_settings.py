@@ -240,3 +240,34 @@ def test_every_lineguard_variable_the_repository_names_is_accepted() -> None:
     assert "LINEGUARD_BROKER_URL" in names
     environ = dict.fromkeys(names - {"LINEGUARD_KAFKA"}, "x")  # README's "LINEGUARD_KAFKA_*"
     assert unknown_variable(environ, Settings.variables()) is None
+
+
+@pytest.mark.parametrize(
+    ("topics", "first", "second"),
+    [
+        ({"repayments_topic": "credit.purchases.v1"}, "LINEGUARD_PURCHASES_TOPIC",
+         "LINEGUARD_REPAYMENTS_TOPIC"),
+        ({"limit_overrides_topic": "credit.loan-applications.v1"},
+         "LINEGUARD_LOAN_APPLICATIONS_TOPIC", "LINEGUARD_LIMIT_OVERRIDES_TOPIC"),
+        ({"limit_events_topic": "credit.repayments.v1"}, "LINEGUARD_REPAYMENTS_TOPIC",
+         "LINEGUARD_LIMIT_EVENTS_TOPIC"),
+        ({"limit_events_topic": "credit.purchases.v1.dlt"}, "LINEGUARD_LIMIT_EVENTS_TOPIC",
+         "the dead letters of LINEGUARD_PURCHASES_TOPIC"),
+        ({"purchases_topic": "x", "repayments_topic": "x.dlt"}, "LINEGUARD_REPAYMENTS_TOPIC",
+         "the dead letters of LINEGUARD_PURCHASES_TOPIC"),
+        ({"income_verifications_topic": "lineguard-ticks"},
+         "LINEGUARD_INCOME_VERIFICATIONS_TOPIC", "the ticks topic of LINEGUARD_APP_ID"),
+    ],
+)  # fmt: skip
+def test_two_settings_naming_one_topic_are_refused_naming_both(
+    topics: dict[str, str], first: str, second: str
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        Settings(**topics)
+    assert f"{first} and {second} both name the topic" in str(raised.value)
+
+
+def test_a_duplicate_topic_stops_the_command_line_naming_both_variables() -> None:
+    done = _run({"LINEGUARD_LIMIT_EVENTS_TOPIC": "credit.purchases.v1"})
+    assert done.returncode == 2
+    assert "LINEGUARD_PURCHASES_TOPIC and LINEGUARD_LIMIT_EVENTS_TOPIC" in done.stderr
