@@ -22,6 +22,9 @@ from streams.devbroker import TANSU_FAST_JOIN, TANSU_FETCH_MAX_WAIT
 MIN_API_TOKEN_LENGTH = 16
 TOPIC_NAME = r"^[A-Za-z0-9._-]{1,245}$"
 """A name Kafka accepts (at most 249 characters), with room for the ``.dlt`` suffix."""
+FAUST_REQUEST_TIMEOUT: Final = 90.0
+"""Faust's ``broker_request_timeout``, which lineguard leaves at its default. Faust refuses a
+session timeout above it, and a JoinGroup request waits up to the rebalance timeout."""
 PREFIX: Final = "LINEGUARD_"
 NOT_SETTINGS: Final = frozenset({"LINEGUARD_TEST_BOOTSTRAP", "LINEGUARD_FULL_ADVERSARIAL"})
 """``LINEGUARD_`` variables the tests read (a real Kafka for the integration tests, the long
@@ -68,7 +71,7 @@ class Settings(BaseSettings):
     income_verifications_topic: str = Field("credit.income-verifications.v1", pattern=TOPIC_NAME)
     limit_overrides_topic: str = Field("credit.limit-overrides.v1", pattern=TOPIC_NAME)
     limit_events_topic: str = Field("credit.limit-events.v1", pattern=TOPIC_NAME)
-    max_idle: float = Field(1.0, ge=0, le=60)
+    max_idle: float = Field(1.0, ge=0, le=60, allow_inf_nan=False)
     """Seconds an empty input partition whose lag is not known yet may hold back the event-time
     merge; one the broker still has unread data for holds it until the data arrives."""
     batch_max_records: int = Field(4000, ge=1, le=100_000)
@@ -77,17 +80,23 @@ class Settings(BaseSettings):
     the development broker whatever its size: with 4,000 a worker catching up ran about
     15% faster than with 1,000 (2026-12-03). Live traffic makes small batches anyway; a
     backlog's batch takes about 0.3 s, which a rebalance waits for."""
-    producer_linger: float = Field(0.0, ge=0, le=1)
+    producer_linger: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
     """Seconds the producer waits to fill a request with more records. A batch's limit
     events are sent together and then awaited, so they fill requests while the first is in
     flight; waiting longer only delays the batch (5 ms of linger cost p50 decision lag about
     10 ms at 5,000 events/s, and no throughput). The changelog goes in closed batches."""
-    wall_sweep_interval: float = Field(1.0, gt=0, le=3600)
-    broker_session_timeout: float = Field(60.0, gt=0)
-    broker_heartbeat_interval: float = Field(3.0, gt=0)
-    broker_rebalance_timeout: float = Field(60.0, gt=0)
-    broker_commit_interval: float = Field(2.8, gt=0)
-    consumer_fetch_max_wait: float = Field(0.5, gt=0, le=30)
+    wall_sweep_interval: float = Field(1.0, gt=0, le=3600, allow_inf_nan=False)
+    broker_session_timeout: float = Field(60.0, gt=0, le=FAUST_REQUEST_TIMEOUT, allow_inf_nan=False)
+    """At most Faust's request timeout (90 s), which Faust would refuse only once topics exist."""
+    broker_heartbeat_interval: float = Field(3.0, gt=0, allow_inf_nan=False)
+    """Below the session timeout, checked below."""
+    broker_rebalance_timeout: float = Field(
+        60.0, gt=0, le=FAUST_REQUEST_TIMEOUT, allow_inf_nan=False
+    )
+    """At most Faust's request timeout (90 s): the JoinGroup request waits that long at most."""
+    broker_commit_interval: float = Field(2.8, gt=0, le=60, allow_inf_nan=False)
+    """At most a minute: a crash redelivers the records applied since the last commit."""
+    consumer_fetch_max_wait: float = Field(0.5, gt=0, le=30, allow_inf_nan=False)
     """Seconds the broker may hold a Fetch with nothing to return (Kafka's ``fetch.max.wait.ms``;
     Faust would fix it at 1.5). It bounds how stale a caught-up partition's lag is, which
     the event-time merge waits on."""

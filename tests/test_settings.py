@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from streams.settings import Settings, unknown_variable
+from streams.settings import FAUST_REQUEST_TIMEOUT, Settings, unknown_variable
 
 PROBE = (
     "from streams.app import app, settings;"
@@ -271,3 +271,44 @@ def test_a_duplicate_topic_stops_the_command_line_naming_both_variables() -> Non
     done = _run({"LINEGUARD_LIMIT_EVENTS_TOPIC": "credit.purchases.v1"})
     assert done.returncode == 2
     assert "LINEGUARD_PURCHASES_TOPIC and LINEGUARD_LIMIT_EVENTS_TOPIC" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "max_idle", "producer_linger", "wall_sweep_interval", "broker_session_timeout",
+        "broker_heartbeat_interval", "broker_rebalance_timeout", "broker_commit_interval",
+        "consumer_fetch_max_wait",
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_no_seconds_setting_takes_inf_or_nan(field: str, value: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        Settings(**{field: value})
+    assert field in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LINEGUARD_BROKER_SESSION_TIMEOUT", "91"),
+        ("LINEGUARD_BROKER_REBALANCE_TIMEOUT", "91"),
+        ("LINEGUARD_BROKER_COMMIT_INTERVAL", "61"),
+    ],
+)
+def test_broker_timings_beyond_fausts_bounds_stop_start_up_naming_the_variable(
+    variable: str, value: str
+) -> None:
+    done = _run({variable: value})
+    assert done.returncode == 2
+    assert f"{variable}: Input should be less than or equal to" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_session_timeouts_bound_is_fausts_request_timeout() -> None:
+    import faust
+
+    conf = faust.App("bound-probe", env={}).conf
+    assert conf.broker_request_timeout == FAUST_REQUEST_TIMEOUT
+    edge = Settings(broker_session_timeout=FAUST_REQUEST_TIMEOUT)
+    assert edge.broker_session_timeout == FAUST_REQUEST_TIMEOUT
