@@ -8,13 +8,15 @@ these settings are the only source of configuration.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.devbroker import TANSU_FAST_JOIN, TANSU_FETCH_MAX_WAIT
@@ -25,6 +27,11 @@ TOPIC_NAME = r"^[A-Za-z0-9._-]{1,245}$"
 FAUST_REQUEST_TIMEOUT: Final = 90.0
 """Faust's ``broker_request_timeout``, which lineguard leaves at its default. Faust refuses a
 session timeout above it, and a JoinGroup request waits up to the rebalance timeout."""
+HOSTNAME: Final = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+"""A host name (RFC 1123 labels), as opposed to an IP address."""
 PREFIX: Final = "LINEGUARD_"
 NOT_SETTINGS: Final = frozenset({"LINEGUARD_TEST_BOOTSTRAP", "LINEGUARD_FULL_ADVERSARIAL"})
 """``LINEGUARD_`` variables the tests read (a real Kafka for the integration tests, the long
@@ -51,11 +58,25 @@ class Settings(BaseSettings):
     web host, or this machine's hostname when the web host is a wildcard such as 0.0.0.0,
     which names no host the others could use."""
 
+    @field_validator("web_host")
+    @classmethod
+    def _one_interface(cls, host: str) -> str:
+        """An IP address or a host name: an empty host would listen on every interface."""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if HOSTNAME.fullmatch(host) is None:
+                raise ValueError(
+                    f"{host!r} is neither an IP address nor a host name; listen on every"
+                    " interface only with an explicit 0.0.0.0 or ::"
+                ) from None
+        return host
+
     def worker_url(self) -> str:
         """The URL other workers forward ``/users/{id}`` requests to."""
         if self.canonical_url is not None:
             return self.canonical_url
-        wildcard = self.web_host in ("0.0.0.0", "::", "")  # noqa: S104 - compared, not bound
+        wildcard = self.web_host in ("0.0.0.0", "::")  # noqa: S104 - compared, not bound
         host = socket.gethostname() if wildcard else self.web_host
         return f"http://{host}:{self.web_port}"
 

@@ -312,3 +312,24 @@ def test_the_session_timeouts_bound_is_fausts_request_timeout() -> None:
     assert conf.broker_request_timeout == FAUST_REQUEST_TIMEOUT
     edge = Settings(broker_session_timeout=FAUST_REQUEST_TIMEOUT)
     assert edge.broker_session_timeout == FAUST_REQUEST_TIMEOUT
+
+
+@pytest.mark.parametrize("host", ["", " ", "host name", "a..b", "http://worker-1", "-worker"])
+def test_a_web_host_that_names_no_interface_is_refused(host: str) -> None:
+    with pytest.raises(ValidationError, match="neither an IP address nor a host name"):
+        Settings(web_host=host)
+
+
+def test_an_empty_web_host_stops_start_up_instead_of_listening_everywhere() -> None:
+    done = _run({"LINEGUARD_WEB_HOST": ""})
+    assert done.returncode == 2
+    assert "LINEGUARD_WEB_HOST: '' is neither an IP address nor a host name" in done.stderr
+    assert "explicit 0.0.0.0 or ::" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["0.0.0.0", "::", "127.0.0.1", "::1", "localhost", "worker-1.example.com"],  # noqa: S104 - validated, not bound
+)
+def test_addresses_host_names_and_explicit_wildcards_are_accepted(host: str) -> None:
+    assert Settings(web_host=host).web_host == host
