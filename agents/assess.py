@@ -9,6 +9,7 @@ reach the stream are handled the same way.
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import Any
 
 import structlog
@@ -23,7 +24,7 @@ log = structlog.get_logger(__name__)
 
 policy = worker_policy()  # checked by `lineguard worker` before it contacted the broker
 
-metrics.BUILD_INFO.info({"version": "0.1.0", "policy_version": policy.version})
+metrics.BUILD_INFO.info({"version": version("lineguard"), "policy_version": policy.version})
 
 runtime = Runtime(
     app=app,
