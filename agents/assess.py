@@ -9,25 +9,22 @@ reach the stream are handled the same way.
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import Any
 
 import structlog
 from faust.types import StreamT
 
-from risk.policy import PolicyError, load_policy
 from streams import metrics
-from streams.app import app, cache_log_colors, settings
+from streams.app import app, cache_log_colors, settings, worker_policy
 from streams.runtime import Runtime, tune_collector
 from streams.topics import TICK_TOPIC, dead_letters, inputs, limit_events, ticks, users
 
 log = structlog.get_logger(__name__)
 
-try:
-    policy = load_policy(settings.policy_file)
-except PolicyError as error:
-    raise SystemExit(f"lineguard: {settings.policy_file}: {error}") from error
+policy = worker_policy()  # checked by `lineguard worker` before it contacted the broker
 
-metrics.BUILD_INFO.info({"version": "0.1.0", "policy_version": policy.version})
+metrics.BUILD_INFO.info({"version": version("lineguard"), "policy_version": policy.version})
 
 runtime = Runtime(
     app=app,

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
-from risk.clock import DAY, HOUR, parse_duration
+from risk.clock import DAY, parse_duration
 
 EXACT_TIMESTAMPS_CAP: Final = 64
 """Exact timestamps kept per window; a count threshold above this could not be decided exactly."""
@@ -25,10 +25,18 @@ EPISODES_CAP: Final = 32
 """Overdue episodes kept per user."""
 MAX_WINDOW: Final = 400 * DAY
 """Longest window: hourly buckets beyond the exact cap stay below 9,600 per window."""
+MAX_ODDS_DOUBLINGS: Final = 64
+"""How far a score may reach from ``score.base_points``, in ``points_to_double_odds``: odds
+between ``base_odds`` × 2**±64 cover any real book, and stay finite floats."""
+MAX_RATIO: Final = 1000
+"""Largest ratio: spend of a thousand months' income. A larger bar decides nothing more, and
+a threshold a decision carries must stay a number JSON encoders accept (below 2**64)."""
 
 Count = Annotated[int, msgspec.Meta(ge=0)]
-Duration = Annotated[str, msgspec.Meta(pattern=r"^[0-9]+(s|m|h|d)$")]
-Ratio = Annotated[str, msgspec.Meta(pattern=r"^[0-9]+(\.[0-9]+)?$")]
+# Digit counts are limited so that no value reaches int()'s 4,300-digit limit, and the
+# patterns end in \Z, not $, which would also match before a final newline ("3\n").
+Duration = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,12}(s|m|h|d)\Z")]
+Ratio = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,12}(\.[0-9]{1,12})?\Z")]
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}")
 
 
@@ -296,6 +304,10 @@ def parse_policy(text: str) -> Policy:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise PolicyError(f"policy is not valid TOML: {error}") from error
+    except ValueError as error:  # an integer beyond int()'s digit limit, which tomllib lets out
+        raise PolicyError(
+            f"invalid policy: {_longest_number(text)} has too many digits: {error}"
+        ) from error
     return policy_from_mapping(raw)
 
 
@@ -320,18 +332,55 @@ def load_policy(path: Path | None = None) -> Policy:
     return parse_policy(text)
 
 
+def _longest_number(text: str) -> str:
+    """Name the field on the line holding the longest run of digits: `section.key` (line n)."""
+    section, found, longest = "", "a number", 0
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"\s*\[\s*([^\[\]]+?)\s*\]", line)
+        if header is not None:
+            section = header.group(1).replace(" ", "") + "."
+            continue
+        run = max((len(digits) for digits in re.findall(r"[0-9_]+", line)), default=0)
+        if run > longest:
+            key = line.split("=", 1)[0].strip() if "=" in line else ""
+            path = f"{section}{key}" if key else section.rstrip(".") or "a value"
+            found, longest = f"`{path}` (line {number})", run
+    return found
+
+
 def _dotted(message: str) -> str:
     """Turn msgspec's ``$.rules.x`` paths into the dotted names of the TOML file."""
     return re.sub(r"`\$\.([^`]*)`", r"`\1`", message).replace("`$`", "the top level")
 
 
-def _duration(value: str, field: str, *, positive: bool = True) -> int:
+def _duration(
+    value: str, field: str, *, positive: bool = True, at_least: str = "", at_most: str = "400d"
+) -> int:
+    """``value`` in microseconds, within ``at_least`` (or above 0 if ``positive``)-``at_most``."""
     micros = parse_duration(value)
     if micros is None or (positive and micros == 0):
         raise PolicyError(f"invalid policy: `{field}` must be a positive duration, got {value!r}")
-    if micros > MAX_WINDOW:
-        raise PolicyError(f"invalid policy: `{field}` must be at most 400d, got {value!r}")
+    low = parse_duration(at_least) if at_least else None
+    if low is not None and micros < low:
+        raise PolicyError(f"invalid policy: `{field}` must be at least {at_least}, got {value!r}")
+    high = parse_duration(at_most)
+    if high is not None and micros > high:
+        raise PolicyError(f"invalid policy: `{field}` must be at most {at_most}, got {value!r}")
     return micros
+
+
+def _bounded_ratio(value: str, field: str, *, maximum: int = MAX_RATIO, why: str = "") -> Fraction:
+    ratio = Fraction(value)
+    if ratio > maximum:
+        raise PolicyError(
+            f"invalid policy: `{field}` must be at most {maximum}, got {value!r}{why}"
+        )
+    return ratio
+
+
+def _bound(value: str | int, field: str) -> Fraction:
+    """A bin's ``up_to``: a ratio's is bounded like any ratio."""
+    return _bounded_ratio(value, field) if isinstance(value, str) else Fraction(value)
 
 
 def _resolve(source: PolicyFile) -> Policy:
@@ -371,8 +420,12 @@ def _resolve(source: PolicyFile) -> Policy:
                 f"invalid policy: `rules.{field}` ({value}) is above {cap}, the number of"
                 " exact entries kept per user, so it could not be decided exactly"
             )
-    freeze_ratio = Fraction(rules.spend_income.freeze_above_ratio)
-    restore_ratio = Fraction(rules.spend_income.restore_max_ratio)
+    freeze_ratio = _bounded_ratio(
+        rules.spend_income.freeze_above_ratio, "rules.spend_income.freeze_above_ratio"
+    )
+    restore_ratio = _bounded_ratio(
+        rules.spend_income.restore_max_ratio, "rules.spend_income.restore_max_ratio"
+    )
     if restore_ratio >= freeze_ratio:
         raise PolicyError(
             "invalid policy: `rules.spend_income.restore_max_ratio` must be below"
@@ -380,12 +433,12 @@ def _resolve(source: PolicyFile) -> Policy:
             " freeze bound (hysteresis), or a line would flap on the bar"
         )
     reduce_ratio, reduce_restore_ratio = _check_graduated(source, freeze_ratio)
-    cure_factor = Fraction(source.income_verification.cure_remaining_factor)
-    if cure_factor > 1:
-        raise PolicyError(
-            "invalid policy: `income_verification.cure_remaining_factor` must be at most 1:"
-            " a verification may shorten a cure period, never lengthen it"
-        )
+    cure_factor = _bounded_ratio(
+        source.income_verification.cure_remaining_factor,
+        "income_verification.cure_remaining_factor",
+        maximum=1,
+        why=": a verification may shorten a cure period, never lengthen it",
+    )
     loan_window = _duration(rules.loan_velocity.window, "rules.loan_velocity.window")
     loan_long_window = _duration(rules.loan_velocity.long_window, "rules.loan_velocity.long_window")
     small_window = _duration(rules.small_loan_burst.window, "rules.small_loan_burst.window")
@@ -403,10 +456,16 @@ def _resolve(source: PolicyFile) -> Policy:
             " `time.allowed_lateness`, so that a late duplicate is still recognised"
         )
     episode_window = _duration(source.overdue.episode_window, "overdue.episode_window")
-    if source.overdue.cure_days * DAY > MAX_WINDOW or source.overdue.grace_days * DAY > MAX_WINDOW:
-        raise PolicyError(
-            "invalid policy: `overdue.cure_days` and `grace_days` must be at most 400"
-        )
+    for field, days in (
+        ("overdue.grace_days", source.overdue.grace_days),
+        ("overdue.cure_days", source.overdue.cure_days),
+    ):
+        if days * DAY > MAX_WINDOW:
+            raise PolicyError(f"invalid policy: `{field}` must be at most 400, got {days}")
+    score_bins = _score_bins(source.score.points)
+    reachable = score_range(source.score, score_bins)
+    _check_odds(source.score, reachable)
+    _check_score_low(rules.score_low, reachable)
     return Policy(
         source=source,
         version=source.version,
@@ -427,11 +486,20 @@ def _resolve(source: PolicyFile) -> Policy:
         other_lender_window=_duration(
             source.score.other_lender_window, "score.other_lender_window"
         ),
-        score_bins=_score_bins(source.score.points),
+        score_bins=score_bins,
         allowed_lateness=allowed_lateness,
-        watermark_delay=_duration(time.watermark_delay, "time.watermark_delay", positive=False),
+        # A quiet user's timers fire watermark_delay after the partition's newest event: a
+        # day's delay already holds every such freeze and restore a day late.
+        watermark_delay=_duration(
+            time.watermark_delay, "time.watermark_delay", positive=False, at_most="1d"
+        ),
         dedup_horizon=dedup_horizon,
-        max_future_skew=max(_duration(time.max_future_skew, "time.max_future_skew"), HOUR // 60),
+        # Producers' clocks and batching differ by seconds, so below a minute healthy records
+        # would be dead-lettered as in_future; above a week, a producer with a bad clock could
+        # move watermarks, and fire overdue and cure timers, a week early (README, Time).
+        max_future_skew=_duration(
+            time.max_future_skew, "time.max_future_skew", at_least="1m", at_most="7d"
+        ),
         max_record_bytes=source.input.max_record_bytes,
     )
 
@@ -451,8 +519,12 @@ def _check_graduated(source: PolicyFile, freeze_ratio: Fraction) -> tuple[Fracti
             " `rules.overdue_repeated.freeze_min_episodes`: a reduction comes before a freeze"
         )
     spend = rules.reduce_spend_income
-    reduce_ratio = Fraction(spend.reduce_above_ratio)
-    reduce_restore_ratio = Fraction(spend.restore_max_ratio)
+    reduce_ratio = _bounded_ratio(
+        spend.reduce_above_ratio, "rules.reduce_spend_income.reduce_above_ratio"
+    )
+    reduce_restore_ratio = _bounded_ratio(
+        spend.restore_max_ratio, "rules.reduce_spend_income.restore_max_ratio"
+    )
     if reduce_restore_ratio >= reduce_ratio:
         raise PolicyError(
             "invalid policy: `rules.reduce_spend_income.restore_max_ratio` must be below"
@@ -473,7 +545,11 @@ def _score_bins(points: ScorePoints) -> dict[str, tuple[tuple[Fraction | None, i
     for name, direction in SCORE_DIRECTIONS.items():
         attribute: CountAttribute | RatioAttribute = getattr(points, name)
         field = f"score.points.{name}.bins"
-        bins = [(None if b.up_to is None else Fraction(b.up_to), b.points) for b in attribute.bins]
+        entries: list[CountBin | RatioBin] = list(attribute.bins)
+        bins = [
+            (None if b.up_to is None else _bound(b.up_to, f"{field}[{index}].up_to"), b.points)
+            for index, b in enumerate(entries)
+        ]
         if not bins or bins[-1][0] is not None:
             raise PolicyError(f"invalid policy: `{field}` must end with a bin without `up_to`")
         bounds = [bound for bound, _ in bins[:-1]]
@@ -501,3 +577,52 @@ def _score_bins(points: ScorePoints) -> dict[str, tuple[tuple[Fraction | None, i
             " points, or a first instalment paid on time would lower the score"
         )
     return resolved
+
+
+def score_range(
+    score: ScorePolicy, bins: dict[str, tuple[tuple[Fraction | None, int], ...]]
+) -> tuple[int, int]:
+    """The lowest and highest score the points table allows (``missing`` counted too)."""
+    low = high = score.base_points
+    for name, attribute_bins in bins.items():
+        points = [p for _, p in attribute_bins]
+        attribute = getattr(score.points, name)
+        if isinstance(attribute, RatioAttribute):
+            points.append(attribute.missing)
+        low += min(points)
+        high += max(points)
+    return low, high
+
+
+def _check_odds(score: ScorePolicy, reachable: tuple[int, int]) -> None:
+    """Every reachable score must stand for finite odds: see :data:`MAX_ODDS_DOUBLINGS`."""
+    low, high = reachable
+    farthest = max(high - score.base_points, score.base_points - low)
+    if farthest > MAX_ODDS_DOUBLINGS * score.points_to_double_odds:
+        needed = -(-farthest // MAX_ODDS_DOUBLINGS)
+        raise PolicyError(
+            f"invalid policy: `score.points_to_double_odds` ({score.points_to_double_odds}) must"
+            f" be at least {needed}: scores reach {low}-{high}, more than"
+            f" {MAX_ODDS_DOUBLINGS} doublings of the odds from `score.base_points`"
+            f" ({score.base_points})"
+        )
+
+
+def _check_score_low(rule: ScoreLowRule, reachable: tuple[int, int]) -> None:
+    """The score rule's bars must lie within the scores the points table can give.
+
+    Checked whether or not the rule is enabled, like every other relation: turning it on
+    must not be the first time its threshold meets the scorecard, at a worker's start-up.
+    """
+    low, high = reachable
+    if rule.freeze_below <= low:
+        raise PolicyError(
+            f"invalid policy: `rules.score_low.freeze_below` ({rule.freeze_below}) must be above"
+            f" {low}, the lowest score the points table gives, or the rule could never freeze"
+        )
+    if rule.freeze_below + rule.restore_margin > high:
+        raise PolicyError(
+            f"invalid policy: `rules.score_low.freeze_below` + `rules.score_low.restore_margin`"
+            f" ({rule.freeze_below} + {rule.restore_margin}) must be at most {high}, the highest"
+            " score the points table gives, or a frozen line could never be restored"
+        )

@@ -10,13 +10,14 @@ in the policy file, and the README explains each entry.
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import msgspec
 
 from risk.clock import DAY
 from risk.ledger import episodes_since, max_dpd_since
-from risk.policy import Policy
+from risk.policy import MAX_ODDS_DOUBLINGS, Policy
 from risk.state import UserState
 
 Value = int | Fraction | None
@@ -33,9 +34,11 @@ class Scorecard(msgspec.Struct, frozen=True):
     def odds(self, policy: Policy) -> float:
         """The good:bad odds the score stands for on the policy's PDO scale."""
         scale = policy.source.score
-        return float(
-            scale.base_odds * 2 ** ((self.score - scale.base_points) / scale.points_to_double_odds)
-        )
+        doublings = (self.score - scale.base_points) / scale.points_to_double_odds
+        # The policy keeps every reachable score within this at load; the clamp keeps the
+        # odds a finite float (JSON has no inf) whatever the policy object holds.
+        doublings = min(max(doublings, -MAX_ODDS_DOUBLINGS), MAX_ODDS_DOUBLINGS)
+        return scale.base_odds * math.pow(2.0, doublings)
 
 
 def characteristics(state: UserState, policy: Policy) -> dict[str, Value]:

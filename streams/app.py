@@ -7,6 +7,7 @@ lineguard verbs added with ``@app.command``. The app is configured only from
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -42,12 +43,18 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as error:
-        problems = "; ".join(
-            f"LINEGUARD_{'_'.join(map(str, e['loc'])).upper() or 'SETTINGS'}: {e['msg']}"
-            for e in error.errors()
-        )
-        _fail(f"invalid settings: {problems}")
+        _fail(f"invalid settings: {settings_problems(error)}")
         raise AssertionError from error  # unreachable: _fail exits
+
+
+def settings_problems(error: ValidationError) -> str:
+    """One line: each field's error after its variable; a check across fields names its own."""
+    problems = []
+    for problem in error.errors():
+        message = problem["msg"].removeprefix("Value error, ")
+        location = "_".join(map(str, problem["loc"])).upper()
+        problems.append(f"LINEGUARD_{location}: {message}" if location else message)
+    return "; ".join(problems)
 
 
 def configure_logging() -> None:
@@ -191,6 +198,27 @@ def _timestamp_option(text: str | None, name: str) -> int | None:
         _fail(f"{name}: {parsed}")
         raise AssertionError  # unreachable: _fail exits
     return parsed
+
+
+@functools.cache
+def worker_policy() -> Policy:
+    """The worker's policy, ``LINEGUARD_POLICY_FILE`` or the packaged one, loaded once.
+
+    The worker checks it before it contacts the broker, and its agent reuses it. A bad
+    file stops the process, naming the variable, the file and the field.
+    """
+    path = settings.policy_file
+    try:
+        return load_policy(path)
+    except PolicyError as error:
+        _fail(f"LINEGUARD_POLICY_FILE={path}: {error}" if path else str(error), code=1)
+        raise AssertionError from error  # unreachable: _fail exits
+
+
+AGENTLESS_COMMANDS: Final = frozenset({"replay", "backtest", "check-policy", "simulate", "demo"})
+"""lineguard's own verbs that run no agent and serve no view: they skip Faust's
+autodiscovery, so the worker's policy (``LINEGUARD_POLICY_FILE``), which the agent module
+loads, neither stops them nor is used by them. Each takes its policy as an option."""
 
 
 def _policy_option(path: str | None) -> Policy:
@@ -462,6 +490,8 @@ def main() -> None:
     cluster that cannot be reached stops it too (status 4), for its supervisor to retry.
     """
     asks_for_help = {"--help", "-h"} & set(sys.argv[2:])
+    if set(sys.argv[1:2]) & AGENTLESS_COMMANDS:
+        app.conf.autodiscover = False
     if sys.argv[1:2] == ["worker"] and not asks_for_help:
         import asyncio
 
@@ -469,6 +499,7 @@ def main() -> None:
 
         from streams.preflight import PreflightError, prepare_topics
 
+        worker_policy()  # a bad policy stops the worker before it contacts the broker
         try:
             asyncio.run(prepare_topics(settings))
         except PreflightError as error:

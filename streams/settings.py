@@ -7,11 +7,16 @@ these settings are the only source of configuration.
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
+import os
+import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Final, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.devbroker import TANSU_FAST_JOIN, TANSU_FETCH_MAX_WAIT
@@ -19,6 +24,18 @@ from streams.devbroker import TANSU_FAST_JOIN, TANSU_FETCH_MAX_WAIT
 MIN_API_TOKEN_LENGTH = 16
 TOPIC_NAME = r"^[A-Za-z0-9._-]{1,245}$"
 """A name Kafka accepts (at most 249 characters), with room for the ``.dlt`` suffix."""
+FAUST_REQUEST_TIMEOUT: Final = 90.0
+"""Faust's ``broker_request_timeout``, which lineguard leaves at its default. Faust refuses a
+session timeout above it, and a JoinGroup request waits up to the rebalance timeout."""
+HOSTNAME: Final = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+"""A host name (RFC 1123 labels), as opposed to an IP address."""
+PREFIX: Final = "LINEGUARD_"
+NOT_SETTINGS: Final = frozenset({"LINEGUARD_TEST_BOOTSTRAP", "LINEGUARD_FULL_ADVERSARIAL"})
+"""``LINEGUARD_`` variables the tests read (a real Kafka for the integration tests, the long
+adversarial runs), which the worker ignores."""
 
 
 class Settings(BaseSettings):
@@ -41,11 +58,25 @@ class Settings(BaseSettings):
     web host, or this machine's hostname when the web host is a wildcard such as 0.0.0.0,
     which names no host the others could use."""
 
+    @field_validator("web_host")
+    @classmethod
+    def _one_interface(cls, host: str) -> str:
+        """An IP address or a host name: an empty host would listen on every interface."""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if HOSTNAME.fullmatch(host) is None:
+                raise ValueError(
+                    f"{host!r} is neither an IP address nor a host name; listen on every"
+                    " interface only with an explicit 0.0.0.0 or ::"
+                ) from None
+        return host
+
     def worker_url(self) -> str:
         """The URL other workers forward ``/users/{id}`` requests to."""
         if self.canonical_url is not None:
             return self.canonical_url
-        wildcard = self.web_host in ("0.0.0.0", "::", "")  # noqa: S104 - compared, not bound
+        wildcard = self.web_host in ("0.0.0.0", "::")  # noqa: S104 - compared, not bound
         host = socket.gethostname() if wildcard else self.web_host
         return f"http://{host}:{self.web_port}"
 
@@ -61,7 +92,7 @@ class Settings(BaseSettings):
     income_verifications_topic: str = Field("credit.income-verifications.v1", pattern=TOPIC_NAME)
     limit_overrides_topic: str = Field("credit.limit-overrides.v1", pattern=TOPIC_NAME)
     limit_events_topic: str = Field("credit.limit-events.v1", pattern=TOPIC_NAME)
-    max_idle: float = Field(1.0, ge=0, le=60)
+    max_idle: float = Field(1.0, ge=0, le=60, allow_inf_nan=False)
     """Seconds an empty input partition whose lag is not known yet may hold back the event-time
     merge; one the broker still has unread data for holds it until the data arrives."""
     batch_max_records: int = Field(4000, ge=1, le=100_000)
@@ -70,17 +101,23 @@ class Settings(BaseSettings):
     the development broker whatever its size: with 4,000 a worker catching up ran about
     15% faster than with 1,000 (2026-12-03). Live traffic makes small batches anyway; a
     backlog's batch takes about 0.3 s, which a rebalance waits for."""
-    producer_linger: float = Field(0.0, ge=0, le=1)
+    producer_linger: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
     """Seconds the producer waits to fill a request with more records. A batch's limit
     events are sent together and then awaited, so they fill requests while the first is in
     flight; waiting longer only delays the batch (5 ms of linger cost p50 decision lag about
     10 ms at 5,000 events/s, and no throughput). The changelog goes in closed batches."""
-    wall_sweep_interval: float = Field(1.0, gt=0, le=3600)
-    broker_session_timeout: float = Field(60.0, gt=0)
-    broker_heartbeat_interval: float = Field(3.0, gt=0)
-    broker_rebalance_timeout: float = Field(60.0, gt=0)
-    broker_commit_interval: float = Field(2.8, gt=0)
-    consumer_fetch_max_wait: float = Field(0.5, gt=0, le=30)
+    wall_sweep_interval: float = Field(1.0, gt=0, le=3600, allow_inf_nan=False)
+    broker_session_timeout: float = Field(60.0, gt=0, le=FAUST_REQUEST_TIMEOUT, allow_inf_nan=False)
+    """At most Faust's request timeout (90 s), which Faust would refuse only once topics exist."""
+    broker_heartbeat_interval: float = Field(3.0, gt=0, allow_inf_nan=False)
+    """Below the session timeout, checked below."""
+    broker_rebalance_timeout: float = Field(
+        60.0, gt=0, le=FAUST_REQUEST_TIMEOUT, allow_inf_nan=False
+    )
+    """At most Faust's request timeout (90 s): the JoinGroup request waits that long at most."""
+    broker_commit_interval: float = Field(2.8, gt=0, le=60, allow_inf_nan=False)
+    """At most a minute: a crash redelivers the records applied since the last commit."""
+    consumer_fetch_max_wait: float = Field(0.5, gt=0, le=30, allow_inf_nan=False)
     """Seconds the broker may hold a Fetch with nothing to return (Kafka's ``fetch.max.wait.ms``;
     Faust would fix it at 1.5). It bounds how stale a caught-up partition's lag is, which
     the event-time merge waits on."""
@@ -93,6 +130,20 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_variables(cls, data: Any) -> Any:
+        """A misspelt variable must not leave its setting silently at the default."""
+        problem = unknown_variable(os.environ, cls.variables())
+        if problem is not None:
+            raise ValueError(problem)
+        return data
+
+    @classmethod
+    def variables(cls) -> list[str]:
+        """The environment variable of every setting."""
+        return [PREFIX + name.upper() for name in cls.model_fields]
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -112,11 +163,38 @@ class Settings(BaseSettings):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"LINEGUARD_{name.upper()}: no such file: {path}")
+        self._check_topics_distinct()
         if self.broker_heartbeat_interval >= self.broker_session_timeout:
             raise ValueError(
                 "LINEGUARD_BROKER_HEARTBEAT_INTERVAL must be below LINEGUARD_BROKER_SESSION_TIMEOUT"
             )
         return self
+
+    def _check_topics_distinct(self) -> None:
+        """Every topic the worker reads or writes has a name of its own.
+
+        Two inputs of one name would be merged as one; limit events or dead letters written
+        to an input would be consumed again as input.
+        """
+        fields = (
+            "purchases_topic", "repayments_topic", "loan_applications_topic",
+            "income_verifications_topic", "limit_overrides_topic",
+        )  # fmt: skip
+        named: dict[str, str] = {}
+        topics = [(getattr(self, field), f"{PREFIX}{field.upper()}") for field in fields]
+        topics.append((self.limit_events_topic, f"{PREFIX}LIMIT_EVENTS_TOPIC"))
+        topics += [
+            (f"{getattr(self, field)}.dlt", f"the dead letters of {PREFIX}{field.upper()}")
+            for field in fields
+        ]
+        topics.append((self.tick_topic, f"the ticks topic of {PREFIX}APP_ID"))
+        for topic, variable in topics:
+            if topic in named:
+                raise ValueError(
+                    f"{named[topic]} and {variable} both name the topic {topic!r}: every"
+                    " topic the worker reads or writes needs a name of its own"
+                )
+            named[topic] = variable
 
     def _check_api_access(self) -> None:
         """An empty or short token would let a guess in; a token and anonymous access clash."""
@@ -165,3 +243,18 @@ class Settings(BaseSettings):
             return tansu
         value: float = getattr(self, name)
         return value
+
+
+def unknown_variable(environ: Mapping[str, str], variables: list[str]) -> str | None:
+    """The first ``LINEGUARD_`` variable in ``environ`` that is no setting, with a suggestion."""
+    known = set(variables) | NOT_SETTINGS
+    for name in sorted(environ):
+        upper = name.upper()  # the settings are read case-insensitively
+        if upper.startswith(PREFIX) and upper not in known:
+            # Compared without the prefix, which every name shares and would make any close.
+            close = difflib.get_close_matches(
+                upper.removeprefix(PREFIX), [v.removeprefix(PREFIX) for v in variables], n=1
+            )
+            hint = f"; did you mean {PREFIX}{close[0]}?" if close else ""
+            return f"{name} is not a lineguard setting{hint} (see the README, Settings)"
+    return None

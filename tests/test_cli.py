@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -339,3 +340,39 @@ def test_replay_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> N
                 process.kill()
                 process.wait()
     assert "Traceback" not in errors
+
+
+BAD_ENV_POLICY = 'version = "env"\n[rules.loan_velocity]\nrestore_max_applications = 9\n'
+
+
+def test_a_bad_policy_stops_the_worker_before_it_contacts_kafka(tmp_path: Path) -> None:
+    policy = tmp_path / "env.toml"
+    policy.write_text(BAD_ENV_POLICY)
+    with socket.socket() as closed:  # a port no broker listens on: Kafka is down
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    done = _lineguard(
+        "worker", cwd=tmp_path,
+        settings={"LINEGUARD_BROKER_URL": f"kafka://127.0.0.1:{port}",
+                  "LINEGUARD_POLICY_FILE": str(policy)},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert f"LINEGUARD_POLICY_FILE={policy}: invalid policy:" in done.stderr
+    assert "rules.loan_velocity.restore_max_applications" in done.stderr
+    assert "cannot reach Kafka" not in done.stderr
+
+
+def test_commands_that_run_no_agent_ignore_the_workers_policy(tmp_path: Path) -> None:
+    env_policy = tmp_path / "env.toml"
+    env_policy.write_text(BAD_ENV_POLICY)
+    settings = {"LINEGUARD_POLICY_FILE": str(env_policy)}
+    good = tmp_path / "good.toml"
+    good.write_text(GRACE_7D)
+    checked = _lineguard("check-policy", good, cwd=tmp_path, settings=settings)
+    assert checked.returncode == 0, checked.stderr
+    assert "valid policy, version grace-7d" in checked.stdout
+    source = _write(tmp_path / "in.jsonl", LATE_BOOK)
+    replayed = _lineguard("replay", source, cwd=tmp_path, settings=settings)
+    assert replayed.returncode == 0, replayed.stderr
+    compared = _lineguard("backtest", source, "--candidate", good, cwd=tmp_path, settings=settings)
+    assert compared.returncode == 0, compared.stderr

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
+from importlib import resources
 
+import msgspec
+import orjson
 import pytest
 
 from risk.clock import DAY, HOUR
-from risk.policy import PolicyError, load_policy, parse_policy
+from risk.policy import PolicyError, load_policy, parse_policy, score_range
+from risk.score import Scorecard
 
 from builders import application, run
 
@@ -157,3 +162,175 @@ def test_a_disabled_rule_neither_freezes_nor_blocks_a_restore() -> None:
     lines = [application(f"2026-05-01T0{h}:00:00Z", 500_000) for h in range(6)]
     assert run(lines, policy=policy).decisions == []
     assert len(run(lines).decisions) == 1
+
+
+def _default_with(old: str, new: str) -> str:
+    """The packaged policy file with its first ``old`` replaced by ``new``."""
+    text = resources.files("risk").joinpath("default_policy.toml").read_text("utf-8")
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("minor_max_dpd = 3", "minor_max_dpd = " + "9" * 5000, "`overdue.minor_max_dpd` (line"),
+        ('freeze_above_ratio = "3"', f'freeze_above_ratio = "3.{"0" * 5000}"',
+         "rules.spend_income.freeze_above_ratio"),
+        ('freeze_above_ratio = "3"', f'freeze_above_ratio = "{"9" * 5000}"',
+         "rules.spend_income.freeze_above_ratio"),
+        ('episode_window = "180d"', f'episode_window = "{"9" * 5000}d"', "overdue.episode_window"),
+    ],
+)  # fmt: skip
+def test_a_number_with_thousands_of_digits_is_a_policy_error_naming_the_field(
+    old: str, new: str, field: str
+) -> None:
+    with pytest.raises(PolicyError, match="invalid policy") as raised:
+        parse_policy(_default_with(old, new))
+    assert field in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('[rules.spend_income]\nfreeze_above_ratio = "3\\n"', "rules.spend_income.freeze_above_ratio"),
+        ('[overdue]\nepisode_window = "7d\\n"', "overdue.episode_window"),
+    ],
+)  # fmt: skip
+def test_a_value_ending_in_a_newline_is_refused(text: str, field: str) -> None:
+    with pytest.raises(PolicyError, match="invalid policy") as raised:
+        parse_policy(f'version = "v"\n{text}\n')
+    assert field in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("grace_days = 401", "`overdue.grace_days` must be at most 400, got 401"),
+        ("cure_days = 1000", "`overdue.cure_days` must be at most 400, got 1000"),
+    ],
+)
+def test_each_day_count_is_checked_on_its_own_with_its_path_and_value(
+    text: str, message: str
+) -> None:
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(f'version = "v"\n[overdue]\n{text}\n')
+    assert str(raised.value) == f"invalid policy: {message}"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "field"),
+    [
+        ("rules.spend_income", "freeze_above_ratio", "rules.spend_income.freeze_above_ratio"),
+        ("rules.spend_income", "restore_max_ratio", "rules.spend_income.restore_max_ratio"),
+        ("rules.reduce_spend_income", "reduce_above_ratio",
+         "rules.reduce_spend_income.reduce_above_ratio"),
+        ("rules.reduce_spend_income", "restore_max_ratio",
+         "rules.reduce_spend_income.restore_max_ratio"),
+        ("score.points.spend_to_income_30d", "bins",
+         "score.points.spend_to_income_30d.bins[0].up_to"),
+    ],
+)  # fmt: skip
+def test_a_ratio_above_a_thousand_is_refused_naming_the_field(
+    section: str, key: str, field: str
+) -> None:
+    value = '"1000.001"'  # 2**64, which orjson could not encode, already fails the pattern
+    if key == "bins":
+        value = f"[{{ up_to = {value}, points = 0 }}, {{ points = -5 }}]"
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(f'version = "v"\n[{section}]\n{key} = {value}\n')
+    assert f"`{field}` must be at most 1000, got '1000.001'" in str(raised.value)
+
+
+def test_a_ratio_of_a_thousand_loads() -> None:
+    policy = parse_policy('version = "v"\n[rules.spend_income]\nfreeze_above_ratio = "1000"\n')
+    assert policy.freeze_above_ratio == 1000
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('max_future_skew = "30s"', "`time.max_future_skew` must be at least 1m, got '30s'"),
+        ('max_future_skew = "8d"', "`time.max_future_skew` must be at most 7d, got '8d'"),
+        ('max_future_skew = "400d"', "`time.max_future_skew` must be at most 7d, got '400d'"),
+        ('watermark_delay = "25h"', "`time.watermark_delay` must be at most 1d, got '25h'"),
+        ('watermark_delay = "400d"', "`time.watermark_delay` must be at most 1d, got '400d'"),
+    ],
+)
+def test_an_out_of_range_time_setting_is_refused_not_adjusted(text: str, message: str) -> None:
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(f'version = "v"\n[time]\n{text}\n')
+    assert str(raised.value) == f"invalid policy: {message}"
+
+
+def test_the_time_settings_bounds_themselves_load() -> None:
+    policy = parse_policy('version = "v"\n[time]\nmax_future_skew = "1m"\nwatermark_delay = "0s"\n')
+    assert (policy.max_future_skew, policy.watermark_delay) == (HOUR // 60, 0)
+    policy = parse_policy('version = "v"\n[time]\nmax_future_skew = "7d"\nwatermark_delay = "1d"\n')
+    assert (policy.max_future_skew, policy.watermark_delay) == (7 * DAY, DAY)
+
+
+ODDS_OVERFLOW = """version = "odds-1"
+[score]
+base_points = 0
+points_to_double_odds = 1
+[score.points.on_time_instalments]
+bins = [{ points = 500 }]
+[score.points.active_days_90d]
+bins = [{ points = 500 }]
+[score.points.account_age_days]
+bins = [{ points = 500 }]
+"""
+
+
+def test_a_scorecard_whose_odds_would_overflow_is_refused_naming_the_field() -> None:
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(ODDS_OVERFLOW)
+    assert "`score.points_to_double_odds` (1) must be at least 24" in str(raised.value)
+    assert "scores reach 1160-1510" in str(raised.value)
+    steep_enough = ODDS_OVERFLOW.replace("double_odds = 1", "double_odds = 24")
+    assert parse_policy(steep_enough + "[rules.score_low]\nfreeze_below = 1200\n")
+
+
+def test_the_default_scores_reach_260_to_680() -> None:
+    policy = load_policy()
+    assert score_range(policy.source.score, policy.score_bins) == (260, 680)
+
+
+@pytest.mark.parametrize("score", [-100_000, 0, 100_000])
+def test_odds_are_a_finite_float_whatever_the_score(score: int) -> None:
+    policy = load_policy()
+    steep = msgspec.structs.replace(
+        policy,
+        source=msgspec.structs.replace(
+            policy.source,
+            score=msgspec.structs.replace(policy.source.score, points_to_double_odds=1),
+        ),
+    )
+    odds = Scorecard(score, {}, {}).odds(steep)
+    assert math.isfinite(odds)
+    assert orjson.loads(orjson.dumps({"odds": odds}))["odds"] == odds
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("freeze_below = 2000", "`rules.score_low.freeze_below` + `rules.score_low.restore_margin`"
+         " (2000 + 20) must be at most 680"),
+        ("freeze_below = 670", "(670 + 20) must be at most 680"),
+        ("freeze_below = 260", "`rules.score_low.freeze_below` (260) must be above 260"),
+        ("freeze_below = 0", "`rules.score_low.freeze_below` (0) must be above 260"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("enabled", ["true", "false"])
+def test_the_score_rules_bars_must_be_scores_the_scorecard_can_reach(
+    rule: str, message: str, enabled: str
+) -> None:
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(f'version = "v"\n[rules.score_low]\nenabled = {enabled}\n{rule}\n')
+    assert message in str(raised.value)
+
+
+def test_the_score_rules_bars_at_the_edges_of_the_reachable_scores_load() -> None:
+    for rule in ("freeze_below = 261", "freeze_below = 660\nrestore_margin = 20"):
+        assert parse_policy(f'version = "v"\n[rules.score_low]\nenabled = true\n{rule}\n')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from streams.settings import Settings
+from streams.settings import FAUST_REQUEST_TIMEOUT, Settings, unknown_variable
 
 PROBE = (
     "from streams.app import app, settings;"
@@ -176,3 +177,159 @@ def test_an_unsafe_api_access_setting_stops_start_up(env: dict[str, str], messag
     assert "Traceback" not in done.stderr
     token = env["LINEGUARD_API_TOKEN"]
     assert not token or token not in done.stderr  # a rejected secret is not echoed
+
+
+def test_a_check_across_settings_prints_its_own_message_without_a_made_up_variable() -> None:
+    done = _run(
+        {"LINEGUARD_BROKER_SESSION_TIMEOUT": "1", "LINEGUARD_BROKER_HEARTBEAT_INTERVAL": "3"}
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "lineguard: invalid settings: LINEGUARD_BROKER_HEARTBEAT_INTERVAL must be below"
+        " LINEGUARD_BROKER_SESSION_TIMEOUT"
+    )
+
+
+def test_a_bad_field_is_still_named_by_its_variable() -> None:
+    done = _run({"LINEGUARD_WEB_PORT": "0"})
+    assert done.stderr.startswith(
+        "lineguard: invalid settings: LINEGUARD_WEB_PORT: Input should be"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("LINEGUARD_POLICY", "LINEGUARD_POLICY is not a lineguard setting;"
+         " did you mean LINEGUARD_POLICY_FILE?"),
+        ("lineguard_web_prot", "lineguard_web_prot is not a lineguard setting;"
+         " did you mean LINEGUARD_WEB_PORT?"),
+        ("LINEGUARD_NOTHING_LIKE_IT", "LINEGUARD_NOTHING_LIKE_IT is not a lineguard setting"
+         " (see"),
+    ],
+)  # fmt: skip
+def test_a_lineguard_variable_that_is_no_setting_stops_start_up(name: str, message: str) -> None:
+    done = _run({name: "/etc/secret-value"})
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "secret-value" not in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_test_suites_own_variables_are_not_refused() -> None:
+    done = _run({"LINEGUARD_TEST_BOOTSTRAP": "127.0.0.1:9092", "LINEGUARD_FULL_ADVERSARIAL": "1"})
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_lineguard_variable_the_repository_names_is_accepted() -> None:
+    root = Path(__file__).parent.parent
+    names: set[str] = set()
+    for path in root.rglob("*"):
+        parts = set(path.relative_to(root).parts)
+        hidden = any(part.startswith(".") for part in parts)  # .venv, .git, caches
+        if hidden or "lineguard.egg-info" in parts or not path.is_file():
+            continue
+        if path == Path(__file__):  # this file's misspellings are meant
+            continue
+        if path.suffix in {".py", ".md", ".yml", ".yaml", ".toml", ".txt"} or path.name in {
+            "Makefile",
+            "Dockerfile",
+        }:
+            names |= set(re.findall(r"LINEGUARD_[A-Z0-9_]*[A-Z0-9]", path.read_text("utf-8")))
+    assert "LINEGUARD_TEST_BOOTSTRAP" in names
+    assert "LINEGUARD_BROKER_URL" in names
+    environ = dict.fromkeys(names - {"LINEGUARD_KAFKA"}, "x")  # README's "LINEGUARD_KAFKA_*"
+    assert unknown_variable(environ, Settings.variables()) is None
+
+
+@pytest.mark.parametrize(
+    ("topics", "first", "second"),
+    [
+        ({"repayments_topic": "credit.purchases.v1"}, "LINEGUARD_PURCHASES_TOPIC",
+         "LINEGUARD_REPAYMENTS_TOPIC"),
+        ({"limit_overrides_topic": "credit.loan-applications.v1"},
+         "LINEGUARD_LOAN_APPLICATIONS_TOPIC", "LINEGUARD_LIMIT_OVERRIDES_TOPIC"),
+        ({"limit_events_topic": "credit.repayments.v1"}, "LINEGUARD_REPAYMENTS_TOPIC",
+         "LINEGUARD_LIMIT_EVENTS_TOPIC"),
+        ({"limit_events_topic": "credit.purchases.v1.dlt"}, "LINEGUARD_LIMIT_EVENTS_TOPIC",
+         "the dead letters of LINEGUARD_PURCHASES_TOPIC"),
+        ({"purchases_topic": "x", "repayments_topic": "x.dlt"}, "LINEGUARD_REPAYMENTS_TOPIC",
+         "the dead letters of LINEGUARD_PURCHASES_TOPIC"),
+        ({"income_verifications_topic": "lineguard-ticks"},
+         "LINEGUARD_INCOME_VERIFICATIONS_TOPIC", "the ticks topic of LINEGUARD_APP_ID"),
+    ],
+)  # fmt: skip
+def test_two_settings_naming_one_topic_are_refused_naming_both(
+    topics: dict[str, str], first: str, second: str
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        Settings(**topics)
+    assert f"{first} and {second} both name the topic" in str(raised.value)
+
+
+def test_a_duplicate_topic_stops_the_command_line_naming_both_variables() -> None:
+    done = _run({"LINEGUARD_LIMIT_EVENTS_TOPIC": "credit.purchases.v1"})
+    assert done.returncode == 2
+    assert "LINEGUARD_PURCHASES_TOPIC and LINEGUARD_LIMIT_EVENTS_TOPIC" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "max_idle", "producer_linger", "wall_sweep_interval", "broker_session_timeout",
+        "broker_heartbeat_interval", "broker_rebalance_timeout", "broker_commit_interval",
+        "consumer_fetch_max_wait",
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_no_seconds_setting_takes_inf_or_nan(field: str, value: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        Settings(**{field: value})
+    assert field in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LINEGUARD_BROKER_SESSION_TIMEOUT", "91"),
+        ("LINEGUARD_BROKER_REBALANCE_TIMEOUT", "91"),
+        ("LINEGUARD_BROKER_COMMIT_INTERVAL", "61"),
+    ],
+)
+def test_broker_timings_beyond_fausts_bounds_stop_start_up_naming_the_variable(
+    variable: str, value: str
+) -> None:
+    done = _run({variable: value})
+    assert done.returncode == 2
+    assert f"{variable}: Input should be less than or equal to" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_session_timeouts_bound_is_fausts_request_timeout() -> None:
+    import faust
+
+    conf = faust.App("bound-probe", env={}).conf
+    assert conf.broker_request_timeout == FAUST_REQUEST_TIMEOUT
+    edge = Settings(broker_session_timeout=FAUST_REQUEST_TIMEOUT)
+    assert edge.broker_session_timeout == FAUST_REQUEST_TIMEOUT
+
+
+@pytest.mark.parametrize("host", ["", " ", "host name", "a..b", "http://worker-1", "-worker"])
+def test_a_web_host_that_names_no_interface_is_refused(host: str) -> None:
+    with pytest.raises(ValidationError, match="neither an IP address nor a host name"):
+        Settings(web_host=host)
+
+
+def test_an_empty_web_host_stops_start_up_instead_of_listening_everywhere() -> None:
+    done = _run({"LINEGUARD_WEB_HOST": ""})
+    assert done.returncode == 2
+    assert "LINEGUARD_WEB_HOST: '' is neither an IP address nor a host name" in done.stderr
+    assert "explicit 0.0.0.0 or ::" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["0.0.0.0", "::", "127.0.0.1", "::1", "localhost", "worker-1.example.com"],  # noqa: S104 - validated, not bound
+)
+def test_addresses_host_names_and_explicit_wildcards_are_accepted(host: str) -> None:
+    assert Settings(web_host=host).web_host == host
