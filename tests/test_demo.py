@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -37,6 +39,19 @@ def _status(url: str, token: str | None) -> tuple[int, dict[str, str]]:
         return error.code, orjson.loads(error.read())
 
 
+def _stop(demo: subprocess.Popen[str]) -> None:
+    """Ctrl-C, as a reader would, so the demo stops the broker and the worker it started;
+    if it does not exit, its whole process group (they are in it) is killed."""
+    if demo.poll() is None:
+        demo.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            demo.wait(30)
+    if demo.returncode != 0:  # still running, or failed: its children may be left
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(demo.pid, signal.SIGKILL)
+        demo.wait()
+
+
 def test_the_demo_shows_decisions_live_and_cleans_up(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
     lines: list[str] = []
@@ -45,8 +60,9 @@ def test_the_demo_shows_decisions_live_and_cleans_up(tmp_path: Path) -> None:
         [sys.executable, "-c", "from streams.app import main; main()", "demo",
          "--duration", "20", "--users", "300"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
+        start_new_session=True,
     ) as demo:  # fmt: skip
-        watchdog = threading.Timer(180, demo.kill)
+        watchdog = threading.Timer(180, _stop, [demo])
         watchdog.start()
         try:
             assert demo.stdout is not None
@@ -60,8 +76,7 @@ def test_the_demo_shows_decisions_live_and_cleans_up(tmp_path: Path) -> None:
             assert demo.wait(30) == 0, "\n".join(lines)
         finally:
             watchdog.cancel()
-            if demo.poll() is None:
-                demo.kill()
+            _stop(demo)
     assert any(line.startswith("metrics  http://127.0.0.1:") for line in lines)
     assert asked, "no 'a user' line with a curl command: " + "\n".join(lines)
     status, body = asked["with"]
