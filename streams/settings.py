@@ -188,6 +188,8 @@ class Settings(BaseSettings):
             for field in fields
         ]
         topics.append((self.tick_topic, f"the ticks topic of {PREFIX}APP_ID"))
+        # Faust names a table's changelog <app id>-<table>-changelog; the table is `users`.
+        topics.append((f"{self.app_id}-users-changelog", f"the state changelog of {PREFIX}APP_ID"))
         for topic, variable in topics:
             if topic in named:
                 raise ValueError(

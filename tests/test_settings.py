@@ -257,6 +257,8 @@ def test_every_lineguard_variable_the_repository_names_is_accepted() -> None:
          "the dead letters of LINEGUARD_PURCHASES_TOPIC"),
         ({"income_verifications_topic": "lineguard-ticks"},
          "LINEGUARD_INCOME_VERIFICATIONS_TOPIC", "the ticks topic of LINEGUARD_APP_ID"),
+        ({"limit_events_topic": "lineguard-users-changelog"},
+         "LINEGUARD_LIMIT_EVENTS_TOPIC", "the state changelog of LINEGUARD_APP_ID"),
     ],
 )  # fmt: skip
 def test_two_settings_naming_one_topic_are_refused_naming_both(
