@@ -491,7 +491,8 @@ def main() -> None:
     """
     asks_for_help = {"--help", "-h"} & set(sys.argv[2:])
     if set(sys.argv[1:2]) & AGENTLESS_COMMANDS:
-        app.conf.autodiscover = False
+        # Faust declares each setting with a decorated getter, which mypy takes for a method.
+        app.conf.autodiscover = False  # type: ignore[misc]
     if sys.argv[1:2] == ["worker"] and not asks_for_help:
         import asyncio
 
