@@ -172,6 +172,25 @@ def test_overdue_repeated_freezes_on_the_third_episode_and_restores_when_one_lea
     assert third_freeze["features"]["overdue_episodes_180d"] == 3
 
 
+def test_overdue_repeated_alone_restores_when_its_first_episode_leaves_the_window() -> None:
+    # Pins the freeze rule's own window timer: the reduce rule, which also sets one, is off.
+    policy = policy_with(
+        {
+            "restore": {"automatic_per_window": 12},
+            "rules.reduce_overdue_repeated": {"enabled": False},
+        }
+    )
+    lines = [
+        *_overdue_episode("2026-01-01T00:00:00Z", "2026-01-10T00:00:00Z", "2026-01-13T12:00:00Z", "a"),
+        *_overdue_episode("2026-01-20T00:00:00Z", "2026-02-10T00:00:00Z", "2026-02-14T00:00:00Z", "b"),
+        *_overdue_episode("2026-03-20T00:00:00Z", "2026-04-10T00:00:00Z", "2026-04-14T00:00:00Z", "c"),
+    ]  # fmt: skip
+    assert summary(run(lines, until="2026-08-01T00:00:00Z", policy=policy))[-1] == (
+        RESTORE, "2026-07-12T00:00:00Z", "timer:window:2026-07-12T00:00:00Z",
+        ["REPAID_AND_CURED", "OVERDUE_REPEATED_CLEARED"],
+    )  # fmt: skip
+
+
 def test_one_abandoned_order_is_one_long_episode() -> None:
     result = run(
         [
