@@ -320,6 +320,20 @@ def test_a_higher_declared_income_restores() -> None:
     ]
 
 
+def test_of_two_declared_incomes_at_one_instant_the_later_in_the_log_counts() -> None:
+    # Pins `>=` on the income's time: a same-instant declaration replaces the one before it.
+    lines = [
+        # 16 days before the pair: no third application in 7 days to hold the restore
+        application("2026-03-20T00:00:00Z", 200_000, income=100_000, event_id="a-1"),
+        purchase("2026-04-02T00:00:00Z", 400_000, order="s", event_id="p-1"),
+        repayment("2026-04-02T01:00:00Z", 400_000, order="s", event_id="r-1"),
+        application("2026-04-05T00:00:00Z", 200_000, income=150_000, event_id="a-low"),
+        application("2026-04-05T00:00:00Z", 200_000, income=250_000, event_id="a-high"),
+    ]
+    # 400_000 spent: above 3 x 100_000 and 2 x 150_000, within 2 x 250_000
+    assert [(d[0], d[2]) for d in summary(run(lines))] == [(FREEZE, "p-1"), (RESTORE, "a-high")]
+
+
 def test_freeze_reasons_accumulate_and_every_one_is_cleared_on_restore() -> None:
     lines = [
         BOUGHT,
