@@ -6,7 +6,7 @@ from typing import Any
 
 from risk.clock import DAY
 from risk.contract import Repayment
-from risk.engine import apply
+from risk.engine import apply, fire_timers
 from risk.policy import load_policy
 from risk.state import Instalment, UserState
 
@@ -72,6 +72,17 @@ def test_a_freeze_past_thirty_days_overdue_restores_to_probation_until_three_pai
     assert docs[2]["reasons"][0]["value"] == 3
 
 
+def test_probation_follows_a_freeze_only_past_thirty_days_overdue_not_at_thirty() -> None:
+    # Pins the strict bound: a peak of exactly 30 DPD restores to active, 31 to probation.
+    def restored_to(repaid_at: str) -> str:
+        docs = decisions(run([BOUGHT, repayment(repaid_at, 35000)], until="2026-09-01T00:00:00Z"))
+        assert [d["type"] for d in docs] == [FREEZE, RESTORE]
+        return str(docs[1]["status"])
+
+    assert restored_to("2026-03-31T00:00:00Z") == "active"  # 30 DPD
+    assert restored_to("2026-04-01T00:00:00Z") == "probation"  # 31 DPD
+
+
 def test_an_instalment_missed_on_probation_freezes_again() -> None:
     lines = [
         BOUGHT,
@@ -110,6 +121,23 @@ def test_a_late_instalment_settled_on_probation_starts_the_count_again() -> None
     assert apply(state, payment, load_policy()) == []
     # the late one is paid first and breaks the run; the early one starts a new run
     assert (state.probation, state.probation_streak) == (True, 1)
+
+
+def test_an_instalment_missed_on_probation_ends_the_run_of_on_time_payments() -> None:
+    # Pins the streak reset on a miss; OVERDUE_ACTIVE is off so that probation survives it.
+    policy = policy_with({"rules.overdue_active": {"enabled": False}})
+    at = ts("2026-07-10T00:00:00Z")
+    state = UserState("u-1", first_seen=at - 200 * DAY, clock=at, last_activity=at,
+                      probation=True, probation_streak=2)  # fmt: skip
+    state.instalments = [
+        Instalment("o-2", 3, due_at=at + 5 * DAY, amount=1000),
+        Instalment("o-2", 4, due_at=at + 36 * DAY, amount=1000),
+    ]
+    fire_timers(state, at + 9 * DAY, policy)  # instalment 3 is past due + grace
+    assert (state.probation, state.overdue_count, state.probation_streak) == (True, 1, 0)
+    # paying the next one on time is a run of one, not a completed probation
+    assert apply(state, Repayment("p-4", "u-1", at + 10 * DAY, 1000, "o-2"), policy) == []
+    assert state.probation
 
 
 def test_anti_flapping_holds_the_second_restore_of_a_year_until_the_first_is_a_year_old() -> None:
