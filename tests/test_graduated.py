@@ -198,6 +198,33 @@ def test_with_a_zero_factor_income_proof_restores_at_once() -> None:
     }  # fmt: skip
 
 
+def test_two_income_proofs_in_one_cure_period_both_count() -> None:
+    # Pins that the days cut add up: the restore credits both proofs, not the last alone.
+    lines = [
+        BOUGHT,
+        repayment("2026-03-11T00:00:00Z", 35000, event_id="r-1"),  # 10 DPD: cure to 04-10
+        verification("2026-03-21T00:00:00Z", 900_000, event_id="v-1"),  # 20 left: 10 cut
+        verification("2026-03-25T00:00:00Z", 900_000, event_id="v-2"),  # 6 left: 3 cut
+    ]
+    restore = decisions(run(lines, until="2026-06-01T00:00:00Z"))[1]
+    assert restore["caused_by"] == "timer:cure:2026-03-28T00:00:00Z"
+    assert restore["reasons"][1]["value"] == 13  # 10 + 3 days
+
+
+def test_income_verified_is_a_restore_reason_only_when_the_overdue_freeze_is_lifted() -> None:
+    # Pins the OVERDUE_ACTIVE condition: a cure cut short while frozen for another rule.
+    lines = [
+        BOUGHT,
+        override("2026-03-10T00:00:00Z", "restore", event_id="ov-1"),
+        repayment("2026-03-11T00:00:00Z", 35000, event_id="r-1"),  # cure to 04-10, not frozen
+        *[application(f"2026-03-20T0{h}:00:00Z", 500_000, event_id=f"a-{h}") for h in range(5)],
+        verification("2026-03-21T00:00:00Z", 900_000, event_id="v-1"),  # cure now ends 03-31
+    ]
+    restore = decisions(run(lines, until="2026-06-01T00:00:00Z"))[-1]
+    assert (restore["type"], restore["occurred_at"]) == (RESTORE, "2026-03-31T00:00:00Z")
+    assert [r["code"] for r in restore["reasons"]] == ["LOAN_VELOCITY_CLEARED"]
+
+
 def test_a_verification_outside_a_cure_period_changes_no_timer() -> None:
     lines = [
         BOUGHT,
@@ -228,6 +255,21 @@ def test_verified_income_supersedes_the_declared_one_in_the_spend_rule() -> None
     assert docs[1]["reasons"][0]["message"] == (
         "spend 400000 over the last 30d is within 2.0 × the verified monthly income"
     )
+
+
+def test_of_two_verifications_at_one_instant_the_later_in_the_log_counts() -> None:
+    # Pins `>=` on the verification's time: a same-instant proof replaces the one before it.
+    lines = [
+        application("2026-04-01T00:00:00Z", 200_000, income=100_000, event_id="a-1"),
+        purchase("2026-04-02T00:00:00Z", 400_000, order="s", event_id="p-1"),
+        repayment("2026-04-02T01:00:00Z", 400_000, order="s", event_id="r-1"),
+        verification("2026-04-05T00:00:00Z", 150_000, event_id="v-low"),
+        verification("2026-04-05T00:00:00Z", 250_000, event_id="v-high"),
+    ]
+    # 400_000 spent: above 2 x 150_000, within 2 x 250_000
+    assert [(d[0], d[3]) for d in brief(decisions(run(lines)))] == [
+        (FREEZE, "p-1"), (RESTORE, "v-high"),
+    ]  # fmt: skip
 
 
 def test_the_spend_band_reduces_then_freezes_then_restores_in_one_step() -> None:
