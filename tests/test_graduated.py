@@ -295,6 +295,21 @@ def test_the_spend_band_reduces_then_freezes_then_restores_in_one_step() -> None
     ]
 
 
+def test_a_spend_reduction_alone_is_lifted_by_the_window_timer() -> None:
+    # Pins the reduce rule's own window timer: no freeze is there to set one.
+    policy = policy_with({"rules.reduce_spend_income": {"enabled": True}})
+    lines = [
+        application("2026-04-01T00:00:00Z", 200_000, income=100_000, event_id="a-1"),
+        purchase("2026-04-02T00:00:00Z", 250_000, order="s1", event_id="p-1"),
+        repayment("2026-04-02T01:00:00Z", 250_000, order="s1", event_id="r-1"),
+    ]
+    assert brief(decisions(run(lines, until="2026-06-01T00:00:00Z", policy=policy))) == [
+        (REDUCE, "reduced", "2026-04-02T00:00:00Z", "p-1", ["SPEND_INCOME_MISMATCH"]),  # 2.5x
+        (RESTORE, "active", "2026-05-02T00:00:00Z", "timer:window:2026-05-02T00:00:00Z",
+         ["SPEND_INCOME_MISMATCH_CLEARED"]),
+    ]  # fmt: skip
+
+
 def test_two_episodes_reduce_the_limit_below_the_freeze_bar() -> None:
     # With OVERDUE_ACTIVE off, an overdue does not freeze, so the reduction shows by itself.
     policy = policy_with({"rules.overdue_active": {"enabled": False}})
