@@ -9,7 +9,7 @@ from risk.partition import Outcome, PartitionProcessor
 from risk.policy import load_policy
 from risk.state import STATE_DECODER, STATE_ENCODER, UserState
 
-from builders import purchase, repayment, run, summary, ts
+from builders import application, purchase, repayment, run, summary, ts
 
 POLICY = load_policy()
 NOW = ts("2030-01-01T00:00:00Z")
@@ -97,6 +97,20 @@ def test_an_instalment_going_overdue_as_the_cure_ends_keeps_the_line_frozen() ->
         ("limit.freeze", "2026-03-04T00:00:00Z", "timer:overdue:2026-03-04T00:00:00Z",
          ["OVERDUE_ACTIVE"]),
     ]  # fmt: skip
+
+
+def test_records_at_the_same_instant_apply_in_topic_order_not_log_order() -> None:
+    # Pins the KIP-353 tie-break: purchases (topic 0) before loan applications (topic 2).
+    lines = [
+        application("2026-04-01T00:00:00Z", 200_000, income=800_000, event_id="a-0"),
+        # listed first, but its topic comes after the purchases'
+        application("2026-04-02T00:00:00Z", 200_000, income=2_000_000, event_id="a-raise"),
+        purchase("2026-04-02T00:00:00Z", 2_500_000, order="o-1", event_id="p-1"),
+    ]
+    assert summary(run(lines)) == [
+        ("limit.freeze", "2026-04-02T00:00:00Z", "p-1", ["SPEND_INCOME_MISMATCH"]),
+        ("limit.restore", "2026-04-02T00:00:00Z", "a-raise", ["SPEND_INCOME_MISMATCH_CLEARED"]),
+    ]
 
 
 class _CountingStore(dict[str, UserState]):
