@@ -6,7 +6,7 @@ from typing import Any
 
 from risk.clock import DAY
 from risk.contract import Repayment
-from risk.engine import apply
+from risk.engine import apply, fire_timers
 from risk.policy import load_policy
 from risk.state import Instalment, UserState
 
@@ -72,6 +72,17 @@ def test_a_freeze_past_thirty_days_overdue_restores_to_probation_until_three_pai
     assert docs[2]["reasons"][0]["value"] == 3
 
 
+def test_probation_follows_a_freeze_only_past_thirty_days_overdue_not_at_thirty() -> None:
+    # Pins the strict bound: a peak of exactly 30 DPD restores to active, 31 to probation.
+    def restored_to(repaid_at: str) -> str:
+        docs = decisions(run([BOUGHT, repayment(repaid_at, 35000)], until="2026-09-01T00:00:00Z"))
+        assert [d["type"] for d in docs] == [FREEZE, RESTORE]
+        return str(docs[1]["status"])
+
+    assert restored_to("2026-03-31T00:00:00Z") == "active"  # 30 DPD
+    assert restored_to("2026-04-01T00:00:00Z") == "probation"  # 31 DPD
+
+
 def test_an_instalment_missed_on_probation_freezes_again() -> None:
     lines = [
         BOUGHT,
@@ -110,6 +121,23 @@ def test_a_late_instalment_settled_on_probation_starts_the_count_again() -> None
     assert apply(state, payment, load_policy()) == []
     # the late one is paid first and breaks the run; the early one starts a new run
     assert (state.probation, state.probation_streak) == (True, 1)
+
+
+def test_an_instalment_missed_on_probation_ends_the_run_of_on_time_payments() -> None:
+    # Pins the streak reset on a miss; OVERDUE_ACTIVE is off so that probation survives it.
+    policy = policy_with({"rules.overdue_active": {"enabled": False}})
+    at = ts("2026-07-10T00:00:00Z")
+    state = UserState("u-1", first_seen=at - 200 * DAY, clock=at, last_activity=at,
+                      probation=True, probation_streak=2)  # fmt: skip
+    state.instalments = [
+        Instalment("o-2", 3, due_at=at + 5 * DAY, amount=1000),
+        Instalment("o-2", 4, due_at=at + 36 * DAY, amount=1000),
+    ]
+    fire_timers(state, at + 9 * DAY, policy)  # instalment 3 is past due + grace
+    assert (state.probation, state.overdue_count, state.probation_streak) == (True, 1, 0)
+    # paying the next one on time is a run of one, not a completed probation
+    assert apply(state, Repayment("p-4", "u-1", at + 10 * DAY, 1000, "o-2"), policy) == []
+    assert state.probation
 
 
 def test_anti_flapping_holds_the_second_restore_of_a_year_until_the_first_is_a_year_old() -> None:
@@ -170,6 +198,33 @@ def test_with_a_zero_factor_income_proof_restores_at_once() -> None:
     }  # fmt: skip
 
 
+def test_two_income_proofs_in_one_cure_period_both_count() -> None:
+    # Pins that the days cut add up: the restore credits both proofs, not the last alone.
+    lines = [
+        BOUGHT,
+        repayment("2026-03-11T00:00:00Z", 35000, event_id="r-1"),  # 10 DPD: cure to 04-10
+        verification("2026-03-21T00:00:00Z", 900_000, event_id="v-1"),  # 20 left: 10 cut
+        verification("2026-03-25T00:00:00Z", 900_000, event_id="v-2"),  # 6 left: 3 cut
+    ]
+    restore = decisions(run(lines, until="2026-06-01T00:00:00Z"))[1]
+    assert restore["caused_by"] == "timer:cure:2026-03-28T00:00:00Z"
+    assert restore["reasons"][1]["value"] == 13  # 10 + 3 days
+
+
+def test_income_verified_is_a_restore_reason_only_when_the_overdue_freeze_is_lifted() -> None:
+    # Pins the OVERDUE_ACTIVE condition: a cure cut short while frozen for another rule.
+    lines = [
+        BOUGHT,
+        override("2026-03-10T00:00:00Z", "restore", event_id="ov-1"),
+        repayment("2026-03-11T00:00:00Z", 35000, event_id="r-1"),  # cure to 04-10, not frozen
+        *[application(f"2026-03-20T0{h}:00:00Z", 500_000, event_id=f"a-{h}") for h in range(5)],
+        verification("2026-03-21T00:00:00Z", 900_000, event_id="v-1"),  # cure now ends 03-31
+    ]
+    restore = decisions(run(lines, until="2026-06-01T00:00:00Z"))[-1]
+    assert (restore["type"], restore["occurred_at"]) == (RESTORE, "2026-03-31T00:00:00Z")
+    assert [r["code"] for r in restore["reasons"]] == ["LOAN_VELOCITY_CLEARED"]
+
+
 def test_a_verification_outside_a_cure_period_changes_no_timer() -> None:
     lines = [
         BOUGHT,
@@ -202,6 +257,21 @@ def test_verified_income_supersedes_the_declared_one_in_the_spend_rule() -> None
     )
 
 
+def test_of_two_verifications_at_one_instant_the_later_in_the_log_counts() -> None:
+    # Pins `>=` on the verification's time: a same-instant proof replaces the one before it.
+    lines = [
+        application("2026-04-01T00:00:00Z", 200_000, income=100_000, event_id="a-1"),
+        purchase("2026-04-02T00:00:00Z", 400_000, order="s", event_id="p-1"),
+        repayment("2026-04-02T01:00:00Z", 400_000, order="s", event_id="r-1"),
+        verification("2026-04-05T00:00:00Z", 150_000, event_id="v-low"),
+        verification("2026-04-05T00:00:00Z", 250_000, event_id="v-high"),
+    ]
+    # 400_000 spent: above 2 x 150_000, within 2 x 250_000
+    assert [(d[0], d[3]) for d in brief(decisions(run(lines)))] == [
+        (FREEZE, "p-1"), (RESTORE, "v-high"),
+    ]  # fmt: skip
+
+
 def test_the_spend_band_reduces_then_freezes_then_restores_in_one_step() -> None:
     policy = policy_with({"rules.reduce_spend_income": {"enabled": True}})
     lines = [
@@ -223,6 +293,21 @@ def test_the_spend_band_reduces_then_freezes_then_restores_in_one_step() -> None
     assert docs[0]["restore_path"] == [
         "wait until spend over 30d falls from 250000 to 1.5 × the declared monthly income 100000"
     ]
+
+
+def test_a_spend_reduction_alone_is_lifted_by_the_window_timer() -> None:
+    # Pins the reduce rule's own window timer: no freeze is there to set one.
+    policy = policy_with({"rules.reduce_spend_income": {"enabled": True}})
+    lines = [
+        application("2026-04-01T00:00:00Z", 200_000, income=100_000, event_id="a-1"),
+        purchase("2026-04-02T00:00:00Z", 250_000, order="s1", event_id="p-1"),
+        repayment("2026-04-02T01:00:00Z", 250_000, order="s1", event_id="r-1"),
+    ]
+    assert brief(decisions(run(lines, until="2026-06-01T00:00:00Z", policy=policy))) == [
+        (REDUCE, "reduced", "2026-04-02T00:00:00Z", "p-1", ["SPEND_INCOME_MISMATCH"]),  # 2.5x
+        (RESTORE, "active", "2026-05-02T00:00:00Z", "timer:window:2026-05-02T00:00:00Z",
+         ["SPEND_INCOME_MISMATCH_CLEARED"]),
+    ]  # fmt: skip
 
 
 def test_two_episodes_reduce_the_limit_below_the_freeze_bar() -> None:

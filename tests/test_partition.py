@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from risk.clock import DAY
 from risk.contract import Purchase
-from risk.engine import next_timer
+from risk.engine import OVERDUE, next_timer
 from risk.partition import Outcome, PartitionProcessor
 from risk.policy import load_policy
 from risk.state import STATE_DECODER, STATE_ENCODER, UserState
 
-from builders import purchase, run, ts
+from builders import application, purchase, repayment, run, summary, ts
 
 POLICY = load_policy()
 NOW = ts("2030-01-01T00:00:00Z")
@@ -81,7 +81,36 @@ def test_the_next_timer_is_derived_from_state() -> None:
     start = ts("2026-01-01T00:00:00Z")
     processor = PartitionProcessor(POLICY, {})
     processor.handle(_buy("u", start, start + DAY), NOW)
-    assert next_timer(processor.store["u"], POLICY) == (start + 4 * DAY, 0)
+    assert next_timer(processor.store["u"], POLICY) == (start + 4 * DAY, OVERDUE)
+
+
+def test_an_instalment_going_overdue_as_the_cure_ends_keeps_the_line_frozen() -> None:
+    # Pins the timer kind order: at one instant a user's overdue timer fires before the cure's.
+    lines = [
+        purchase("2026-02-01T00:00:00Z", 35000, order="o-1", first_due="2026-03-01T00:00:00Z"),
+        repayment("2026-03-06T00:00:00Z", 35000, order="o-1"),  # 5 DPD: cured on 04-05
+        # overdue at its due date plus 3 days' grace: 04-05T00:00Z, the cure's very end
+        purchase("2026-03-10T00:00:00Z", 100, order="o-2", first_due="2026-04-02T00:00:00Z"),
+    ]
+    # no restore at 04-05 followed by a second freeze in the same microsecond
+    assert summary(run(lines, until="2026-05-01T00:00:00Z")) == [
+        ("limit.freeze", "2026-03-04T00:00:00Z", "timer:overdue:2026-03-04T00:00:00Z",
+         ["OVERDUE_ACTIVE"]),
+    ]  # fmt: skip
+
+
+def test_records_at_the_same_instant_apply_in_topic_order_not_log_order() -> None:
+    # Pins the KIP-353 tie-break: purchases (topic 0) before loan applications (topic 2).
+    lines = [
+        application("2026-04-01T00:00:00Z", 200_000, income=800_000, event_id="a-0"),
+        # listed first, but its topic comes after the purchases'
+        application("2026-04-02T00:00:00Z", 200_000, income=2_000_000, event_id="a-raise"),
+        purchase("2026-04-02T00:00:00Z", 2_500_000, order="o-1", event_id="p-1"),
+    ]
+    assert summary(run(lines)) == [
+        ("limit.freeze", "2026-04-02T00:00:00Z", "p-1", ["SPEND_INCOME_MISMATCH"]),
+        ("limit.restore", "2026-04-02T00:00:00Z", "a-raise", ["SPEND_INCOME_MISMATCH_CLEARED"]),
+    ]
 
 
 class _CountingStore(dict[str, UserState]):

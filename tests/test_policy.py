@@ -14,7 +14,7 @@ from risk.clock import DAY, HOUR
 from risk.policy import PolicyError, load_policy, parse_policy, score_range
 from risk.score import Scorecard
 
-from builders import application, run
+from builders import application, purchase, repayment, run, summary
 
 
 def test_the_default_policy_matches_the_design() -> None:
@@ -162,6 +162,19 @@ def test_a_disabled_rule_neither_freezes_nor_blocks_a_restore() -> None:
     lines = [application(f"2026-05-01T0{h}:00:00Z", 500_000) for h in range(6)]
     assert run(lines, policy=policy).decisions == []
     assert len(run(lines).decisions) == 1
+    # Pins the restore half: six applications during a cure hold only an enabled rule's restore.
+    cured = [
+        purchase("2026-02-01T00:00:00Z", 35000, order="o-1", first_due="2026-03-01T00:00:00Z"),
+        repayment("2026-03-05T12:00:00Z", 35000),  # 4 DPD: cured on 04-04T12:00
+        *[application(f"2026-04-03T0{h}:00:00Z", 500_000) for h in range(6)],
+    ]
+    until = "2026-05-01T00:00:00Z"
+    assert summary(run(cured, until=until, policy=policy))[-1] == (
+        "limit.restore", "2026-04-04T12:00:00Z", "timer:cure:2026-04-04T12:00:00Z",
+        ["REPAID_AND_CURED"],
+    )  # fmt: skip
+    # enabled, it holds the line until the third application is seven days old
+    assert summary(run(cured, until=until))[-1][:2] == ("limit.restore", "2026-04-10T03:00:00Z")
 
 
 def _default_with(old: str, new: str) -> str:

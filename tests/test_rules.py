@@ -172,6 +172,25 @@ def test_overdue_repeated_freezes_on_the_third_episode_and_restores_when_one_lea
     assert third_freeze["features"]["overdue_episodes_180d"] == 3
 
 
+def test_overdue_repeated_alone_restores_when_its_first_episode_leaves_the_window() -> None:
+    # Pins the freeze rule's own window timer: the reduce rule, which also sets one, is off.
+    policy = policy_with(
+        {
+            "restore": {"automatic_per_window": 12},
+            "rules.reduce_overdue_repeated": {"enabled": False},
+        }
+    )
+    lines = [
+        *_overdue_episode("2026-01-01T00:00:00Z", "2026-01-10T00:00:00Z", "2026-01-13T12:00:00Z", "a"),
+        *_overdue_episode("2026-01-20T00:00:00Z", "2026-02-10T00:00:00Z", "2026-02-14T00:00:00Z", "b"),
+        *_overdue_episode("2026-03-20T00:00:00Z", "2026-04-10T00:00:00Z", "2026-04-14T00:00:00Z", "c"),
+    ]  # fmt: skip
+    assert summary(run(lines, until="2026-08-01T00:00:00Z", policy=policy))[-1] == (
+        RESTORE, "2026-07-12T00:00:00Z", "timer:window:2026-07-12T00:00:00Z",
+        ["REPAID_AND_CURED", "OVERDUE_REPEATED_CLEARED"],
+    )  # fmt: skip
+
+
 def test_one_abandoned_order_is_one_long_episode() -> None:
     result = run(
         [
@@ -299,6 +318,20 @@ def test_a_higher_declared_income_restores() -> None:
         (FREEZE, "2026-04-02T00:00:00Z", "p-0", ["SPEND_INCOME_MISMATCH"]),
         (RESTORE, "2026-04-03T00:00:00Z", "a-raise", ["SPEND_INCOME_MISMATCH_CLEARED"]),
     ]
+
+
+def test_of_two_declared_incomes_at_one_instant_the_later_in_the_log_counts() -> None:
+    # Pins `>=` on the income's time: a same-instant declaration replaces the one before it.
+    lines = [
+        # 16 days before the pair: no third application in 7 days to hold the restore
+        application("2026-03-20T00:00:00Z", 200_000, income=100_000, event_id="a-1"),
+        purchase("2026-04-02T00:00:00Z", 400_000, order="s", event_id="p-1"),
+        repayment("2026-04-02T01:00:00Z", 400_000, order="s", event_id="r-1"),
+        application("2026-04-05T00:00:00Z", 200_000, income=150_000, event_id="a-low"),
+        application("2026-04-05T00:00:00Z", 200_000, income=250_000, event_id="a-high"),
+    ]
+    # 400_000 spent: above 3 x 100_000 and 2 x 150_000, within 2 x 250_000
+    assert [(d[0], d[2]) for d in summary(run(lines))] == [(FREEZE, "p-1"), (RESTORE, "a-high")]
 
 
 def test_freeze_reasons_accumulate_and_every_one_is_cleared_on_restore() -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from risk.clock import MINUTE
-from risk.contract import Event, LoanApplication, Purchase, Repayment
+from risk.clock import DAY, HOUR, MINUTE
+from risk.contract import Event, LoanApplication, Purchase, Reason, Rejection, Repayment
 from risk.engine import admit, apply, new_state
 from risk.policy import EPISODES_CAP, EXACT_TIMESTAMPS_CAP, load_policy
 from risk.state import DEDUP_CAP, INSTALMENTS_CAP, STATE_ENCODER, UserState
+from risk.window import Window
 
 from builders import ts
 
@@ -48,3 +49,25 @@ def test_a_hundred_thousand_events_to_one_user_keep_its_state_bounded() -> None:
     assert sum(i.unpaid for i in state.instalments) == sum(
         10_000 + i for i in range(100_000) if i % 10 < 5
     ) - sum(1 for i in range(100_000) if i % 10 >= 8)
+
+
+def test_an_unseen_id_at_exactly_the_dedup_floor_is_too_late() -> None:
+    # Pins `<=`: an id at the floor's instant may be one forgotten, so it cannot be admitted.
+    clock = ts("2026-03-10T00:00:00Z")
+    floor = clock - DAY  # well inside allowed_lateness: only the floor can reject it
+    state = UserState("u-1", first_seen=clock - 30 * DAY, clock=clock, last_activity=clock,
+                      dedup_floor=floor)  # fmt: skip
+    at_floor = admit(state, Repayment("r-new", "u-1", floor, 1, None), POLICY, clock)
+    assert isinstance(at_floor, Rejection)
+    assert at_floor.reason is Reason.TOO_LATE
+    assert admit(state, Repayment("r-new", "u-1", floor + 1, 1, None), POLICY, clock) is None
+
+
+def test_a_bucketed_entry_leaves_the_window_at_exactly_its_time_plus_the_length() -> None:
+    # Pins the window's open start for entries folded past the cap, as for the exact ones.
+    window = Window()
+    for at in (10 * HOUR, 20 * HOUR, 30 * HOUR):
+        window.add(at, 1, exact_cap=2)  # the oldest folds into its hour's bucket
+    assert window.bucket_latest == [10 * HOUR]
+    assert window.total(10 * HOUR - 1) == 3
+    assert window.total(10 * HOUR) == 2  # only entries after the start: the bucket is out
