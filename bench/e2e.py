@@ -123,7 +123,7 @@ async def worker_run(
     slot = group.start(f"e2e-{run}", env)
     try:
         ready = await group.wait_ready(slot, 90)
-        done, seconds = await wait_committed(bootstrap, app_id, ends, bound)
+        done, seconds = await wait_committed(bootstrap, app_id, ends, bound, slots=[slot])
         # Decisions are sent before their record is acked, so those of every committed
         # record are written by now.
         events = await high_watermarks(bootstrap, out_topic, PARTITIONS)

@@ -73,7 +73,7 @@ async def run(bootstrap: str, workdir: Path, *, records: int, bound: float) -> S
             bootstrap, ((topics[t], key, value) for t, key, value in generated), PARTITIONS
         )
         total = sum(ends.values())
-        done, seconds = await wait_committed(bootstrap, names.prefix, ends, bound)
+        done, seconds = await wait_committed(bootstrap, names.prefix, ends, bound, slots=slots)
         owned = [sorted(readyz(s.port).get("partitions", [])) for s in slots]
         shares = [
             WorkerShare(s.name, parts, scrape(s.port).get("lineguard_events_total", 0.0))

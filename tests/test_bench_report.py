@@ -1,0 +1,86 @@
+"""The benchmark harness's pure parts, without a broker: its bounds and the report's verdicts.
+
+The figures themselves are ``make bench``'s; nothing here asserts on a speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+from bench import harness
+from chaos.workers import WorkerSlot
+
+ENDS = {TopicPartition("t", 0): 10, TopicPartition("t", 1): 5}
+
+
+class _Coordinator:
+    def __init__(self, committed: list[int] | None) -> None:
+        self.committed = committed
+        self.fetches = 0
+
+    async def fetch_committed_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        self.fetches += 1
+        if self.committed is None:  # as aiokafka when the coordinator never answers
+            await asyncio.Event().wait()
+        assert self.committed is not None
+        return {
+            tp: OffsetAndMetadata(n, "") for tp, n in zip(partitions, self.committed, strict=True)
+        }
+
+
+class _Consumer:
+    """A stand-in for the AIOKafkaConsumer ``wait_committed`` makes."""
+
+    coordinator = _Coordinator(None)
+    stopped = False
+
+    def __init__(self, **_: Any) -> None:
+        self._coordinator = type(self).coordinator
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        type(self).stopped = True
+
+
+@pytest.fixture
+def consumer(monkeypatch: pytest.MonkeyPatch) -> type[_Consumer]:
+    monkeypatch.setattr(harness, "AIOKafkaConsumer", _Consumer)
+    _Consumer.stopped = False
+    return _Consumer
+
+
+async def test_wait_committed_returns_at_the_bound_when_a_fetch_never_answers(
+    consumer: type[_Consumer],
+) -> None:
+    consumer.coordinator = _Coordinator(None)
+    done, seconds = await asyncio.wait_for(harness.wait_committed("x", "g", ENDS, 0.5), 30)
+    assert (done, consumer.coordinator.fetches, consumer.stopped) == (0, 1, True)
+    assert seconds >= 0.5
+
+
+async def test_wait_committed_counts_from_the_start_it_is_given(consumer: type[_Consumer]) -> None:
+    consumer.coordinator = _Coordinator([10, 5])
+    started = time.monotonic() - 3.0
+    done, seconds = await harness.wait_committed("x", "g", ENDS, 60, started=started)
+    assert done == 15
+    assert seconds >= 3.0
+
+
+async def test_wait_committed_raises_at_once_when_the_worker_has_exited(
+    consumer: type[_Consumer], tmp_path: Path
+) -> None:
+    consumer.coordinator = _Coordinator([0, 0])
+    slot = WorkerSlot("dead", {}, tmp_path)  # never started: no process
+    with pytest.raises(RuntimeError, match="dead exited"):
+        await asyncio.wait_for(harness.wait_committed("x", "g", ENDS, 60, slots=[slot]), 30)
+    assert (consumer.coordinator.fetches, consumer.stopped) == (0, True)
