@@ -48,9 +48,10 @@ class WorkerRun:
     """One worker's run over the preloaded input."""
 
     ready_seconds: float
+    """From process start to the ``/readyz`` 200 response."""
     total: int
     seconds: float
-    """From ready to caught up, or to the time bound."""
+    """From the ``/readyz`` 200 response to every input offset committed, or to the bound."""
     committed: int
     limit_events: int
     events_metric: float
@@ -120,10 +121,14 @@ async def worker_run(
     out_topic = f"{names.prefix}.run{run}.limit-events"
     env["LINEGUARD_LIMIT_EVENTS_TOPIC"] = out_topic
     total = sum(ends.values())
+    launched = time.monotonic()
     slot = group.start(f"e2e-{run}", env)
     try:
-        ready = await group.wait_ready(slot, 90)
-        done, seconds = await wait_committed(bootstrap, app_id, ends, bound, slots=[slot])
+        ready_at = await group.wait_ready(slot, 90)
+        ready = ready_at - launched
+        done, seconds = await wait_committed(
+            bootstrap, app_id, ends, bound, started=ready_at, slots=[slot]
+        )
         # Decisions are sent before their record is acked, so those of every committed
         # record are written by now.
         events = await high_watermarks(bootstrap, out_topic, PARTITIONS)

@@ -36,6 +36,10 @@ PARTITIONS: Final = 6
 """``LINEGUARD_TOPIC_PARTITIONS``'s default, as in docker compose."""
 SEND_WINDOW: Final = 64
 """Batches in flight before the producer waits for their acks."""
+COMMIT_INTERVAL_SECONDS: Final = 0.5
+"""The workers' ``LINEGUARD_BROKER_COMMIT_INTERVAL``: a commit comes up to this late."""
+READY_POLL_SECONDS: Final = 0.05
+"""How often :meth:`Workers.wait_ready` asks ``/readyz``."""
 
 _STARTED: Final = time.perf_counter()
 
@@ -116,7 +120,7 @@ class Names:
             # As the chaos run and the worker tests: a hold long enough that the event-time
             # merge follows the logs, so the decisions equal replay's.
             "LINEGUARD_MAX_IDLE": "30",
-            "LINEGUARD_BROKER_COMMIT_INTERVAL": "0.5",
+            "LINEGUARD_BROKER_COMMIT_INTERVAL": str(COMMIT_INTERVAL_SECONDS),
         }
 
 
@@ -288,6 +292,16 @@ def readyz(port: int) -> Any:
         return orjson.loads(error.read())
 
 
+def _ready_at(slot: WorkerSlot, bound: float) -> float:
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        _raise_if_exited([slot])
+        if slot.ready():
+            return time.monotonic()
+        time.sleep(READY_POLL_SECONDS)
+    raise RuntimeError(f"{slot.name} was not ready within {bound:.0f} s; see {slot.log_path}")
+
+
 @dataclass
 class Workers:
     """Worker processes of one benchmark; :meth:`stop_all` ends every one it started."""
@@ -302,8 +316,13 @@ class Workers:
         return slot
 
     async def wait_ready(self, slot: WorkerSlot, bound: float) -> float:
-        """Seconds from now until ``/readyz`` answers 200 (raises past ``bound`` seconds)."""
-        return await asyncio.to_thread(slot.wait_ready, bound)
+        """The ``time.monotonic()`` of ``/readyz``'s first 200 response.
+
+        Raises past ``bound`` seconds, or as soon as the process has exited. A clock started
+        from the returned time starts at the response itself, not when this coroutine
+        resumes after it.
+        """
+        return await asyncio.to_thread(_ready_at, slot, bound)
 
     async def stop(self, slot: WorkerSlot) -> None:
         await asyncio.to_thread(slot.stop)

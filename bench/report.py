@@ -15,7 +15,13 @@ from bench import core_runs, e2e, lag, recovery
 from bench.core import BATCH_RECORDS, cpu_model
 from bench.core_runs import CoreResult
 from bench.e2e import E2EResult
-from bench.harness import COMMIT_POLL_SECONDS, Spread, verdict
+from bench.harness import (
+    COMMIT_INTERVAL_SECONDS,
+    COMMIT_POLL_SECONDS,
+    READY_POLL_SECONDS,
+    Spread,
+    verdict,
+)
 from bench.lag import LagResult
 from bench.recovery import RecoveryResult
 from bench.scale import ScaleResult
@@ -220,9 +226,13 @@ def _e2e(x: E2EResult) -> list[str]:
         f" ({x.records / x.produce_seconds:,.0f} records/s, batches built by hand). Each run"
         " starts one fresh `lineguard worker` (its own consumer group and output topic,"
         " `memory://`, at-least-once, `LINEGUARD_MAX_IDLE=30` as in the chaos run) and measures"
-        " from `/readyz` 200 until the group has committed every input offset (read every"
-        f" {COMMIT_POLL_SECONDS} s), or until the time bound of {x.bound:.0f} s. events/s ="
-        " records committed ÷ that time.",
+        f" from the `/readyz` 200 response (asked every {READY_POLL_SECONDS} s) until the group"
+        f" has committed every input offset (read every {COMMIT_POLL_SECONDS} s), or until the"
+        f" time bound of {x.bound:.0f} s. events/s = records committed ÷ that time. The worker"
+        f" commits every {COMMIT_INTERVAL_SECONDS} s (`LINEGUARD_BROKER_COMMIT_INTERVAL`), so"
+        " the last commit can come up to that long after the last record was handled: each"
+        f" time is measured to within about {COMMIT_INTERVAL_SECONDS + COMMIT_POLL_SECONDS:.1f} s"
+        f"{_granularity_share(x)}.",
         "",
         "| run | ready after start | all committed | time | records committed | events/s |"
         " limit events written |",
@@ -262,6 +272,15 @@ def _e2e(x: E2EResult) -> list[str]:
                 )
     lines.append("")
     return lines
+
+
+def _granularity_share(x: E2EResult) -> str:
+    """The commit interval and the poll as a share of the median run's time."""
+    if not x.runs:
+        return ""
+    seconds = Spread(tuple(w.seconds for w in x.runs)).median
+    share = (COMMIT_INTERVAL_SECONDS + COMMIT_POLL_SECONDS) / seconds if seconds else math.inf
+    return f", {share:.1%} of the median run's {seconds:.1f} s"
 
 
 def _lag(results: list[LagResult]) -> list[str]:

@@ -84,3 +84,50 @@ async def test_wait_committed_raises_at_once_when_the_worker_has_exited(
     with pytest.raises(RuntimeError, match="dead exited"):
         await asyncio.wait_for(harness.wait_committed("x", "g", ENDS, 60, slots=[slot]), 30)
     assert (consumer.coordinator.fetches, consumer.stopped) == (0, True)
+
+
+class _Clock:
+    """``harness.time`` on a fake clock: ``sleep`` moves it on, nothing else does."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class _Slot(WorkerSlot):
+    """A worker slot whose ``/readyz`` answers 200 from its ``answers``-th request on."""
+
+    def __init__(self, workdir: Path, answers: int, clock: _Clock, *, alive: bool = True) -> None:
+        super().__init__("w", {}, workdir)
+        self.answers, self.asked, self.clock, self.running = answers, 0, clock, alive
+        self.responded_at = 0.0
+
+    def alive(self) -> bool:
+        return self.running
+
+    def ready(self) -> bool:
+        self.asked += 1
+        self.clock.now += 0.01  # the request's round trip
+        self.responded_at = self.clock.now
+        return self.asked >= self.answers
+
+
+async def test_wait_ready_returns_the_time_of_the_200_response(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(harness, "time", clock)
+    slot = _Slot(tmp_path, 3, clock)
+    ready_at = await harness.Workers(tmp_path).wait_ready(slot, 30)
+    assert (slot.asked, ready_at) == (3, slot.responded_at)
+
+
+async def test_wait_ready_raises_when_the_worker_has_exited(tmp_path: Path) -> None:
+    slot = _Slot(tmp_path, 1, _Clock(), alive=False)
+    with pytest.raises(RuntimeError, match="w exited"):
+        await harness.Workers(tmp_path).wait_ready(slot, 30)
