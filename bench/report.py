@@ -26,6 +26,7 @@ from bench.lag import LagResult
 from bench.recovery import RecoveryResult
 from bench.scale import ScaleResult
 from bench.timers import TimerResult
+from chaos.check import DecisionCounts
 
 SCALE_RATES = (10_000, 50_000, 100_000)
 BUSY_LOAD = 1.0
@@ -263,15 +264,22 @@ def _e2e(x: E2EResult) -> list[str]:
         )
     else:
         for n, w in enumerate(x.runs, 1):
-            if w.committed >= w.total:
-                ok = w.limit_events >= x.expected_decisions
-                lines.append(
-                    f"- Run {n} caught up: {w.limit_events:,} limit events written,"
-                    f" `risk.replay` of the same records expects {x.expected_decisions:,}"
-                    f" ({'all present' if ok else 'MISSING some'})."
-                )
+            if w.decisions is not None:
+                lines.append(f"- Run {n} committed everything; {_decision_check(w.decisions)}")
     lines.append("")
     return lines
+
+
+def _decision_check(d: DecisionCounts) -> str:
+    """One run's output topic against ``risk.replay`` of the same records."""
+    ok = not (d.lost or d.unexpected or d.mismatched)
+    return (
+        f"its output topic against `risk.replay` of the same records, event by event"
+        f" (`decided_at` aside): {d.expected:,} expected, {d.found:,} found, {d.lost:,} lost,"
+        f" {d.unexpected:,} unexpected, {d.mismatched:,} different"
+        f" ({d.duplicated:,} repeated copies, {d.reordered_users:,} users in another order):"
+        f" {'**passed**' if ok else '**FAILED**'}."
+    )
 
 
 def _granularity_share(x: E2EResult) -> str:

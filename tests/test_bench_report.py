@@ -8,13 +8,19 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from bench import harness
+from bench import core, e2e, harness, report
+from chaos import check
 from chaos.workers import WorkerSlot
+from risk.decision import Decision
+from risk.policy import load_policy
+from risk.replay import INPUT_TOPICS, InputRecord, replay
+from streams.runtime import wall_micros
 
 ENDS = {TopicPartition("t", 0): 10, TopicPartition("t", 1): 5}
 
@@ -131,3 +137,64 @@ async def test_wait_ready_raises_when_the_worker_has_exited(tmp_path: Path) -> N
     slot = _Slot(tmp_path, 1, _Clock(), alive=False)
     with pytest.raises(RuntimeError, match="w exited"):
         await harness.Workers(tmp_path).wait_ready(slot, 30)
+
+
+def _replayed(records: int = 4000) -> list[Decision]:
+    generated, _ = core.generate(records, 300, 7)
+    return replay(
+        (InputRecord(i, INPUT_TOPICS[t], k, v) for i, (t, k, v) in enumerate(generated)),
+        load_policy(),
+        partitions=harness.PARTITIONS,
+        now=wall_micros(),
+    ).decisions
+
+
+async def test_e2e_compares_the_output_topic_with_replay_as_chaos_check_reads_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decisions = _replayed()
+    assert decisions
+    wanted = [e2e.without_decided_at(d.to_json(0)) for d in decisions]
+    written = [SimpleNamespace(value=d.to_json(wall_micros())) for d in decisions]
+
+    async def topic(bootstrap: str, name: str, isolation: str) -> dict[int, list[Any]]:
+        return {0: written[1:] + written[:1]}  # one decision re-sent after the others
+
+    monkeypatch.setattr(check, "read_topic", topic)
+    online = await check.read_decisions("x", "out", "read_uncommitted")
+    counts = check.compare_decisions(wanted, online)
+    assert (counts.lost, counts.unexpected, counts.mismatched) == (0, 0, 0)
+    assert counts.found == len(wanted)
+    lost = check.compare_decisions(wanted, online[1:])
+    assert (lost.lost, lost.unexpected) == (1, 0)
+
+
+def _counts(expected: int, *, lost: int = 0, unexpected: int = 0, mismatched: int = 0) -> Any:
+    return check.DecisionCounts(expected, expected - lost, lost, unexpected, mismatched, 0, 0)
+
+
+def _run(
+    committed: int = 500_000, seconds: float = 10.0, decisions: check.DecisionCounts | None = None
+) -> e2e.WorkerRun:
+    return e2e.WorkerRun(2.0, 500_000, seconds, committed, 27_047, 500_000.0, decisions)
+
+
+def _e2e_report(*runs: e2e.WorkerRun, expected: int | None = 27_047) -> str:
+    x = e2e.E2EResult(
+        500_000, 100_000, 6, 1.0, expected, 492_525, harness.spread([300_000.0] * 3), list(runs), 45
+    )
+    return report.render(report.Results(argv=[], started=report.now(), load_before=0.0, e2e=x))
+
+
+def test_the_report_gives_each_checked_run_its_counts_against_replay() -> None:
+    text = _e2e_report(
+        _run(decisions=_counts(27_047)), _run(decisions=_counts(27_047, lost=27_000, mismatched=3))
+    )
+    assert (
+        "- Run 1 committed everything; its output topic against `risk.replay` of the same"
+        " records, event by event (`decided_at` aside): 27,047 expected, 27,047 found, 0 lost,"
+        " 0 unexpected, 0 different (0 repeated copies, 0 users in another order): **passed**."
+    ) in text
+    assert "27,000 lost, 0 unexpected, 3 different" in text
+    assert text.count("**FAILED**") == 1
+    assert "commits every 0.5 s (`LINEGUARD_BROKER_COMMIT_INTERVAL`)" in text
