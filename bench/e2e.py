@@ -99,7 +99,13 @@ class E2EResult:
     bound: float
 
     @property
+    def complete(self) -> bool:
+        """Every run committed everything and matched replay: only then is there a figure."""
+        return bool(self.runs) and all(run.complete for run in self.runs)
+
+    @property
     def worker(self) -> Spread:
+        """The runs' rates; a figure only when :attr:`complete`."""
         return spread(run.rate for run in self.runs)
 
 

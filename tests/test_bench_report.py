@@ -198,3 +198,62 @@ def test_the_report_gives_each_checked_run_its_counts_against_replay() -> None:
     assert "27,000 lost, 0 unexpected, 3 different" in text
     assert text.count("**FAILED**") == 1
     assert "commits every 0.5 s (`LINEGUARD_BROKER_COMMIT_INTERVAL`)" in text
+
+
+def _worker_rows(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(("| worker ", "- Worker"))]
+
+
+def test_runs_that_lost_decisions_or_hit_the_bound_give_no_figure_and_no_verdict() -> None:
+    # The audit's case: two runs committed everything but wrote 47 of 27,047 decisions, one
+    # hit the bound. Their rates would pass the target; the report must not say so.
+    text = _e2e_report(
+        _run(decisions=_counts(27_047, lost=27_000)),
+        _run(decisions=_counts(27_047, lost=27_000)),
+        _run(committed=400_000, seconds=45.0),
+    )
+    rows = _worker_rows(text)
+    assert len(rows) == 3
+    assert not any("met**" in row for row in rows)
+    reason = "0 of 3 runs complete; 1 hit the time bound of 45 s, 2 did not match replay"
+    assert all(reason in row for row in rows)
+    assert rows[0].endswith("| **incomplete** |")
+    assert "- Run 3 hit the time bound of 45 s with 400,000 of 500,000 records committed" in text
+    assert text.count("**FAILED**") == 2
+    assert "No estimate from the worker end to end" in text
+    assert "workers needed" not in text
+
+
+def test_a_run_that_hit_the_bound_leaves_the_others_without_a_figure() -> None:
+    text = _e2e_report(_run(decisions=_counts(27_047)), _run(committed=1, seconds=45.0))
+    rows = _worker_rows(text)
+    assert all("1 of 2 runs complete; 1 hit the time bound of 45 s" in row for row in rows)
+    assert not any("met**" in row for row in rows)
+
+
+def test_no_run_committed_everything() -> None:
+    text = _e2e_report(_run(committed=1, seconds=45.0), expected=None)
+    assert "0 of 1 runs complete; 1 hit the time bound of 45 s" in text
+    assert "so it was skipped" in text
+    assert not any("met**" in row for row in _worker_rows(text))
+
+
+@pytest.mark.parametrize(("seconds", "met"), [(10.0, "**met**"), (50.0, "**not met**")])
+def test_complete_runs_get_a_figure_and_a_verdict(seconds: float, met: str) -> None:
+    text = _e2e_report(*(_run(seconds=seconds, decisions=_counts(27_047)) for _ in range(3)))
+    rate = 500_000 / seconds
+    summary = _worker_rows(text)[0]
+    assert summary == (
+        f"| worker end to end, events/s (one worker) | ≥ 30,000 |"
+        f" {rate:,.0f} (min {rate:,.0f}, max {rate:,.0f}; 3 runs) | {met} |"
+    )
+    assert f"- Worker: {rate:,.0f} (min" in text
+    assert "**incomplete**" not in text
+    assert "workers needed" in text
+
+
+def test_a_run_not_checked_against_replay_is_not_complete() -> None:
+    text = _e2e_report(_run(), _run(decisions=_counts(27_047)))
+    assert "1 of 2 runs complete; 1 not checked against replay" in text
+    assert "- Run 1 committed everything but was not checked against replay." in text
+    assert not any("met**" in row for row in _worker_rows(text))
