@@ -386,8 +386,10 @@ def _recovery(x: RecoveryResult) -> list[str]:
         f" ({x.templates:,} templates from `bench.core`'s generator), cloned under distinct user"
         " ids, encoded with `STATE_ENCODER`, each on the partition `risk.partitioner` gives its"
         " user id. Each run starts a fresh worker (new data directory, so `rocksdb://` rebuilds"
-        " from the changelog too) and times it from process start to `GET /readyz` 200; two"
-        " seconds later it reads VmRSS from `/proc/PID/status`. An idle worker of another app id,"
+        " from the changelog too) and times it from process start to `GET /readyz` 200; then"
+        f" its `lineguard_users`, summed over the statuses, must be {x.users:,} (a run that"
+        " reports fewer users fails the benchmark), and two seconds later it reads VmRSS from"
+        " `/proc/PID/status`. An idle worker of another app id,"
         " with an empty table, is started before each run for the baseline. RSS per user ="
         f" (RSS after recovery − median idle RSS) ÷ {x.users:,}.",
         "",

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from bench import core, e2e, harness, report
+from bench import core, e2e, harness, recovery, report
 from chaos import check
 from chaos.workers import WorkerSlot
 from risk.decision import Decision
@@ -257,3 +257,12 @@ def test_a_run_not_checked_against_replay_is_not_complete() -> None:
     assert "1 of 2 runs complete; 1 not checked against replay" in text
     assert "- Run 1 committed everything but was not checked against replay." in text
     assert not any("met**" in row for row in _worker_rows(text))
+
+
+def test_recovery_counts_only_a_worker_that_reports_every_user() -> None:
+    recovery.check_users("w", {"lineguard_users": 1_000_000.0, "x": 3.0}, 1_000_000)
+    recovery.check_users("idle", {"lineguard_users": 0.0}, 0)
+    with pytest.raises(RuntimeError, match=r"lineguard_users 999999.0 .* not the 1,000,000 users"):
+        recovery.check_users("w", {"lineguard_users": 999_999.0}, 1_000_000)
+    with pytest.raises(RuntimeError, match="lineguard_users None"):
+        recovery.check_users("w", {}, 0)
