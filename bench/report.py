@@ -477,15 +477,26 @@ def _scale(s: ScaleResult | None, x: E2EResult | None) -> list[str]:
             lines.append(f"| {target:,}/s | {needed:,} | ≥ {needed:,} | {fits} |")
         lines.append("")
     if s is not None:
+        if s.caught_up:
+            outcome = (
+                f"all {s.committed:,} input records were committed within {s.seconds:.1f} s of"
+                " the first one produced"
+            )
+        else:
+            outcome = (
+                f"**incomplete**: the time bound ran out with {s.committed:,} of {s.total:,}"
+                " input records committed, so the split below covers only those"
+            )
         lines += [
             f"Test-sized run: two workers in one group, both ready and owning their partitions"
-            f" before {s.records:,} records (`bench.core`'s mix) are produced;"
-            f" {s.committed:,} of them committed in {s.seconds:.1f} s"
-            f"{'' if s.caught_up else ' (the time bound ran out first)'}, {s.committed / s.seconds:,.0f}"
-            " events/s for the pair. One run. Both workers and the broker share this machine's"
-            f" {os.cpu_count()} CPUs, so the pair's rate says little about two workers on two"
-            " machines; what the run shows is the split: each worker owns half the partitions"
-            " and handles the records keyed to them.",
+            f" before {s.records:,} records (`bench.core`'s mix) are produced; {outcome}. One"
+            " run. It reports the split, not a rate: the run is too short for one (the"
+            f" workers commit every {COMMIT_INTERVAL_SECONDS} s,"
+            " `LINEGUARD_BROKER_COMMIT_INTERVAL`, and the commits are read every"
+            f" {COMMIT_POLL_SECONDS} s), and both workers, the producer and the broker share"
+            f" this machine's {os.cpu_count()} CPUs, so the pair's events/s would say little"
+            " about two workers on two machines. What the run shows is that each worker owns"
+            " half the partitions and handles the records keyed to them.",
             "",
             "| worker | partitions | `lineguard_events_total` |",
             "|---|---|---:|",

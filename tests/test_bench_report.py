@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from bench import core, e2e, harness, recovery, report
+from bench import core, e2e, harness, recovery, report, scale
 from chaos import check
 from chaos.workers import WorkerSlot
 from risk.decision import Decision
@@ -266,3 +266,24 @@ def test_recovery_counts_only_a_worker_that_reports_every_user() -> None:
         recovery.check_users("w", {"lineguard_users": 999_999.0}, 1_000_000)
     with pytest.raises(RuntimeError, match="lineguard_users None"):
         recovery.check_users("w", {}, 0)
+
+
+@pytest.mark.parametrize("committed", [20_000, 12_000])
+def test_scale_out_reports_the_split_and_no_rate(committed: int) -> None:
+    shares = [
+        scale.WorkerShare("scale-1", [0, 1, 2], 10_010.0),
+        scale.WorkerShare("scale-2", [3, 4, 5], 9_990.0),
+    ]
+    s = scale.ScaleResult(20_000, 6, committed >= 20_000, 4.2, committed, 20_000, shares)
+    text = report.render(report.Results(argv=[], started=report.now(), load_before=0.0, scale=s))
+    section = text.split("## 7. Scale-out", 1)[1]
+    assert "events/s" not in section.replace("the pair's events/s would say little", "")
+    assert "It reports the split, not a rate" in section
+    assert "| scale-1 | 0, 1, 2 | 10,010 |" in section
+    if committed == 20_000:
+        assert (
+            "all 20,000 input records were committed within 4.2 s of the first one produced"
+            in section
+        )
+    else:
+        assert "**incomplete**: the time bound ran out with 12,000 of 20,000" in section
