@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from bench import core, e2e, harness, recovery, report, scale
+from bench import adversarial, core, e2e, harness, recovery, report, scale
 from chaos import check
 from chaos.workers import WorkerSlot
 from risk.decision import Decision
@@ -287,3 +287,23 @@ def test_scale_out_reports_the_split_and_no_rate(committed: int) -> None:
         )
     else:
         assert "**incomplete**: the time bound ran out with 12,000 of 20,000" in section
+
+
+def test_adversarial_tenths_keep_the_median_chunk_beside_the_noise_floor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cpu = [0.0]
+    every_other = [1.0]  # CPU seconds per record of the odd chunks
+
+    def feed(group: Any, make: Any, start: int, stop: int) -> None:
+        odd = (start // 50) % 2 == 1
+        cpu[0] += (stop - start) * (every_other[0] if odd else 1.0)
+
+    monkeypatch.setattr(adversarial, "feed", feed)
+    monkeypatch.setattr(adversarial, "time", SimpleNamespace(process_time=lambda: cpu[0]))
+    flat = adversarial.cpu_per_event(Any, Any, 0, 1000)  # 20 chunks of 50
+    assert (flat.cheapest, flat.median) == (1.0, 1.0)
+    every_other[0] = 10.0  # a periodic cost the cheapest chunk does not see
+    periodic = adversarial.cpu_per_event(Any, Any, 0, 1000)
+    assert (periodic.cheapest, periodic.median) == (1.0, 5.5)
+    assert adversarial.first_to_last([flat, periodic]) == "1000000 → 1000000 | 1000000 → 5500000"
