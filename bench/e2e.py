@@ -3,19 +3,24 @@
 N persona records (``bench.core``'s generator: purchases, repayments, loan applications,
 1% invalid, 0.5% duplicates) are preloaded into the five input topics, keyed by user id and
 partitioned with ``risk.partitioner``. Each run then starts one fresh worker (its own
-consumer group and output topic, ``memory://`` store, at-least-once) and times it from ready
-until every input offset is committed for its group and the limit events that
-``risk.replay`` expects of the same records are on its output topic, or until the time
-bound. The baseline is an aiokafka consumer reading the same topics with ``orjson.loads``
-of every value.
+consumer group and output topic, ``memory://`` store, at-least-once) and times it from the
+``/readyz`` 200 response until every input offset is committed for its group, or until the
+time bound. The clock stops at that commit. Afterwards, once the worker has stopped, a run
+that committed everything has its output topic read back and compared, decision for
+decision (``decided_at`` aside), with what ``risk.replay`` makes of the same records: a
+figure counts only if nothing is lost, nothing unexpected and nothing different. The
+baseline is an aiokafka consumer reading the same topics with ``orjson.loads`` of every
+value.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -35,6 +40,7 @@ from bench.harness import (
     spread,
     wait_committed,
 )
+from chaos.check import DecisionCounts, compare_decisions, read_decisions
 from risk.policy import load_policy
 from risk.replay import INPUT_TOPICS, InputRecord, replay
 from streams.runtime import wall_micros
@@ -48,16 +54,31 @@ class WorkerRun:
     """One worker's run over the preloaded input."""
 
     ready_seconds: float
+    """From process start to the ``/readyz`` 200 response."""
     total: int
     seconds: float
-    """From ready to caught up, or to the time bound."""
+    """From the ``/readyz`` 200 response to every input offset committed, or to the bound."""
     committed: int
     limit_events: int
+    """Records on the output topic (its high watermarks)."""
     events_metric: float
+    decisions: DecisionCounts | None = None
+    """The output topic against replay; only for a run that committed everything."""
 
-    def caught_up(self, expected: int | None) -> bool:
-        """Everything committed and (when known) every expected limit event written."""
-        return self.committed >= self.total and (expected is None or self.limit_events >= expected)
+    @property
+    def all_committed(self) -> bool:
+        return self.committed >= self.total
+
+    @property
+    def decisions_match(self) -> bool:
+        """Replay's decisions were checked and none is lost, unexpected or different."""
+        d = self.decisions
+        return d is not None and not (d.lost or d.unexpected or d.mismatched)
+
+    @property
+    def complete(self) -> bool:
+        """Everything committed and every decision as replay's: the run's figure counts."""
+        return self.all_committed and self.decisions_match
 
     @property
     def rate(self) -> float:
@@ -78,7 +99,13 @@ class E2EResult:
     bound: float
 
     @property
+    def complete(self) -> bool:
+        """Every run committed everything and matched replay: only then is there a figure."""
+        return bool(self.runs) and all(run.complete for run in self.runs)
+
+    @property
     def worker(self) -> Spread:
+        """The runs' rates; a figure only when :attr:`complete`."""
         return spread(run.rate for run in self.runs)
 
 
@@ -113,29 +140,40 @@ async def baseline(bootstrap: str, names: Names, total: int, partitions: int) ->
 async def worker_run(
     bootstrap: str, names: Names, run: int, group: Workers, ends: dict[TopicPartition, int],
     bound: float,
-) -> WorkerRun:  # fmt: skip
-    """One fresh worker over the preloaded input; what it did within ``bound`` s of ready."""
+) -> tuple[WorkerRun, list[dict[str, Any]] | None]:  # fmt: skip
+    """One fresh worker over the preloaded input; what it did within ``bound`` s of ready.
+
+    Also returns the decisions on its output topic (without ``decided_at``), read after the
+    worker stopped, when it committed every input record; otherwise None.
+    """
     app_id = f"{names.prefix}-run{run}"
     env = names.env(bootstrap, app_id=app_id)
     out_topic = f"{names.prefix}.run{run}.limit-events"
     env["LINEGUARD_LIMIT_EVENTS_TOPIC"] = out_topic
     total = sum(ends.values())
+    launched = time.monotonic()
     slot = group.start(f"e2e-{run}", env)
     try:
-        ready = await group.wait_ready(slot, 90)
-        done, seconds = await wait_committed(bootstrap, app_id, ends, bound)
-        # Decisions are sent before their record is acked, so those of every committed
-        # record are written by now.
-        events = await high_watermarks(bootstrap, out_topic, PARTITIONS)
-        metric = scrape(slot.port).get("lineguard_events_total", 0.0)
-        log(
-            f"worker run {run}: ready in {ready:.1f} s, {'all committed' if done >= total else 'bounded'}"
-            f" after {seconds:.1f} s, {done:,} of {total:,} committed ({done / seconds:,.0f}/s),"
-            f" {events:,} limit events"
+        ready_at = await group.wait_ready(slot, 90)
+        ready = ready_at - launched
+        done, seconds = await wait_committed(
+            bootstrap, app_id, ends, bound, started=ready_at, slots=[slot]
         )
-        return WorkerRun(ready, total, seconds, done, events, metric)
+        metric = scrape(slot.port).get("lineguard_events_total", 0.0)
     finally:
         await group.stop(slot)
+    # Decisions are sent before their record is acked, so those of every committed record
+    # are written by now; read after the stop, so nothing the worker wrote is missed.
+    events = await high_watermarks(bootstrap, out_topic, PARTITIONS)
+    online = (
+        await read_decisions(bootstrap, out_topic, "read_uncommitted") if done >= total else None
+    )
+    log(
+        f"worker run {run}: ready in {ready:.1f} s, {'all committed' if done >= total else 'bounded'}"
+        f" after {seconds:.1f} s, {done:,} of {total:,} committed ({done / seconds:,.0f}/s),"
+        f" {events:,} limit events"
+    )
+    return WorkerRun(ready, total, seconds, done, events, metric), online
 
 
 async def run(
@@ -160,17 +198,20 @@ async def run(
         baseline_rates.append(records / seconds)
         log(f"e2e: baseline run {attempt}: {records / seconds:,.0f} records/s")
     runs: list[WorkerRun] = []
+    online: list[list[dict[str, Any]] | None] = []
     with_workers = Workers(workdir)
     try:
-        runs += [
-            await worker_run(bootstrap, names, attempt, with_workers, ends, bound)
-            for attempt in range(1, repeat + 1)
-        ]
+        for attempt in range(1, repeat + 1):
+            worker, decisions = await worker_run(
+                bootstrap, names, attempt, with_workers, ends, bound
+            )
+            runs.append(worker)
+            online.append(decisions)
     finally:
         with_workers.stop_all()
     expected: int | None = None
     processed: int | None = None
-    if any(r.committed >= r.total for r in runs):
+    if any(decisions is not None for decisions in online):
         # Only a run that committed everything can be held against the whole replay.
         log("e2e: replaying the same records offline for the expected limit events")
         replayed = replay(
@@ -179,9 +220,22 @@ async def run(
             partitions=PARTITIONS,
             now=wall_micros(),
         )
-        expected, processed = len(replayed.decisions), replayed.processed
+        wanted = [without_decided_at(d.to_json(0)) for d in replayed.decisions]
+        expected, processed = len(wanted), replayed.processed
         log(f"e2e: replay expects {expected:,} limit events")
+        for n, decisions in enumerate(online):
+            if decisions is not None:
+                counts = compare_decisions(wanted, decisions)
+                runs[n] = dataclasses.replace(runs[n], decisions=counts)
+                log(f"e2e: run {n + 1} against replay: {counts}")
     return E2EResult(
         records, users, PARTITIONS, produce_seconds, expected, processed,
         spread(baseline_rates), runs, bound,
     )  # fmt: skip
+
+
+def without_decided_at(value: bytes) -> dict[str, Any]:
+    """A limit event's JSON as ``chaos.check`` compares it: without ``decided_at``."""
+    doc: dict[str, Any] = orjson.loads(value)
+    del doc["decided_at"]
+    return doc

@@ -36,6 +36,10 @@ PARTITIONS: Final = 6
 """``LINEGUARD_TOPIC_PARTITIONS``'s default, as in docker compose."""
 SEND_WINDOW: Final = 64
 """Batches in flight before the producer waits for their acks."""
+COMMIT_INTERVAL_SECONDS: Final = 0.5
+"""The workers' ``LINEGUARD_BROKER_COMMIT_INTERVAL``: a commit comes up to this late."""
+READY_POLL_SECONDS: Final = 0.05
+"""How often :meth:`Workers.wait_ready` asks ``/readyz``."""
 
 _STARTED: Final = time.perf_counter()
 
@@ -116,7 +120,7 @@ class Names:
             # As the chaos run and the worker tests: a hold long enough that the event-time
             # merge follows the logs, so the decisions equal replay's.
             "LINEGUARD_MAX_IDLE": "30",
-            "LINEGUARD_BROKER_COMMIT_INTERVAL": "0.5",
+            "LINEGUARD_BROKER_COMMIT_INTERVAL": str(COMMIT_INTERVAL_SECONDS),
         }
 
 
@@ -191,33 +195,58 @@ async def produce_keyed(
 
 COMMIT_POLL_SECONDS: Final = 0.1
 """How often :func:`wait_committed` reads the group's committed offsets."""
+STOP_SECONDS: Final = 10.0
+"""How long closing :func:`wait_committed`'s client may take."""
+
+
+def _raise_if_exited(slots: Sequence[WorkerSlot]) -> None:
+    for slot in slots:
+        if not slot.alive():
+            code = None if slot.process is None else slot.process.returncode
+            raise RuntimeError(f"{slot.name} exited with {code}; see {slot.log_path}")
 
 
 async def wait_committed(
-    bootstrap: str, group: str, ends: dict[TopicPartition, int], bound: float
-) -> tuple[int, float]:
+    bootstrap: str, group: str, ends: dict[TopicPartition, int], bound: float, *,
+    started: float | None = None, slots: Sequence[WorkerSlot] = (),
+) -> tuple[int, float]:  # fmt: skip
     """Wait until ``group`` has committed every offset in ``ends``, or for ``bound`` seconds.
 
     Returns the sum of its committed offsets then, and the seconds waited. One client reads
     them all in one request every :data:`COMMIT_POLL_SECONDS`, so the time is measured to
-    about that, and the polling costs the broker next to nothing.
+    about that, and the polling costs the broker next to nothing. ``started`` is the
+    ``time.monotonic()`` the clock starts from (now by default); the bound counts from it.
+
+    Every step (the client's start, each fetch) is cut off at the bound: aiokafka retries a
+    coordinator lookup forever, so without that a broker that stops answering would hold
+    the benchmark with it. A fetch cut off leaves the count of the last one that answered.
+    If one of ``slots`` (the workers of ``group``) has exited, this raises at once: a dead
+    worker commits nothing, and its run is a failure, not a slow run.
     """
+    started = time.monotonic() if started is None else started
+    deadline = started + bound
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
                                 enable_auto_commit=False)  # fmt: skip
-    await consumer.start()
     try:
         total, done = sum(ends.values()), 0
         partitions = list(ends)
-        started = time.perf_counter()
-        while time.perf_counter() - started < bound:
-            await asyncio.sleep(COMMIT_POLL_SECONDS)
-            offsets = await consumer._coordinator.fetch_committed_offsets(partitions)
-            done = sum(max(meta.offset, 0) for meta in offsets.values())
-            if done >= total:
-                break
-        return done, time.perf_counter() - started
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(consumer.start(), deadline - time.monotonic())
+            while time.monotonic() < deadline:
+                _raise_if_exited(slots)
+                await asyncio.sleep(min(COMMIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+                offsets = await asyncio.wait_for(
+                    consumer._coordinator.fetch_committed_offsets(partitions),
+                    deadline - time.monotonic(),
+                )
+                _raise_if_exited(slots)
+                done = sum(max(meta.offset, 0) for meta in offsets.values())
+                if done >= total:
+                    break
+        return done, time.monotonic() - started
     finally:
-        await consumer.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(consumer.stop(), STOP_SECONDS)
 
 
 async def high_watermarks(bootstrap: str, topic: str, partitions: int) -> int:
@@ -263,6 +292,16 @@ def readyz(port: int) -> Any:
         return orjson.loads(error.read())
 
 
+def _ready_at(slot: WorkerSlot, bound: float) -> float:
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        _raise_if_exited([slot])
+        if slot.ready():
+            return time.monotonic()
+        time.sleep(READY_POLL_SECONDS)
+    raise RuntimeError(f"{slot.name} was not ready within {bound:.0f} s; see {slot.log_path}")
+
+
 @dataclass
 class Workers:
     """Worker processes of one benchmark; :meth:`stop_all` ends every one it started."""
@@ -277,8 +316,13 @@ class Workers:
         return slot
 
     async def wait_ready(self, slot: WorkerSlot, bound: float) -> float:
-        """Seconds from now until ``/readyz`` answers 200 (raises past ``bound`` seconds)."""
-        return await asyncio.to_thread(slot.wait_ready, bound)
+        """The ``time.monotonic()`` of ``/readyz``'s first 200 response.
+
+        Raises past ``bound`` seconds, or as soon as the process has exited. A clock started
+        from the returned time starts at the response itself, not when this coroutine
+        resumes after it.
+        """
+        return await asyncio.to_thread(_ready_at, slot, bound)
 
     async def stop(self, slot: WorkerSlot) -> None:
         await asyncio.to_thread(slot.stop)

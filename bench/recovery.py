@@ -7,9 +7,11 @@ user ids up to the wanted count, encoded with ``risk.state.STATE_ENCODER`` and p
 ``risk.partitioner`` gives its user id, where the worker itself would have written it.
 
 Each run starts a fresh worker (a new data directory, so the ``rocksdb://`` store also
-rebuilds from the changelog) and times it from process start to ``GET /readyz`` 200; then
-it reads the worker's VmRSS. An idle worker of another app id, with an empty table, gives
-the start-up time and RSS to subtract.
+rebuilds from the changelog) and times it from process start to ``GET /readyz`` 200. Then
+its ``/metrics`` must count every user of the changelog in ``lineguard_users`` (summed over
+the statuses), or the run raises; then it reads the worker's VmRSS. An idle worker of
+another app id, with an empty table (``lineguard_users`` 0), gives the start-up time and
+RSS to subtract.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from bench.harness import (
     log,
     produce_keyed,
     rss_kib,
+    scrape,
     spread,
 )
 from risk.policy import load_policy
@@ -101,15 +104,32 @@ def rocksdb_unavailable() -> str | None:
     return None
 
 
+def check_users(name: str, metrics: dict[str, float], users: int) -> None:
+    """Raise unless the worker's ``lineguard_users``, over its statuses, is ``users``.
+
+    A worker ready with fewer users than the changelog holds has not recovered them: its
+    time and RSS would be figures for a smaller table.
+    """
+    found = metrics.get("lineguard_users")
+    if found != users:
+        raise RuntimeError(
+            f"{name} was ready with lineguard_users {found} (summed over its statuses),"
+            f" not the {users:,} users of the changelog"
+        )
+
+
 async def start_and_measure(
-    group: Workers, name: str, env: dict[str, str], bound: float
+    group: Workers, name: str, env: dict[str, str], bound: float, users: int
 ) -> tuple[float, int]:
-    """Seconds from process start to ready, and VmRSS (KiB) once settled."""
-    started = time.perf_counter()
+    """Seconds from process start to ready, and VmRSS (KiB) once settled.
+
+    Raises unless the worker reports ``users`` users when it is ready.
+    """
+    started = time.monotonic()
     slot = group.start(name, env)
     try:
-        await group.wait_ready(slot, bound)
-        ready = time.perf_counter() - started
+        ready = await group.wait_ready(slot, bound) - started
+        check_users(name, scrape(slot.port), users)
         time.sleep(RSS_SETTLE_SECONDS)  # noqa: ASYNC251 - nothing else runs meanwhile
         assert slot.process is not None  # noqa: S101 - started above
         return ready, rss_kib(slot.process.pid)
@@ -146,12 +166,12 @@ async def run(
             idle_ready, idle_rss, ready, rss = [], [], [], []
             for attempt in range(1, repeat + 1):
                 env = names.env(bootstrap, app_id=f"idle-{kind}-{attempt}", store=store)
-                seconds, kib = await start_and_measure(group, f"idle-{kind}-{attempt}", env, 60)
+                seconds, kib = await start_and_measure(group, f"idle-{kind}-{attempt}", env, 60, 0)
                 idle_ready.append(seconds)
                 idle_rss.append(kib)
                 env = names.env(bootstrap, app_id=app_id, store=store)
                 seconds, kib = await start_and_measure(
-                    group, f"recover-{kind}-{attempt}", env, bound
+                    group, f"recover-{kind}-{attempt}", env, bound, users
                 )
                 ready.append(seconds)
                 rss.append(kib)
