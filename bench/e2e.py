@@ -71,9 +71,10 @@ class WorkerRun:
 
     @property
     def decisions_match(self) -> bool:
-        """Replay's decisions were checked and none is lost, unexpected or different."""
+        """Replay's decisions were checked: none lost, unexpected or different, each user's
+        in replay's order (consumers of one user's partition see them in that order)."""
         d = self.decisions
-        return d is not None and not (d.lost or d.unexpected or d.mismatched)
+        return d is not None and d.ok
 
     @property
     def complete(self) -> bool:

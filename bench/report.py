@@ -313,7 +313,7 @@ def _incomplete(x: E2EResult) -> str:
 
 def _decision_check(d: DecisionCounts) -> str:
     """One run's output topic against ``risk.replay`` of the same records."""
-    ok = not (d.lost or d.unexpected or d.mismatched)
+    ok = d.ok
     return (
         f"its output topic against `risk.replay` of the same records, event by event"
         f" (`decided_at` aside): {d.expected:,} expected, {d.found:,} found, {d.lost:,} lost,"

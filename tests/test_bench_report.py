@@ -169,8 +169,12 @@ async def test_e2e_compares_the_output_topic_with_replay_as_chaos_check_reads_it
     assert (lost.lost, lost.unexpected) == (1, 0)
 
 
-def _counts(expected: int, *, lost: int = 0, unexpected: int = 0, mismatched: int = 0) -> Any:
-    return check.DecisionCounts(expected, expected - lost, lost, unexpected, mismatched, 0, 0)
+def _counts(
+    expected: int, *, lost: int = 0, unexpected: int = 0, mismatched: int = 0, reordered: int = 0
+) -> Any:
+    return check.DecisionCounts(
+        expected, expected - lost, lost, unexpected, mismatched, 0, reordered
+    )
 
 
 def _run(
@@ -250,6 +254,14 @@ def test_complete_runs_get_a_figure_and_a_verdict(seconds: float, met: str) -> N
     assert f"- Worker: {rate:,.0f} (min" in text
     assert "**incomplete**" not in text
     assert "workers needed" in text
+
+
+def test_a_run_that_gave_a_user_its_decisions_in_another_order_is_not_complete() -> None:
+    # A consumer of the user's partition would see a restore before the freeze it lifts.
+    text = _e2e_report(_run(decisions=_counts(27_047, reordered=1)))
+    assert "1 users in another order): **FAILED**." in text
+    assert "0 of 1 runs complete; 1 did not match replay" in text
+    assert not any("met**" in row for row in _worker_rows(text))
 
 
 def test_a_run_not_checked_against_replay_is_not_complete() -> None:
