@@ -24,12 +24,17 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from risk.clock import format_timestamp
+from risk.partitioner import partition_for
 from risk.replay import INPUT_TOPICS
 
 _READ_TIMEOUT_SECONDS = 300.0
 _REPLAY_TIMEOUT_SECONDS = 900.0
 
 Isolation = Literal["read_uncommitted", "read_committed"]
+
+
+class CheckError(RuntimeError):
+    """The stored data cannot be checked as it is: the verdict must be a failure."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,13 +197,23 @@ def letter_key(letter: dict[str, Any]) -> tuple[int, int, int, str]:
     return letter["topic"], letter["partition"], letter["offset"], letter["reason"]
 
 
-def write_replay_input(records: Iterable[StoredRecord], path: Path) -> None:
+def write_replay_input(records: Iterable[StoredRecord], path: Path, *, partitions: int) -> None:
     """The stored records as ``lineguard replay`` input, under the contract's topic names.
 
     Values go as ``value_base64``, so the bytes replayed are exactly the bytes stored.
+    Replay re-derives each record's partition from its key, so a record stored on another
+    partition than its key's (a producer with another partitioner) would be replayed in
+    another group than the worker applied it in: that raises :class:`CheckError`.
     """
     with path.open("wb") as out:
         for record in records:
+            derived = partition_for(record.key, partitions)
+            if derived != record.partition:
+                raise CheckError(
+                    f"{INPUT_TOPICS[record.topic_index]} offset {record.offset} is stored on"
+                    f" partition {record.partition}, but its key {record.key!r} hashes to"
+                    f" partition {derived} of {partitions}: replay would apply it elsewhere"
+                )
             line: dict[str, Any] = {
                 "topic": INPUT_TOPICS[record.topic_index],
                 "key": None if record.key is None else record.key.decode(),

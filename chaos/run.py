@@ -448,7 +448,7 @@ def _verify(
     records, online, letters = asyncio.run(read())
     say(f"read back {len(records)} input records, {len(online)} limit events")
     input_path = workdir / "input.jsonl"
-    write_replay_input(records, input_path)
+    write_replay_input(records, input_path, partitions=plan.partitions)
     replayed = run_replay(input_path, plan.partitions, now, workdir, workdir / "policy.toml")
     report.replay_summary = replayed.summary
     report.decisions = compare_decisions(replayed.decisions, online)

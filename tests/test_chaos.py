@@ -17,7 +17,9 @@ from typing import Any
 import orjson
 import pytest
 
-from chaos.check import compare_decisions
+from chaos.check import CheckError, StoredRecord, compare_decisions, write_replay_input
+from risk.partitioner import partition_for
+from risk.replay import INPUT_TOPICS
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT_PLAN = ["--duration", "20", "--rate", "300", "--users", "500", "--kill-every", "12",
@@ -106,3 +108,16 @@ def test_a_short_chaos_run_loses_no_decision(short_run: tuple[dict[str, Any], st
     assert report["unexpected_exits"] == 0, output
     # Nothing extra or different: the test above (with the fixture's check for an error,
     # the two make up report["passed"]).
+
+
+def test_the_replay_input_refuses_a_record_off_its_keys_partition(tmp_path: Path) -> None:
+    key = b"u-1"
+    home = partition_for(key, 6)
+    path = tmp_path / "input.jsonl"
+    write_replay_input([StoredRecord(0, home, 0, key, b"{}")], path, partitions=6)
+    assert orjson.loads(path.read_bytes()) == {
+        "topic": INPUT_TOPICS[0], "key": "u-1", "value_base64": "e30="
+    }  # fmt: skip
+    stray = StoredRecord(1, (home + 1) % 6, 5, key, b"{}")
+    with pytest.raises(CheckError, match=r"offset 5 is stored on partition"):
+        write_replay_input([stray], path, partitions=6)
