@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -172,29 +172,131 @@ async def read_decisions(bootstrap: str, topic: str, isolation: Isolation) -> li
     return docs
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record as stored on a ``.dlt`` topic: where it was read, its bytes and headers."""
+
+    topic_index: int
+    """The input whose ``.dlt`` topic it was read from."""
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+LetterKey = tuple[int, int, int, str, str]
+"""What must agree between a dead letter online and in replay: the input topic's index,
+partition and offset, the reason and the error (as the worker truncates it)."""
+
+_HEADERS = (
+    "dlt.original.topic", "dlt.original.partition", "dlt.original.offset", "dlt.reason",
+    "dlt.error",
+)  # fmt: skip
+_ERROR_CHARS = 500
+"""The worker sends at most this much of a rejection's error (``streams.runtime``)."""
+
+
 async def read_dead_letters(
     bootstrap: str, topics: Sequence[str], isolation: Isolation
-) -> list[dict[str, Any]]:
-    """Every dead letter, copies included, located by its ``dlt.original.*`` headers."""
+) -> list[DeadLetter]:
+    """Every record of every input's ``.dlt`` topic, copies included, as stored."""
     letters = []
-    for topic in topics:
+    for index, topic in enumerate(topics):
         stored = await read_topic(bootstrap, f"{topic}.dlt", isolation)
-        for messages in stored.values():
-            for message in messages:
-                headers = {name: value.decode() for name, value in message.headers}
-                letters.append({
-                    "topic": topics.index(headers["dlt.original.topic"]),
-                    "partition": int(headers["dlt.original.partition"]),
-                    "offset": int(headers["dlt.original.offset"]),
-                    "reason": headers["dlt.reason"],
-                    "error": headers["dlt.error"],
-                })  # fmt: skip
+        for partition in sorted(stored):
+            letters += [
+                DeadLetter(index, partition, m.offset, m.key, m.value, tuple(m.headers or ()))
+                for m in stored[partition]
+            ]
     return letters
 
 
-def letter_key(letter: dict[str, Any]) -> tuple[int, int, int, str]:
-    """What must agree between a dead letter online and in replay."""
-    return letter["topic"], letter["partition"], letter["offset"], letter["reason"]
+def locate_letter(
+    letter: DeadLetter,
+    topics: Sequence[str],
+    inputs: Mapping[tuple[int, int, int], StoredRecord],
+) -> LetterKey | str:
+    """The input record a dead letter stands for, or why it is malformed.
+
+    As ``streams.runtime`` writes them (DESIGN §1, Dead-letter records): on the ``.dlt``
+    topic of the input named by ``dlt.original.topic``, on the original partition, with the
+    input's key and value unchanged, and each header once.
+    """
+    where = f"{topics[letter.topic_index]}.dlt[{letter.partition}]@{letter.offset}"
+    names = [name for name, _ in letter.headers]
+    if sorted(names) != sorted(_HEADERS):
+        return f"{where}: headers {names}, not one each of {list(_HEADERS)}"
+    try:
+        headers = {name: value.decode() for name, value in letter.headers}
+        partition = int(headers["dlt.original.partition"])
+        offset = int(headers["dlt.original.offset"])
+    except (AttributeError, UnicodeDecodeError, ValueError) as error:  # None, bytes, no int
+        return f"{where}: unreadable headers: {error}"
+    if headers["dlt.original.topic"] != topics[letter.topic_index]:
+        return f"{where}: names {headers['dlt.original.topic']!r} as its original topic"
+    if partition != letter.partition:
+        return f"{where}: names partition {partition} as its original partition"
+    record = inputs.get((letter.topic_index, partition, offset))
+    if record is None:
+        return f"{where}: names offset {offset}, which the input partition does not hold"
+    if (letter.key, letter.value) != (record.key, record.value):
+        return f"{where}: its key or value differs from the input record's"
+    return letter.topic_index, partition, offset, headers["dlt.reason"], headers["dlt.error"]
+
+
+def letter_key(letter: dict[str, Any]) -> LetterKey:
+    """A replay dead letter located by :func:`expected_dead_letters`, as the worker sends it."""
+    return (
+        letter["topic"], letter["partition"], letter["offset"], letter["reason"],
+        letter["error"][:_ERROR_CHARS],
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterCounts:
+    """How the dead letters online compare with replay's.
+
+    ``unexpected`` counts letters replay does not have, malformed ones included (each
+    malformed letter is also counted in ``malformed``, and its problem is in ``problems``);
+    ``duplicated`` counts extra copies of a well-formed letter (allowed, as for decisions).
+    """
+
+    expected: int
+    found: int
+    lost: int
+    unexpected: int
+    malformed: int
+    duplicated: int
+    problems: list[str]
+
+
+def compare_dead_letters(
+    expected: Sequence[dict[str, Any]],
+    online: Sequence[DeadLetter],
+    topics: Sequence[str],
+    records: Sequence[StoredRecord],
+) -> DeadLetterCounts:
+    """Compare the letters read online with replay's, located by :func:`expected_dead_letters`."""
+    inputs = {(r.topic_index, r.partition, r.offset): r for r in records}
+    wanted = Counter(map(letter_key, expected))
+    got: Counter[LetterKey] = Counter()
+    problems = []
+    for letter in online:
+        located = locate_letter(letter, topics, inputs)
+        if isinstance(located, str):
+            problems.append(located)
+        else:
+            got[located] += 1
+    return DeadLetterCounts(
+        expected=sum(wanted.values()),
+        found=sum(1 for key in wanted if key in got),
+        lost=sum(1 for key in wanted if key not in got),
+        unexpected=sum(1 for key in got if key not in wanted) + len(problems),
+        malformed=len(problems),
+        duplicated=sum(got.values()) - len(got),
+        problems=problems,
+    )
 
 
 def write_replay_input(records: Iterable[StoredRecord], path: Path, *, partitions: int) -> None:

@@ -34,11 +34,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
 from chaos.check import (
+    DeadLetter,
     DecisionCounts,
     Isolation,
+    compare_dead_letters,
     compare_decisions,
     expected_dead_letters,
-    letter_key,
     read_dead_letters,
     read_decisions,
     read_inputs,
@@ -120,6 +121,9 @@ class Report:
     dead_letters_lost: int = 0
     dead_letters_unexpected: int = 0
     dead_letters_duplicated: int = 0
+    dead_letters_malformed: int = 0
+    """Letters on the wrong ``.dlt`` topic or partition, with other bytes than their input
+    record, or with missing or unreadable headers; counted in ``dead_letters_unexpected`` too."""
     workdir: str = ""
     error: str = ""
 
@@ -172,6 +176,7 @@ class Report:
                 f"dead letters lost     {self.dead_letters_lost}, unexpected"
                 f" {self.dead_letters_unexpected}, duplicated {self.dead_letters_duplicated}"
             )
+            yield f"dead letters malformed {self.dead_letters_malformed} (counted as unexpected)"
         if self.error:
             yield f"error                 {self.error}"
         if self.workdir:
@@ -454,12 +459,22 @@ def _verify(
     report.decisions = compare_decisions(replayed.decisions, online)
     expected_letters = expected_dead_letters(replayed, records)
     write_lines(workdir / "online-decisions.jsonl", online)
-    write_lines(workdir / "online-dead-letters.jsonl", letters)
+    write_lines(workdir / "online-dead-letters.jsonl", map(_letter_doc, letters))
     write_lines(workdir / "replay-dead-letters-located.jsonl", expected_letters)
-    wanted = Counter(map(letter_key, expected_letters))
-    got = Counter(map(letter_key, letters))
-    report.dead_letters_expected = sum(wanted.values())
-    report.dead_letters_found = sum(1 for letter in wanted if letter in got)
-    report.dead_letters_lost = sum(1 for letter in wanted if letter not in got)
-    report.dead_letters_unexpected = sum(1 for letter in got if letter not in wanted)
-    report.dead_letters_duplicated = sum(got.values()) - len(got)
+    counts = compare_dead_letters(expected_letters, letters, topics, records)
+    write_lines(workdir / "malformed-dead-letters.jsonl", counts.problems)
+    report.dead_letters_expected = counts.expected
+    report.dead_letters_found = counts.found
+    report.dead_letters_lost = counts.lost
+    report.dead_letters_unexpected = counts.unexpected
+    report.dead_letters_duplicated = counts.duplicated
+    report.dead_letters_malformed = counts.malformed
+
+
+def _letter_doc(letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter read online, for a look: where it was stored and its headers."""
+    return {
+        "dlt_topic": letter.topic_index, "partition": letter.partition, "offset": letter.offset,
+        "headers": [[name, bytes(value or b"").decode(errors="replace")]
+                    for name, value in letter.headers],
+    }  # fmt: skip

@@ -17,7 +17,14 @@ from typing import Any
 import orjson
 import pytest
 
-from chaos.check import CheckError, StoredRecord, compare_decisions, write_replay_input
+from chaos.check import (
+    CheckError,
+    DeadLetter,
+    StoredRecord,
+    compare_dead_letters,
+    compare_decisions,
+    write_replay_input,
+)
 from risk.partitioner import partition_for
 from risk.replay import INPUT_TOPICS
 
@@ -121,3 +128,64 @@ def test_the_replay_input_refuses_a_record_off_its_keys_partition(tmp_path: Path
     stray = StoredRecord(1, (home + 1) % 6, 5, key, b"{}")
     with pytest.raises(CheckError, match=r"offset 5 is stored on partition"):
         write_replay_input([stray], path, partitions=6)
+
+
+TOPICS = ["p.purchases", "p.repayments", "p.apps", "p.inc", "p.ovr"]
+BAD = StoredRecord(0, 3, 41, b"u-1", b"{not json")
+
+
+def _headers(topic: str = "p.purchases", partition: str = "3", offset: str = "41",
+             reason: str = "invalid_json", error: str = "bad") -> tuple[tuple[str, bytes], ...]:  # fmt: skip
+    return tuple(
+        (f"dlt.{name}", value.encode())
+        for name, value in (("original.topic", topic), ("original.partition", partition),
+                            ("original.offset", offset), ("reason", reason), ("error", error))
+    )  # fmt: skip
+
+
+def _letter(topic_index: int = 0, partition: int = 3, key: bytes | None = b"u-1",
+            value: bytes | None = b"{not json", **headers: str) -> DeadLetter:  # fmt: skip
+    return DeadLetter(topic_index, partition, 0, key, value, _headers(**headers))
+
+
+def _compare(*online: DeadLetter, error: str = "bad") -> Any:
+    expected = [{"topic": 0, "partition": 3, "offset": 41, "reason": "invalid_json",
+                 "error": error}]  # fmt: skip
+    return compare_dead_letters(expected, online, TOPICS, [BAD])
+
+
+def test_a_dead_letter_as_the_worker_writes_it_is_found_and_a_copy_is_a_duplicate() -> None:
+    counts = _compare(_letter(), _letter())
+    assert (counts.expected, counts.found, counts.lost, counts.unexpected) == (1, 1, 0, 0)
+    assert (counts.duplicated, counts.malformed) == (1, 0)
+    # The worker sends at most 500 characters of the error.
+    assert _compare(_letter(error="e" * 500), error="e" * 600).found == 1
+
+
+@pytest.mark.parametrize(
+    "letter",
+    [
+        # The audit's probe: a purchases letter, its value empty, on the repayments .dlt topic.
+        _letter(topic_index=1, partition=0, value=b""),
+        _letter(topic_index=1),  # on another input's .dlt topic
+        _letter(partition=0),  # on another .dlt partition than the original
+        _letter(value=b""),  # not the input's value
+        _letter(key=b"u-2"),  # not the input's key
+        _letter(offset="42"),  # no such input record
+        _letter(topic="p.unknown"),  # once a ValueError
+        _letter(partition=3, offset="x"),
+        DeadLetter(0, 3, 0, b"u-1", b"{not json", _headers()[1:]),  # once a KeyError
+        DeadLetter(0, 3, 0, b"u-1", b"{not json", (*_headers(), ("dlt.reason", b"too_late"))),
+        DeadLetter(0, 3, 0, b"u-1", b"{not json", (*_headers()[:-1], ("dlt.error", b"\xff"))),
+    ],
+)
+def test_a_malformed_dead_letter_is_unexpected_and_the_real_one_lost(letter: DeadLetter) -> None:
+    counts = _compare(letter)
+    assert (counts.found, counts.lost, counts.unexpected, counts.malformed) == (0, 1, 1, 1)
+    assert len(counts.problems) == 1
+
+
+def test_a_dead_letter_with_another_reason_or_error_is_unexpected() -> None:
+    for letter in (_letter(reason="too_late"), _letter(error="other")):
+        counts = _compare(letter)
+        assert (counts.lost, counts.unexpected, counts.malformed) == (1, 1, 0)
