@@ -119,9 +119,26 @@ def _reordered_users(expected: Sequence[dict[str, Any]], online: Sequence[dict[s
 
 
 async def read_topic(
-    bootstrap: str, topic: str, isolation: Isolation = "read_uncommitted"
+    bootstrap: str,
+    topic: str,
+    isolation: Isolation = "read_uncommitted",
+    *,
+    partitions: int | None = None,
 ) -> dict[int, list[Any]]:
-    """Every record of ``topic`` up to its end offsets, by partition, in log order."""
+    """Every record of ``topic`` up to its end offsets, by partition, in log order.
+
+    Raises :class:`CheckError` when the topic does not exist, or has other partitions than
+    ``0 … partitions - 1`` when ``partitions`` is given: a topic read as empty, or read in
+    part, would check nothing.
+    """
+    stored, _ = await _read_topic(bootstrap, topic, isolation, partitions)
+    return stored
+
+
+async def _read_topic(
+    bootstrap: str, topic: str, isolation: Isolation, partitions: int | None
+) -> tuple[dict[int, list[Any]], dict[int, int]]:
+    """:func:`read_topic`, with each partition's span (end offset minus beginning offset)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
         isolation_level=isolation, max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -129,13 +146,16 @@ async def read_topic(
     await consumer.start()
     try:
         await consumer.topics()  # metadata for every topic
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        found = sorted(consumer.partitions_for_topic(topic) or ())
+        if not found:
+            raise CheckError(f"{topic} does not exist, or has no partitions")
+        if partitions is not None and found != list(range(partitions)):
+            raise CheckError(f"{topic} has partitions {found}; the plan has {partitions}")
+        tps = [TopicPartition(topic, p) for p in found]
         out: dict[int, list[Any]] = {tp.partition: [] for tp in tps}
-        if not tps:
-            return out
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        begin = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
         deadline = time.monotonic() + _READ_TIMEOUT_SECONDS
         while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
@@ -143,26 +163,37 @@ async def read_topic(
                 raise TimeoutError(f"could not read {topic} to its end offsets {end}")
             for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
                 out[tp.partition] += messages
-        return out
+        return out, {tp.partition: end[tp] - begin[tp] for tp in tps}
     finally:
         await consumer.stop()
 
 
-async def read_inputs(bootstrap: str, topics: Sequence[str]) -> list[StoredRecord]:
-    """The input topics as stored: topic by topic, partition by partition, in log order."""
+async def read_inputs(
+    bootstrap: str, topics: Sequence[str], *, partitions: int
+) -> list[StoredRecord]:
+    """The input topics as stored: topic by topic, partition by partition, in log order.
+
+    Each partition must yield a record for every offset between its beginning and end
+    offsets (the inputs are written without transactions, so there is no marker between),
+    or :class:`CheckError` is raised.
+    """
     records: list[StoredRecord] = []
     for index, topic in enumerate(topics):
-        stored = await read_topic(bootstrap, topic)
+        stored, spans = await _read_topic(bootstrap, topic, "read_uncommitted", partitions)
         for partition in sorted(stored):
+            if len(stored[partition]) != spans[partition]:
+                raise CheckError(
+                    f"{topic}[{partition}]: read {len(stored[partition])} records,"
+                    f" but its offsets span {spans[partition]}"
+                )
             records += [
                 StoredRecord(index, partition, m.offset, m.key, m.value) for m in stored[partition]
             ]
     return records
 
 
-async def read_decisions(bootstrap: str, topic: str, isolation: Isolation) -> list[dict[str, Any]]:
-    """Limit events without ``decided_at``, partition by partition in log order."""
-    stored = await read_topic(bootstrap, topic, isolation)
+def decision_docs(stored: dict[int, list[Any]]) -> list[dict[str, Any]]:
+    """Limit events read by :func:`read_topic`, without ``decided_at``, in partition order."""
     docs = []
     for partition in sorted(stored):
         for message in stored[partition]:
@@ -170,6 +201,11 @@ async def read_decisions(bootstrap: str, topic: str, isolation: Isolation) -> li
             del doc["decided_at"]
             docs.append(doc)
     return docs
+
+
+async def read_decisions(bootstrap: str, topic: str, isolation: Isolation) -> list[dict[str, Any]]:
+    """Limit events without ``decided_at``, partition by partition in log order."""
+    return decision_docs(await read_topic(bootstrap, topic, isolation))
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,12 +234,12 @@ _ERROR_CHARS = 500
 
 
 async def read_dead_letters(
-    bootstrap: str, topics: Sequence[str], isolation: Isolation
+    bootstrap: str, topics: Sequence[str], isolation: Isolation, *, partitions: int | None = None
 ) -> list[DeadLetter]:
     """Every record of every input's ``.dlt`` topic, copies included, as stored."""
     letters = []
     for index, topic in enumerate(topics):
-        stored = await read_topic(bootstrap, f"{topic}.dlt", isolation)
+        stored = await read_topic(bootstrap, f"{topic}.dlt", isolation, partitions=partitions)
         for partition in sorted(stored):
             letters += [
                 DeadLetter(index, partition, m.offset, m.key, m.value, tuple(m.headers or ()))

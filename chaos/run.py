@@ -34,15 +34,17 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
 from chaos.check import (
+    CheckError,
     DeadLetter,
     DecisionCounts,
     Isolation,
     compare_dead_letters,
     compare_decisions,
+    decision_docs,
     expected_dead_letters,
     read_dead_letters,
-    read_decisions,
     read_inputs,
+    read_topic,
     run_replay,
     write_lines,
     write_replay_input,
@@ -129,10 +131,16 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        """No error, every decision and dead letter found, and nothing extra or different."""
+        """No error, every decision and dead letter found, and nothing extra or different.
+
+        A run that produced nothing, or whose replay expects no decision, checked nothing
+        and fails.
+        """
         return (
             not self.error
+            and self.produced > 0
             and self.decisions is not None
+            and self.decisions.expected > 0
             and self.decisions.ok
             and not self.dead_letters_lost
             and not self.dead_letters_unexpected
@@ -443,20 +451,32 @@ def _verify(
         "read_committed" if plan.guarantee == "exactly_once" else "read_uncommitted"
     )
 
+    n = plan.partitions
+
     async def read() -> tuple[Any, Any, Any]:
+        limit = f"{prefix}.{LIMIT_TOPIC}"
         return (
-            await read_inputs(bootstrap, topics),
-            await read_decisions(bootstrap, f"{prefix}.{LIMIT_TOPIC}", isolation),
-            await read_dead_letters(bootstrap, topics, isolation),
+            await read_inputs(bootstrap, topics, partitions=n),
+            decision_docs(await read_topic(bootstrap, limit, isolation, partitions=n)),
+            await read_dead_letters(bootstrap, topics, isolation, partitions=n),
         )
 
     records, online, letters = asyncio.run(read())
     say(f"read back {len(records)} input records, {len(online)} limit events")
+    if len(records) != report.produced:
+        raise CheckError(
+            f"read back {len(records)} input records, but the simulator produced"
+            f" {report.produced}: the comparison would not cover the traffic"
+        )
     input_path = workdir / "input.jsonl"
     write_replay_input(records, input_path, partitions=plan.partitions)
     replayed = run_replay(input_path, plan.partitions, now, workdir, workdir / "policy.toml")
     report.replay_summary = replayed.summary
     report.decisions = compare_decisions(replayed.decisions, online)
+    if not report.decisions.expected:
+        report.error = (
+            f"replay of {len(records)} input records expects no decision: nothing checked"
+        )
     expected_letters = expected_dead_letters(replayed, records)
     write_lines(workdir / "online-decisions.jsonl", online)
     write_lines(workdir / "online-dead-letters.jsonl", map(_letter_doc, letters))

@@ -7,16 +7,20 @@ full plan is ``make chaos`` (see RELIABILITY.md).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import orjson
 import pytest
 
+from chaos import check
 from chaos.check import (
     CheckError,
     DeadLetter,
@@ -25,6 +29,7 @@ from chaos.check import (
     compare_decisions,
     write_replay_input,
 )
+from chaos.run import Report
 from risk.partitioner import partition_for
 from risk.replay import INPUT_TOPICS
 
@@ -189,3 +194,87 @@ def test_a_dead_letter_with_another_reason_or_error_is_unexpected() -> None:
     for letter in (_letter(reason="too_late"), _letter(error="other")):
         counts = _compare(letter)
         assert (counts.lost, counts.unexpected, counts.malformed) == (1, 1, 0)
+
+
+class _FakeConsumer:
+    """Enough of ``AIOKafkaConsumer`` for ``read_topic``: one topic's stored partitions."""
+
+    stored: ClassVar[dict[int, list[Any]]] = {}
+    begin: ClassVar[int] = 0
+
+    def __init__(self, **_: Any) -> None:
+        self.positions: dict[Any, int] = {}
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def topics(self) -> set[str]:
+        return {"t"}
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return set(self.stored) if topic == "t" and self.stored else None
+
+    def assign(self, tps: list[Any]) -> None:
+        self.positions = dict.fromkeys(tps, self.begin)
+
+    async def seek_to_beginning(self, *_: Any) -> None:
+        pass
+
+    async def beginning_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return dict.fromkeys(tps, self.begin)
+
+    async def end_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return {tp: len(self.stored[tp.partition]) for tp in tps}
+
+    async def position(self, tp: Any) -> int:
+        return self.positions[tp]
+
+    async def getmany(self, timeout_ms: int) -> dict[Any, list[Any]]:
+        out = {}
+        for tp, at in self.positions.items():
+            out[tp] = [m for m in self.stored[tp.partition] if m.offset >= at]
+            self.positions[tp] = len(self.stored[tp.partition])
+        return out
+
+
+def _message(offset: int) -> SimpleNamespace:
+    return SimpleNamespace(offset=offset, key=b"k", value=b"v", headers=[])
+
+
+@pytest.fixture
+def fake_consumer(monkeypatch: pytest.MonkeyPatch) -> type[_FakeConsumer]:
+    monkeypatch.setattr(check, "AIOKafkaConsumer", _FakeConsumer)
+    monkeypatch.setattr(_FakeConsumer, "stored", {0: [_message(0)], 1: [_message(0)]})
+    monkeypatch.setattr(_FakeConsumer, "begin", 0)
+    return _FakeConsumer
+
+
+def test_a_topic_is_read_whole_or_not_at_all(fake_consumer: type[_FakeConsumer]) -> None:
+    stored = asyncio.run(check.read_topic("b", "t", partitions=2))
+    assert {p: len(m) for p, m in stored.items()} == {0: 1, 1: 1}
+    with pytest.raises(CheckError, match=r"has partitions \[0, 1\]; the plan has 6"):
+        asyncio.run(check.read_topic("b", "t", partitions=6))
+    with pytest.raises(CheckError, match="does not exist"):  # once read as empty
+        asyncio.run(check.read_topic("b", "missing", partitions=2))
+    with pytest.raises(CheckError, match="does not exist"):
+        asyncio.run(check.read_decisions("b", "missing", "read_uncommitted"))
+
+
+def test_an_input_partition_read_short_of_its_offsets_is_an_error(
+    fake_consumer: type[_FakeConsumer],
+) -> None:
+    assert len(asyncio.run(check.read_inputs("b", ["t"], partitions=2))) == 2
+    fake_consumer.begin = -1  # one offset more than the records read
+    with pytest.raises(CheckError, match=r"t\[0\]: read 1 records, but its offsets span 2"):
+        asyncio.run(check.read_inputs("b", ["t"], partitions=2))
+
+
+def test_a_run_that_checked_nothing_fails() -> None:
+    ok = compare_decisions([_decision("a", "u-1")], [_decision("a", "u-1")])
+    report = Report({}, "", "", produced=10, decisions=ok)
+    assert report.passed
+    assert not replace(report, produced=0).passed
+    assert not replace(report, decisions=compare_decisions([], [])).passed
