@@ -154,7 +154,7 @@ class Report:
 
         Repeated decisions or dead letters under ``exactly_once``: faust-streaming 0.15
         writes an agent's sends outside the transaction, so a crash repeats them there too
-        (README, Delivery guarantees and Reliability testing); consumers deduplicate by
+        (README, Guarantees and failure modes, and Reliability testing); consumers deduplicate by
         ``event_id`` in either mode. They are still counted and named here, because
         exactly-once is what the run was asked to check.
         """
