@@ -49,7 +49,7 @@ from chaos.check import (
     write_lines,
     write_replay_input,
 )
-from chaos.workers import WorkerSlot
+from chaos.workers import WorkerSlot, scan_log
 from risk.policy import PolicyError, load_policy
 from risk.replay import INPUT_TOPICS
 from streams.devbroker import TansuBroker, apply_tansu_shims
@@ -113,6 +113,11 @@ class Report:
     traffic_seconds: float = 0.0
     faults: list[Fault] = field(default_factory=list)
     unexpected_exits: int = 0
+    unclean_stops: list[str] = field(default_factory=list)
+    """Workers a SIGTERM did not end with status 0 within its grace, or a SIGKILL did not end."""
+    log_problems: dict[str, int] = field(default_factory=dict)
+    """Lines of the worker logs naming a traceback, an agent crash or restart, or
+    ``StateNotPersistedError`` (:data:`chaos.workers.LOG_PROBLEMS`), by kind."""
     caught_up_after: float | None = None
     stalled: list[str] = field(default_factory=list)
     """Input partitions still not committed to their end when the catch-up wait ran out."""
@@ -145,6 +150,8 @@ class Report:
             and not self.dead_letters_lost
             and not self.dead_letters_unexpected
             and not self.unexpected_exits
+            and not self.unclean_stops
+            and not any(self.log_problems.values())
             and not self.stalled
         )
 
@@ -184,6 +191,11 @@ class Report:
             worst = max(f.ready_after for f in self.faults)
             yield f"restart to ready      at most {worst:.1f} s"
         yield f"unexpected exits      {self.unexpected_exits}"
+        yield f"unclean stops         {len(self.unclean_stops)}"
+        for stop in self.unclean_stops:
+            yield f"  {stop}"
+        problems = ", ".join(f"{n} {kind}" for kind, n in sorted(self.log_problems.items()) if n)
+        yield f"worker log problems   {problems or 0}"
         if self.caught_up_after is not None:
             yield f"caught up             {self.caught_up_after:.1f} s after the traffic stopped"
         if self.stalled:
@@ -255,6 +267,7 @@ def run(plan: Plan, say: Callable[[str], None] = print, *, keep: bool = False) -
         finally:
             for slot in slots:
                 slot.stop()
+            _check_stops(slots, report)
         if not report.error:
             try:
                 _verify(plan, bootstrap, prefix, topics, workdir, report, say)
@@ -264,6 +277,21 @@ def run(plan: Plan, say: Callable[[str], None] = print, *, keep: bool = False) -
         shutil.rmtree(workdir, ignore_errors=True)
         report.workdir = ""
     return report
+
+
+def _check_stops(slots: list[WorkerSlot], report: Report) -> None:
+    """How every process ended, and what its log says: a crash is not only a missing PID."""
+    for slot in slots:
+        for exit_ in slot.exits:
+            if not exit_.signal:  # found dead when it was to be stopped: nothing else saw it
+                report.unexpected_exits += 1
+                report.unclean_stops.append(f"{slot.name}: {exit_.describe()}")
+            elif not exit_.clean:
+                report.unclean_stops.append(f"{slot.name}: {exit_.describe()}")
+        if slot.log_path.exists():
+            found = scan_log(slot.log_path.read_text(errors="replace"))
+            for kind, count in found.items():
+                report.log_problems[kind] = report.log_problems.get(kind, 0) + count
 
 
 def _policy(workdir: Path, plan: Plan) -> Path:

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,7 +21,7 @@ from typing import Any, ClassVar
 import orjson
 import pytest
 
-from chaos import check
+from chaos import check, workers
 from chaos.check import (
     CheckError,
     DeadLetter,
@@ -29,7 +30,8 @@ from chaos.check import (
     compare_decisions,
     write_replay_input,
 )
-from chaos.run import Report
+from chaos.run import Report, _check_stops
+from chaos.workers import WorkerSlot, scan_log
 from risk.partitioner import partition_for
 from risk.replay import INPUT_TOPICS
 
@@ -118,6 +120,8 @@ def test_a_short_chaos_run_loses_no_decision(short_run: tuple[dict[str, Any], st
     assert report["dead_letters_lost"] == 0, output
     assert report["stalled"] == [], output
     assert report["unexpected_exits"] == 0, output
+    assert report["unclean_stops"] == [], output
+    assert report["log_problems"] == {}, output
     # Nothing extra or different: the test above (with the fixture's check for an error,
     # the two make up report["passed"]).
 
@@ -296,3 +300,76 @@ def test_repeats_under_exactly_once_are_a_warning_not_a_failure() -> None:
     assert replace(report, plan={"guarantee": "at_least_once"}).warnings == []
     assert replace(report, decisions=compare_decisions(expected, expected),
                    dead_letters_duplicated=2).warnings  # fmt: skip
+
+
+def test_the_log_scan_counts_crashes_and_not_the_warnings_of_a_kill() -> None:
+    log = "\n".join([
+        "[2026-12-03 07:37:50,748] [1448] [WARNING] Heartbeat failed for group g because it is"
+        " rebalancing ",
+        "[2026-12-03 07:37:51,000] [1448] [ERROR] Unable connect to node with id 0: ...",
+        "[2026-12-03 07:38:14,737] [1448] [INFO] [^---ProducerBuffer]: Stopping... ",
+        "[...] [ERROR] [^---Agent*: agents.limits.process]: Crashed reason=KeyError('x')",
+        "Traceback (most recent call last):",
+        "streams.runtime.StateNotPersistedError: 3 table writes still buffered",
+        "[...] [INFO] [^---Agent*: agents.limits.process]: Restarting dead <ActorRef>!",
+        "[...] [INFO] [^---Agent*: agents.limits.process]: Restarting on rebalance",
+    ])  # fmt: skip
+    assert scan_log(log) == {
+        "agent crashed": 1, "traceback": 1, "state not persisted": 1, "agent restarted": 1,
+        "agent restarted on rebalance": 1,
+    }  # fmt: skip
+    assert scan_log("\n".join(log.splitlines()[:3])) == {}
+
+
+_TERM_EXITS_0 = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))"
+_TERM_IGNORED = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN)"
+
+
+def _slot_running(tmp_path: Path, code: str) -> WorkerSlot:
+    slot = WorkerSlot("worker-1", {}, tmp_path)
+    ready = tmp_path / f"ready-{len(list(tmp_path.glob('ready-*')))}"
+    script = f"{code}; open({str(ready)!r}, 'w').close(); time.sleep(60)"
+    slot.process = subprocess.Popen([sys.executable, "-c", script])
+    while not ready.exists() and slot.process.poll() is None:
+        time.sleep(0.05)
+    return slot
+
+
+def test_each_stop_is_recorded_with_its_exit_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workers, "_TERM_GRACE_SECONDS", 1.0)
+    clean = _slot_running(tmp_path, _TERM_EXITS_0)
+    clean.stop()
+    clean.stop()  # safe to call twice: recorded once
+    assert [(e.signal, e.code, e.forced, e.clean) for e in clean.exits] == [
+        ("SIGTERM", 0, False, True)
+    ]
+    killed = _slot_running(tmp_path, "import time")
+    killed.signal(signal.SIGKILL)
+    assert killed.exits[-1].clean
+    died = _slot_running(tmp_path, "import time")  # the default SIGTERM: no clean shutdown
+    died.stop()
+    assert (died.exits[-1].code, died.exits[-1].clean) == (-signal.SIGTERM, False)
+    stuck = _slot_running(tmp_path, _TERM_IGNORED)
+    stuck.stop()
+    assert (stuck.exits[-1].forced, stuck.exits[-1].clean) == (True, False)
+    gone = WorkerSlot("worker-2", {}, tmp_path)
+    gone.process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    gone.process.wait(30)
+    gone.stop()  # it had exited by itself, which no poll saw
+    assert [(e.signal, e.code) for e in gone.exits] == [("", 3)]
+    report = Report({}, "", "", produced=10)
+    (tmp_path / "worker-2.log").write_text("Traceback (most recent call last):\n")
+    _check_stops([clean, killed, died, stuck, gone], report)
+    assert report.unexpected_exits == 1
+    assert len(report.unclean_stops) == 3
+    assert report.log_problems == {"traceback": 1}
+    lines = list(report.lines())
+    assert "unclean stops         3" in lines
+    assert "worker log problems   1 traceback" in lines
+    assert lines[-1] == "FAIL"
+    ok = compare_decisions([_decision("a", "u-1")], [_decision("a", "u-1")])
+    assert Report({}, "", "", produced=10, decisions=ok).passed
+    assert not Report({}, "", "", produced=10, decisions=ok, unclean_stops=["x"]).passed
+    assert not Report({}, "", "", produced=10, decisions=ok, log_problems={"traceback": 1}).passed
