@@ -21,13 +21,13 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -59,6 +59,12 @@ from streams.simulate import run_simulation
 LIMIT_TOPIC = "credit.limit-events.v1"
 _READY_TIMEOUT_SECONDS = 120.0
 _LAG_POLL_SECONDS = 2.0
+_MIN_STEP_SECONDS = 1.0
+"""A fetch started at the catch-up bound still gets this long, for a last look."""
+
+_STOP_SECONDS = 10.0
+
+_T = TypeVar("_T")
 
 Guarantee = Literal["at_least_once", "exactly_once"]
 
@@ -453,18 +459,27 @@ async def _catch_up(
 ) -> None:
     """Wait until the group has committed every input record, or note what stayed behind."""
     started = time.monotonic()
+    tps = [TopicPartition(topic, p) for topic in topics for p in range(plan.partitions)]
+
+    async def bounded(step: Awaitable[_T]) -> _T:
+        """``step`` within what is left of the catch-up bound.
+
+        aiokafka's coordinator lookup for a committed offset retries for ever.
+        """
+        left = plan.catch_up_timeout - (time.monotonic() - started)
+        return await asyncio.wait_for(step, max(left, _MIN_STEP_SECONDS))
+
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )
-    await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for topic in topics for p in range(plan.partitions)]
+        await bounded(consumer.start())
         reported = 0.0
         while True:
             await _revive(slots, report, say)
             waited = time.monotonic() - started
-            end = await consumer.end_offsets(tps)
-            committed = {tp: await consumer.committed(tp) or 0 for tp in tps}
+            end = await bounded(consumer.end_offsets(tps))
+            committed = {tp: await bounded(consumer.committed(tp)) or 0 for tp in tps}
             lag = {tp: end[tp] - committed[tp] for tp in tps if end[tp] > committed[tp]}
             behind = [
                 f"{tp.topic.removeprefix(group + '.')}[{tp.partition}] {committed[tp]}/{end[tp]}"
@@ -483,8 +498,16 @@ async def _catch_up(
                     f" most behind (committed/end): {', '.join(behind[:3])}")  # fmt: skip
                 reported = waited
             await asyncio.sleep(_LAG_POLL_SECONDS)
+    except TimeoutError:
+        waited = time.monotonic() - started
+        report.stalled = [
+            f"all {len(tps)} input partitions: the committed offsets could not be fetched"
+            f" within the {plan.catch_up_timeout:g} s catch-up bound"
+        ]
+        say(f"no committed offsets after {waited:.0f} s; checking what was decided anyway")
     finally:
-        await consumer.stop()
+        with suppress(TimeoutError):  # leaving a group it never found must not hang either
+            await asyncio.wait_for(consumer.stop(), _STOP_SECONDS)
 
 
 def _verify(

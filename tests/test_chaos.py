@@ -22,6 +22,7 @@ import orjson
 import pytest
 
 from chaos import check, workers
+from chaos import run as run_module
 from chaos.check import (
     CheckError,
     DeadLetter,
@@ -30,7 +31,7 @@ from chaos.check import (
     compare_decisions,
     write_replay_input,
 )
-from chaos.run import Report, _check_stops
+from chaos.run import Plan, Report, _check_stops
 from chaos.workers import WorkerSlot, scan_log
 from risk.partitioner import partition_for
 from risk.replay import INPUT_TOPICS
@@ -373,3 +374,40 @@ def test_each_stop_is_recorded_with_its_exit_status(
     assert Report({}, "", "", produced=10, decisions=ok).passed
     assert not Report({}, "", "", produced=10, decisions=ok, unclean_stops=["x"]).passed
     assert not Report({}, "", "", produced=10, decisions=ok, log_problems={"traceback": 1}).passed
+
+
+class _StuckGroupConsumer:
+    """A group consumer whose committed-offset fetch never returns, as aiokafka's can."""
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def end_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return dict.fromkeys(tps, 5)
+
+    async def committed(self, tp: Any) -> int:
+        await asyncio.Event().wait()  # the coordinator lookup retrying for ever
+        return 0
+
+
+def test_the_catch_up_wait_is_bounded_even_when_no_offset_comes_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(run_module, "AIOKafkaConsumer", _StuckGroupConsumer)
+    monkeypatch.setattr(run_module, "_MIN_STEP_SECONDS", 0.1)
+    plan = Plan(partitions=2, catch_up_timeout=0.5)
+    report = Report({}, "", "")
+    started = time.monotonic()
+    asyncio.run(run_module._catch_up(plan, "b", "g", ["t"], [], report, lambda _: None))
+    assert time.monotonic() - started < 5
+    assert report.caught_up_after is None
+    assert report.stalled == [
+        "all 2 input partitions: the committed offsets could not be fetched within the 0.5 s"
+        " catch-up bound"
+    ]
