@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,12 +24,17 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from risk.clock import format_timestamp
+from risk.partitioner import partition_for
 from risk.replay import INPUT_TOPICS
 
 _READ_TIMEOUT_SECONDS = 300.0
 _REPLAY_TIMEOUT_SECONDS = 900.0
 
 Isolation = Literal["read_uncommitted", "read_committed"]
+
+
+class CheckError(RuntimeError):
+    """The stored data cannot be checked as it is: the verdict must be a failure."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +119,26 @@ def _reordered_users(expected: Sequence[dict[str, Any]], online: Sequence[dict[s
 
 
 async def read_topic(
-    bootstrap: str, topic: str, isolation: Isolation = "read_uncommitted"
+    bootstrap: str,
+    topic: str,
+    isolation: Isolation = "read_uncommitted",
+    *,
+    partitions: int | None = None,
 ) -> dict[int, list[Any]]:
-    """Every record of ``topic`` up to its end offsets, by partition, in log order."""
+    """Every record of ``topic`` up to its end offsets, by partition, in log order.
+
+    Raises :class:`CheckError` when the topic does not exist, or has other partitions than
+    ``0 … partitions - 1`` when ``partitions`` is given: a topic read as empty, or read in
+    part, would check nothing.
+    """
+    stored, _ = await _read_topic(bootstrap, topic, isolation, partitions)
+    return stored
+
+
+async def _read_topic(
+    bootstrap: str, topic: str, isolation: Isolation, partitions: int | None
+) -> tuple[dict[int, list[Any]], dict[int, int]]:
+    """:func:`read_topic`, with each partition's span (end offset minus beginning offset)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
         isolation_level=isolation, max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -124,13 +146,16 @@ async def read_topic(
     await consumer.start()
     try:
         await consumer.topics()  # metadata for every topic
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        found = sorted(consumer.partitions_for_topic(topic) or ())
+        if not found:
+            raise CheckError(f"{topic} does not exist, or has no partitions")
+        if partitions is not None and found != list(range(partitions)):
+            raise CheckError(f"{topic} has partitions {found}; the plan has {partitions}")
+        tps = [TopicPartition(topic, p) for p in found]
         out: dict[int, list[Any]] = {tp.partition: [] for tp in tps}
-        if not tps:
-            return out
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        begin = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
         deadline = time.monotonic() + _READ_TIMEOUT_SECONDS
         while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
@@ -138,26 +163,37 @@ async def read_topic(
                 raise TimeoutError(f"could not read {topic} to its end offsets {end}")
             for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
                 out[tp.partition] += messages
-        return out
+        return out, {tp.partition: end[tp] - begin[tp] for tp in tps}
     finally:
         await consumer.stop()
 
 
-async def read_inputs(bootstrap: str, topics: Sequence[str]) -> list[StoredRecord]:
-    """The input topics as stored: topic by topic, partition by partition, in log order."""
+async def read_inputs(
+    bootstrap: str, topics: Sequence[str], *, partitions: int
+) -> list[StoredRecord]:
+    """The input topics as stored: topic by topic, partition by partition, in log order.
+
+    Each partition must yield a record for every offset between its beginning and end
+    offsets (the inputs are written without transactions, so there is no marker between),
+    or :class:`CheckError` is raised.
+    """
     records: list[StoredRecord] = []
     for index, topic in enumerate(topics):
-        stored = await read_topic(bootstrap, topic)
+        stored, spans = await _read_topic(bootstrap, topic, "read_uncommitted", partitions)
         for partition in sorted(stored):
+            if len(stored[partition]) != spans[partition]:
+                raise CheckError(
+                    f"{topic}[{partition}]: read {len(stored[partition])} records,"
+                    f" but its offsets span {spans[partition]}"
+                )
             records += [
                 StoredRecord(index, partition, m.offset, m.key, m.value) for m in stored[partition]
             ]
     return records
 
 
-async def read_decisions(bootstrap: str, topic: str, isolation: Isolation) -> list[dict[str, Any]]:
-    """Limit events without ``decided_at``, partition by partition in log order."""
-    stored = await read_topic(bootstrap, topic, isolation)
+def decision_docs(stored: dict[int, list[Any]]) -> list[dict[str, Any]]:
+    """Limit events read by :func:`read_topic`, without ``decided_at``, in partition order."""
     docs = []
     for partition in sorted(stored):
         for message in stored[partition]:
@@ -167,38 +203,155 @@ async def read_decisions(bootstrap: str, topic: str, isolation: Isolation) -> li
     return docs
 
 
+async def read_decisions(bootstrap: str, topic: str, isolation: Isolation) -> list[dict[str, Any]]:
+    """Limit events without ``decided_at``, partition by partition in log order."""
+    return decision_docs(await read_topic(bootstrap, topic, isolation))
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record as stored on a ``.dlt`` topic: where it was read, its bytes and headers."""
+
+    topic_index: int
+    """The input whose ``.dlt`` topic it was read from."""
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+LetterKey = tuple[int, int, int, str, str]
+"""What must agree between a dead letter online and in replay: the input topic's index,
+partition and offset, the reason and the error (as the worker truncates it)."""
+
+_HEADERS = (
+    "dlt.original.topic", "dlt.original.partition", "dlt.original.offset", "dlt.reason",
+    "dlt.error",
+)  # fmt: skip
+_ERROR_CHARS = 500
+"""The worker sends at most this much of a rejection's error (``streams.runtime``)."""
+
+
 async def read_dead_letters(
-    bootstrap: str, topics: Sequence[str], isolation: Isolation
-) -> list[dict[str, Any]]:
-    """Every dead letter, copies included, located by its ``dlt.original.*`` headers."""
+    bootstrap: str, topics: Sequence[str], isolation: Isolation, *, partitions: int | None = None
+) -> list[DeadLetter]:
+    """Every record of every input's ``.dlt`` topic, copies included, as stored."""
     letters = []
-    for topic in topics:
-        stored = await read_topic(bootstrap, f"{topic}.dlt", isolation)
-        for messages in stored.values():
-            for message in messages:
-                headers = {name: value.decode() for name, value in message.headers}
-                letters.append({
-                    "topic": topics.index(headers["dlt.original.topic"]),
-                    "partition": int(headers["dlt.original.partition"]),
-                    "offset": int(headers["dlt.original.offset"]),
-                    "reason": headers["dlt.reason"],
-                    "error": headers["dlt.error"],
-                })  # fmt: skip
+    for index, topic in enumerate(topics):
+        stored = await read_topic(bootstrap, f"{topic}.dlt", isolation, partitions=partitions)
+        for partition in sorted(stored):
+            letters += [
+                DeadLetter(index, partition, m.offset, m.key, m.value, tuple(m.headers or ()))
+                for m in stored[partition]
+            ]
     return letters
 
 
-def letter_key(letter: dict[str, Any]) -> tuple[int, int, int, str]:
-    """What must agree between a dead letter online and in replay."""
-    return letter["topic"], letter["partition"], letter["offset"], letter["reason"]
+def locate_letter(
+    letter: DeadLetter,
+    topics: Sequence[str],
+    inputs: Mapping[tuple[int, int, int], StoredRecord],
+) -> LetterKey | str:
+    """The input record a dead letter stands for, or why it is malformed.
+
+    As ``streams.runtime`` writes them (DESIGN §1, Dead-letter records): on the ``.dlt``
+    topic of the input named by ``dlt.original.topic``, on the original partition, with the
+    input's key and value unchanged, and each header once.
+    """
+    where = f"{topics[letter.topic_index]}.dlt[{letter.partition}]@{letter.offset}"
+    names = [name for name, _ in letter.headers]
+    if sorted(names) != sorted(_HEADERS):
+        return f"{where}: headers {names}, not one each of {list(_HEADERS)}"
+    try:
+        headers = {name: value.decode() for name, value in letter.headers}
+        partition = int(headers["dlt.original.partition"])
+        offset = int(headers["dlt.original.offset"])
+    except (AttributeError, UnicodeDecodeError, ValueError) as error:  # None, bytes, no int
+        return f"{where}: unreadable headers: {error}"
+    if headers["dlt.original.topic"] != topics[letter.topic_index]:
+        return f"{where}: names {headers['dlt.original.topic']!r} as its original topic"
+    if partition != letter.partition:
+        return f"{where}: names partition {partition} as its original partition"
+    record = inputs.get((letter.topic_index, partition, offset))
+    if record is None:
+        return f"{where}: names offset {offset}, which the input partition does not hold"
+    if (letter.key, letter.value) != (record.key, record.value):
+        return f"{where}: its key or value differs from the input record's"
+    return letter.topic_index, partition, offset, headers["dlt.reason"], headers["dlt.error"]
 
 
-def write_replay_input(records: Iterable[StoredRecord], path: Path) -> None:
+def letter_key(letter: dict[str, Any]) -> LetterKey:
+    """A replay dead letter located by :func:`expected_dead_letters`, as the worker sends it."""
+    return (
+        letter["topic"], letter["partition"], letter["offset"], letter["reason"],
+        letter["error"][:_ERROR_CHARS],
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterCounts:
+    """How the dead letters online compare with replay's.
+
+    ``unexpected`` counts letters replay does not have, malformed ones included (each
+    malformed letter is also counted in ``malformed``, and its problem is in ``problems``);
+    ``duplicated`` counts extra copies of a well-formed letter (allowed, as for decisions).
+    """
+
+    expected: int
+    found: int
+    lost: int
+    unexpected: int
+    malformed: int
+    duplicated: int
+    problems: list[str]
+
+
+def compare_dead_letters(
+    expected: Sequence[dict[str, Any]],
+    online: Sequence[DeadLetter],
+    topics: Sequence[str],
+    records: Sequence[StoredRecord],
+) -> DeadLetterCounts:
+    """Compare the letters read online with replay's, located by :func:`expected_dead_letters`."""
+    inputs = {(r.topic_index, r.partition, r.offset): r for r in records}
+    wanted = Counter(map(letter_key, expected))
+    got: Counter[LetterKey] = Counter()
+    problems = []
+    for letter in online:
+        located = locate_letter(letter, topics, inputs)
+        if isinstance(located, str):
+            problems.append(located)
+        else:
+            got[located] += 1
+    return DeadLetterCounts(
+        expected=sum(wanted.values()),
+        found=sum(1 for key in wanted if key in got),
+        lost=sum(1 for key in wanted if key not in got),
+        unexpected=sum(1 for key in got if key not in wanted) + len(problems),
+        malformed=len(problems),
+        duplicated=sum(got.values()) - len(got),
+        problems=problems,
+    )
+
+
+def write_replay_input(records: Iterable[StoredRecord], path: Path, *, partitions: int) -> None:
     """The stored records as ``lineguard replay`` input, under the contract's topic names.
 
     Values go as ``value_base64``, so the bytes replayed are exactly the bytes stored.
+    Replay re-derives each record's partition from its key, so a record stored on another
+    partition than its key's (a producer with another partitioner) would be replayed in
+    another group than the worker applied it in: that raises :class:`CheckError`.
     """
     with path.open("wb") as out:
         for record in records:
+            derived = partition_for(record.key, partitions)
+            if derived != record.partition:
+                raise CheckError(
+                    f"{INPUT_TOPICS[record.topic_index]} offset {record.offset} is stored on"
+                    f" partition {record.partition}, but its key {record.key!r} hashes to"
+                    f" partition {derived} of {partitions}: replay would apply it elsewhere"
+                )
             line: dict[str, Any] = {
                 "topic": INPUT_TOPICS[record.topic_index],
                 "key": None if record.key is None else record.key.decode(),

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,55 @@ _TERM_GRACE_SECONDS = 30.0
 """A SIGTERM'd worker commits and leaves the group; past this it is killed."""
 _KILL_WAIT_SECONDS = 10.0
 _POLL_SECONDS = 0.2
+
+LOG_PROBLEMS = {
+    "traceback": "Traceback (most recent call last)",
+    # mode's Service.crash logs "Crashed reason=…" for a crashed agent (faust.agents.agent
+    # _execute_actor calls aref.crash), its supervisor "Restarting dead …" when it
+    # restarts one, and faust "Restarting on rebalance" for an actor cancelled mid-run.
+    "agent crashed": "Crashed reason=",
+    "agent restarted": "Restarting dead",
+    "agent restarted on rebalance": "Restarting on rebalance",
+    "state not persisted": "StateNotPersistedError",
+}
+"""What a worker's log must never hold, by the name the report counts it under. A clean
+run's logs hold none (the reconnect and rebalance warnings a kill causes are other lines)."""
+
+
+def scan_log(text: str) -> Counter[str]:
+    """How many lines of a worker log hold each of :data:`LOG_PROBLEMS`."""
+    found: Counter[str] = Counter()
+    for line in text.splitlines():
+        for name, needle in LOG_PROBLEMS.items():
+            if needle in line:
+                found[name] += 1
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """How one worker process ended."""
+
+    pid: int
+    signal: str
+    """``SIGTERM`` or ``SIGKILL`` when this slot stopped it; empty when it had exited first."""
+    code: int | None
+    """Its exit status (negative: the signal that ended it); None if it never ended."""
+    forced: bool = False
+    """SIGTERM did not end it within the grace, so it was SIGKILLed."""
+
+    @property
+    def clean(self) -> bool:
+        """A SIGTERM ended it with status 0 by itself, or the SIGKILL it was sent."""
+        if self.signal == "SIGTERM":
+            return self.code == 0 and not self.forced
+        return self.signal == "SIGKILL" and self.code == -signal.SIGKILL
+
+    def describe(self) -> str:
+        """One phrase for the report."""
+        how = f"after {self.signal}" if self.signal else "by itself, before it was stopped"
+        forced = ", SIGKILLed when the SIGTERM grace ran out" if self.forced else ""
+        return f"pid {self.pid} exited with {self.code} {how}{forced}"
 
 
 @dataclass
@@ -35,6 +85,8 @@ class WorkerSlot:
     starts: int = 0
     history: list[int] = field(default_factory=list)
     """PIDs of every process this slot has started, for the log."""
+    exits: list[Exit] = field(default_factory=list)
+    """How each process this slot signalled or found dead ended, in order."""
 
     def start(self) -> int:
         """Start a worker process and return its PID (readiness is :meth:`wait_ready`)."""
@@ -57,18 +109,28 @@ class WorkerSlot:
         return self.process.pid
 
     def signal(self, sig: signal.Signals) -> float:
-        """Send ``sig`` and wait for the process to exit; return the seconds it took."""
+        """Send ``sig`` and wait for the process to exit; return the seconds it took.
+
+        How it ended goes to :attr:`exits`, once per process: also a process that had
+        already exited by itself, which nothing else would see.
+        """
         process = self.process
-        if process is None or process.poll() is not None:
+        if process is None or (self.exits and self.exits[-1].pid == process.pid):
+            return 0.0
+        if process.poll() is not None:
+            self.exits.append(Exit(process.pid, "", process.returncode))
             return 0.0
         started = time.monotonic()
         process.send_signal(sig)
         grace = _TERM_GRACE_SECONDS if sig == signal.SIGTERM else _KILL_WAIT_SECONDS
+        forced = False
         try:
             process.wait(grace)
         except subprocess.TimeoutExpired:
+            forced = sig != signal.SIGKILL
             process.kill()
             process.wait(_KILL_WAIT_SECONDS)
+        self.exits.append(Exit(process.pid, sig.name, process.returncode, forced))
         return time.monotonic() - started
 
     def alive(self) -> bool:
