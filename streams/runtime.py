@@ -225,6 +225,8 @@ class Runtime:
         self._stores: dict[int, TableStore] = {}
         self._marks: dict[int, Marks] = {}
         """Each partition's positions since its last commit (:mod:`streams.progress`)."""
+        self._committing: asyncio.Future[None] | None = None
+        """The commit asked for when a partition's marks piled up (:meth:`_commit_soon`)."""
         self._batch_lock = asyncio.Lock()
         self._generation = 0
         """Counts resets, so that a batch read across a rebalance is dropped."""
@@ -503,6 +505,29 @@ class Runtime:
                 # their states: stop instead, and read them again from the committed offsets.
                 raise StateNotPersistedError(f"{unsent} table writes still buffered")
         self._ack(batch)
+        if any(self._marks[p].wants_commit() for p in writes if p in self._marks):
+            self._commit_soon()
+
+    def _commit_soon(self) -> None:
+        """Ask the consumer to commit the acked offsets now, without waiting for it.
+
+        A partition's marks pile up, one a batch, until a commit is confirmed, and the
+        record of them heads every record batch of its flush (:mod:`streams.progress`).
+        Faust commits every ``broker_commit_interval`` on its own; with small batches every
+        few milliseconds that left hundreds of marks. This is the commit Faust's timer makes
+        (``Consumer.commit``: acked offsets only, one commit at a time), made sooner.
+        """
+        if self._committing is not None and not self._committing.done():
+            return
+        if self.app.should_stop or self.app.rebalancing:
+            return  # the rebalance or the stop commits, and the marks start again after it
+        self._committing = asyncio.ensure_future(self._commit())
+
+    async def _commit(self) -> None:
+        try:
+            await self.app.consumer.commit()
+        except Exception as error:  # the timer's next commit tries again
+            log.warning("commit_failed", error=type(error).__name__)
 
     def _ack(self, batch: _Batch) -> None:
         """Ack the batch's records; its metrics are counted once per topic and outcome."""
