@@ -27,7 +27,7 @@ from risk.backtest import backtest, render_text
 from risk.clock import parse_timestamp
 from risk.policy import Policy, PolicyError, load_policy
 from risk.replay import InputRecord, ReplayInputError, parse_records, replay
-from streams.preflight import kafka_credentials
+from streams.preflight import PRODUCER_MAX_REQUEST_SIZE, kafka_credentials
 from streams.recovery import PromptTableManager, install_changelog_fast_path
 from streams.runtime import wall_micros
 from streams.settings import Settings
@@ -136,6 +136,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=timeouts["broker_heartbeat_interval"],
         broker_rebalance_timeout=timeouts["broker_rebalance_timeout"],
         producer_linger_ms=round(settings.producer_linger * 1000),
+        producer_max_request_size=PRODUCER_MAX_REQUEST_SIZE,  # a dead letter is its record and more
         TableManager=PromptTableManager,  # starts the tables without Faust's 1 s sleep
     )
     install_changelog_fast_path(app)  # recovery reads the changelog a fetch at a time

@@ -2,20 +2,47 @@
 
 The input topics must be co-partitioned, or one user's events would be split
 between workers. Missing topics are created with the configured partition
-count first, so that no broker auto-creates them with its own default.
+count first, so that no broker auto-creates them with its own default, and
+missing dead-letter topics with room for the largest record their input topic
+takes plus the dead letter's headers (:func:`dead_letter_max_bytes`).
 """
 
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
 import faust
+import structlog
 from aiokafka import errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from streams.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+KAFKA_MAX_MESSAGE_BYTES: Final = 1_048_588
+"""Kafka's default ``message.max.bytes``: the largest record batch a topic takes unless its
+``max.message.bytes`` or the broker's setting says otherwise."""
+
+DEAD_LETTER_HEADROOM: Final = 64 * 1024
+"""Bytes a dead letter may take beyond its input record: the ``dlt.*`` headers (the error
+is cut at 500 characters, the topic name at Kafka's 249) and a record batch's framing come
+to a few KB at most."""
+
+PRODUCER_MAX_REQUEST_SIZE: Final = 64 * 1024 * 1024
+"""The worker's producer ``max_request_size``: the largest record it sends.
+
+aiokafka checks it on each record before queueing it, and raises
+``MessageSizeTooLargeError`` then; Faust's default, 1,000,000, is below Kafka's own record
+limit, so a dead letter of a record the input topic took could not be sent and the worker
+stopped, again after each restart. 64 MiB is sixty times Kafka's default limit and below
+the broker's default request limit (``socket.request.max.bytes``, 100 MiB). The broker's
+``max.message.bytes`` still decides; a dead letter above either limit is sent with a note
+for its value (``streams.runtime.Runtime._dead_letter_without_value``)."""
 
 
 class PreflightError(RuntimeError):
@@ -69,29 +96,55 @@ def required_topics(settings: Settings) -> list[str]:
         *settings.input_topics,
         settings.tick_topic,
         settings.limit_events_topic,
-        *(f"{topic}.dlt" for topic in settings.input_topics),
+        *dead_letter_topics(settings),
     ]
 
 
+def dead_letter_topics(settings: Settings) -> list[str]:
+    """Each input topic's dead-letter topic."""
+    return [f"{topic}.dlt" for topic in settings.input_topics]
+
+
+def dead_letter_max_bytes(input_limits: Mapping[str, int | None]) -> int:
+    """``max.message.bytes`` for the dead-letter topics: room for any input record's dead letter.
+
+    ``input_limits`` is each input topic's ``max.message.bytes``, None where the cluster did
+    not say (then Kafka's default is assumed).
+    """
+    largest = max((limit or KAFKA_MAX_MESSAGE_BYTES for limit in input_limits.values()), default=0)
+    return max(largest, KAFKA_MAX_MESSAGE_BYTES) + DEAD_LETTER_HEADROOM
+
+
 async def prepare_topics(settings: Settings) -> dict[str, int]:
-    """Create missing topics, then refuse to run unless the inputs are co-partitioned."""
+    """Create missing topics, then refuse to run unless the inputs are co-partitioned.
+
+    The dead-letter topics are created after the others, once the input topics'
+    ``max.message.bytes`` can be read (:func:`dead_letter_max_bytes`). An existing
+    dead-letter topic is left as it is, with a warning if it allows less.
+    """
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        dead_letters = dead_letter_topics(settings)
         missing = [name for name in required_topics(settings) if name not in existing]
-        if missing:
-            response = await admin.create_topics(
-                [
-                    NewTopic(
-                        name,
-                        num_partitions=settings.topic_partitions,
-                        replication_factor=settings.topic_replication_factor,
-                    )
-                    for name in missing
-                ]
-            )
-            _refuse_creation_errors(response.topic_errors)
+        refused = await _create(admin, settings, [t for t in missing if t not in dead_letters])
+        limits = await _max_message_bytes(
+            admin, [*settings.input_topics, *(t for t in dead_letters if t in existing)]
+        )
+        room = dead_letter_max_bytes({topic: limits.get(topic) for topic in settings.input_topics})
+        for topic in dead_letters:
+            limit = limits.get(topic)
+            if topic in existing and limit is not None and limit < room:
+                log.warning(
+                    "dead_letter_topic_too_small", topic=topic, max_message_bytes=limit,
+                    needed=room,
+                )  # fmt: skip
+        refused += await _create(
+            admin, settings, [t for t in missing if t in dead_letters],
+            {"max.message.bytes": str(room)},
+        )  # fmt: skip
+        _refuse_creation_errors(refused)
         described = await admin.describe_topics([*settings.input_topics, settings.tick_topic])
     finally:
         await admin.close()
@@ -110,6 +163,53 @@ async def prepare_topics(settings: Settings) -> dict[str, int]:
             " point LINEGUARD_*_TOPIC at co-partitioned topics."
         )
     return counts
+
+
+async def _create(
+    admin: Any, settings: Settings, topics: list[str], configs: dict[str, str] | None = None
+) -> list[tuple[Any, ...]]:
+    """Create ``topics``; each one's creation error, as aiokafka returns them."""
+    if not topics:
+        return []
+    response = await admin.create_topics(
+        [
+            NewTopic(
+                name,
+                num_partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
+                topic_configs=configs or {},
+            )
+            for name in topics
+        ]
+    )
+    return list(response.topic_errors)
+
+
+async def _max_message_bytes(admin: Any, topics: list[str]) -> dict[str, int]:
+    """Each topic's ``max.message.bytes``, where the cluster says.
+
+    Kafka reports it for every topic, its default included; the development broker, Tansu,
+    only where a topic was created with it (and does not enforce it: measured with Tansu
+    0.6.0, a 5,000-byte record went into a topic of ``max.message.bytes`` 2,000). A cluster
+    that refuses DescribeConfigs (no permission) leaves Kafka's default assumed.
+    """
+    # Every config, unfiltered: Tansu closes the connection on a DescribeConfigs that names
+    # the configs it wants (measured with Tansu 0.6.0).
+    resources = [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in topics]
+    try:
+        responses = await admin.describe_configs(resources)
+    except errors.KafkaError as error:
+        log.warning("topic_configs_unreadable", error=type(error).__name__)
+        return {}
+    limits: dict[str, int] = {}
+    for response in responses:
+        for code, _message, _type, name, entries, *_ in response.resources:
+            if code:
+                continue
+            for entry in entries:
+                if entry[0] == "max.message.bytes" and str(entry[1]).isdigit():
+                    limits[name] = int(entry[1])
+    return limits
 
 
 def _refuse_creation_errors(topic_errors: list[tuple[Any, ...]]) -> None:

@@ -14,6 +14,17 @@ ids are UTF-8, and ``0xff`` never occurs in UTF-8). Offsets are committed only a
 flush, so the mark of any committed position is durable. The record keeps the marks from
 the last committed position on, since Faust commits acked offsets on its own schedule and
 any of them may be the one a successor starts from.
+
+The record stays small, because it heads every record batch of its partition's flush
+(:mod:`streams.changelog`). Marks pile up between accepted commits, one per batch that
+touches the partition: with small batches every few milliseconds and a commit every 2.8 s,
+hundreds. So the worker asks the consumer to commit once a partition holds
+:data:`COMMIT_AT` marks (:meth:`Marks.wants_commit`), and the record is capped at
+:data:`MAX_MARKS_BYTES`. The cap never drops the mark of the last confirmed commit, the
+position a successor resumes from if nothing later was committed (without it the
+successor logs ``partition_mark_missing`` and takes its watermark from the states, defect
+8's failure); it drops the oldest marks after it, positions a commit could only have taken if
+one was sent well over :data:`COMMIT_AT` batches ago and neither confirmed nor refused since.
 """
 
 from __future__ import annotations
@@ -24,10 +35,18 @@ from typing import Final
 import msgspec
 
 _PREFIX: Final = b"\xffprogress/"
-MAX_MARKS: Final = 1_000
-"""Marks kept while no commit is confirmed (Faust commits every few seconds, batches come a
-few times a second); the oldest go first, and a successor starting from one of those falls
-back to the states' latest activity."""
+COMMIT_AT: Final = 32
+"""Marks after the last confirmed commit at which the worker asks for a commit at once
+rather than at Faust's next ``broker_commit_interval``. At a batch every few milliseconds
+that is a commit about every 100 ms, Kafka Streams' default commit interval with
+exactly-once; a mark costs about 36 bytes with five input topics, so the marks record
+usually stays near 1 KB."""
+
+MAX_MARKS_BYTES: Final = 4096
+"""The most the marks record takes when commits do not come through (a rebalance, a
+broker that refuses them): a quarter of the producer's 16 KB record batch, which the record
+heads, so states still share batches with it. About 110 marks of five offsets below 2**32;
+at least the committed position's and the latest are always kept."""
 
 
 class Mark(msgspec.Struct, array_like=True, frozen=True):
@@ -77,6 +96,14 @@ class Marks:
         self._marks = [Mark(tuple(offsets), max_event_at)]
         self._start = tuple(offsets)
 
+    def __len__(self) -> int:
+        """Marks held: the committed position's (or an older one), then one a batch since."""
+        return len(self._marks)
+
+    def wants_commit(self) -> bool:
+        """Whether enough batches went by since the last confirmed commit to ask for one."""
+        return len(self._marks) > COMMIT_AT
+
     @property
     def offsets(self) -> tuple[int, ...]:
         """The position after the latest batch."""
@@ -106,6 +133,21 @@ class Marks:
         for index, kept in enumerate(self._marks):
             if all(offset <= at for offset, at in zip(kept.offsets, floor, strict=True)):
                 first = index  # the latest mark at or before the committed position
-        first = max(first, len(self._marks) - MAX_MARKS)
         del self._marks[:first]
+        record = _ENCODER.encode(_Record(self._marks))
+        if len(record) > MAX_MARKS_BYTES:
+            record = self._trim(len(record) - MAX_MARKS_BYTES)
+        return record
+
+    def _trim(self, excess: int) -> bytes:
+        """Drop the oldest marks after the committed position's until ``excess`` bytes went.
+
+        The first mark is the committed position's, the one a successor resumes from if no
+        later commit went through: it stays, and so does the latest.
+        """
+        dropped, end = 0, 1
+        while dropped < excess and end < len(self._marks) - 1:
+            dropped += len(_ENCODER.encode(self._marks[end]))
+            end += 1
+        del self._marks[1:end]
         return _ENCODER.encode(_Record(self._marks))

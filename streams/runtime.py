@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 from faust.exceptions import ConsumerNotStarted
 from faust.streams import _current_event
 from faust.types import TP, Message
@@ -44,6 +45,12 @@ from streams.progress import Marks, event_time_at, is_progress_key, progress_key
 from streams.stored import stored_state_getter, stored_states
 
 log = structlog.get_logger(__name__)
+
+TOO_LARGE: Final = (MessageSizeTooLargeError, RecordListTooLargeError)
+"""What aiokafka raises for a record the producer or the broker will not take for its size."""
+
+TRUNCATED_HEADER: Final = "dlt.value.truncated"
+"""On a dead letter sent without its value: the original value's size in bytes."""
 
 NEVER_HELD: Final = sys.maxsize
 """:meth:`Runtime._held_from` for an empty topic-partition that holds no record back."""
@@ -225,6 +232,8 @@ class Runtime:
         self._stores: dict[int, TableStore] = {}
         self._marks: dict[int, Marks] = {}
         """Each partition's positions since its last commit (:mod:`streams.progress`)."""
+        self._committing: asyncio.Future[None] | None = None
+        """The commit asked for when a partition's marks piled up (:meth:`_commit_soon`)."""
         self._batch_lock = asyncio.Lock()
         self._generation = 0
         """Counts resets, so that a batch read across a rebalance is dropped."""
@@ -503,6 +512,29 @@ class Runtime:
                 # their states: stop instead, and read them again from the committed offsets.
                 raise StateNotPersistedError(f"{unsent} table writes still buffered")
         self._ack(batch)
+        if any(self._marks[p].wants_commit() for p in writes if p in self._marks):
+            self._commit_soon()
+
+    def _commit_soon(self) -> None:
+        """Ask the consumer to commit the acked offsets now, without waiting for it.
+
+        A partition's marks pile up, one a batch, until a commit is confirmed, and the
+        record of them heads every record batch of its flush (:mod:`streams.progress`).
+        Faust commits every ``broker_commit_interval`` on its own; with small batches every
+        few milliseconds that left hundreds of marks. This is the commit Faust's timer makes
+        (``Consumer.commit``: acked offsets only, one commit at a time), made sooner.
+        """
+        if self._committing is not None and not self._committing.done():
+            return
+        if self.app.should_stop or self.app.rebalancing:
+            return  # the rebalance or the stop commits, and the marks start again after it
+        self._committing = asyncio.ensure_future(self._commit())
+
+    async def _commit(self) -> None:
+        try:
+            await self.app.consumer.commit()
+        except Exception as error:  # the timer's next commit tries again
+            log.warning("commit_failed", error=type(error).__name__)
 
     def _ack(self, batch: _Batch) -> None:
         """Ack the batch's records; its metrics are counted once per topic and outcome."""
@@ -749,7 +781,11 @@ class Runtime:
         topic_index: int,
         rejection: Rejection,
     ) -> Awaitable[Any]:
-        """Send a rejected record's original bytes to its topic's dead-letter topic."""
+        """Send a rejected record's original bytes to its topic's dead-letter topic.
+
+        A dead letter the producer or the broker refuses as too large is sent again with a
+        note for its value (:meth:`_dead_letter_without_value`).
+        """
         topic = self.topics[topic_index]
         headers = [
             ("dlt.original.topic", topic.encode()),
@@ -758,10 +794,55 @@ class Runtime:
             ("dlt.reason", str(rejection.reason).encode()),
             ("dlt.error", rejection.error[:500].encode()),
         ]
-        return await self._send(
-            producer, self.dead_letter_topics[topic], message.key, message.value,
-            partition=message.partition, headers=headers,
+        send = partial(
+            self._send, producer, self.dead_letter_topics[topic], message.key,
+            partition=message.partition,
         )  # fmt: skip
+        try:
+            sent = await send(message.value, headers=headers)
+        except TOO_LARGE:  # aiokafka checks the producer's max_request_size before queueing
+            return asyncio.ensure_future(self._dead_letter_without_value(send, message, headers))
+        return asyncio.ensure_future(self._delivered_or_without_value(sent, send, message, headers))
+
+    async def _delivered_or_without_value(
+        self,
+        sent: Awaitable[Any],
+        send: Any,
+        message: Message,
+        headers: list[tuple[str, bytes]],
+    ) -> Any:
+        try:
+            return await sent
+        except TOO_LARGE:  # the broker's max.message.bytes for the dead-letter topic
+            return await self._dead_letter_without_value(send, message, headers)
+
+    async def _dead_letter_without_value(
+        self, send: Any, message: Message, headers: list[tuple[str, bytes]]
+    ) -> Any:
+        """The dead letter of a record too large to send whole: a note for its value.
+
+        The one exception to "the value is the original bytes" (README.md, "Dead letters";
+        DESIGN.md §1). The dead letter carries the record's bytes plus about 150 bytes of
+        headers, so a record the input topic took may be more than the producer or the
+        dead-letter topic take: preflight gives the ``.dlt`` topics room, and the producer's
+        ``max_request_size`` is far above Kafka's default record limit, but an input topic
+        may allow more, or take a compressed batch whose record is larger once
+        uncompressed. Sending the same dead letter again would fail the same way, and the
+        worker would stop, restart, read the record again and stop again: its partition
+        stalled for good. So the dead letter goes with the key and headers unchanged, the
+        original size in ``dlt.value.truncated``, and ``dlt.original.*`` pointing at the
+        record, which stays in its input topic for its retention. It is sent after the
+        batch's other dead letters, so it may follow later ones on the dead-letter
+        partition.
+        """
+        size = len(message.value or b"")
+        log.warning(
+            "dead_letter_value_dropped", topic=message.topic, partition=message.partition,
+            offset=message.offset, value_bytes=size,
+        )  # fmt: skip
+        note = f"value of {size} bytes not kept: too large for the dead-letter topic".encode()
+        sent = await send(note, headers=[*headers, (TRUNCATED_HEADER, str(size).encode())])
+        return await sent
 
     def _count_dead_letter(self, applied: Applied[Message], rejection: Rejection) -> None:
         message = applied.record

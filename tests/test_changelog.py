@@ -21,7 +21,7 @@ from faust.types import TP
 
 from risk.replay import INPUT_TOPICS
 from risk.state import UserState
-from streams.changelog import ChangelogWriter, PartitionWrites, Write
+from streams.changelog import ChangelogWriter, PartitionWrites, Write, _batches
 from streams.progress import Marks, event_time_at, is_progress_key, progress_key
 from streams.runtime import TableStore
 
@@ -216,3 +216,26 @@ async def _flush(
     outcome = (await asyncio.gather(written, return_exceptions=True))[0]
     assert (outcome is None) == (not lost)
     return len(producer.sent), stored
+
+
+def test_marks_piled_up_between_commits_still_share_record_batches_with_states() -> None:
+    """The marks head every record batch of a flush: they must leave room for states.
+
+    Before, 900 batches without a confirmed commit made a marks record past the producer's
+    16 KB record batch, and every state went in a record batch of its own, each with a full
+    copy of the marks.
+    """
+    committed = [1_000_000_000, 500_000_000, 20_000_000, 3_000_000, 700_000]
+    at = 1_764_000_000_000_000
+    marks, record = Marks(committed, at), None
+    for n in range(1, 900):
+        position = [committed[0] + n, committed[1] + n, *committed[2:]]
+        record = marks.advance(position, at + n * 1_000, [None] * len(committed))
+    assert record is not None
+    producer = FakeProducer(batch_bytes=16_384)  # aiokafka's default max_batch_size
+    states = [(f"u-{i}".encode(), b"s" * 300) for i in range(100)]
+    writes = PartitionWrites((progress_key(0), record), states)
+    batches = list(_batches(producer, writes))  # type: ignore[arg-type]  # a stand-in
+    assert len(batches) <= 4  # 31 KB of states, in 16 KB batches each headed by the marks
+    assert all(chunk[0] == (progress_key(0), record) for chunk, _ in batches)
+    assert event_time_at(record, committed) == (True, at)

@@ -12,9 +12,19 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
 
 from streams import preflight
-from streams.preflight import PreflightError, prepare_topics, required_topics
+from streams.preflight import (
+    DEAD_LETTER_HEADROOM,
+    KAFKA_MAX_MESSAGE_BYTES,
+    PreflightError,
+    dead_letter_max_bytes,
+    prepare_topics,
+    required_topics,
+)
 from streams.settings import Settings
 
 SETTINGS = Settings()
@@ -51,6 +61,9 @@ class FakeAdmin:
     async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
         # A topic that does not exist comes back with no partitions, as in Kafka's metadata.
         return [{"topic": t, "partitions": list(range(self.partitions.get(t, 0)))} for t in topics]
+
+    async def describe_configs(self, resources: list[Any]) -> list[Any]:
+        raise KafkaError("no DescribeConfigs here")  # as a cluster that denies it
 
 
 @pytest.fixture
@@ -94,3 +107,59 @@ def test_topics_that_still_do_not_exist_stop_start_up(admin: type[FakeAdmin]) ->
     admin.refusal = (0, "")  # accepted, yet never created (a broker that ignores the request)
     with pytest.raises(PreflightError, match="have no partitions: they do not exist"):
         asyncio.run(prepare_topics(SETTINGS))
+
+
+def test_dead_letter_topics_take_the_largest_input_record_and_its_headers() -> None:
+    assert dead_letter_max_bytes({"a": None, "b": None}) == (
+        KAFKA_MAX_MESSAGE_BYTES + DEAD_LETTER_HEADROOM
+    )
+    assert dead_letter_max_bytes({"a": 5_000_000, "b": None}) == 5_000_000 + DEAD_LETTER_HEADROOM
+    assert dead_letter_max_bytes({"a": 1_000}) == KAFKA_MAX_MESSAGE_BYTES + DEAD_LETTER_HEADROOM
+
+
+@pytest.mark.integration
+def test_dead_letter_topics_are_created_with_room_for_their_inputs_largest_record(
+    kafka_bootstrap: str, unique_prefix: str
+) -> None:
+    """A dead letter is its record plus about 150 bytes of headers: a ``.dlt`` topic with the
+    input's own limit would refuse the dead letter of a record just under it.
+
+    Tansu stores and reports topic configs given at creation (it does not enforce
+    ``max.message.bytes``); Kafka reports every topic's, defaults included.
+    """
+    fields = ("purchases", "repayments", "loan_applications", "income_verifications")
+    topics = {
+        f"{field}_topic": f"{unique_prefix}.{field}" for field in (*fields, "limit_overrides")
+    }
+    settings = Settings(
+        broker_url=f"kafka://{kafka_bootstrap}",
+        app_id=unique_prefix,
+        limit_events_topic=f"{unique_prefix}.limits",
+        **topics,
+    )
+    purchases = settings.input_topics[0]
+
+    async def run() -> dict[str, str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            configs = {"max.message.bytes": "5000000"}
+            await admin.create_topics([NewTopic(purchases, 6, 1, topic_configs=configs)])
+            await prepare_topics(settings)
+            dlts = [f"{topic}.dlt" for topic in settings.input_topics]
+            responses = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in dlts]
+            )
+        finally:
+            await admin.close()
+        return {
+            resource[3]: entry[1]
+            for response in responses
+            for resource in response.resources
+            for entry in resource[4]
+            if entry[0] == "max.message.bytes"
+        }
+
+    limits = asyncio.run(run())
+    expected = str(5_000_000 + DEAD_LETTER_HEADROOM)
+    assert limits == {f"{topic}.dlt": expected for topic in settings.input_topics}
