@@ -70,6 +70,9 @@ class InOrderDelivery:
         self._expected: dict[TP, int] = {}
         self._resumed_from: dict[TP, int] = {}
         self._seeked_back_to: dict[TP, int] = {}
+        self._gap_shown_by: dict[TP, int] = {}
+        """For a partition in ``_seeked_back_to``: the offset delivered past the one expected
+        that made :meth:`_seek_back` seek (none for the seek at a rebalance's end)."""
         self._committed: dict[TP, int] = {}
         """Offsets the broker holds as committed: read at the assignment, then each commit
         Faust made that the broker accepted."""
@@ -103,6 +106,7 @@ class InOrderDelivery:
                     self._expected[tp] = self._committed[tp] = committed[tp]
                 self._resumed_from[tp] = self._expected[tp]
             self._seeked_back_to.clear()
+            self._gap_shown_by.clear()
             await self._seek_uncommitted(uncommitted)
             return committed
 
@@ -241,6 +245,7 @@ class InOrderDelivery:
                 for tp, offset in offsets.items():  # records fetched before it still drain
                     if self._expected.get(tp) == offset:
                         self._seeked_back_to[tp] = offset
+                        self._gap_shown_by.pop(tp, None)
         except Exception as error:  # a task: log it, never lose it (a rebalance seeks anew)
             log.warning("cleared_records_not_read_again", error=repr(error))
 
@@ -249,6 +254,7 @@ class InOrderDelivery:
         self._expected.clear()
         self._resumed_from.clear()
         self._seeked_back_to.clear()
+        self._gap_shown_by.clear()
         self._committed.clear()
 
     def committed(self, tp: TP) -> int | None:
@@ -272,7 +278,9 @@ class InOrderDelivery:
 
         Any other record is left unacked and comes again: a copy of one already taken,
         one delivered before the consumer seeked, or one past records that went missing
-        in delivery, in which case the partition is seeked back to read them again.
+        in delivery, in which case the partition is seeked back to read them again. If
+        the first record fetched from that seek is past the one expected too, Kafka has
+        no record to deliver in between (see :meth:`_read_again`): it is taken.
         """
         tp = message.tp
         expected = self._expected.get(tp)
@@ -317,9 +325,26 @@ class InOrderDelivery:
                 ack(message)
 
     async def _read_again(self, tp: TP, expected: int, delivered: int) -> int:
-        """Seek ``tp`` back to ``expected``, unless retention removed it: the next offset."""
+        """Seek ``tp`` back to ``expected``, unless retention removed it: the next offset.
+
+        Not every offset holds a record the consumer delivers: a transaction's commit or
+        abort marker never does (aiokafka skips control batches at every isolation level),
+        nor does an aborted record under ``read_committed``, nor one compaction removed.
+        After the seek back, records fetched before it may still drain; they all follow
+        ``delivered`` in the log. So a record at or before ``delivered`` is the first one
+        fetched from ``expected``, and the offsets before it hold nothing to deliver: the
+        next offset expected moves to it (log event ``offsets_never_delivered``). Records
+        lost in delivery (fetched before a rebalance, then cleared) are read again from the
+        seek, the first of them at ``expected`` itself.
+        """
         if self._seeked_back_to.get(tp) == expected:
-            return expected  # already seeked back; records fetched before it still drain
+            shown_by = self._gap_shown_by.get(tp)
+            if shown_by is not None and delivered <= shown_by:
+                return self._skip_gap(tp, expected, delivered)
+            if shown_by is not None:
+                return expected  # fetched before the seek; those fetched from it follow
+            # Seeked back when the rebalance ended, before this record showed the gap: it
+            # may have been fetched before that seek, or from it. Seeking again tells.
         try:
             return await self._seek_back(tp, expected, delivered)
         except (KafkaError, TimeoutError) as error:
@@ -327,6 +352,7 @@ class InOrderDelivery:
             # not answer: the record is not taken, and the next one past the gap (or the
             # rebalance's own seek) tries again. Raised, it would stop the worker.
             self._seeked_back_to.pop(tp, None)
+            self._gap_shown_by.pop(tp, None)
             log.warning("records_not_read_again", topic=tp.topic, partition=tp.partition,
                         expected=expected, error=repr(error))  # fmt: skip
             return expected
@@ -344,10 +370,24 @@ class InOrderDelivery:
                  expected=expected, delivered=delivered)  # fmt: skip
         if tp in self._consumer.assignment():  # else a rebalance is on, and seeks anew
             self._seeked_back_to[tp] = expected
+            self._gap_shown_by[tp] = delivered
             # In the consumer's own thread: aiokafka's fetcher is not thread-safe, and a
             # seek from this one can break a fetch that is under way.
             await self._consumer.seek_wait({tp: expected})
         return expected
+
+    def _skip_gap(self, tp: TP, expected: int, delivered: int) -> int:
+        """Expect ``delivered`` next: Kafka has nothing to deliver from ``expected`` up to it.
+
+        Without this, every later record of the partition was left to come again, for good
+        and across restarts (the committed offset stays at ``expected``).
+        """
+        log.info("offsets_never_delivered", topic=tp.topic, partition=tp.partition,
+                 first=expected, last=delivered - 1)  # fmt: skip
+        self._seeked_back_to.pop(tp, None)
+        self._gap_shown_by.pop(tp, None)
+        self._expected[tp] = delivered
+        return delivered
 
 
 def guard_recovery_seeks(recovery: Any) -> None:

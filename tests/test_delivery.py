@@ -213,6 +213,86 @@ async def test_a_seek_back_the_consumer_refuses_leaves_the_record_for_later() ->
     assert consumer.seeks == [{tp: 2}]
 
 
+class _MarkerConsumer(FakeConsumer):
+    """Offsets in ``markers`` hold control records: the fetch skips them, as aiokafka does
+    (a transaction's commit marker, at every isolation level)."""
+
+    def __init__(self, *args: Any, markers: set[int]) -> None:
+        super().__init__(*args)
+        self.markers = markers
+
+    def fetch(self, tp: TP) -> Record | None:
+        while self.position[tp] in self.markers:
+            self.position[tp] += 1
+        return super().fetch(tp)
+
+
+async def _take_all(consumer: FakeConsumer, delivery: InOrderDelivery, tp: TP) -> list[int]:
+    """Fetch ``tp`` to its end, seeks included; the offsets taken."""
+    taken = []
+    for _ in range(50):
+        record = consumer.fetch(tp)
+        if record is None:
+            break
+        if await delivery.arrive(record):
+            taken.append(record.offset)
+    return taken
+
+
+async def test_records_past_a_commit_marker_are_taken() -> None:
+    # A transactional producer's commit marker (offset 1, and 3, 5 for the next ones) is
+    # never delivered: the next offset expected stayed at the marker, and every later record
+    # was left to come again, for good and across restarts.
+    tp = TP(PURCHASES, 0)
+    consumer = _MarkerConsumer({tp: 7}, {tp: None}, markers={1, 3, 5})
+    delivery = InOrderDelivery([PURCHASES])
+    delivery.install(consumer)
+    await consumer.seek_to_committed()
+    assert await _take_all(consumer, delivery, tp) == [0, 2, 4, 6]
+    assert delivery.position(tp) == 7
+    # Each gap is believed only once the seek back delivered the same record again (the
+    # first seek is to the earliest offset of a partition never committed).
+    assert consumer.seeks == [{tp: 0}, {tp: 1}, {tp: 3}, {tp: 5}]
+
+
+async def test_records_lost_in_delivery_are_still_read_again() -> None:
+    # Records fetched before a rebalance and cleared (4, 5): the partition is seeked back and
+    # they are read again. Records of the batch fetched before that seek (7) still drain:
+    # they follow the one that showed the gap, so they do not move the next offset expected.
+    tp = TP(PURCHASES, 2)
+    consumer = FakeConsumer({tp: 9}, {tp: 4})
+    delivery = InOrderDelivery([PURCHASES])
+    delivery.install(consumer)
+    await consumer.seek_to_committed()
+    for _ in range(2):
+        consumer.fetch(tp)  # 4 and 5, cleared before they reach the runtime
+    batch = [consumer.fetch(tp), consumer.fetch(tp)]
+    assert [record.offset for record in batch if record] == [6, 7]
+    for record in batch:
+        assert record is not None
+        assert not await delivery.arrive(record)
+    assert consumer.seeks == [{tp: 4}]
+    assert delivery.position(tp) == 4
+    assert await _take_all(consumer, delivery, tp) == [4, 5, 6, 7, 8]
+
+
+async def test_a_record_after_the_seek_at_a_rebalance_end_seeks_again_before_a_gap_counts() -> None:
+    # The seek when a rebalance ends knows of no record past the gap: one delivered after it
+    # may have been fetched before it. Only the same record fetched again proves the gap.
+    tp = TP(PURCHASES, 2)
+    consumer = _MarkerConsumer({tp: 10}, {tp: 4}, markers={4, 5})
+    consumer.app = FakeApp()  # type: ignore[attr-defined]
+    delivery = InOrderDelivery([PURCHASES])
+    delivery.install(consumer)
+    await consumer.seek_to_committed()
+    consumer.app.on_rebalance_end()  # type: ignore[attr-defined]
+    await asyncio.sleep(0)
+    assert consumer.seeks == [{tp: 4}]
+    assert not await delivery.arrive(Record(tp, 7))  # fetched before that seek, say
+    assert consumer.seeks == [{tp: 4}, {tp: 4}] and delivery.position(tp) == 4
+    assert await _take_all(consumer, delivery, tp) == [6, 7, 8, 9]
+
+
 class _Highwaters:
     """``app.consumer`` for ``Runtime._may_receive``: the high watermark of each partition,
     and aiokafka's consumer (``_thread._consumer``) with the time of its last fetch."""
