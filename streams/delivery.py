@@ -73,6 +73,11 @@ class InOrderDelivery:
         self._gap_shown_by: dict[TP, int] = {}
         """For a partition in ``_seeked_back_to``: the offset delivered past the one expected
         that made :meth:`_seek_back` seek (none for the seek at a rebalance's end)."""
+        self._handed_to: dict[TP, int] = {}
+        """Past the last record the consumer handed over since the last seek, per partition."""
+        self._fetched_to: dict[TP, int] = {}
+        """aiokafka's fetch position when it last handed over records: past the records it
+        handed over and past the offsets it skipped (control records, aborted ones)."""
         self._committed: dict[TP, int] = {}
         """Offsets the broker holds as committed: read at the assignment, then each commit
         Faust made that the broker accepted."""
@@ -92,6 +97,7 @@ class InOrderDelivery:
         seek_to_committed = consumer.seek_to_committed
         ack = consumer.ack
         commit_offsets = consumer._commit_offsets
+        getmany: Any = getattr(consumer, "_getmany", None)  # None: not Faust's consumer
 
         async def seek_to_committed_and_expect() -> Mapping[TP, int]:
             committed: Mapping[TP, int] = await seek_to_committed()
@@ -108,7 +114,16 @@ class InOrderDelivery:
             self._seeked_back_to.clear()
             self._gap_shown_by.clear()
             await self._seek_uncommitted(uncommitted)
+            self._forget_fetches(inputs)
             return committed
+
+        async def getmany_noting_positions(
+            active_partitions: Any,
+            timeout: float,  # noqa: ASYNC109 - Faust's signature
+        ) -> Mapping[Any, Any]:
+            records: Mapping[Any, Any] = await getmany(active_partitions, timeout)
+            self._note_fetch(records)
+            return records
 
         def ack_if_applied(message: Any) -> bool:
             if message.topic in self._topics:
@@ -135,6 +150,8 @@ class InOrderDelivery:
         consumer.seek_to_committed = seek_to_committed_and_expect
         consumer.ack = ack_if_applied
         consumer._commit_offsets = commit_offsets_and_confirm
+        if getmany is not None:
+            consumer._getmany = getmany_noting_positions
         self._consumer = consumer
         self._ack = ack
         app = getattr(consumer, "app", None)
@@ -242,6 +259,7 @@ class InOrderDelivery:
             if offsets:
                 log.info("cleared_records_read_again", partitions=len(offsets))
                 await consumer.seek_wait(offsets)  # in the consumer's own thread
+                self._forget_fetches(offsets)
                 for tp, offset in offsets.items():  # records fetched before it still drain
                     if self._expected.get(tp) == offset:
                         self._seeked_back_to[tp] = offset
@@ -255,6 +273,8 @@ class InOrderDelivery:
         self._resumed_from.clear()
         self._seeked_back_to.clear()
         self._gap_shown_by.clear()
+        self._handed_to.clear()
+        self._fetched_to.clear()
         self._committed.clear()
 
     def committed(self, tp: TP) -> int | None:
@@ -268,6 +288,49 @@ class InOrderDelivery:
     def position(self, tp: TP) -> int | None:
         """The next offset to apply from ``tp``, once the consumer has seeked."""
         return self._expected.get(tp)
+
+    def deliverable_from(self, tp: TP) -> int | None:
+        """The first offset ``tp`` may still deliver a record at, once the consumer has seeked.
+
+        :meth:`position`, or past it the consumer's fetch position when the consumer has
+        handed over no record of ``tp`` that is not taken yet: aiokafka moves its position
+        past offsets that hold no record to deliver (a transaction's commit marker, an
+        aborted record under ``read_committed``), so a high watermark past the next offset
+        expected does not always mean a record is still to come.
+        """
+        expected = self._expected.get(tp)
+        fetched_to = self._fetched_to.get(tp)
+        if expected is None or fetched_to is None or fetched_to <= expected:
+            return expected
+        if self._handed_to.get(tp, expected) > expected:
+            return expected  # handed over and not taken yet (a later chunk), or lost
+        return fetched_to
+
+    def _note_fetch(self, records: Mapping[Any, Any]) -> None:
+        """After each fetch the consumer hands over: its records, and aiokafka's positions.
+
+        Read in this thread before any record of the fetch is taken, and before the next
+        fetch can move the positions again (Faust fetches one batch at a time).
+        """
+        for fetched_tp, batch in records.items():
+            if fetched_tp.topic in self._topics and batch:
+                tp = TP(fetched_tp.topic, fetched_tp.partition)
+                self._handed_to[tp] = max(self._handed_to.get(tp, 0), batch[-1].offset + 1)
+        client = getattr(getattr(self._consumer, "_thread", None), "_consumer", None)
+        subscription = getattr(getattr(client, "_subscription", None), "subscription", None)
+        assignment = getattr(subscription, "assignment", None)
+        if assignment is None:
+            return
+        for tp in self._expected:
+            state = assignment.state_value(tp)
+            if state is not None and state.has_valid_position:
+                self._fetched_to[tp] = state.position
+
+    def _forget_fetches(self, partitions: Iterable[TP]) -> None:
+        """After a seek of ``partitions``: what was fetched before it tells nothing."""
+        for tp in partitions:
+            self._handed_to.pop(tp, None)
+            self._fetched_to.pop(tp, None)
 
     def resumed_from(self, tp: TP) -> int | None:
         """The offset ``tp`` was seeked to at the assignment: committed, or the earliest."""
@@ -374,6 +437,7 @@ class InOrderDelivery:
             # In the consumer's own thread: aiokafka's fetcher is not thread-safe, and a
             # seek from this one can break a fetch that is under way.
             await self._consumer.seek_wait({tp: expected})
+            self._forget_fetches([tp])
         return expected
 
     def _skip_gap(self, tp: TP, expected: int, delivered: int) -> int:

@@ -322,7 +322,7 @@ def _runtime(
     candidate_fetched_ago: float = 1.0,
 ) -> Any:
     """The attributes ``Runtime._may_receive`` reads, without a Faust app."""
-    delivery = SimpleNamespace(position=positions.get)
+    delivery = SimpleNamespace(position=positions.get, deliverable_from=positions.get)
     fetched_ms = int((time.time() - candidate_fetched_ago) * 1000)
     runtime = SimpleNamespace(
         topics=(PURCHASES, OVERRIDES),
@@ -418,6 +418,73 @@ def test_a_partition_of_unknown_lag_holds_the_merge_for_max_idle_only(
         assert _may_receive(runtime, 1)
         clock[0] += 2
         assert not _may_receive(runtime, 1)
+
+
+class _FetchingConsumer(_MarkerConsumer):
+    """Faust's ``_getmany`` over the fake fetch, and aiokafka's fetch positions beside it."""
+
+    def __init__(self, *args: Any, markers: set[int]) -> None:
+        super().__init__(*args, markers=markers)
+        state = partial(SimpleNamespace, has_valid_position=True)
+        assignment = SimpleNamespace(state_value=lambda tp: state(position=self.position[tp]))
+        subscription = SimpleNamespace(subscription=SimpleNamespace(assignment=assignment))
+        self._thread = SimpleNamespace(_consumer=SimpleNamespace(_subscription=subscription))
+
+    async def _getmany(self, active_partitions: Any, timeout: float) -> dict[TP, list[Record]]:  # noqa: ASYNC109 - Faust's signature
+        fetched: dict[TP, list[Record]] = {}
+        for tp in self.ends:
+            while (record := self.fetch(tp)) is not None:
+                fetched.setdefault(tp, []).append(record)
+        return fetched
+
+
+async def test_a_commit_marker_after_the_last_record_does_not_hold_the_merge(
+    clock: list[float],
+) -> None:
+    # overrides[5]: record 0, then a transaction's commit marker at 1; the high watermark is
+    # 2. Counted from the next offset expected (1), the lag stayed 1 and held the merge of
+    # partition 5 for good. aiokafka's fetch position (2) is past the marker.
+    tp = TP(OVERRIDES, 5)
+    consumer = _FetchingConsumer({tp: 2}, {tp: None}, markers={1})
+    delivery = InOrderDelivery([OVERRIDES])
+    delivery.install(consumer)
+    await consumer.seek_to_committed()
+    runtime = _runtime({tp: 2}, {}, fetched_ago=0.5, candidate_fetched_ago=1.0)
+    runtime.delivery = delivery
+    assert _may_receive(runtime, 1)  # no fetch yet since the seek: the lag counts from 0
+    records = await consumer._getmany(None, 0.0)
+    assert consumer.position[tp] == 2
+    assert _may_receive(runtime, 1)  # record 0 handed over, not taken yet: it holds
+    assert await delivery.arrive(records[tp][0])
+    assert delivery.position(tp) == 1 and delivery.deliverable_from(tp) == 2
+    assert not _may_receive(runtime, 1)
+    clock[0] += 3600
+    assert not _may_receive(runtime, 1)
+
+
+async def test_a_commit_marker_before_a_record_not_taken_yet_holds_the_merge(
+    clock: list[float],
+) -> None:
+    # Records 0 and 2 of overrides[5] handed over, 1 a commit marker: until 2 is taken the
+    # partition holds (a later chunk of the same fetch may bring it), and after a seek back
+    # the fetch position says nothing until the consumer fetched again.
+    tp = TP(OVERRIDES, 5)
+    consumer = _FetchingConsumer({tp: 3}, {tp: None}, markers={1})
+    delivery = InOrderDelivery([OVERRIDES])
+    delivery.install(consumer)
+    await consumer.seek_to_committed()
+    runtime = _runtime({tp: 3}, {}, fetched_ago=0.5, candidate_fetched_ago=1.0)
+    runtime.delivery = delivery
+    first, second = (await consumer._getmany(None, 0.0))[tp]
+    assert await delivery.arrive(first)
+    assert _may_receive(runtime, 1)
+    assert not await delivery.arrive(second)  # seeks back to the marker
+    assert consumer.seeks[-1] == {tp: 1} and delivery.deliverable_from(tp) == 1
+    assert _may_receive(runtime, 1)
+    (again,) = (await consumer._getmany(None, 0.0))[tp]
+    assert await delivery.arrive(again)  # the same record again: the gap is real
+    assert delivery.position(tp) == 3
+    assert not _may_receive(runtime, 1)
 
 
 class SlowBuffer:
