@@ -358,7 +358,11 @@ class InOrderDelivery:
             # from there would be dropped as old, and the record lost.
             return False
         if message.offset > expected:
-            expected = await self._read_again(tp, expected, message.offset)
+            expected = await self._read_again(message, expected)
+            if self.stale(message) or self._expected.get(tp) != expected:
+                # A rebalance started, or ran, during the seek: the next offset expected is
+                # the one the consumer seeked to since, or is about to.
+                return False
         if message.offset != expected:
             return False
         self._expected[tp] = expected + 1
@@ -387,7 +391,7 @@ class InOrderDelivery:
             else:
                 ack(message)
 
-    async def _read_again(self, tp: TP, expected: int, delivered: int) -> int:
+    async def _read_again(self, message: Any, expected: int) -> int:
         """Seek ``tp`` back to ``expected``, unless retention removed it: the next offset.
 
         Not every offset holds a record the consumer delivers: a transaction's commit or
@@ -400,6 +404,7 @@ class InOrderDelivery:
         lost in delivery (fetched before a rebalance, then cleared) are read again from the
         seek, the first of them at ``expected`` itself.
         """
+        tp, delivered = message.tp, message.offset
         if self._seeked_back_to.get(tp) == expected:
             shown_by = self._gap_shown_by.get(tp)
             if shown_by is not None and delivered <= shown_by:
@@ -409,7 +414,7 @@ class InOrderDelivery:
             # Seeked back when the rebalance ended, before this record showed the gap: it
             # may have been fetched before that seek, or from it. Seeking again tells.
         try:
-            return await self._seek_back(tp, expected, delivered)
+            return await self._seek_back(message, expected)
         except (KafkaError, TimeoutError) as error:
             # The partition was revoked between the check and the seek, or the broker did
             # not answer: the record is not taken, and the next one past the gap (or the
@@ -420,9 +425,12 @@ class InOrderDelivery:
                         expected=expected, error=repr(error))  # fmt: skip
             return expected
 
-    async def _seek_back(self, tp: TP, expected: int, delivered: int) -> int:
+    async def _seek_back(self, message: Any, expected: int) -> int:
         """:meth:`_read_again`'s seek, which the consumer may refuse."""
+        tp, delivered = message.tp, message.offset
         start = (await self._consumer.earliest_offsets(tp)).get(tp) or 0
+        if self.stale(message) or self._expected.get(tp) != expected:
+            return expected  # a rebalance meanwhile: its own seek counts, not this one
         if start > expected:
             log.warning("records_expired_before_read", topic=tp.topic, partition=tp.partition,
                         expected=expected, log_start=start)  # fmt: skip

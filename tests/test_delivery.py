@@ -293,6 +293,53 @@ async def test_a_record_after_the_seek_at_a_rebalance_end_seeks_again_before_a_g
     assert await _take_all(consumer, delivery, tp) == [6, 7, 8, 9]
 
 
+class _RebalancedWhileAsked(FakeConsumer):
+    """A consumer whose partition is revoked and assigned again while ``earliest_offsets``
+    waits for the broker: the next offset expected then comes from the new assignment."""
+
+    def __init__(self, *args: Any, log_start: int, rebalance_ends: bool) -> None:
+        super().__init__(*args)
+        self.log_start = log_start
+        self.rebalance_ends = rebalance_ends
+        self.app = FakeApp()
+        self.delivery: InOrderDelivery | None = None
+
+    async def earliest_offsets(self, *tps: TP) -> Mapping[TP, int]:
+        if self.delivery is not None:
+            self.app.on_rebalance_start()
+            self.delivery.forget()
+            self.app.consumer_generation_id += 1
+            await self.seek_to_committed()
+            if self.rebalance_ends:
+                self.app.on_rebalance_end()
+        return dict.fromkeys(tps, self.log_start)
+
+
+@pytest.mark.parametrize("rebalance_ends", [False, True])
+@pytest.mark.parametrize("log_start", [0, 6])
+async def test_a_rebalance_while_seeking_back_leaves_the_next_offset_to_it(
+    rebalance_ends: bool, log_start: int
+) -> None:
+    # Record 6, fetched in generation 3, waits for the log start while a rebalance runs. With
+    # records 4 and 5 expired (log start 6) it was taken afterwards, and moved the next offset
+    # expected past the one the new assignment seeked to, from a generation whose records
+    # must not be taken; with them still there, the old generation's seek back was made.
+    tp = TP(PURCHASES, 2)
+    consumer = _RebalancedWhileAsked(
+        {tp: 10}, {tp: 4}, log_start=log_start, rebalance_ends=rebalance_ends
+    )
+    delivery = InOrderDelivery([PURCHASES])
+    delivery.install(consumer)
+    await consumer.seek_to_committed()
+    consumer.app.on_rebalance_end()
+    await asyncio.sleep(0)
+    seeks = list(consumer.seeks)
+    consumer.delivery = delivery
+    assert not await delivery.arrive(Record(tp, 6, generation_id=3))
+    assert delivery.position(tp) == 4
+    assert consumer.seeks == seeks
+
+
 class _Highwaters:
     """``app.consumer`` for ``Runtime._may_receive``: the high watermark of each partition,
     and aiokafka's consumer (``_thread._consumer``) with the time of its last fetch."""
