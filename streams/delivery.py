@@ -84,8 +84,12 @@ class InOrderDelivery:
         self._applied: set[tuple[TP, int]] = set()
         self._tasks: set[asyncio.Future[None]] = set()
         self._app: Any = None
-        self._rebalance_since_assignment = False
-        """Whether a rebalance started (partitions revoked) after the latest assignment."""
+        self._revocations = 0
+        """How many rebalances started (Faust's ``on_rebalance_start``, at each revocation)."""
+        self._revocations_recovering = 0
+        """How many had started when Faust last signalled a recovery of an assignment."""
+        self._recovery: Any = None
+        """Faust's table recovery, whose end ends a rebalance (None: not a Faust app)."""
         self._ack: Any = None
         """The consumer's own ``ack``, under :meth:`install`'s wrapper."""
 
@@ -158,13 +162,13 @@ class InOrderDelivery:
         if app is not None and hasattr(app, "on_rebalance_end"):
             self._app = app
             end_rebalance = app.on_rebalance_end
-            tracked = self._track_assignments(consumer, app)
+            tracked = self._track_rebalances(app)
 
             def end_rebalance_and_read_again() -> None:
-                if tracked and self._rebalance_since_assignment:
-                    # A rebalance started after the assignment whose recovery ends now (a
-                    # member joined while it was ending). Ended, the worker would be ready,
-                    # and take records, all through the next join and recovery; the next
+                if tracked and self._recovery_superseded():
+                    # A rebalance started after the recovery that ends now did (a member
+                    # joined while it was ending). Ended, the worker would be ready, and
+                    # take records, all through the next join and recovery; the next
                     # assignment's recovery ends it (RELIABILITY.md, defect 21).
                     log.info("rebalance_end_deferred")
                     return
@@ -179,29 +183,55 @@ class InOrderDelivery:
             if buffer is not None:
                 drain_state_writes_before_flush(buffer)
 
-    def _track_assignments(self, consumer: Any, app: Any) -> bool:
-        """Note each rebalance's start and each assignment; False if there is no listener.
+    def _track_rebalances(self, app: Any) -> bool:
+        """Note each rebalance's start, and each recovery Faust signals; False if no start.
 
-        Faust sets ``rebalancing`` when partitions are revoked, but its recovery checks only
-        the generation, which changes at the next assignment, not at the revocation.
+        Faust sets ``rebalancing`` when partitions are revoked, but its recovery checks the
+        generation only before its final seek (``Recovery.on_recovery_completed``), and the
+        generation changes at the next assignment, not at the revocation: a recovery that a
+        rebalance overtakes during that seek, or after it, still ends the rebalance.
         """
-        listener = getattr(getattr(consumer, "_thread", None), "_rebalance_listener", None)
         start_rebalance = getattr(app, "on_rebalance_start", None)
-        if listener is None or start_rebalance is None:
+        if start_rebalance is None:
             return False
-        assign = listener.on_partitions_assigned
 
         def start_rebalance_and_note() -> None:
-            self._rebalance_since_assignment = True
+            self._revocations += 1  # in the consumer's thread, before Faust's own handling
             start_rebalance()
 
-        async def assign_and_note(assigned: Any) -> None:
-            self._rebalance_since_assignment = False
-            await assign(assigned)
-
         app.on_rebalance_start = start_rebalance_and_note
-        listener.on_partitions_assigned = assign_and_note
+        recovery = getattr(getattr(app, "tables", None), "recovery", None)
+        if recovery is not None:
+            self._recovery = recovery
+            signal_recovery = recovery.on_rebalance
+
+            async def signal_recovery_and_note(*args: Any, **kwargs: Any) -> None:
+                revocations = self._revocations
+                await signal_recovery(*args, **kwargs)  # no await inside: Faust's own comment
+                if recovery.signal_recovery_start.is_set():
+                    # The recovery of this assignment is pending: it follows every rebalance
+                    # that started before it was signalled.
+                    self._revocations_recovering = revocations
+
+            recovery.on_rebalance = signal_recovery_and_note
         return True
+
+    def _recovery_superseded(self) -> bool:
+        """Whether a recovery ending now belongs to an assignment a rebalance has replaced.
+
+        Faust signals each assignment's recovery (``Recovery.on_rebalance``, after the
+        revocation and the assignment), and the recovery clears the signal as it starts,
+        after the one before it has returned. So while a recovery ends: a rebalance that
+        started after the latest signal has no recovery yet (between the revocation and
+        Faust's signal), and a signal still set is a recovery pending behind this one.
+        Either way a later recovery ends the rebalance. Generations are not compared: the
+        development broker's first one is 0, Faust's value before any assignment. Without
+        a recovery to watch (not Faust's app), none is known to follow a revocation.
+        """
+        if self._revocations != self._revocations_recovering:
+            return True
+        recovery = self._recovery
+        return recovery is not None and bool(recovery.signal_recovery_start.is_set())
 
     def stale(self, message: Any) -> bool:
         """Whether ``message`` comes during a rebalance, or was fetched in an older generation.

@@ -132,12 +132,35 @@ async def test_a_partition_committed_at_zero_is_also_seeked_to_its_first_record(
     assert delivery.position(tp) == 0
 
 
+class FakeRecovery:
+    """Faust's table recovery: each assignment signals the next recovery
+    (``Recovery.on_rebalance``), which clears the signal as it starts."""
+
+    def __init__(self) -> None:
+        self.signal_recovery_start = asyncio.Event()
+
+    async def on_rebalance(
+        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
+    ) -> None:
+        self.signal_recovery_start.set()
+
+    def start(self) -> None:
+        """``Recovery._restart_recovery`` takes the signal: the recovery is under way."""
+        self.signal_recovery_start.clear()
+
+
 class FakeApp:
     """Faust's app: ``rebalancing`` from a revocation until ``on_rebalance_end``."""
 
     def __init__(self) -> None:
         self.rebalancing = True
         self.consumer_generation_id = 3
+        self.tables = SimpleNamespace(recovery=FakeRecovery())
+
+    async def assign(self, generation: int) -> None:
+        """An assignment: the generation, then Faust's signal of its recovery."""
+        self.consumer_generation_id = generation
+        await self.tables.recovery.on_rebalance(set(), set(), set(), generation)
 
     def on_rebalance_end(self) -> None:
         self.rebalancing = False
@@ -308,10 +331,12 @@ class _RebalancedWhileAsked(FakeConsumer):
         if self.delivery is not None:
             self.app.on_rebalance_start()
             self.delivery.forget()
-            self.app.consumer_generation_id += 1
+            await self.app.assign(self.app.consumer_generation_id + 1)
             await self.seek_to_committed()
             if self.rebalance_ends:
+                self.app.tables.recovery.start()
                 self.app.on_rebalance_end()
+                assert not self.app.rebalancing
         return dict.fromkeys(tps, self.log_start)
 
 
@@ -725,14 +750,14 @@ def test_a_batch_keeps_the_mark_of_the_offsets_the_broker_holds_as_committed() -
     assert event_time_at(raw, resumed) == (True, at)
 
 
-class _Listener:
-    """Faust's rebalance listener, whose ``on_partitions_assigned`` aiokafka awaits."""
-
-    def __init__(self) -> None:
-        self.assigned: list[set[TP]] = []
-
-    async def on_partitions_assigned(self, assigned: set[TP]) -> None:
-        self.assigned.append(assigned)
+def _delivery_with_recovery() -> tuple[TP, FakeApp, FakeRecovery, InOrderDelivery]:
+    tp = TP(PURCHASES, 2)
+    consumer = FakeConsumer({tp: 10}, {tp: 4})
+    app = consumer.app = FakeApp()  # type: ignore[attr-defined]
+    recovery = app.tables.recovery
+    delivery = InOrderDelivery([PURCHASES])
+    delivery.install(consumer)
+    return tp, app, recovery, delivery
 
 
 async def test_a_recovery_ending_after_the_next_rebalance_started_does_not_end_it() -> None:
@@ -740,22 +765,37 @@ async def test_a_recovery_ending_after_the_next_rebalance_started_does_not_end_i
     # first (Faust's listener), but the generation changes only at the next assignment, so
     # Faust's check lets it end the rebalance, and the worker was ready through the next
     # join and recovery (RELIABILITY.md, defect 21).
-    tp = TP(PURCHASES, 2)
-    consumer = FakeConsumer({tp: 10}, {tp: 4})
-    app = consumer.app = FakeApp()  # type: ignore[attr-defined]
-    listener = _Listener()
-    consumer._thread = SimpleNamespace(_rebalance_listener=listener)  # type: ignore[attr-defined]
-    delivery = InOrderDelivery([PURCHASES])
-    delivery.install(consumer)
-
+    tp, app, recovery, delivery = _delivery_with_recovery()
     app.on_rebalance_start()  # the first join revokes nothing, then assigns
-    await listener.on_partitions_assigned({tp})
+    await app.assign(0)  # the development broker's first generation: Faust's default
+    recovery.start()
     app.on_rebalance_end()
     assert not app.rebalancing
     app.on_rebalance_start()  # a member joins
     app.on_rebalance_end()  # the last assignment's recovery, ending late
     assert app.rebalancing and delivery.stale(Record(tp, 4))
-    await listener.on_partitions_assigned({tp})  # the next assignment
+    await app.assign(1)  # the next assignment
+    recovery.start()
     app.on_rebalance_end()  # its recovery
     assert not app.rebalancing
-    assert listener.assigned == [{tp}, {tp}]  # Faust's own handling still runs
+
+
+async def test_a_recovery_ending_after_the_next_assignment_does_not_end_the_rebalance() -> None:
+    # Recovery N passed Faust's generation check and awaits its final seek; a whole revocation
+    # and assignment N+1 run meanwhile. The assignment cleared what the revocation noted, so
+    # recovery N's late end ended the rebalance before recovery N+1 had run: records passed
+    # stale() and partition groups were built from a table not recovered.
+    tp, app, recovery, delivery = _delivery_with_recovery()
+    app.on_rebalance_start()
+    await app.assign(3)
+    recovery.start()  # recovery N, now in its final seek
+    app.on_rebalance_start()  # a member joins: revoked
+    app.consumer_generation_id = 4  # the listener's assignment N+1, before Faust's signal
+    app.on_rebalance_end()  # recovery N's late end
+    assert app.rebalancing
+    await app.assign(4)  # Faust signals recovery N+1, which waits for recovery N
+    app.on_rebalance_end()  # recovery N's late end
+    assert app.rebalancing and delivery.stale(Record(tp, 4, generation_id=4))
+    recovery.start()  # recovery N+1
+    app.on_rebalance_end()
+    assert not app.rebalancing and not delivery.stale(Record(tp, 4, generation_id=4))
