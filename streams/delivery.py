@@ -20,7 +20,9 @@ their read offsets from the fetch loop (so it neither drops nor gap-fills them),
 counts an ack only for a record the runtime applied, and checks each delivered
 record against the next offset it expects, starting from the committed offset the
 consumer seeked to. A record past that offset means some were lost in delivery:
-the partition is seeked back and they are read again. Partitions without a committed
+the partition is seeked back and they are read again; if the seek brings a record past
+that offset first, the offsets before it hold no record to deliver (a transaction's
+commit marker, an aborted record) and it is taken. Partitions without a committed
 offset are seeked to their earliest offset too, which aiokafka does not do.
 
 :func:`guard_recovery_seeks` keeps Faust's table recovery from seeking changelog
