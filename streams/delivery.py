@@ -20,7 +20,9 @@ their read offsets from the fetch loop (so it neither drops nor gap-fills them),
 counts an ack only for a record the runtime applied, and checks each delivered
 record against the next offset it expects, starting from the committed offset the
 consumer seeked to. A record past that offset means some were lost in delivery:
-the partition is seeked back and they are read again. Partitions without a committed
+the partition is seeked back and they are read again; if the seek brings a record past
+that offset first, the offsets before it hold no record to deliver (a transaction's
+commit marker, an aborted record) and it is taken. Partitions without a committed
 offset are seeked to their earliest offset too, which aiokafka does not do.
 
 :func:`guard_recovery_seeks` keeps Faust's table recovery from seeking changelog
@@ -70,14 +72,26 @@ class InOrderDelivery:
         self._expected: dict[TP, int] = {}
         self._resumed_from: dict[TP, int] = {}
         self._seeked_back_to: dict[TP, int] = {}
+        self._gap_shown_by: dict[TP, int] = {}
+        """For a partition in ``_seeked_back_to``: the offset delivered past the one expected
+        that made :meth:`_seek_back` seek (none for the seek at a rebalance's end)."""
+        self._handed_to: dict[TP, int] = {}
+        """Past the last record the consumer handed over since the last seek, per partition."""
+        self._fetched_to: dict[TP, int] = {}
+        """aiokafka's fetch position when it last handed over records: past the records it
+        handed over and past the offsets it skipped (control records, aborted ones)."""
         self._committed: dict[TP, int] = {}
         """Offsets the broker holds as committed: read at the assignment, then each commit
         Faust made that the broker accepted."""
         self._applied: set[tuple[TP, int]] = set()
         self._tasks: set[asyncio.Future[None]] = set()
         self._app: Any = None
-        self._rebalance_since_assignment = False
-        """Whether a rebalance started (partitions revoked) after the latest assignment."""
+        self._revocations = 0
+        """How many rebalances started (Faust's ``on_rebalance_start``, at each revocation)."""
+        self._revocations_recovering = 0
+        """How many had started when Faust last signalled a recovery of an assignment."""
+        self._recovery: Any = None
+        """Faust's table recovery, whose end ends a rebalance (None: not a Faust app)."""
         self._ack: Any = None
         """The consumer's own ``ack``, under :meth:`install`'s wrapper."""
 
@@ -89,6 +103,7 @@ class InOrderDelivery:
         seek_to_committed = consumer.seek_to_committed
         ack = consumer.ack
         commit_offsets = consumer._commit_offsets
+        getmany: Any = getattr(consumer, "_getmany", None)  # None: not Faust's consumer
 
         async def seek_to_committed_and_expect() -> Mapping[TP, int]:
             committed: Mapping[TP, int] = await seek_to_committed()
@@ -103,8 +118,18 @@ class InOrderDelivery:
                     self._expected[tp] = self._committed[tp] = committed[tp]
                 self._resumed_from[tp] = self._expected[tp]
             self._seeked_back_to.clear()
+            self._gap_shown_by.clear()
             await self._seek_uncommitted(uncommitted)
+            self._forget_fetches(inputs)
             return committed
+
+        async def getmany_noting_positions(
+            active_partitions: Any,
+            timeout: float,  # noqa: ASYNC109 - Faust's signature
+        ) -> Mapping[Any, Any]:
+            records: Mapping[Any, Any] = await getmany(active_partitions, timeout)
+            self._note_fetch(records)
+            return records
 
         def ack_if_applied(message: Any) -> bool:
             if message.topic in self._topics:
@@ -131,19 +156,21 @@ class InOrderDelivery:
         consumer.seek_to_committed = seek_to_committed_and_expect
         consumer.ack = ack_if_applied
         consumer._commit_offsets = commit_offsets_and_confirm
+        if getmany is not None:
+            consumer._getmany = getmany_noting_positions
         self._consumer = consumer
         self._ack = ack
         app = getattr(consumer, "app", None)
         if app is not None and hasattr(app, "on_rebalance_end"):
             self._app = app
             end_rebalance = app.on_rebalance_end
-            tracked = self._track_assignments(consumer, app)
+            tracked = self._track_rebalances(app)
 
             def end_rebalance_and_read_again() -> None:
-                if tracked and self._rebalance_since_assignment:
-                    # A rebalance started after the assignment whose recovery ends now (a
-                    # member joined while it was ending). Ended, the worker would be ready,
-                    # and take records, all through the next join and recovery; the next
+                if tracked and self._recovery_superseded():
+                    # A rebalance started after the recovery that ends now did (a member
+                    # joined while it was ending). Ended, the worker would be ready, and
+                    # take records, all through the next join and recovery; the next
                     # assignment's recovery ends it (RELIABILITY.md, defect 21).
                     log.info("rebalance_end_deferred")
                     return
@@ -158,29 +185,55 @@ class InOrderDelivery:
             if buffer is not None:
                 drain_state_writes_before_flush(buffer)
 
-    def _track_assignments(self, consumer: Any, app: Any) -> bool:
-        """Note each rebalance's start and each assignment; False if there is no listener.
+    def _track_rebalances(self, app: Any) -> bool:
+        """Note each rebalance's start, and each recovery Faust signals; False if no start.
 
-        Faust sets ``rebalancing`` when partitions are revoked, but its recovery checks only
-        the generation, which changes at the next assignment, not at the revocation.
+        Faust sets ``rebalancing`` when partitions are revoked, but its recovery checks the
+        generation only before its final seek (``Recovery.on_recovery_completed``), and the
+        generation changes at the next assignment, not at the revocation: a recovery that a
+        rebalance overtakes during that seek, or after it, still ends the rebalance.
         """
-        listener = getattr(getattr(consumer, "_thread", None), "_rebalance_listener", None)
         start_rebalance = getattr(app, "on_rebalance_start", None)
-        if listener is None or start_rebalance is None:
+        if start_rebalance is None:
             return False
-        assign = listener.on_partitions_assigned
 
         def start_rebalance_and_note() -> None:
-            self._rebalance_since_assignment = True
+            self._revocations += 1  # in the consumer's thread, before Faust's own handling
             start_rebalance()
 
-        async def assign_and_note(assigned: Any) -> None:
-            self._rebalance_since_assignment = False
-            await assign(assigned)
-
         app.on_rebalance_start = start_rebalance_and_note
-        listener.on_partitions_assigned = assign_and_note
+        recovery = getattr(getattr(app, "tables", None), "recovery", None)
+        if recovery is not None:
+            self._recovery = recovery
+            signal_recovery = recovery.on_rebalance
+
+            async def signal_recovery_and_note(*args: Any, **kwargs: Any) -> None:
+                revocations = self._revocations
+                await signal_recovery(*args, **kwargs)  # no await inside: Faust's own comment
+                if recovery.signal_recovery_start.is_set():
+                    # The recovery of this assignment is pending: it follows every rebalance
+                    # that started before it was signalled.
+                    self._revocations_recovering = revocations
+
+            recovery.on_rebalance = signal_recovery_and_note
         return True
+
+    def _recovery_superseded(self) -> bool:
+        """Whether a recovery ending now belongs to an assignment a rebalance has replaced.
+
+        Faust signals each assignment's recovery (``Recovery.on_rebalance``, after the
+        revocation and the assignment), and the recovery clears the signal as it starts,
+        after the one before it has returned. So while a recovery ends: a rebalance that
+        started after the latest signal has no recovery yet (between the revocation and
+        Faust's signal), and a signal still set is a recovery pending behind this one.
+        Either way a later recovery ends the rebalance. Generations are not compared: the
+        development broker's first one is 0, Faust's value before any assignment. Without
+        a recovery to watch (not Faust's app), none is known to follow a revocation.
+        """
+        if self._revocations != self._revocations_recovering:
+            return True
+        recovery = self._recovery
+        return recovery is not None and bool(recovery.signal_recovery_start.is_set())
 
     def stale(self, message: Any) -> bool:
         """Whether ``message`` comes during a rebalance, or was fetched in an older generation.
@@ -238,9 +291,11 @@ class InOrderDelivery:
             if offsets:
                 log.info("cleared_records_read_again", partitions=len(offsets))
                 await consumer.seek_wait(offsets)  # in the consumer's own thread
+                self._forget_fetches(offsets)
                 for tp, offset in offsets.items():  # records fetched before it still drain
                     if self._expected.get(tp) == offset:
                         self._seeked_back_to[tp] = offset
+                        self._gap_shown_by.pop(tp, None)
         except Exception as error:  # a task: log it, never lose it (a rebalance seeks anew)
             log.warning("cleared_records_not_read_again", error=repr(error))
 
@@ -249,6 +304,9 @@ class InOrderDelivery:
         self._expected.clear()
         self._resumed_from.clear()
         self._seeked_back_to.clear()
+        self._gap_shown_by.clear()
+        self._handed_to.clear()
+        self._fetched_to.clear()
         self._committed.clear()
 
     def committed(self, tp: TP) -> int | None:
@@ -263,6 +321,49 @@ class InOrderDelivery:
         """The next offset to apply from ``tp``, once the consumer has seeked."""
         return self._expected.get(tp)
 
+    def deliverable_from(self, tp: TP) -> int | None:
+        """The first offset ``tp`` may still deliver a record at, once the consumer has seeked.
+
+        :meth:`position`, or past it the consumer's fetch position when the consumer has
+        handed over no record of ``tp`` that is not taken yet: aiokafka moves its position
+        past offsets that hold no record to deliver (a transaction's commit marker, an
+        aborted record under ``read_committed``), so a high watermark past the next offset
+        expected does not always mean a record is still to come.
+        """
+        expected = self._expected.get(tp)
+        fetched_to = self._fetched_to.get(tp)
+        if expected is None or fetched_to is None or fetched_to <= expected:
+            return expected
+        if self._handed_to.get(tp, expected) > expected:
+            return expected  # handed over and not taken yet (a later chunk), or lost
+        return fetched_to
+
+    def _note_fetch(self, records: Mapping[Any, Any]) -> None:
+        """After each fetch the consumer hands over: its records, and aiokafka's positions.
+
+        Read in this thread before any record of the fetch is taken, and before the next
+        fetch can move the positions again (Faust fetches one batch at a time).
+        """
+        for fetched_tp, batch in records.items():
+            if fetched_tp.topic in self._topics and batch:
+                tp = TP(fetched_tp.topic, fetched_tp.partition)
+                self._handed_to[tp] = max(self._handed_to.get(tp, 0), batch[-1].offset + 1)
+        client = getattr(getattr(self._consumer, "_thread", None), "_consumer", None)
+        subscription = getattr(getattr(client, "_subscription", None), "subscription", None)
+        assignment = getattr(subscription, "assignment", None)
+        if assignment is None:
+            return
+        for tp in self._expected:
+            state = assignment.state_value(tp)
+            if state is not None and state.has_valid_position:
+                self._fetched_to[tp] = state.position
+
+    def _forget_fetches(self, partitions: Iterable[TP]) -> None:
+        """After a seek of ``partitions``: what was fetched before it tells nothing."""
+        for tp in partitions:
+            self._handed_to.pop(tp, None)
+            self._fetched_to.pop(tp, None)
+
     def resumed_from(self, tp: TP) -> int | None:
         """The offset ``tp`` was seeked to at the assignment: committed, or the earliest."""
         return self._resumed_from.get(tp)
@@ -272,7 +373,9 @@ class InOrderDelivery:
 
         Any other record is left unacked and comes again: a copy of one already taken,
         one delivered before the consumer seeked, or one past records that went missing
-        in delivery, in which case the partition is seeked back to read them again.
+        in delivery, in which case the partition is seeked back to read them again. If
+        the first record fetched from that seek is past the one expected too, Kafka has
+        no record to deliver in between (see :meth:`_read_again`): it is taken.
         """
         tp = message.tp
         expected = self._expected.get(tp)
@@ -287,7 +390,11 @@ class InOrderDelivery:
             # from there would be dropped as old, and the record lost.
             return False
         if message.offset > expected:
-            expected = await self._read_again(tp, expected, message.offset)
+            expected = await self._read_again(message, expected)
+            if self.stale(message) or self._expected.get(tp) != expected:
+                # A rebalance started, or ran, during the seek: the next offset expected is
+                # the one the consumer seeked to since, or is about to.
+                return False
         if message.offset != expected:
             return False
         self._expected[tp] = expected + 1
@@ -316,24 +423,46 @@ class InOrderDelivery:
             else:
                 ack(message)
 
-    async def _read_again(self, tp: TP, expected: int, delivered: int) -> int:
-        """Seek ``tp`` back to ``expected``, unless retention removed it: the next offset."""
+    async def _read_again(self, message: Any, expected: int) -> int:
+        """Seek ``tp`` back to ``expected``, unless retention removed it: the next offset.
+
+        Not every offset holds a record the consumer delivers: a transaction's commit or
+        abort marker never does (aiokafka skips control batches at every isolation level),
+        nor does an aborted record under ``read_committed``, nor one compaction removed.
+        After the seek back, records fetched before it may still drain; they all follow
+        ``delivered`` in the log. So a record at or before ``delivered`` is the first one
+        fetched from ``expected``, and the offsets before it hold nothing to deliver: the
+        next offset expected moves to it (log event ``offsets_never_delivered``). Records
+        lost in delivery (fetched before a rebalance, then cleared) are read again from the
+        seek, the first of them at ``expected`` itself.
+        """
+        tp, delivered = message.tp, message.offset
         if self._seeked_back_to.get(tp) == expected:
-            return expected  # already seeked back; records fetched before it still drain
+            shown_by = self._gap_shown_by.get(tp)
+            if shown_by is not None and delivered <= shown_by:
+                return self._skip_gap(tp, expected, delivered)
+            if shown_by is not None:
+                return expected  # fetched before the seek; those fetched from it follow
+            # Seeked back when the rebalance ended, before this record showed the gap: it
+            # may have been fetched before that seek, or from it. Seeking again tells.
         try:
-            return await self._seek_back(tp, expected, delivered)
+            return await self._seek_back(message, expected)
         except (KafkaError, TimeoutError) as error:
             # The partition was revoked between the check and the seek, or the broker did
             # not answer: the record is not taken, and the next one past the gap (or the
             # rebalance's own seek) tries again. Raised, it would stop the worker.
             self._seeked_back_to.pop(tp, None)
+            self._gap_shown_by.pop(tp, None)
             log.warning("records_not_read_again", topic=tp.topic, partition=tp.partition,
                         expected=expected, error=repr(error))  # fmt: skip
             return expected
 
-    async def _seek_back(self, tp: TP, expected: int, delivered: int) -> int:
+    async def _seek_back(self, message: Any, expected: int) -> int:
         """:meth:`_read_again`'s seek, which the consumer may refuse."""
+        tp, delivered = message.tp, message.offset
         start = (await self._consumer.earliest_offsets(tp)).get(tp) or 0
+        if self.stale(message) or self._expected.get(tp) != expected:
+            return expected  # a rebalance meanwhile: its own seek counts, not this one
         if start > expected:
             log.warning("records_expired_before_read", topic=tp.topic, partition=tp.partition,
                         expected=expected, log_start=start)  # fmt: skip
@@ -344,10 +473,25 @@ class InOrderDelivery:
                  expected=expected, delivered=delivered)  # fmt: skip
         if tp in self._consumer.assignment():  # else a rebalance is on, and seeks anew
             self._seeked_back_to[tp] = expected
+            self._gap_shown_by[tp] = delivered
             # In the consumer's own thread: aiokafka's fetcher is not thread-safe, and a
             # seek from this one can break a fetch that is under way.
             await self._consumer.seek_wait({tp: expected})
+            self._forget_fetches([tp])
         return expected
+
+    def _skip_gap(self, tp: TP, expected: int, delivered: int) -> int:
+        """Expect ``delivered`` next: Kafka has nothing to deliver from ``expected`` up to it.
+
+        Without this, every later record of the partition was left to come again, for good
+        and across restarts (the committed offset stays at ``expected``).
+        """
+        log.info("offsets_never_delivered", topic=tp.topic, partition=tp.partition,
+                 first=expected, last=delivered - 1)  # fmt: skip
+        self._seeked_back_to.pop(tp, None)
+        self._gap_shown_by.pop(tp, None)
+        self._expected[tp] = delivered
+        return delivered
 
 
 def guard_recovery_seeks(recovery: Any) -> None:

@@ -734,11 +734,15 @@ class Runtime:
 
         The next offset to apply is :meth:`InOrderDelivery.position`: the committed (or
         earliest) offset the consumer seeked to, moved on by each record taken, and moved
-        back by a seek after records went missing. The high watermark only grows, so a
-        stale one can only understate the lag.
+        back by a seek after records went missing. The lag counts from
+        :meth:`InOrderDelivery.deliverable_from`: with every record the consumer handed over
+        taken, its fetch position, which is past offsets that hold no record to deliver (a
+        transaction's commit marker): from the next offset to apply, a partition whose last
+        record is followed by a marker held the merge for good. The high watermark only
+        grows, so a stale one can only understate the lag.
         """
         tp = TP(self.topics[topic_index], partition)
-        position = self.delivery.position(tp)
+        position = self.delivery.deliverable_from(tp)
         try:
             highwater = self.app.consumer.highwater(tp)
         except (AssertionError, ConsumerNotStarted):  # no longer assigned: a rebalance is on

@@ -132,12 +132,35 @@ async def test_a_partition_committed_at_zero_is_also_seeked_to_its_first_record(
     assert delivery.position(tp) == 0
 
 
+class FakeRecovery:
+    """Faust's table recovery: each assignment signals the next recovery
+    (``Recovery.on_rebalance``), which clears the signal as it starts."""
+
+    def __init__(self) -> None:
+        self.signal_recovery_start = asyncio.Event()
+
+    async def on_rebalance(
+        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
+    ) -> None:
+        self.signal_recovery_start.set()
+
+    def start(self) -> None:
+        """``Recovery._restart_recovery`` takes the signal: the recovery is under way."""
+        self.signal_recovery_start.clear()
+
+
 class FakeApp:
     """Faust's app: ``rebalancing`` from a revocation until ``on_rebalance_end``."""
 
     def __init__(self) -> None:
         self.rebalancing = True
         self.consumer_generation_id = 3
+        self.tables = SimpleNamespace(recovery=FakeRecovery())
+
+    async def assign(self, generation: int) -> None:
+        """An assignment: the generation, then Faust's signal of its recovery."""
+        self.consumer_generation_id = generation
+        await self.tables.recovery.on_rebalance(set(), set(), set(), generation)
 
     def on_rebalance_end(self) -> None:
         self.rebalancing = False
@@ -213,6 +236,135 @@ async def test_a_seek_back_the_consumer_refuses_leaves_the_record_for_later() ->
     assert consumer.seeks == [{tp: 2}]
 
 
+class _MarkerConsumer(FakeConsumer):
+    """Offsets in ``markers`` hold control records: the fetch skips them, as aiokafka does
+    (a transaction's commit marker, at every isolation level)."""
+
+    def __init__(self, *args: Any, markers: set[int]) -> None:
+        super().__init__(*args)
+        self.markers = markers
+
+    def fetch(self, tp: TP) -> Record | None:
+        while self.position[tp] in self.markers:
+            self.position[tp] += 1
+        return super().fetch(tp)
+
+
+async def _take_all(consumer: FakeConsumer, delivery: InOrderDelivery, tp: TP) -> list[int]:
+    """Fetch ``tp`` to its end, seeks included; the offsets taken."""
+    taken = []
+    for _ in range(50):
+        record = consumer.fetch(tp)
+        if record is None:
+            break
+        if await delivery.arrive(record):
+            taken.append(record.offset)
+    return taken
+
+
+async def test_records_past_a_commit_marker_are_taken() -> None:
+    # A transactional producer's commit marker (offset 1, and 3, 5 for the next ones) is
+    # never delivered: the next offset expected stayed at the marker, and every later record
+    # was left to come again, for good and across restarts.
+    tp = TP(PURCHASES, 0)
+    consumer = _MarkerConsumer({tp: 7}, {tp: None}, markers={1, 3, 5})
+    delivery = InOrderDelivery([PURCHASES])
+    delivery.install(consumer)
+    await consumer.seek_to_committed()
+    assert await _take_all(consumer, delivery, tp) == [0, 2, 4, 6]
+    assert delivery.position(tp) == 7
+    # Each gap is believed only once the seek back delivered the same record again (the
+    # first seek is to the earliest offset of a partition never committed).
+    assert consumer.seeks == [{tp: 0}, {tp: 1}, {tp: 3}, {tp: 5}]
+
+
+async def test_records_lost_in_delivery_are_still_read_again() -> None:
+    # Records fetched before a rebalance and cleared (4, 5): the partition is seeked back and
+    # they are read again. Records of the batch fetched before that seek (7) still drain:
+    # they follow the one that showed the gap, so they do not move the next offset expected.
+    tp = TP(PURCHASES, 2)
+    consumer = FakeConsumer({tp: 9}, {tp: 4})
+    delivery = InOrderDelivery([PURCHASES])
+    delivery.install(consumer)
+    await consumer.seek_to_committed()
+    for _ in range(2):
+        consumer.fetch(tp)  # 4 and 5, cleared before they reach the runtime
+    batch = [consumer.fetch(tp), consumer.fetch(tp)]
+    assert [record.offset for record in batch if record] == [6, 7]
+    for record in batch:
+        assert record is not None
+        assert not await delivery.arrive(record)
+    assert consumer.seeks == [{tp: 4}]
+    assert delivery.position(tp) == 4
+    assert await _take_all(consumer, delivery, tp) == [4, 5, 6, 7, 8]
+
+
+async def test_a_record_after_the_seek_at_a_rebalance_end_seeks_again_before_a_gap_counts() -> None:
+    # The seek when a rebalance ends knows of no record past the gap: one delivered after it
+    # may have been fetched before it. Only the same record fetched again proves the gap.
+    tp = TP(PURCHASES, 2)
+    consumer = _MarkerConsumer({tp: 10}, {tp: 4}, markers={4, 5})
+    consumer.app = FakeApp()  # type: ignore[attr-defined]
+    delivery = InOrderDelivery([PURCHASES])
+    delivery.install(consumer)
+    await consumer.seek_to_committed()
+    consumer.app.on_rebalance_end()  # type: ignore[attr-defined]
+    await asyncio.sleep(0)
+    assert consumer.seeks == [{tp: 4}]
+    assert not await delivery.arrive(Record(tp, 7))  # fetched before that seek, say
+    assert consumer.seeks == [{tp: 4}, {tp: 4}] and delivery.position(tp) == 4
+    assert await _take_all(consumer, delivery, tp) == [6, 7, 8, 9]
+
+
+class _RebalancedWhileAsked(FakeConsumer):
+    """A consumer whose partition is revoked and assigned again while ``earliest_offsets``
+    waits for the broker: the next offset expected then comes from the new assignment."""
+
+    def __init__(self, *args: Any, log_start: int, rebalance_ends: bool) -> None:
+        super().__init__(*args)
+        self.log_start = log_start
+        self.rebalance_ends = rebalance_ends
+        self.app = FakeApp()
+        self.delivery: InOrderDelivery | None = None
+
+    async def earliest_offsets(self, *tps: TP) -> Mapping[TP, int]:
+        if self.delivery is not None:
+            self.app.on_rebalance_start()
+            self.delivery.forget()
+            await self.app.assign(self.app.consumer_generation_id + 1)
+            await self.seek_to_committed()
+            if self.rebalance_ends:
+                self.app.tables.recovery.start()
+                self.app.on_rebalance_end()
+                assert not self.app.rebalancing
+        return dict.fromkeys(tps, self.log_start)
+
+
+@pytest.mark.parametrize("rebalance_ends", [False, True])
+@pytest.mark.parametrize("log_start", [0, 6])
+async def test_a_rebalance_while_seeking_back_leaves_the_next_offset_to_it(
+    rebalance_ends: bool, log_start: int
+) -> None:
+    # Record 6, fetched in generation 3, waits for the log start while a rebalance runs. With
+    # records 4 and 5 expired (log start 6) it was taken afterwards, and moved the next offset
+    # expected past the one the new assignment seeked to, from a generation whose records
+    # must not be taken; with them still there, the old generation's seek back was made.
+    tp = TP(PURCHASES, 2)
+    consumer = _RebalancedWhileAsked(
+        {tp: 10}, {tp: 4}, log_start=log_start, rebalance_ends=rebalance_ends
+    )
+    delivery = InOrderDelivery([PURCHASES])
+    delivery.install(consumer)
+    await consumer.seek_to_committed()
+    consumer.app.on_rebalance_end()
+    await asyncio.sleep(0)
+    seeks = list(consumer.seeks)
+    consumer.delivery = delivery
+    assert not await delivery.arrive(Record(tp, 6, generation_id=3))
+    assert delivery.position(tp) == 4
+    assert consumer.seeks == seeks
+
+
 class _Highwaters:
     """``app.consumer`` for ``Runtime._may_receive``: the high watermark of each partition,
     and aiokafka's consumer (``_thread._consumer``) with the time of its last fetch."""
@@ -242,7 +394,7 @@ def _runtime(
     candidate_fetched_ago: float = 1.0,
 ) -> Any:
     """The attributes ``Runtime._may_receive`` reads, without a Faust app."""
-    delivery = SimpleNamespace(position=positions.get)
+    delivery = SimpleNamespace(position=positions.get, deliverable_from=positions.get)
     fetched_ms = int((time.time() - candidate_fetched_ago) * 1000)
     runtime = SimpleNamespace(
         topics=(PURCHASES, OVERRIDES),
@@ -338,6 +490,73 @@ def test_a_partition_of_unknown_lag_holds_the_merge_for_max_idle_only(
         assert _may_receive(runtime, 1)
         clock[0] += 2
         assert not _may_receive(runtime, 1)
+
+
+class _FetchingConsumer(_MarkerConsumer):
+    """Faust's ``_getmany`` over the fake fetch, and aiokafka's fetch positions beside it."""
+
+    def __init__(self, *args: Any, markers: set[int]) -> None:
+        super().__init__(*args, markers=markers)
+        state = partial(SimpleNamespace, has_valid_position=True)
+        assignment = SimpleNamespace(state_value=lambda tp: state(position=self.position[tp]))
+        subscription = SimpleNamespace(subscription=SimpleNamespace(assignment=assignment))
+        self._thread = SimpleNamespace(_consumer=SimpleNamespace(_subscription=subscription))
+
+    async def _getmany(self, active_partitions: Any, timeout: float) -> dict[TP, list[Record]]:  # noqa: ASYNC109 - Faust's signature
+        fetched: dict[TP, list[Record]] = {}
+        for tp in self.ends:
+            while (record := self.fetch(tp)) is not None:
+                fetched.setdefault(tp, []).append(record)
+        return fetched
+
+
+async def test_a_commit_marker_after_the_last_record_does_not_hold_the_merge(
+    clock: list[float],
+) -> None:
+    # overrides[5]: record 0, then a transaction's commit marker at 1; the high watermark is
+    # 2. Counted from the next offset expected (1), the lag stayed 1 and held the merge of
+    # partition 5 for good. aiokafka's fetch position (2) is past the marker.
+    tp = TP(OVERRIDES, 5)
+    consumer = _FetchingConsumer({tp: 2}, {tp: None}, markers={1})
+    delivery = InOrderDelivery([OVERRIDES])
+    delivery.install(consumer)
+    await consumer.seek_to_committed()
+    runtime = _runtime({tp: 2}, {}, fetched_ago=0.5, candidate_fetched_ago=1.0)
+    runtime.delivery = delivery
+    assert _may_receive(runtime, 1)  # no fetch yet since the seek: the lag counts from 0
+    records = await consumer._getmany(None, 0.0)
+    assert consumer.position[tp] == 2
+    assert _may_receive(runtime, 1)  # record 0 handed over, not taken yet: it holds
+    assert await delivery.arrive(records[tp][0])
+    assert delivery.position(tp) == 1 and delivery.deliverable_from(tp) == 2
+    assert not _may_receive(runtime, 1)
+    clock[0] += 3600
+    assert not _may_receive(runtime, 1)
+
+
+async def test_a_commit_marker_before_a_record_not_taken_yet_holds_the_merge(
+    clock: list[float],
+) -> None:
+    # Records 0 and 2 of overrides[5] handed over, 1 a commit marker: until 2 is taken the
+    # partition holds (a later chunk of the same fetch may bring it), and after a seek back
+    # the fetch position says nothing until the consumer fetched again.
+    tp = TP(OVERRIDES, 5)
+    consumer = _FetchingConsumer({tp: 3}, {tp: None}, markers={1})
+    delivery = InOrderDelivery([OVERRIDES])
+    delivery.install(consumer)
+    await consumer.seek_to_committed()
+    runtime = _runtime({tp: 3}, {}, fetched_ago=0.5, candidate_fetched_ago=1.0)
+    runtime.delivery = delivery
+    first, second = (await consumer._getmany(None, 0.0))[tp]
+    assert await delivery.arrive(first)
+    assert _may_receive(runtime, 1)
+    assert not await delivery.arrive(second)  # seeks back to the marker
+    assert consumer.seeks[-1] == {tp: 1} and delivery.deliverable_from(tp) == 1
+    assert _may_receive(runtime, 1)
+    (again,) = (await consumer._getmany(None, 0.0))[tp]
+    assert await delivery.arrive(again)  # the same record again: the gap is real
+    assert delivery.position(tp) == 3
+    assert not _may_receive(runtime, 1)
 
 
 class SlowBuffer:
@@ -531,14 +750,14 @@ def test_a_batch_keeps_the_mark_of_the_offsets_the_broker_holds_as_committed() -
     assert event_time_at(raw, resumed) == (True, at)
 
 
-class _Listener:
-    """Faust's rebalance listener, whose ``on_partitions_assigned`` aiokafka awaits."""
-
-    def __init__(self) -> None:
-        self.assigned: list[set[TP]] = []
-
-    async def on_partitions_assigned(self, assigned: set[TP]) -> None:
-        self.assigned.append(assigned)
+def _delivery_with_recovery() -> tuple[TP, FakeApp, FakeRecovery, InOrderDelivery]:
+    tp = TP(PURCHASES, 2)
+    consumer = FakeConsumer({tp: 10}, {tp: 4})
+    app = consumer.app = FakeApp()  # type: ignore[attr-defined]
+    recovery = app.tables.recovery
+    delivery = InOrderDelivery([PURCHASES])
+    delivery.install(consumer)
+    return tp, app, recovery, delivery
 
 
 async def test_a_recovery_ending_after_the_next_rebalance_started_does_not_end_it() -> None:
@@ -546,22 +765,37 @@ async def test_a_recovery_ending_after_the_next_rebalance_started_does_not_end_i
     # first (Faust's listener), but the generation changes only at the next assignment, so
     # Faust's check lets it end the rebalance, and the worker was ready through the next
     # join and recovery (RELIABILITY.md, defect 21).
-    tp = TP(PURCHASES, 2)
-    consumer = FakeConsumer({tp: 10}, {tp: 4})
-    app = consumer.app = FakeApp()  # type: ignore[attr-defined]
-    listener = _Listener()
-    consumer._thread = SimpleNamespace(_rebalance_listener=listener)  # type: ignore[attr-defined]
-    delivery = InOrderDelivery([PURCHASES])
-    delivery.install(consumer)
-
+    tp, app, recovery, delivery = _delivery_with_recovery()
     app.on_rebalance_start()  # the first join revokes nothing, then assigns
-    await listener.on_partitions_assigned({tp})
+    await app.assign(0)  # the development broker's first generation: Faust's default
+    recovery.start()
     app.on_rebalance_end()
     assert not app.rebalancing
     app.on_rebalance_start()  # a member joins
     app.on_rebalance_end()  # the last assignment's recovery, ending late
     assert app.rebalancing and delivery.stale(Record(tp, 4))
-    await listener.on_partitions_assigned({tp})  # the next assignment
+    await app.assign(1)  # the next assignment
+    recovery.start()
     app.on_rebalance_end()  # its recovery
     assert not app.rebalancing
-    assert listener.assigned == [{tp}, {tp}]  # Faust's own handling still runs
+
+
+async def test_a_recovery_ending_after_the_next_assignment_does_not_end_the_rebalance() -> None:
+    # Recovery N passed Faust's generation check and awaits its final seek; a whole revocation
+    # and assignment N+1 run meanwhile. The assignment cleared what the revocation noted, so
+    # recovery N's late end ended the rebalance before recovery N+1 had run: records passed
+    # stale() and partition groups were built from a table not recovered.
+    tp, app, recovery, delivery = _delivery_with_recovery()
+    app.on_rebalance_start()
+    await app.assign(3)
+    recovery.start()  # recovery N, now in its final seek
+    app.on_rebalance_start()  # a member joins: revoked
+    app.consumer_generation_id = 4  # the listener's assignment N+1, before Faust's signal
+    app.on_rebalance_end()  # recovery N's late end
+    assert app.rebalancing
+    await app.assign(4)  # Faust signals recovery N+1, which waits for recovery N
+    app.on_rebalance_end()  # recovery N's late end
+    assert app.rebalancing and delivery.stale(Record(tp, 4, generation_id=4))
+    recovery.start()  # recovery N+1
+    app.on_rebalance_end()
+    assert not app.rebalancing and not delivery.stale(Record(tp, 4, generation_id=4))
