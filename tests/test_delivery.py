@@ -510,6 +510,18 @@ class _FetchingConsumer(_MarkerConsumer):
         return fetched
 
 
+async def _behind_a_marker(tp: TP, *, end: int) -> tuple[_FetchingConsumer, InOrderDelivery, Any]:
+    """A runtime reading ``tp`` up to ``end`` through in-order delivery, offset 1 a commit
+    marker, sought to the committed (no) offset."""
+    consumer = _FetchingConsumer({tp: end}, {tp: None}, markers={1})
+    delivery = InOrderDelivery([OVERRIDES])
+    delivery.install(consumer)
+    await consumer.seek_to_committed()
+    runtime = _runtime({tp: end}, {}, fetched_ago=0.5, candidate_fetched_ago=1.0)
+    runtime.delivery = delivery
+    return consumer, delivery, runtime
+
+
 async def test_a_commit_marker_after_the_last_record_does_not_hold_the_merge(
     clock: list[float],
 ) -> None:
@@ -517,12 +529,7 @@ async def test_a_commit_marker_after_the_last_record_does_not_hold_the_merge(
     # 2. Counted from the next offset expected (1), the lag stayed 1 and held the merge of
     # partition 5 for good. aiokafka's fetch position (2) is past the marker.
     tp = TP(OVERRIDES, 5)
-    consumer = _FetchingConsumer({tp: 2}, {tp: None}, markers={1})
-    delivery = InOrderDelivery([OVERRIDES])
-    delivery.install(consumer)
-    await consumer.seek_to_committed()
-    runtime = _runtime({tp: 2}, {}, fetched_ago=0.5, candidate_fetched_ago=1.0)
-    runtime.delivery = delivery
+    consumer, delivery, runtime = await _behind_a_marker(tp, end=2)
     assert _may_receive(runtime, 1)  # no fetch yet since the seek: the lag counts from 0
     records = await consumer._getmany(None, 0.0)
     assert consumer.position[tp] == 2
@@ -541,12 +548,7 @@ async def test_a_commit_marker_before_a_record_not_taken_yet_holds_the_merge(
     # partition holds (a later chunk of the same fetch may bring it), and after a seek back
     # the fetch position says nothing until the consumer fetched again.
     tp = TP(OVERRIDES, 5)
-    consumer = _FetchingConsumer({tp: 3}, {tp: None}, markers={1})
-    delivery = InOrderDelivery([OVERRIDES])
-    delivery.install(consumer)
-    await consumer.seek_to_committed()
-    runtime = _runtime({tp: 3}, {}, fetched_ago=0.5, candidate_fetched_ago=1.0)
-    runtime.delivery = delivery
+    consumer, delivery, runtime = await _behind_a_marker(tp, end=3)
     first, second = (await consumer._getmany(None, 0.0))[tp]
     assert await delivery.arrive(first)
     assert _may_receive(runtime, 1)
