@@ -31,14 +31,15 @@ demo: $(STAMP)
 	$(BIN)/lineguard demo --duration $${DURATION:-120}
 
 # Two workers under 2,000 records/s for 2 minutes, one killed every 15 s, then every decision
-# checked against `lineguard replay` (RELIABILITY.md). Stops by itself; exits 1 on any loss.
+# checked against `lineguard replay` (RELIABILITY.md). Stops by itself; exits 1 on any loss,
+# difference from replay, unclean worker stop or error in a worker log.
 chaos: $(STAMP)
 	$(BIN)/python -m chaos
 
 # Every benchmark of BENCHMARKS.md, each figure the median of 3 bounded runs: the core alone,
 # watermark steps at 1M users, then on an embedded Tansu broker the worker end to end against
 # a raw consumer, decision lag at 1k and 5k events/s, two workers splitting the load, and
-# recovery of 1,000,000 users and RSS per user for both stores. About 8 minutes on 2 CPUs.
+# recovery of 1,000,000 users and RSS per user for both stores. About 7 minutes on 2 CPUs.
 # Not part of `make test`.
 bench: $(STAMP)
 	$(BIN)/python -m bench --output BENCHMARKS.md --recovery-users 1000000
