@@ -36,7 +36,8 @@ def _refusal(view: View, request: Request) -> Response | None:
         return view.json({"error": "forbidden", "detail": _CLOSED}, status=403)
     given = request.headers.get("Authorization", "")
     expected = f"Bearer {token.get_secret_value()}"
-    if hmac.compare_digest(given.encode(), expected.encode()):
+    # aiohttp keeps a header's undecodable bytes as surrogates: encoded back, not refused.
+    if hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
         return None
     return view.json(
         {"error": "unauthorised", "detail": "send Authorization: Bearer <LINEGUARD_API_TOKEN>"},
@@ -49,13 +50,30 @@ def _refusal(view: View, request: Request) -> Response | None:
 class UserView(View):
     """A user's state, features and last decision, from the worker that owns the user."""
 
-    # Faust's ViewDecorator type leaves out the path parameters that match_info passes.
-    @app.table_route(table=users, match_info="user_id")  # type: ignore[arg-type]
     async def get(self, request: Request, user_id: str) -> Response:
-        """Answer locally if this worker owns the user's partition; Faust forwards otherwise."""
+        """Refuse, or answer 503 while not ready, before the request goes anywhere.
+
+        Faust's routing forwards a request to the owner of the user's partition: checked
+        first, the token is never sent on for a caller who lacks it. While this worker
+        rebalances or recovers, its table may hold no state, or an old one, for users it is
+        about to own, and its view of who owns what is moving: 503, as ``/readyz``.
+        """
         refusal = _refusal(self, request)
         if refusal is not None:
             return refusal
+        if not runtime.ready():
+            return self.json(
+                {"error": "not ready", "detail": "rebalancing or recovering; ask again"},
+                status=503,
+                headers={"Retry-After": "1"},
+            )
+        # Faust types the routed view without the path parameters match_info passes.
+        return await self.owned(request, user_id=user_id)  # type: ignore[call-arg]
+
+    # Faust's ViewDecorator type leaves out the path parameters that match_info passes.
+    @app.table_route(table=users, match_info="user_id")  # type: ignore[arg-type]
+    async def owned(self, request: Request, user_id: str) -> Response:
+        """Answer locally if this worker owns the user's partition; Faust forwards otherwise."""
         try:
             state = runtime.state(user_id)
         except KeyError:

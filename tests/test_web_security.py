@@ -6,7 +6,9 @@ Faust's /table and /router views being off is checked in test_worker.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import ipaddress
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -89,3 +91,43 @@ def test_with_a_token_only_the_exact_bearer_token_is_let_in(
     status, body = worker.get("/users/u-1/", TOKEN)
     assert (status, body["error"]) == (404, "unknown user")  # let in; this user has no state
     assert worker.get("/users/u-1", None)[0] == 401  # the path without the slash is guarded too
+
+
+def test_a_token_that_is_not_utf8_is_refused_not_an_error(
+    start_worker: Callable[..., Worker],
+) -> None:
+    # aiohttp keeps the byte as a surrogate; encoding it strictly raised, and answered 500.
+    worker = start_worker(extra_env={"LINEGUARD_API_TOKEN": TOKEN})
+    worker.wait_ready()
+    connection = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=10)
+    try:
+        connection.putrequest("GET", "/users/u-1")
+        connection.putheader("Authorization", b"Bearer \xff")
+        connection.endheaders()
+        assert connection.getresponse().status == 401
+    finally:
+        connection.close()
+
+
+def test_user_state_is_not_served_before_the_worker_is_ready(
+    start_worker: Callable[..., Worker],
+) -> None:
+    # Before recovery ends the table may lack a user it will hold, or hold an old state.
+    worker = start_worker(extra_env={"LINEGUARD_API_TOKEN": TOKEN})
+    # (/readyz, /users) status pairs, /users asked first: a worker that becomes ready in
+    # between has answered /users while not ready, never the other way round.
+    answers: list[tuple[int, int]] = []
+    deadline = time.monotonic() + 90
+    while not answers or answers[-1][0] != 200:
+        assert time.monotonic() < deadline, f"not ready: {worker.log()}"
+        try:
+            user = worker.get("/users/u-1", TOKEN)[0]
+            ready = worker.get("/readyz")[0]
+        except OSError:  # the web server is not up yet
+            time.sleep(0.02)
+            continue
+        answers.append((ready, user))
+    unready = [user for ready, user in answers if ready == 503]
+    assert unready, "no answer came while the worker was not ready"
+    assert set(unready) == {503}, answers
+    assert worker.get("/users/u-1", TOKEN)[0] == 404  # ready: this user has no state
