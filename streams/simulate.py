@@ -576,8 +576,9 @@ async def run_simulation(
         users: Number of simulated users.
         rate: Records per wall second.
         duration: Wall seconds to run.
-        seed: Seed of the traffic; the same seed and arguments give the same records.
-        topics: Purchases, repayments and loan-applications topics, in that order.
+        seed: Seed of the traffic: the same seed gives the same users and plans; which
+            records come when also follows the wall clock the run keeps pace with.
+        topics: The five input topics, in the contract's order.
         time_scale: Simulated seconds per wall second.
         invalid_fraction: Share of deliberately invalid records.
         progress: Called with the running totals about once a second and once at the end.
