@@ -194,18 +194,25 @@ async def test_records_delivered_during_a_rebalance_are_read_again_when_it_ends(
         assert await delivery.arrive(record)
 
 
-async def test_a_record_fetched_before_a_rebalance_ended_does_not_move_the_next_offset() -> None:
-    # The rest of a batch that waited in a seek while a rebalance ran: the consumer seeked to
-    # the committed offset 4 meanwhile. Taken, the old copy of 4 would expect 5 next, and the
-    # copy of 4 read again from the seek would be dropped as old: the record lost.
-    tp = TP(PURCHASES, 2)
-    consumer = FakeConsumer({tp: 10}, {tp: 4})
+async def _installed_after_a_rebalance(consumer: FakeConsumer) -> InOrderDelivery:
+    """Delivery of purchases on ``consumer``, sought to the committed offsets, its rebalance
+    just ended (and the seek back that ending makes, done)."""
     consumer.app = FakeApp()  # type: ignore[attr-defined]
     delivery = InOrderDelivery([PURCHASES])
     delivery.install(consumer)
     await consumer.seek_to_committed()
     consumer.app.on_rebalance_end()  # type: ignore[attr-defined]
     await asyncio.sleep(0)
+    return delivery
+
+
+async def test_a_record_fetched_before_a_rebalance_ended_does_not_move_the_next_offset() -> None:
+    # The rest of a batch that waited in a seek while a rebalance ran: the consumer seeked to
+    # the committed offset 4 meanwhile. Taken, the old copy of 4 would expect 5 next, and the
+    # copy of 4 read again from the seek would be dropped as old: the record lost.
+    tp = TP(PURCHASES, 2)
+    consumer = FakeConsumer({tp: 10}, {tp: 4})
+    delivery = await _installed_after_a_rebalance(consumer)
     assert not await delivery.arrive(Record(tp, 4, generation_id=2))
     assert delivery.position(tp) == 4
     assert await delivery.arrive(Record(tp, 4))
@@ -304,12 +311,7 @@ async def test_a_record_after_the_seek_at_a_rebalance_end_seeks_again_before_a_g
     # may have been fetched before it. Only the same record fetched again proves the gap.
     tp = TP(PURCHASES, 2)
     consumer = _MarkerConsumer({tp: 10}, {tp: 4}, markers={4, 5})
-    consumer.app = FakeApp()  # type: ignore[attr-defined]
-    delivery = InOrderDelivery([PURCHASES])
-    delivery.install(consumer)
-    await consumer.seek_to_committed()
-    consumer.app.on_rebalance_end()  # type: ignore[attr-defined]
-    await asyncio.sleep(0)
+    delivery = await _installed_after_a_rebalance(consumer)
     assert consumer.seeks == [{tp: 4}]
     assert not await delivery.arrive(Record(tp, 7))  # fetched before that seek, say
     assert consumer.seeks == [{tp: 4}, {tp: 4}] and delivery.position(tp) == 4
