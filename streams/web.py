@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import Any, Final
 
+import aiohttp
+import structlog
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
 
 from agents.assess import policy, runtime
 from risk.clock import format_timestamp
@@ -16,6 +19,15 @@ from risk.rules import Measures
 from streams import metrics
 from streams.app import app, settings
 from streams.topics import users
+
+log = structlog.get_logger(__name__)
+
+FORWARDED_BY: Final = "X-Lineguard-Forwarded-By"
+"""Set on a request one worker forwards to the user's owner: the forwarding worker's URL."""
+FORWARD_TIMEOUT: Final = aiohttp.ClientTimeout(total=5)
+"""How long a forwarded request may take before the caller is told to ask again."""
+KEPT_HEADERS: Final = ("Retry-After", "WWW-Authenticate")
+"""The owner's response headers a forwarded response keeps, besides its content type."""
 
 _CLOSED = (
     "no LINEGUARD_API_TOKEN is set, so /users is closed: set a token, or set"
@@ -53,8 +65,8 @@ class UserView(View):
     async def get(self, request: Request, user_id: str) -> Response:
         """Refuse, or answer 503 while not ready, before the request goes anywhere.
 
-        Faust's routing forwards a request to the owner of the user's partition: checked
-        first, the token is never sent on for a caller who lacks it. While this worker
+        A request is forwarded to the owner of the user's partition: checked first, the
+        token is never sent on for a caller who lacks it. While this worker
         rebalances or recovers, its table may hold no state, or an old one, for users it is
         about to own, and its view of who owns what is moving: 503, as ``/readyz``.
         """
@@ -62,18 +74,46 @@ class UserView(View):
         if refusal is not None:
             return refusal
         if not runtime.ready():
-            return self.json(
-                {"error": "not ready", "detail": "rebalancing or recovering; ask again"},
-                status=503,
-                headers={"Retry-After": "1"},
-            )
-        # Faust types the routed view without the path parameters match_info passes.
-        return await self.owned(request, user_id=user_id)  # type: ignore[call-arg]
+            return _ask_again(self, "rebalancing or recovering; ask again")
+        try:
+            owner = app.router.key_store(users.name, user_id)
+        except KeyError:  # the assignor has no owner for the partition yet
+            return _ask_again(self, "no worker owns this user's partition yet")
+        if _same_worker(owner, URL(app.conf.canonical_url)):
+            return self.local(user_id)
+        if request.headers.get(FORWARDED_BY) is not None:
+            # Forwarded here by a worker that takes this one for the owner, while this one
+            # takes another: sent on, it could bounce between them until the rebalance ends.
+            return _ask_again(self, "the workers disagree on who owns this user; ask again")
+        return await self.forwarded(request, owner)
 
-    # Faust's ViewDecorator type leaves out the path parameters that match_info passes.
-    @app.table_route(table=users, match_info="user_id")  # type: ignore[arg-type]
-    async def owned(self, request: Request, user_id: str) -> Response:
-        """Answer locally if this worker owns the user's partition; Faust forwards otherwise."""
+    async def forwarded(self, request: Request, owner: URL) -> Response:
+        """The owner's answer, asked once and marked so that the owner never sends it on.
+
+        Faust's own table routing forwards without a mark or a time limit, and drops the
+        owner's ``Retry-After`` and ``WWW-Authenticate``.
+        """
+        headers = {FORWARDED_BY: str(app.conf.canonical_url)}
+        authorization = request.headers.get("Authorization")
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        url = request.url.with_scheme(owner.scheme or "http").with_host(owner.host or "")
+        url = url.with_port(owner.port)
+        try:
+            async with app.http_client.get(url, headers=headers, timeout=FORWARD_TIMEOUT) as answer:
+                body = await answer.read()
+                kept = {
+                    name: answer.headers[name] for name in KEPT_HEADERS if name in answer.headers
+                }
+                return self.bytes(
+                    body, content_type=answer.content_type, status=answer.status, headers=kept
+                )
+        except (aiohttp.ClientError, TimeoutError) as error:
+            log.warning("user_request_forward_failed", owner=str(owner), error=type(error).__name__)
+            return _ask_again(self, "the worker that owns this user did not answer; ask again")
+
+    def local(self, user_id: str) -> Response:
+        """The user's state from this worker, which owns the user's partition."""
         try:
             state = runtime.state(user_id)
         except KeyError:
@@ -110,6 +150,18 @@ class UserView(View):
                 "policy_version": policy.version,
             }
         )
+
+
+def _ask_again(view: View, detail: str) -> Response:
+    """503 with ``Retry-After``: the answer exists, but not here or not yet."""
+    return view.json(
+        {"error": "not ready", "detail": detail}, status=503, headers={"Retry-After": "1"}
+    )
+
+
+def _same_worker(one: URL, other: URL) -> bool:
+    """Whether two worker URLs name one web server, as Faust's router compares them."""
+    return (one.host or one.path, one.port or 80) == (other.host or other.path, other.port or 80)
 
 
 @app.page("/users/{user_id}")

@@ -121,13 +121,40 @@ def test_two_workers_split_the_partitions_and_both_answer_for_any_user(
     wait_for(_caught_up([one, two], 3000), 180, "both workers to catch up")
     assert one.metric("lineguard_events_total") > 0
     assert two.metric("lineguard_events_total") > 0
-    users = sorted({r.key.decode() for r in produced if r.key})[:12]
+    every_user = sorted({r.key.decode() for r in produced if r.key})
+    users = every_user[:12]
     for user in users:
         status_one, body_one = one.get(f"/users/{user}/", token)
         status_two, body_two = two.get(f"/users/{user}/", token)
         assert (status_one, status_two) == (200, 200), (body_one, body_two)
         assert body_one == body_two
         assert body_one["user_id"] == user
+    _forwarded_once_and_marked(one, two, every_user, token)
     assert one.get(f"/users/{users[0]}/")[0] == 401
     assert one.get(f"/users/{users[0]}/", "wrong")[0] == 401
     assert orjson.dumps(one.get("/healthz")[1]) == b'{"status":"ok"}'
+
+
+def _forwarded_once_and_marked(one: Worker, two: Worker, users: list[str], token: str) -> None:
+    """A request marked as forwarded is answered by the owner, never sent on again.
+
+    Two workers that disagree on a partition's owner during a rebalance would otherwise
+    bounce it between them. Each worker answers its own users with the mark, and 503 with
+    ``Retry-After`` for the other's; the owner's 404 and ``Retry-After`` survive forwarding.
+    """
+    auth = {"Authorization": f"Bearer {token}"}
+    marked = {**auth, "X-Lineguard-Forwarded-By": "http://127.0.0.1:1"}
+    answered = {0: 0, 1: 0}
+    for user in users:
+        for index, worker in enumerate((one, two)):
+            status, body, headers = worker.request(f"/users/{user}/", marked)
+            if status == 200:
+                assert body["user_id"] == user
+                answered[index] += 1
+            else:
+                assert (status, headers["Retry-After"]) == (503, "1"), body
+    assert answered[0] + answered[1] == len(users), "each user answered by its owner alone"
+    assert answered[0] > 0 and answered[1] > 0, answered
+    for worker in (one, two):
+        status, body, _ = worker.request("/users/nobody-at-all/", auth)
+        assert (status, body) == (404, {"error": "unknown user", "user_id": "nobody-at-all"})

@@ -93,14 +93,17 @@ class Worker:
         return f"http://127.0.0.1:{self.port}"
 
     def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
-        request = urllib.request.Request(self.url + path)  # noqa: S310 - loopback test URL
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
+        status, body, _ = self.request(path, {"Authorization": f"Bearer {token}"} if token else {})
+        return status, body
+
+    def request(self, path: str, headers: dict[str, str]) -> tuple[int, Any, Any]:
+        """Status, parsed body and response headers of a GET with ``headers``."""
+        request = urllib.request.Request(self.url + path, headers=headers)  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-                return response.status, _parse(response.read(), response.headers)
+                return response.status, _parse(response.read(), response.headers), response.headers
         except urllib.error.HTTPError as error:
-            return error.code, _parse(error.read(), error.headers)
+            return error.code, _parse(error.read(), error.headers), error.headers
 
     def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
