@@ -25,6 +25,8 @@ log = structlog.get_logger(__name__)
 policy = worker_policy()  # checked by `lineguard worker` before it contacted the broker
 
 metrics.BUILD_INFO.info({"version": version("lineguard"), "policy_version": policy.version})
+for topic in settings.input_topics:
+    metrics.INPUT_INFO.labels(consumergroup=settings.app_id, topic=topic).set(1)
 
 runtime = Runtime(
     app=app,

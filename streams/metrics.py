@@ -94,6 +94,13 @@ RECOVERY_IN_PROGRESS = Gauge(
 BUILD_INFO = Info(
     "lineguard_build", "Version of the running lineguard and its policy.", registry=REGISTRY
 )
+INPUT_INFO = Gauge(
+    "lineguard_input_info",
+    "Always 1: an input topic this worker's consumer group reads. Alerts join kafka-exporter's"
+    " lag with it, so they need no group or topic names of their own.",
+    ["consumergroup", "topic"],
+    registry=REGISTRY,
+)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ def assert_no_label_can_hold_a_user_id(
                 float(value)
             elif label in ("version", "policy_version"):
                 assert sample.name == "lineguard_build_info", where
+            elif label == "consumergroup":  # LINEGUARD_APP_ID, one per worker
+                assert sample.name == "lineguard_input_info", where
             else:
                 assert label in _CLOSED_SETS, f"unknown label {where}"
                 assert value in _CLOSED_SETS[label], where

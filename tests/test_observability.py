@@ -288,8 +288,23 @@ MUTATIONS = {
     "not consuming for 15m": ("LineguardNotConsuming", "for: 10m", "for: 15m"),
     "not consuming in any job": ("LineguardNotConsuming", '{job="lineguard"}', ""),
     "not consuming on any one worker": ("LineguardNotConsuming", "sum(1 - ", "min(1 - "),
-    "broker lag of any group": ("LineguardBrokerLagHigh", 'consumergroup="lineguard", ', ""),
-    "broker lag of internal topics": ("LineguardBrokerLagHigh", ', topic!~"lineguard-.*"', ""),
+    "broker lag of any group and topic": (
+        "LineguardBrokerLagHigh",
+        r"re:\s*\* on \(consumergroup, topic\) group_left \(\)\s*max by"
+        r' \(consumergroup, topic\) \(last_over_time\(lineguard_input_info\{job="lineguard"\}\[10m\]\)\)',
+        "",
+    ),
+    "broker lag without the join's memory": (
+        "LineguardBrokerLagHigh",
+        'last_over_time(lineguard_input_info{job="lineguard"}[10m])',
+        'lineguard_input_info{job="lineguard"}',
+    ),
+    "broker lag joined for a day": ("LineguardBrokerLagHigh", "[10m]", "[1d]"),
+    "broker lag of any job's input info": (
+        "LineguardBrokerLagHigh",
+        'info{job="lineguard"}',
+        "info",
+    ),
     "broker lag for 5m": ("LineguardBrokerLagHigh", "for: 15m", "for: 5m"),
     "broker lag for 20m": ("LineguardBrokerLagHigh", "for: 15m", "for: 20m"),
 }
