@@ -11,7 +11,7 @@ from bisect import insort
 from functools import partial
 from typing import Final
 
-from risk.clock import DAY, format_timestamp, format_timestamp_seconds
+from risk.clock import DAY, format_timestamp
 from risk.contract import (
     Event,
     IncomeVerification,
@@ -274,5 +274,10 @@ def fire_timers_and_next(
 
 
 def timer_cause(at: int, kind: int) -> str:
-    """The ``caused_by`` of a decision a timer made: ``timer:<kind>:<time>``."""
-    return f"timer:{TIMER_KINDS[kind]}:{format_timestamp_seconds(at)}"
+    """The ``caused_by`` of a decision a timer made: ``timer:<kind>:<time>``.
+
+    The time keeps its fraction (DESIGN.md gives whole seconds): truncated, two same-kind
+    timers of one user within a second, with a decision between them, gave two decisions of
+    one type the same ``event_id``, and a consumer deduplicating by it dropped the second.
+    """
+    return f"timer:{TIMER_KINDS[kind]}:{format_timestamp(at)}"

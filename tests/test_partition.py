@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from risk.clock import DAY
-from risk.contract import Purchase
+from typing import Any, cast
+
+import orjson
+
+from risk.clock import DAY, SECOND, format_timestamp
+from risk.contract import Event, Purchase, Rejection, decode
 from risk.engine import OVERDUE, next_timer
 from risk.partition import Outcome, PartitionProcessor
 from risk.policy import load_policy
+from risk.replay import INPUT_TOPICS, parse_records
 from risk.state import STATE_DECODER, STATE_ENCODER, UserState
 
-from builders import application, purchase, repayment, run, summary, ts
+from builders import application, purchase, repayment, run, summary, ts, verification
 
 POLICY = load_policy()
 NOW = ts("2030-01-01T00:00:00Z")
@@ -99,6 +104,24 @@ def test_an_instalment_going_overdue_as_the_cure_ends_keeps_the_line_frozen() ->
     ]  # fmt: skip
 
 
+def test_two_timers_within_one_second_give_their_decisions_distinct_ids() -> None:
+    # Both instalments go overdue within 04T00:00:00, either side of a repayment that restores.
+    # Truncated to the second, both freezes were caused by timer:overdue:2026-03-04T00:00:00Z
+    # and had one event_id: a consumer deduplicating by it lost the second freeze.
+    lines = [
+        purchase("2026-02-01T00:00:00Z", 1000, order="o-A", first_due="2026-03-01T00:00:00.1Z"),
+        purchase("2026-02-01T00:00:01Z", 2000, order="o-B", first_due="2026-03-01T00:00:00.9Z"),
+        repayment("2026-03-04T00:00:00.5Z", 1000, order="o-A"),
+    ]
+    decisions = run(lines, until="2026-03-05T00:00:00Z").decisions
+    assert [(d.type, d.caused_by) for d in decisions] == [
+        ("limit.freeze", "timer:overdue:2026-03-04T00:00:00.1Z"),
+        ("limit.restore", lines[2]["value"]["event_id"]),
+        ("limit.freeze", "timer:overdue:2026-03-04T00:00:00.9Z"),
+    ]
+    assert len({d.event_id for d in decisions}) == 3
+
+
 def test_records_at_the_same_instant_apply_in_topic_order_not_log_order() -> None:
     # Pins the KIP-353 tie-break: purchases (topic 0) before loan applications (topic 2).
     lines = [
@@ -134,3 +157,69 @@ def test_the_wall_clock_sweep_fires_timers_on_a_quiet_partition_only_in_wall_mod
     # The sweep never moves the watermark back.
     assert wall.tick(start) == []
     assert wall.watermark == later - POLICY.watermark_delay
+
+
+def _events(lines: list[dict[str, Any]]) -> list[Event]:
+    decoded = [
+        decode(INPUT_TOPICS.index(r.topic), r.key, r.value, 65536)
+        for r in parse_records([orjson.dumps(line) for line in lines])
+    ]
+    assert not any(isinstance(event, Rejection) for event in decoded)
+    return cast(list[Event], decoded)
+
+
+def _resumed_as_one_pass(first: list[dict[str, Any]], then: list[dict[str, Any]]) -> None:
+    """A worker stopped in ``then``'s flush, with H's state written and V's not, and offsets
+    committed after ``first``, reads ``then`` again: V's decisions and state as in one pass.
+    """
+    policy, now = load_policy(), NOW
+    store: dict[str, UserState] = {}
+    once = PartitionProcessor(policy, store)
+    for event in _events(first):
+        once.handle(event, now)
+    committed, v_before = once.max_event_at, STATE_ENCODER.encode(store["V"])
+    in_one_pass = [d for event in _events(then) for d in once.handle(event, now)[2]]
+    written = {"H": store["H"], "V": STATE_DECODER.decode(v_before)}
+    resumed = PartitionProcessor(policy, written)
+    resumed.recover(list(written.values()))
+    resumed.resume(committed)
+    read_again = [d for event in _events(then) for d in resumed.handle(event, now)[2]]
+    assert [d.to_json(0) for d in read_again if d.user_id == "V"] == [
+        d.to_json(0) for d in in_one_pass if d.user_id == "V"
+    ]
+    assert STATE_ENCODER.encode(written["V"]) == STATE_ENCODER.encode(store["V"])
+
+
+def test_a_record_rejected_at_first_and_read_again_as_a_duplicate_of_its_retry_moves_nothing() -> (
+    None
+):
+    # h-x is too late at first; its corrected retry brings the id in. Read again, the first
+    # h-x is a duplicate of the retry, and counted at the retry's time it fired V's overdue
+    # timer (01-13T00:00Z) before V's on-time repayment (RELIABILITY.md, defect 33).
+    first = [
+        purchase("2026-01-03T00:00:00Z", 100_000, user="V", first_due="2026-01-10T00:00:00Z"),
+        verification("2026-01-12T12:00:00Z", 500_000, user="H"),
+    ]
+    then = [
+        verification("2026-01-01T00:00:00Z", 500_000, user="H", event_id="h-x"),
+        repayment("2026-01-12T23:00:00Z", 100_000, user="V"),
+        verification("2026-01-13T01:00:00Z", 500_000, user="H", event_id="h-x"),
+    ]
+    _resumed_as_one_pass(first, then)
+
+
+def test_a_record_read_again_after_its_id_was_forgotten_moves_the_watermark_as_it_did() -> None:
+    # H's 2048 remembered ids are full; h-e moves the watermark past V's overdue time before
+    # V's late repayment, and H's event of 02-20 then forgets h-e. Read again, h-e is too late,
+    # and moved nothing: V's repayment came before her timer (RELIABILITY.md, defect 34).
+    start = ts("2026-01-01T00:00:00Z")
+    first = [
+        verification(format_timestamp(start + i * 40 * SECOND), 500_000, user="H")
+        for i in range(2047)
+    ] + [purchase("2026-01-03T00:00:00Z", 100_000, user="V", first_due="2026-01-10T00:00:00Z")]
+    then = [
+        repayment("2026-01-13T01:00:00Z", 1_000, user="H", event_id="h-e"),
+        repayment("2026-01-12T23:00:00Z", 100_000, user="V"),
+        verification("2026-02-20T00:00:00Z", 500_000, user="H"),
+    ]
+    _resumed_as_one_pass(first, then)
