@@ -202,7 +202,9 @@ def apply_override(state: UserState, override: LimitOverride, policy: Policy) ->
         kind = FREEZE
     else:
         holding = freeze_hits(state, m, policy) + reduce_hits(state, m, policy)
-        state.waived = {hit.code: hit.value for hit in holding}
+        # As floats, as the state's type has them: an int would come back from the
+        # changelog as a float, and a state read again would differ from one kept.
+        state.waived = {hit.code: float(hit.value) for hit in holding}
         state.frozen = state.probation = False
         state.freeze_reasons, state.reduce_reasons = [], []
         state.cure_shortened_by = 0

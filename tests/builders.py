@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from risk.clock import parse_timestamp
+from risk.contract import Event, Rejection, decode
 from risk.policy import Policy, load_policy, policy_from_mapping
 from risk.replay import INPUT_TOPICS, ReplayResult, parse_records, replay
 
@@ -118,6 +119,16 @@ def policy_with(changes: dict[str, dict[str, Any]], *, version: str | None = Non
             table = table.setdefault(part, {})
         table.update(fields)
     return policy_from_mapping(raw)
+
+
+def decoded(lines: list[dict[str, Any]]) -> list[Event]:
+    """The events of ``lines``, decoded as the worker decodes records; none may be rejected."""
+    events: list[Event] = []
+    for record in parse_records([orjson.dumps(line) for line in lines]):
+        event = decode(INPUT_TOPICS.index(record.topic), record.key, record.value, 65536)
+        assert not isinstance(event, Rejection), event
+        events.append(event)
+    return events
 
 
 def run(

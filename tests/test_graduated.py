@@ -7,12 +7,14 @@ from typing import Any
 from risk.clock import DAY
 from risk.contract import Repayment
 from risk.engine import apply, fire_timers
+from risk.partition import PartitionProcessor
 from risk.policy import load_policy
-from risk.state import Instalment, UserState
+from risk.state import STATE_DECODER, STATE_ENCODER, Instalment, UserState
 
 from builders import (
     application,
     decisions,
+    decoded,
     override,
     policy_with,
     purchase,
@@ -223,6 +225,18 @@ def test_income_verified_is_a_restore_reason_only_when_the_overdue_freeze_is_lif
     restore = decisions(run(lines, until="2026-06-01T00:00:00Z"))[-1]
     assert (restore["type"], restore["occurred_at"]) == (RESTORE, "2026-03-31T00:00:00Z")
     assert [r["code"] for r in restore["reasons"]] == ["LOAN_VELOCITY_CLEARED"]
+
+
+def test_an_operators_restore_keeps_waived_values_as_the_changelog_gives_them_back() -> None:
+    # Waived values were ints in a state kept in memory and floats in one read back: a state
+    # read again after a restart was not the state one uninterrupted pass held.
+    store: dict[str, UserState] = {}
+    processor = PartitionProcessor(load_policy(), store)
+    for event in decoded([BOUGHT, override("2026-03-10T00:00:00Z", "restore", event_id="ov-1")]):
+        processor.handle(event, ts("2030-01-01T00:00:00Z"))
+    encoded = STATE_ENCODER.encode(store["u-1"])
+    assert store["u-1"].waived == {"OVERDUE_ACTIVE": 1.0}
+    assert STATE_ENCODER.encode(STATE_DECODER.decode(encoded)) == encoded
 
 
 def test_a_verification_outside_a_cure_period_changes_no_timer() -> None:

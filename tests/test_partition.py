@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
-
-import orjson
+from typing import Any
 
 from risk.clock import DAY, SECOND, format_timestamp
-from risk.contract import Event, Purchase, Rejection, decode
+from risk.contract import Purchase
 from risk.engine import OVERDUE, next_timer
 from risk.partition import Outcome, PartitionProcessor
 from risk.policy import load_policy
-from risk.replay import INPUT_TOPICS, parse_records
 from risk.state import STATE_DECODER, STATE_ENCODER, UserState
 
-from builders import application, purchase, repayment, run, summary, ts, verification
+from builders import application, decoded, purchase, repayment, run, summary, ts, verification
 
 POLICY = load_policy()
 NOW = ts("2030-01-01T00:00:00Z")
@@ -159,15 +156,6 @@ def test_the_wall_clock_sweep_fires_timers_on_a_quiet_partition_only_in_wall_mod
     assert wall.watermark == later - POLICY.watermark_delay
 
 
-def _events(lines: list[dict[str, Any]]) -> list[Event]:
-    decoded = [
-        decode(INPUT_TOPICS.index(r.topic), r.key, r.value, 65536)
-        for r in parse_records([orjson.dumps(line) for line in lines])
-    ]
-    assert not any(isinstance(event, Rejection) for event in decoded)
-    return cast(list[Event], decoded)
-
-
 def _resumed_as_one_pass(first: list[dict[str, Any]], then: list[dict[str, Any]]) -> None:
     """A worker stopped in ``then``'s flush, with H's state written and V's not, and offsets
     committed after ``first``, reads ``then`` again: V's decisions and state as in one pass.
@@ -175,15 +163,15 @@ def _resumed_as_one_pass(first: list[dict[str, Any]], then: list[dict[str, Any]]
     policy, now = load_policy(), NOW
     store: dict[str, UserState] = {}
     once = PartitionProcessor(policy, store)
-    for event in _events(first):
+    for event in decoded(first):
         once.handle(event, now)
     committed, v_before = once.max_event_at, STATE_ENCODER.encode(store["V"])
-    in_one_pass = [d for event in _events(then) for d in once.handle(event, now)[2]]
+    in_one_pass = [d for event in decoded(then) for d in once.handle(event, now)[2]]
     written = {"H": store["H"], "V": STATE_DECODER.decode(v_before)}
     resumed = PartitionProcessor(policy, written)
     resumed.recover(list(written.values()))
     resumed.resume(committed)
-    read_again = [d for event in _events(then) for d in resumed.handle(event, now)[2]]
+    read_again = [d for event in decoded(then) for d in resumed.handle(event, now)[2]]
     assert [d.to_json(0) for d in read_again if d.user_id == "V"] == [
         d.to_json(0) for d in in_one_pass if d.user_id == "V"
     ]
