@@ -206,7 +206,8 @@ class TansuBroker:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=os.environ.copy(),
+                # The broker needs none of lineguard's settings, secrets among them.
+                env={k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")},
             )
 
     def _wait_listening(self, port: int) -> str:

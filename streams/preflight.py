@@ -9,7 +9,6 @@ takes plus the dead letter's headers (:func:`dead_letter_max_bytes`).
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -20,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from streams.settings import Settings
+from streams.settings import Settings, tls_context
 
 log = structlog.get_logger(__name__)
 
@@ -60,13 +59,7 @@ def kafka_credentials(settings: Settings) -> Any:
     protocol = settings.kafka_security_protocol
     if protocol == "PLAINTEXT":
         return None
-    context: ssl.SSLContext | None = None
-    if protocol.endswith("SSL"):
-        context = ssl.create_default_context(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-        )
-        if settings.kafka_ssl_certfile and settings.kafka_ssl_keyfile:
-            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+    context = tls_context(settings) if protocol.endswith("SSL") else None
     if protocol.startswith("SASL"):
         assert settings.kafka_sasl_username and settings.kafka_sasl_password  # noqa: S101
         return faust.SASLCredentials(

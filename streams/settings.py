@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, Self
@@ -38,10 +39,19 @@ NOT_SETTINGS: Final = frozenset({"LINEGUARD_TEST_BOOTSTRAP", "LINEGUARD_FULL_ADV
 adversarial runs), which the worker ignores."""
 
 
+SASL_FIELDS: Final = ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+TLS_FIELDS: Final = (
+    "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "kafka_ssl_key_password",
+)  # fmt: skip
+
+
 class Settings(BaseSettings):
     """Everything the worker reads from its environment; a bad value stops start-up."""
 
-    model_config = SettingsConfigDict(env_prefix="LINEGUARD_", extra="ignore", frozen=True)
+    # Pydantic puts every input value in its errors, secrets included: only messages are shown.
+    model_config = SettingsConfigDict(
+        env_prefix="LINEGUARD_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     app_id: str = Field("lineguard", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     broker_url: str = Field("kafka://localhost:9092", pattern=r"^(kafka|aiokafka)://\S+$")
@@ -130,6 +140,8 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    """The password of an encrypted ``kafka_ssl_keyfile``."""
 
     @model_validator(mode="before")
     @classmethod
@@ -140,6 +152,15 @@ class Settings(BaseSettings):
             raise ValueError(problem)
         return data
 
+    @field_validator("datadir")
+    @classmethod
+    def _absolute(cls, datadir: Path) -> Path:
+        """Made absolute where the command started, so that the state stays where it is.
+
+        Faust's command line may change directory later (``F_WORKDIR``).
+        """
+        return datadir.absolute()
+
     @classmethod
     def variables(cls) -> list[str]:
         """The environment variable of every setting."""
@@ -148,27 +169,53 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         self._check_api_access()
-        if self.kafka_security_protocol.startswith("SASL") and not (
-            self.kafka_sasl_username and self.kafka_sasl_password
-        ):
-            raise ValueError(
-                "LINEGUARD_KAFKA_SASL_USERNAME and LINEGUARD_KAFKA_SASL_PASSWORD are required"
-                f" with LINEGUARD_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
-            )
-        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
-            raise ValueError(
-                "LINEGUARD_KAFKA_SSL_CERTFILE and LINEGUARD_KAFKA_SSL_KEYFILE go together"
-            )
-        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "policy_file"):
-            path = getattr(self, name)
-            if path is not None and not path.is_file():
-                raise ValueError(f"LINEGUARD_{name.upper()}: no such file: {path}")
+        self._check_kafka_security()
+        if self.policy_file is not None and not self.policy_file.is_file():
+            raise ValueError(f"LINEGUARD_POLICY_FILE: no such file: {self.policy_file}")
         self._check_topics_distinct()
         if self.broker_heartbeat_interval >= self.broker_session_timeout:
             raise ValueError(
                 "LINEGUARD_BROKER_HEARTBEAT_INTERVAL must be below LINEGUARD_BROKER_SESSION_TIMEOUT"
             )
         return self
+
+    def _check_kafka_security(self) -> None:
+        """The protocol's credentials are there and usable, and nothing is set that it ignores.
+
+        Ignored, a CA file or SASL credentials set without the protocol that uses them would
+        leave every connection unencrypted or anonymous without a word.
+        """
+        protocol = self.kafka_security_protocol
+        chosen = f"{PREFIX}KAFKA_SECURITY_PROTOCOL={protocol}"
+        if protocol.startswith("SASL"):
+            if not (self.kafka_sasl_username and self.kafka_sasl_password):
+                raise ValueError(
+                    f"{PREFIX}KAFKA_SASL_USERNAME and {PREFIX}KAFKA_SASL_PASSWORD are required"
+                    f" with {chosen}"
+                )
+        else:
+            self._refuse_ignored(
+                SASL_FIELDS, f"{chosen} uses no SASL: set SASL_PLAINTEXT or SASL_SSL"
+            )
+        if not protocol.endswith("SSL"):
+            self._refuse_ignored(TLS_FIELDS, f"{chosen} uses no TLS: set SSL or SASL_SSL")
+            return
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError(
+                f"{PREFIX}KAFKA_SSL_CERTFILE and {PREFIX}KAFKA_SSL_KEYFILE go together"
+            )
+        if self.kafka_ssl_key_password is not None and self.kafka_ssl_keyfile is None:
+            raise ValueError(f"{PREFIX}KAFKA_SSL_KEY_PASSWORD is set without a key file")
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{PREFIX}{name.upper()}: no such file: {path}")
+        tls_context(self)  # a file it cannot use stops start-up here, naming its variable
+
+    def _refuse_ignored(self, fields: tuple[str, ...], why: str) -> None:
+        for name in fields:
+            if name in self.model_fields_set:
+                raise ValueError(f"{PREFIX}{name.upper()} is set, but {why}, or unset it")
 
     def _check_topics_distinct(self) -> None:
         """Every topic the worker reads or writes has a name of its own.
@@ -260,3 +307,38 @@ def unknown_variable(environ: Mapping[str, str], variables: list[str]) -> str | 
             hint = f"; did you mean {PREFIX}{close[0]}?" if close else ""
             return f"{name} is not a lineguard setting{hint} (see the README, Settings)"
     return None
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context of every Kafka client; a file it cannot use names its variable.
+
+    An encrypted key without ``kafka_ssl_key_password`` is refused rather than prompted
+    for: OpenSSL would ask on the terminal, and a worker has none to answer on.
+    """
+    cafile = settings.kafka_ssl_cafile
+    try:
+        context = ssl.create_default_context(cafile=None if cafile is None else str(cafile))
+    except (ssl.SSLError, OSError) as error:
+        raise ValueError(
+            f"{PREFIX}KAFKA_SSL_CAFILE: not usable as CA certificates: {error}"
+        ) from None
+    certfile, keyfile = settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile
+    if certfile is None or keyfile is None:
+        return context
+    secret = settings.kafka_ssl_key_password
+
+    def key_password() -> str:
+        if secret is None:
+            raise ValueError(
+                f"{PREFIX}KAFKA_SSL_KEYFILE is encrypted: set {PREFIX}KAFKA_SSL_KEY_PASSWORD"
+            )
+        return secret.get_secret_value()
+
+    try:
+        context.load_cert_chain(certfile, keyfile, password=key_password)
+    except (ssl.SSLError, OSError) as error:
+        raise ValueError(
+            f"{PREFIX}KAFKA_SSL_CERTFILE and {PREFIX}KAFKA_SSL_KEYFILE: not usable as a client"
+            f" certificate and its key (or {PREFIX}KAFKA_SSL_KEY_PASSWORD is wrong): {error}"
+        ) from None
+    return context

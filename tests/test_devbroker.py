@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -62,6 +63,19 @@ def test_start_and_stop_leave_no_process() -> None:
     assert process.poll() is not None
     assert not _accepts(port)
     broker.stop()  # a second stop is harmless
+
+
+def test_the_broker_gets_none_of_lineguards_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LINEGUARD_KAFKA_SASL_PASSWORD", "hunter2-secret")
+    broker = TansuBroker()
+    broker.start()
+    try:
+        assert broker.process is not None
+        environ = Path(f"/proc/{broker.process.pid}/environ").read_bytes().split(b"\0")
+    finally:
+        broker.stop()
+    assert any(entry.startswith(b"PATH=") for entry in environ)
+    assert not [entry for entry in environ if entry.startswith(b"LINEGUARD_")]
 
 
 def test_context_manager_stops_the_broker_when_the_body_fails() -> None:

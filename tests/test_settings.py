@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import socket
@@ -10,6 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from streams.settings import FAUST_REQUEST_TIMEOUT, Settings, unknown_variable
@@ -335,3 +340,121 @@ def test_an_empty_web_host_stops_start_up_instead_of_listening_everywhere() -> N
 )
 def test_addresses_host_names_and_explicit_wildcards_are_accepted(host: str) -> None:
     assert Settings(web_host=host).web_host == host
+
+
+def _self_signed(directory: Path, stem: str, password: bytes | None = None) -> tuple[Path, Path]:
+    """A certificate and its key (encrypted with ``password`` if given), as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    encryption = (
+        serialization.NoEncryption()
+        if password is None
+        else serialization.BestAvailableEncryption(password)
+    )
+    cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    )
+    return cert_path, key_path
+
+
+def _tls_env(cert: Path, key: Path, ca: Path | None = None, **more: str) -> dict[str, str]:
+    return {
+        "LINEGUARD_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "LINEGUARD_KAFKA_SSL_CAFILE": str(ca or cert),
+        "LINEGUARD_KAFKA_SSL_CERTFILE": str(cert),
+        "LINEGUARD_KAFKA_SSL_KEYFILE": str(key),
+        **more,
+    }
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        # ignored, each would leave the connection unencrypted or anonymous without a word
+        ({"LINEGUARD_KAFKA_SSL_CAFILE": "{ca}"}, "LINEGUARD_KAFKA_SSL_CAFILE is set, but"),
+        (
+            {"LINEGUARD_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "LINEGUARD_KAFKA_SSL_CAFILE": "{ca}",
+             "LINEGUARD_KAFKA_SASL_USERNAME": "svc", "LINEGUARD_KAFKA_SASL_PASSWORD": "hunter2"},
+            "LINEGUARD_KAFKA_SSL_CAFILE is set, but",
+        ),
+        (
+            {"LINEGUARD_KAFKA_SECURITY_PROTOCOL": "SSL", "LINEGUARD_KAFKA_SASL_USERNAME": "svc",
+             "LINEGUARD_KAFKA_SASL_PASSWORD": "hunter2"},
+            "LINEGUARD_KAFKA_SASL_USERNAME is set, but",
+        ),
+        ({"LINEGUARD_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512"}, "LINEGUARD_KAFKA_SASL_MECHANISM is set"),
+    ],
+)  # fmt: skip
+def test_security_settings_the_protocol_would_ignore_stop_start_up(
+    env: dict[str, str], named: str, tmp_path: Path
+) -> None:
+    ca, _ = _self_signed(tmp_path, "ca")
+    done = _run({key: value.format(ca=ca) for key, value in env.items()})
+    assert done.returncode == 2, done.stderr
+    assert named in done.stderr
+    assert "hunter2" not in done.stderr + done.stdout
+
+
+def test_tls_files_that_cannot_be_used_stop_start_up_naming_their_variable(
+    tmp_path: Path,
+) -> None:
+    cert, key = _self_signed(tmp_path, "client")
+    _, other_key = _self_signed(tmp_path, "other")
+    passphrase = "s3cret-key-pass"  # noqa: S105 - a test key's passphrase
+    locked_cert, locked_key = _self_signed(tmp_path, "locked", password=passphrase.encode())
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    cases = [
+        (_tls_env(cert, key, ca=junk), "LINEGUARD_KAFKA_SSL_CAFILE: not usable"),
+        (_tls_env(cert, other_key), "LINEGUARD_KAFKA_SSL_CERTFILE and LINEGUARD_KAFKA_SSL_KEYFILE"),
+        # never a prompt on the terminal: refused, naming the setting that is missing
+        (_tls_env(locked_cert, locked_key), "set LINEGUARD_KAFKA_SSL_KEY_PASSWORD"),
+        (
+            _tls_env(locked_cert, locked_key, LINEGUARD_KAFKA_SSL_KEY_PASSWORD=passphrase[::-1]),
+            "LINEGUARD_KAFKA_SSL_KEY_PASSWORD is wrong",
+        ),
+    ]
+    for env, named in cases:
+        done = _run(env)
+        assert (done.returncode, "Traceback" in done.stderr) == (2, False), done.stderr
+        assert named in done.stderr
+    unlocked = _run(
+        _tls_env(locked_cert, locked_key, LINEGUARD_KAFKA_SSL_KEY_PASSWORD=passphrase),
+        "from streams.app import settings; print('started')",
+    )
+    assert unlocked.stdout.strip() == "started", unlocked.stderr
+
+
+def test_a_validation_error_never_carries_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LINEGUARD_KAFKA_SASL_PASSWORD", "hunter2-secret")
+    monkeypatch.setenv("LINEGUARD_API_TOKEN", "token-secret-0123456789")
+    monkeypatch.setenv("LINEGUARD_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")  # and no user name
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    shown = str(caught.value)  # what a caller that prints the exception shows
+    assert "LINEGUARD_KAFKA_SASL_USERNAME and LINEGUARD_KAFKA_SASL_PASSWORD are required" in shown
+    assert "hunter2-secret" not in shown
+    assert "token-secret-0123456789" not in shown
+
+
+def test_the_data_directory_does_not_move_when_fausts_command_line_changes_directory(
+    tmp_path: Path,
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = _run(
+        {"F_WORKDIR": str(elsewhere)},
+        "import os; from streams.app import app; os.chdir(os.environ['F_WORKDIR']);"
+        " print(app.conf.datadir.absolute())",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(Path.cwd() / "lineguard-data")
