@@ -18,7 +18,7 @@ from faust.types import StreamT
 from streams import metrics
 from streams.app import app, cache_log_colors, settings, worker_policy
 from streams.runtime import Runtime, tune_collector
-from streams.topics import TICK_TOPIC, dead_letters, inputs, limit_events, ticks, users
+from streams.topics import TICK_TOPIC, dead_letters, inputs, limit_events, users
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +54,7 @@ async def end_idle_holds() -> None:
     (``Runtime._may_receive``).
     """
     for partition in runtime.holding():
-        await ticks.send(key=b"", value=b"idle", partition=partition)
+        await runtime.send_tick(partition, b"idle")
 
 
 if settings.clock == "wall":
@@ -64,7 +64,7 @@ if settings.clock == "wall":
         """The wall clock mode: every assigned partition advances its watermark from now."""
         assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == TICK_TOPIC}
         for partition in assigned:
-            await ticks.send(key=b"", value=b"wall", partition=partition)
+            await runtime.send_tick(partition, b"wall")
 
 
 @app.on_worker_init.connect

@@ -239,8 +239,9 @@ class Runtime:
         """Counts resets, so that a batch read across a rebalance is dropped."""
         self.delivery = InOrderDelivery(self.topics)
         self._direct = settings.processing_guarantee == "at_least_once"
-        """Whether the shell writes straight to aiokafka (:mod:`streams.changelog`); with
-        exactly-once, Faust's table and topics write, inside its transactions."""
+        """Whether the shell writes states straight to aiokafka (:mod:`streams.changelog`);
+        with exactly-once, Faust's table writes them, inside its transactions. Limit events,
+        dead letters and ticks always go with Faust's plain aiokafka producer."""
         self._changelog = ChangelogWriter(table)
         self._topic_names: dict[Any, str] = {}
         self.diversion = BatchDiversion(
@@ -481,7 +482,11 @@ class Runtime:
     async def _complete(self, batch: _Batch, writes: dict[int, PartitionWrites]) -> None:
         """Emit, then persist, then ack: the order that makes a crash repeat, never lose."""
         now = wall_micros()
-        producer = self.app.producer._ensure_producer() if self._direct else None
+        # Never through Faust's topics: under exactly-once they route a record of a topic
+        # the consumer has no metadata for outside the transaction anyway, drop its
+        # partition on the way, and wrap a MessageSizeTooLargeError so that
+        # _dead_letter_without_value never sees it.
+        producer = self.app.producer._ensure_producer()
         sent = [await self._dead_letter(producer, a.record, a.topic_index, a.rejection)
                 for a in batch.applied if a.rejection is not None]  # fmt: skip
         for decision, _ in batch.decisions:
@@ -499,7 +504,7 @@ class Runtime:
             return
         # Written before acked: Faust commits acked offsets without waiting for the table's
         # changelog records, and a crash in between would lose state whose input is done.
-        if producer is not None:
+        if self._direct:
             await self._changelog.write(producer, writes)
         else:
             for partition, taken in writes.items():
@@ -550,9 +555,20 @@ class Runtime:
         for topic_index, occurred_at in latest.items():
             self.metrics.last_event[self.topics[topic_index]].set(occurred_at / SECOND)
 
+    async def send_tick(self, partition: int, value: bytes) -> None:
+        """Wake ``partition`` with a record on the tick topic.
+
+        With the plain producer: under exactly-once, a tick sent in the partition's
+        transaction would stay invisible to a ``read_committed`` consumer until that
+        transaction commits, which a partition with nothing to ack never does, and between
+        an assignment and the start of its transactional producer it would stop the worker.
+        """
+        producer = self.app.producer._ensure_producer()
+        await producer.send(self.tick_topic, value, key=b"", partition=partition)
+
     async def _send(
         self,
-        producer: AIOKafkaProducer | None,
+        producer: AIOKafkaProducer,
         topic: Any,
         key: bytes | None,
         value: bytes | None,
@@ -560,16 +576,7 @@ class Runtime:
         partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> Awaitable[Any]:
-        """Send one record: with aiokafka's producer if given, else through Faust's topic.
-
-        Either way the key picks the partition when none is given (aiokafka's partitioner,
-        which Faust's producer uses too).
-        """
-        if producer is None:
-            sent: Awaitable[Any] = await topic.send(
-                key=key, value=value, partition=partition, headers=headers
-            )
-            return sent
+        """Send one record with aiokafka's producer; the key picks the partition when none is given."""
         name = self._topic_names.get(topic)
         if name is None:
             name = self._topic_names[topic] = topic.get_topic_name()
@@ -780,7 +787,7 @@ class Runtime:
 
     async def _dead_letter(
         self,
-        producer: AIOKafkaProducer | None,
+        producer: AIOKafkaProducer,
         message: Message,
         topic_index: int,
         rejection: Rejection,

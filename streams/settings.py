@@ -170,6 +170,15 @@ class Settings(BaseSettings):
     def _consistent(self) -> Self:
         self._check_api_access()
         self._check_kafka_security()
+        if self.processing_guarantee == "exactly_once" and self.store.startswith("rocksdb"):
+            # Faust's table writes RocksDB before the transaction that holds the changelog
+            # records commits: after an abort, a restart on the same data directory keeps
+            # states the changelog never got, and the records read again are duplicates.
+            raise ValueError(
+                f"{PREFIX}STORE={self.store} cannot be used with"
+                f" {PREFIX}PROCESSING_GUARANTEE=exactly_once: RocksDB would keep the states of"
+                " aborted transactions; use memory://, which recovers from the changelog"
+            )
         if self.policy_file is not None and not self.policy_file.is_file():
             raise ValueError(f"LINEGUARD_POLICY_FILE: no such file: {self.policy_file}")
         self._check_topics_distinct()

@@ -24,7 +24,6 @@ TICK_TOPIC = settings.tick_topic
 timers and end an idle hold inside the stream, where table writes are allowed."""
 
 inputs = _raw_topic(*settings.input_topics, TICK_TOPIC)
-ticks = _raw_topic(TICK_TOPIC)
 limit_events = _raw_topic(settings.limit_events_topic)
 dead_letters = {topic: _raw_topic(f"{topic}.dlt") for topic in settings.input_topics}
 users = app.Table(

@@ -105,6 +105,10 @@ def test_the_workers_consumer_gets_the_fetch_wait_and_a_prompt_prefetch_backoff(
         ({"LINEGUARD_STORE": "redis://"}, "LINEGUARD_STORE"),
         ({"LINEGUARD_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "LINEGUARD_KAFKA_SASL_USERNAME"),
         ({"LINEGUARD_POLICY_FILE": "/no/such/policy.toml"}, "LINEGUARD_POLICY_FILE"),
+        (
+            {"LINEGUARD_STORE": "rocksdb://", "LINEGUARD_PROCESSING_GUARANTEE": "exactly_once"},
+            "LINEGUARD_STORE=rocksdb:// cannot be used with LINEGUARD_PROCESSING_GUARANTEE",
+        ),
         ({"LINEGUARD_REPAYMENTS_TOPIC": "repayments v1"}, "LINEGUARD_REPAYMENTS_TOPIC"),
         ({"LINEGUARD_LIMIT_EVENTS_TOPIC": "x" * 246}, "LINEGUARD_LIMIT_EVENTS_TOPIC"),
     ],

@@ -1,0 +1,99 @@
+"""What the worker sends under exactly-once, with fakes: no broker here has transactions.
+
+faust-streaming routes a record of a topic its consumer has no metadata for (the limit
+events, the dead letters) outside the transaction, dropping the partition it was asked for,
+and a record of a subscribed topic (the ticks) into the partition's transaction, which a
+``read_committed`` consumer sees only once the partition commits. The worker therefore sends
+all three with Faust's plain aiokafka producer, whatever the guarantee.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from risk.contract import Reason, Rejection
+from streams.runtime import Runtime
+
+INPUT, DEAD_LETTERS, LIMITS, TICKS = (
+    "credit.purchases.v1",
+    "credit.purchases.v1.dlt",
+    "limits",
+    "ticks",
+)
+
+
+class _Topic:
+    """A Faust topic with no ``send``: the worker must not send through Faust's topics."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def get_topic_name(self) -> str:
+        return self.name
+
+
+class _Producer:
+    """aiokafka's producer, recording what it is given."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, int | None]] = []
+
+    async def send(
+        self, topic: str, value: bytes | None, *, key: bytes | None = None,
+        partition: int | None = None, headers: Any = None,
+    ) -> asyncio.Future[None]:  # fmt: skip
+        self.sent.append((topic, key, partition))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def _runtime(guarantee: str) -> tuple[Any, _Producer]:
+    producer = _Producer()
+    runtime = SimpleNamespace(
+        app=SimpleNamespace(
+            producer=SimpleNamespace(_ensure_producer=lambda: producer),
+            should_stop=True,  # the batch ends once its outputs are delivered
+        ),
+        topics=(INPUT,),
+        dead_letter_topics={INPUT: _Topic(DEAD_LETTERS)},
+        limit_topic=_Topic(LIMITS),
+        tick_topic=TICKS,
+        _topic_names={},
+        _direct=guarantee == "at_least_once",
+        _count_dead_letter=lambda *args: None,
+        _count_decision=lambda *args: None,
+    )
+    for name in (
+        "_complete", "_send", "_dead_letter", "_delivered_or_without_value",
+        "_dead_letter_without_value", "send_tick",
+    ):  # fmt: skip
+        setattr(runtime, name, partial(getattr(Runtime, name), runtime))
+    return runtime, producer
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_limit_events_and_dead_letters_go_with_the_plain_producer_to_their_partition(
+    guarantee: str,
+) -> None:
+    runtime, producer = _runtime(guarantee)
+    record = SimpleNamespace(topic=INPUT, partition=4, offset=17, key=b"u-9", value=b"{")
+    rejected = SimpleNamespace(
+        record=record, topic_index=0, rejection=Rejection(Reason.INVALID_JSON, "not JSON")
+    )
+    decision = SimpleNamespace(user_id="u-1", to_json=lambda now: b"{}")
+    batch = SimpleNamespace(applied=[rejected], decisions=[(decision, None)])
+    asyncio.run(runtime._complete(batch, {}))
+    assert producer.sent == [(DEAD_LETTERS, b"u-9", 4), (LIMITS, b"u-1", None)]
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_ticks_go_with_the_plain_producer_never_in_a_transaction(guarantee: str) -> None:
+    runtime, producer = _runtime(guarantee)
+    asyncio.run(runtime.send_tick(3, b"wall"))
+    assert producer.sent == [(TICKS, b"", 3)]
