@@ -256,6 +256,8 @@ def run(plan: Plan, say: Callable[[str], None] = print, *, keep: bool = False) -
             "exactly_once needs transactions, which the embedded Tansu broker does not support"
             " (see README, Development broker): pass --bootstrap or LINEGUARD_TEST_BOOTSTRAP"
         )
+    if plan.guarantee == "exactly_once" and plan.store.startswith("rocksdb"):
+        raise ValueError("exactly_once runs with --store memory:// only (README, Guarantees)")
     workdir = Path(tempfile.mkdtemp(prefix="lineguard-chaos-"))
     started = datetime.now(UTC).isoformat(timespec="seconds")
     with _broker(plan) as (bootstrap, description):
