@@ -262,7 +262,26 @@ MUTATIONS = {
     "dead letters for 5m": ("LineguardDeadLetterRateHigh", "for: 10m", "for: 5m"),
     "dead letters for 20m": ("LineguardDeadLetterRateHigh", "for: 10m", "for: 20m"),
     "dead letters over 1m": ("LineguardDeadLetterRateHigh", "[10m]", "[1m]"),
-    "dead letters over 5%": ("LineguardDeadLetterRateHigh", "> 0.01", "> 0.05"),
+    "dead letters over 5%": (
+        "LineguardDeadLetterRateHigh",
+        "re:(\\[10m\\]\\)\\)\\n\\s*)> 0.01",
+        r"\1> 0.05",
+    ),
+    "dead letters without a minimum rate": (
+        "LineguardDeadLetterRateHigh",
+        "re:\\n\\s*and\\n\\s*sum by \\(topic\\) \\(rate\\(lineguard_dead_letters_total[^\\n]*> 0.01",
+        "",
+    ),
+    "dead letters over a minimum rate of 0.001": (
+        "LineguardDeadLetterRateHigh",
+        "re:(lineguard_dead_letters_total[^\\n]*\\[10m\\]\\)\\) )> 0.01",
+        r"\1> 0.001",
+    ),
+    "dead letters over a minimum rate of 0.05": (
+        "LineguardDeadLetterRateHigh",
+        "re:(lineguard_dead_letters_total[^\\n]*\\[10m\\]\\)\\) )> 0.01",
+        r"\1> 0.05",
+    ),
     "decision lag for 10m": ("LineguardDecisionLagHigh", "for: 15m", "for: 10m"),
     "decision lag for 20m": ("LineguardDecisionLagHigh", "for: 15m", "for: 20m"),
     "decision lag over 1m": ("LineguardDecisionLagHigh", "[10m]", "[1m]"),
