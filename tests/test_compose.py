@@ -150,6 +150,17 @@ def test_every_image_is_pinned_to_a_release(services: dict[str, dict[str, Any]])
             assert image == f"lineguard:{version}", f"{name}: built image tagged {image}"
 
 
+def test_prometheus_and_alertmanager_mount_their_config_directory(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """An editor that replaces a file leaves a single-file bind mount on the old inode."""
+    for name in ("prometheus", "alertmanager"):
+        config = Path(flag(services[name], "config.file"))
+        mounts = {target: source for source, target in bind_mounts(services[name])}
+        assert str(config) not in mounts, f"{name}: mount {config.parent}, not {config}"
+        assert (ROOT / mounts[str(config.parent)]).is_dir(), name
+
+
 def test_every_mounted_host_path_exists_in_the_repository(
     services: dict[str, dict[str, Any]], compose: dict[str, Any]
 ) -> None:
@@ -214,18 +225,36 @@ def test_every_url_the_monitoring_stack_calls_is_a_compose_service(
         assert host_of(url) in services, url
 
 
+def host_file(service: dict[str, Any], container_path: str) -> Path | None:
+    """The repository file a bind mount shows at ``container_path``, if one does."""
+    for source, target in bind_mounts(service):
+        target = target.rstrip("/")
+        if container_path == target:
+            return (ROOT / source).resolve()
+        if container_path.startswith(f"{target}/"):
+            return (ROOT / source / container_path.removeprefix(f"{target}/")).resolve()
+    return None
+
+
+def flag(service: dict[str, Any], name: str) -> str:
+    return next(arg.split("=", 1)[1] for arg in service["command"] if arg.startswith(f"--{name}="))
+
+
 def test_prometheus_and_grafana_find_their_mounted_files(
     services: dict[str, dict[str, Any]],
 ) -> None:
     config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
-    prometheus = dict(bind_mounts(services["prometheus"]))
-    config_path = next(
-        arg.split("=", 1)[1] for arg in services["prometheus"]["command"] if "config.file" in arg
-    )
-    assert prometheus["./prometheus/prometheus.yml"] == config_path
+    config_path = flag(services["prometheus"], "config.file")
+    assert host_file(services["prometheus"], config_path) == ROOT / "prometheus" / "prometheus.yml"
     for rule_file in config["rule_files"]:
         container_path = str(Path(config_path).parent / rule_file)
-        assert container_path in prometheus.values(), f"{rule_file} is not mounted"
+        mounted = host_file(services["prometheus"], container_path)
+        assert mounted is not None and mounted.is_file(), f"{rule_file} is not mounted"
+    alertmanager = services["alertmanager"]
+    assert (
+        host_file(alertmanager, flag(alertmanager, "config.file"))
+        == ROOT / "prometheus" / "alertmanager.yml"
+    )
     grafana = dict(bind_mounts(services["grafana"]))
     assert grafana["./grafana/provisioning"] == "/etc/grafana/provisioning"
     providers = ROOT / "grafana" / "provisioning" / "dashboards" / "lineguard.yml"
