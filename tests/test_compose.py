@@ -357,6 +357,29 @@ def test_kafka_runs_in_kraft_mode_with_two_client_listeners(
     assert brokers == {internal.split("://")[1]}
 
 
+def test_the_image_can_run_a_rocksdb_store_on_a_volume_per_worker(
+    services: dict[str, dict[str, Any]], compose: dict[str, Any]
+) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    default = re.search(r'^ARG EXTRAS="([^"]*)"', dockerfile, re.MULTILINE)
+    assert default, "the Dockerfile has no EXTRAS default"
+    assert "rocksdb" in default.group(1).split(",") and "rocksdb" in extras
+    assert any(dep.startswith("rocksdict") for dep in extras["rocksdb"])
+    datadir = re.search(r"LINEGUARD_DATADIR=(\S+)", dockerfile)
+    assert datadir, "the Dockerfile sets no LINEGUARD_DATADIR"
+    assert f"install -d -o 10001 -g 10001 -m 0750 {datadir.group(1)}" in dockerfile
+    volumes = []
+    for name, worker in lineguard_services(services, "worker").items():
+        assert "LINEGUARD_DATADIR" not in worker["environment"], name
+        mounted = {v.split(":")[1]: v.split(":")[0] for v in worker.get("volumes", [])}
+        assert datadir.group(1) in mounted, f"{name}: no volume at {datadir.group(1)}"
+        volumes.append(mounted[datadir.group(1)])
+        assert volumes[-1] in compose["volumes"], f"{name}: {volumes[-1]} is not a named volume"
+    assert len(volumes) == len(set(volumes)), "two workers share a data volume"
+
+
 def test_the_dockerfile_is_slim_non_root_and_checks_healthz() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     bases = re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE)
