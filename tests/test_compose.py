@@ -262,6 +262,17 @@ def test_prometheus_and_grafana_find_their_mounted_files(
         assert grafana["./grafana/dashboards"] == provider["options"]["path"]
 
 
+def test_prometheus_and_alertmanager_link_to_where_a_browser_reaches_them(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Alert "source" and silence links use --web.external-url, else the container's name."""
+    for name in ("prometheus", "alertmanager"):
+        url = urlsplit(flag(services[name], "web.external-url"))
+        published = {p.rsplit(":", 2)[-2] for p in services[name]["ports"]}
+        assert url.hostname == "localhost" and str(url.port) in published, f"{name}: {url}"
+        assert url.path in ("", "/"), f"{name}: a path moves every route"
+
+
 # The lineguard containers
 
 
