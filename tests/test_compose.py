@@ -291,6 +291,13 @@ def test_lineguard_containers_set_only_real_settings(
         assert settings.dev_broker is None, f"{name}: the Tansu shims against a real Kafka"
 
 
+def test_workers_get_the_time_to_stop_cleanly(services: dict[str, dict[str, Any]]) -> None:
+    """A clean stop takes up to 30 s after SIGTERM; Docker SIGKILLs after 10 s by default."""
+    for name, worker in lineguard_services(services, "worker").items():
+        grace = re.fullmatch(r"(\d+)s", str(worker.get("stop_grace_period", "10s")))
+        assert grace and int(grace.group(1)) > 30, f"{name}: {worker.get('stop_grace_period')}"
+
+
 def test_topic_init_runs_first_with_the_workers_topics_and_partitions(
     services: dict[str, dict[str, Any]],
 ) -> None:
