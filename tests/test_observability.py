@@ -39,6 +39,7 @@ REQUIRED_ALERTS = {
     "LineguardDecisionLagHigh",
     "LineguardNotConsuming",
     "LineguardBrokerLagHigh",
+    "LineguardKafkaExporterDown",
 }
 KAFKA_EXPORTER_METRICS = frozenset({"kafka_consumergroup_lag_sum"})
 """Names kafka-exporter exports (danielqsj/kafka-exporter v1.8.0, pinned in
@@ -326,6 +327,18 @@ MUTATIONS = {
     ),
     "broker lag for 5m": ("LineguardBrokerLagHigh", "for: 15m", "for: 5m"),
     "broker lag for 20m": ("LineguardBrokerLagHigh", "for: 15m", "for: 20m"),
+    "kafka-exporter down for 2m": ("LineguardKafkaExporterDown", "for: 5m", "for: 2m"),
+    "kafka-exporter down for 10m": ("LineguardKafkaExporterDown", "for: 5m", "for: 10m"),
+    "kafka-exporter down in any job": (
+        "LineguardKafkaExporterDown",
+        'up{job="kafka"} == 0',
+        "up == 0",
+    ),
+    "kafka-exporter down without absent()": (
+        "LineguardKafkaExporterDown",
+        're:\\n\\s*or\\n\\s*absent\\(up\\{job="kafka"\\}\\)',
+        "",
+    ),
 }
 """Rule changes that ``alerts_test.yml`` must catch: each `for:` and window pinned, and
 the selectors that keep other jobs and other series out."""
