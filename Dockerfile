@@ -11,18 +11,23 @@ COPY pyproject.toml README.md ./
 COPY risk/ risk/
 COPY streams/ streams/
 COPY agents/ agents/
-# EXTRAS=rocksdb adds rocksdict, for LINEGUARD_STORE=rocksdb://.
-ARG EXTRAS=""
+# The rocksdb extra (rocksdict) by default, so that LINEGUARD_STORE=rocksdb:// works: without
+# it a worker so configured dies at start-up. EXTRAS="" builds an image for memory:// only.
+ARG EXTRAS="rocksdb"
 RUN python -m venv /opt/lineguard \
     && /opt/lineguard/bin/pip install ".${EXTRAS:+[$EXTRAS]}"
 
 FROM python:3.11.11-slim-bookworm
 
+# The data directory exists in the image, owned by the user, so that a named volume mounted
+# there (docker-compose.yml) starts with that owner rather than root.
 RUN useradd --system --uid 10001 --user-group --no-log-init \
-        --home-dir /var/lib/lineguard --create-home lineguard
+        --home-dir /var/lib/lineguard --create-home lineguard \
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/lineguard/data
 COPY --from=build /opt/lineguard /opt/lineguard
 # Listen on every interface inside the container, so that Prometheus and the other workers
-# reach the web server; the state of the memory store and Faust's data live in the home.
+# reach the web server; Faust's data, and a rocksdb:// store's state, live in
+# LINEGUARD_DATADIR (a volume in docker-compose.yml).
 ENV PATH=/opt/lineguard/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     LINEGUARD_WEB_HOST=0.0.0.0 \

@@ -247,8 +247,10 @@ class Simulator:
         seed: Seeds the generator and is part of every id, so seeds never share users.
         invalid_fraction: Share of records that are deliberately invalid (malformed JSON,
             a float amount, or a record keyed by order id instead of user id). Each is an
-            extra record, so personas keep their documented behaviour. 0 turns them off.
-        topics: Purchases, repayments and loan-applications topic names, in that order.
+            extra record, so personas keep their documented behaviour, on the topic of the
+            valid record before it, so each topic gets them in proportion to its valid
+            traffic. 0 turns them off.
+        topics: The five input topic names, in the contract's order (``INPUT_TOPICS``).
     """
 
     def __init__(
@@ -281,6 +283,8 @@ class Simulator:
         self._events = itertools.count(1)
         self._orders = itertools.count(1)
         self._last: int | None = None
+        self._last_topic: int | None = None
+        """The topic of the latest valid record, which the next invalid record goes to."""
         self._late_spells: dict[int, int] = {}
         self._defaulter_orders: Counter[int] = Counter()
 
@@ -297,9 +301,10 @@ class Simulator:
                 call's is treated as the previous one, so timestamps never go backwards.
 
         Returns:
-            The earliest planned record that is due by ``now``, stamped with its planned
-            time; else an invalid record, by chance; else the first record of a new
-            purchase by a good or occasionally late payer, stamped ``now``.
+            By chance (``invalid_fraction``, once there has been a valid record), an
+            invalid record on the topic of the latest valid one. Else the earliest planned
+            record that is due by ``now``, stamped with its planned time; else the first
+            record of a new purchase by a good or occasionally late payer, stamped ``now``.
         """
         at = _micros(now)
         at -= at % SECOND
@@ -307,8 +312,12 @@ class Simulator:
             self._start_cycles(at)
         else:
             at = max(at, self._last)
-        if self._invalid_fraction and self._rng.random() < self._invalid_fraction:
-            return self._invalid(self._last if self._last is not None else at)
+        if (
+            self._invalid_fraction
+            and self._rng.random() < self._invalid_fraction
+            and self._last_topic is not None
+        ):
+            return self._invalid(self._last_topic, self._last if self._last is not None else at)
         while not self._heap or self._heap[0][0] > at:
             self._plan_purchase(self._rng.choice(self._open), at)
         while True:
@@ -449,10 +458,16 @@ class Simulator:
             self._plan_purchase(user, at, amount=part)
         self._push(at + self._between(35 * DAY, 45 * DAY), _Wake(user))
 
-    def _invalid(self, at: int) -> SimRecord:
-        """An extra record that lineguard must dead-letter; it touches no user's state."""
+    def _invalid(self, topic: int, at: int) -> SimRecord:
+        """An extra record on ``topic`` that lineguard must dead-letter; it touches no state.
+
+        ``topic`` is that of the latest valid record, so every valid record is followed by
+        an invalid one with the same chance: invalid records go to the topics in proportion
+        to their valid traffic at the time, and never to a topic without any (the
+        simulator sends no limit override). Spread evenly instead, a topic with little
+        valid traffic would be mostly dead letters and page ``LineguardDeadLetterRateHigh``.
+        """
         user = self._rng.randrange(len(self._ids))
-        topic = self._rng.randrange(len(self._topics))
         field_name = "requested_amount" if topic == LOAN_APPLICATIONS else "amount"
         order = f"sim{self._seed}-o{next(self._orders)}"
         value: dict[str, Any] = {
@@ -475,6 +490,7 @@ class Simulator:
 
     def _emit(self, at: int, planned: _Planned) -> SimRecord:
         self._last = at
+        self._last_topic = planned.topic
         user_id = self._ids[planned.user]
         value = {
             "event_id": f"sim{self._seed}-e{next(self._events)}",

@@ -150,6 +150,17 @@ def test_every_image_is_pinned_to_a_release(services: dict[str, dict[str, Any]])
             assert image == f"lineguard:{version}", f"{name}: built image tagged {image}"
 
 
+def test_prometheus_and_alertmanager_mount_their_config_directory(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """An editor that replaces a file leaves a single-file bind mount on the old inode."""
+    for name in ("prometheus", "alertmanager"):
+        config = Path(flag(services[name], "config.file"))
+        mounts = {target: source for source, target in bind_mounts(services[name])}
+        assert str(config) not in mounts, f"{name}: mount {config.parent}, not {config}"
+        assert (ROOT / mounts[str(config.parent)]).is_dir(), name
+
+
 def test_every_mounted_host_path_exists_in_the_repository(
     services: dict[str, dict[str, Any]], compose: dict[str, Any]
 ) -> None:
@@ -214,23 +225,52 @@ def test_every_url_the_monitoring_stack_calls_is_a_compose_service(
         assert host_of(url) in services, url
 
 
+def host_file(service: dict[str, Any], container_path: str) -> Path | None:
+    """The repository file a bind mount shows at ``container_path``, if one does."""
+    for source, target in bind_mounts(service):
+        target = target.rstrip("/")
+        if container_path == target:
+            return (ROOT / source).resolve()
+        if container_path.startswith(f"{target}/"):
+            return (ROOT / source / container_path.removeprefix(f"{target}/")).resolve()
+    return None
+
+
+def flag(service: dict[str, Any], name: str) -> str:
+    return next(arg.split("=", 1)[1] for arg in service["command"] if arg.startswith(f"--{name}="))
+
+
 def test_prometheus_and_grafana_find_their_mounted_files(
     services: dict[str, dict[str, Any]],
 ) -> None:
     config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
-    prometheus = dict(bind_mounts(services["prometheus"]))
-    config_path = next(
-        arg.split("=", 1)[1] for arg in services["prometheus"]["command"] if "config.file" in arg
-    )
-    assert prometheus["./prometheus/prometheus.yml"] == config_path
+    config_path = flag(services["prometheus"], "config.file")
+    assert host_file(services["prometheus"], config_path) == ROOT / "prometheus" / "prometheus.yml"
     for rule_file in config["rule_files"]:
         container_path = str(Path(config_path).parent / rule_file)
-        assert container_path in prometheus.values(), f"{rule_file} is not mounted"
+        mounted = host_file(services["prometheus"], container_path)
+        assert mounted is not None and mounted.is_file(), f"{rule_file} is not mounted"
+    alertmanager = services["alertmanager"]
+    assert (
+        host_file(alertmanager, flag(alertmanager, "config.file"))
+        == ROOT / "prometheus" / "alertmanager.yml"
+    )
     grafana = dict(bind_mounts(services["grafana"]))
     assert grafana["./grafana/provisioning"] == "/etc/grafana/provisioning"
     providers = ROOT / "grafana" / "provisioning" / "dashboards" / "lineguard.yml"
     for provider in yaml.safe_load(providers.read_text())["providers"]:
         assert grafana["./grafana/dashboards"] == provider["options"]["path"]
+
+
+def test_prometheus_and_alertmanager_link_to_where_a_browser_reaches_them(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Alert "source" and silence links use --web.external-url, else the container's name."""
+    for name in ("prometheus", "alertmanager"):
+        url = urlsplit(flag(services[name], "web.external-url"))
+        published = {p.rsplit(":", 2)[-2] for p in services[name]["ports"]}
+        assert url.hostname == "localhost" and str(url.port) in published, f"{name}: {url}"
+        assert url.path in ("", "/"), f"{name}: a path moves every route"
 
 
 # The lineguard containers
@@ -249,6 +289,13 @@ def test_lineguard_containers_set_only_real_settings(
             assert key.removeprefix("LINEGUARD_").lower() in fields, f"{name}: unknown {key}"
         settings = settings_from(environment, monkeypatch)
         assert settings.dev_broker is None, f"{name}: the Tansu shims against a real Kafka"
+
+
+def test_workers_get_the_time_to_stop_cleanly(services: dict[str, dict[str, Any]]) -> None:
+    """A clean stop takes up to 30 s after SIGTERM; Docker SIGKILLs after 10 s by default."""
+    for name, worker in lineguard_services(services, "worker").items():
+        grace = re.fullmatch(r"(\d+)s", str(worker.get("stop_grace_period", "10s")))
+        assert grace and int(grace.group(1)) > 30, f"{name}: {worker.get('stop_grace_period')}"
 
 
 def test_topic_init_runs_first_with_the_workers_topics_and_partitions(
@@ -326,6 +373,29 @@ def test_kafka_runs_in_kraft_mode_with_two_client_listeners(
         if e.startswith(env["KAFKA_INTER_BROKER_LISTENER_NAME"])
     )
     assert brokers == {internal.split("://")[1]}
+
+
+def test_the_image_can_run_a_rocksdb_store_on_a_volume_per_worker(
+    services: dict[str, dict[str, Any]], compose: dict[str, Any]
+) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    default = re.search(r'^ARG EXTRAS="([^"]*)"', dockerfile, re.MULTILINE)
+    assert default, "the Dockerfile has no EXTRAS default"
+    assert "rocksdb" in default.group(1).split(",") and "rocksdb" in extras
+    assert any(dep.startswith("rocksdict") for dep in extras["rocksdb"])
+    datadir = re.search(r"LINEGUARD_DATADIR=(\S+)", dockerfile)
+    assert datadir, "the Dockerfile sets no LINEGUARD_DATADIR"
+    assert f"install -d -o 10001 -g 10001 -m 0750 {datadir.group(1)}" in dockerfile
+    volumes = []
+    for name, worker in lineguard_services(services, "worker").items():
+        assert "LINEGUARD_DATADIR" not in worker["environment"], name
+        mounted = {v.split(":")[1]: v.split(":")[0] for v in worker.get("volumes", [])}
+        assert datadir.group(1) in mounted, f"{name}: no volume at {datadir.group(1)}"
+        volumes.append(mounted[datadir.group(1)])
+        assert volumes[-1] in compose["volumes"], f"{name}: {volumes[-1]} is not a named volume"
+    assert len(volumes) == len(set(volumes)), "two workers share a data volume"
 
 
 def test_the_dockerfile_is_slim_non_root_and_checks_healthz() -> None:

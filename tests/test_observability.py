@@ -39,6 +39,7 @@ REQUIRED_ALERTS = {
     "LineguardDecisionLagHigh",
     "LineguardNotConsuming",
     "LineguardBrokerLagHigh",
+    "LineguardKafkaExporterDown",
 }
 KAFKA_EXPORTER_METRICS = frozenset({"kafka_consumergroup_lag_sum"})
 """Names kafka-exporter exports (danielqsj/kafka-exporter v1.8.0, pinned in
@@ -262,7 +263,26 @@ MUTATIONS = {
     "dead letters for 5m": ("LineguardDeadLetterRateHigh", "for: 10m", "for: 5m"),
     "dead letters for 20m": ("LineguardDeadLetterRateHigh", "for: 10m", "for: 20m"),
     "dead letters over 1m": ("LineguardDeadLetterRateHigh", "[10m]", "[1m]"),
-    "dead letters over 5%": ("LineguardDeadLetterRateHigh", "> 0.01", "> 0.05"),
+    "dead letters over 5%": (
+        "LineguardDeadLetterRateHigh",
+        "re:(\\[10m\\]\\)\\)\\n\\s*)> 0.01",
+        r"\1> 0.05",
+    ),
+    "dead letters without a minimum rate": (
+        "LineguardDeadLetterRateHigh",
+        "re:\\n\\s*and\\n\\s*sum by \\(topic\\) \\(rate\\(lineguard_dead_letters_total[^\\n]*> 0.01",
+        "",
+    ),
+    "dead letters over a minimum rate of 0.001": (
+        "LineguardDeadLetterRateHigh",
+        "re:(lineguard_dead_letters_total[^\\n]*\\[10m\\]\\)\\) )> 0.01",
+        r"\1> 0.001",
+    ),
+    "dead letters over a minimum rate of 0.05": (
+        "LineguardDeadLetterRateHigh",
+        "re:(lineguard_dead_letters_total[^\\n]*\\[10m\\]\\)\\) )> 0.01",
+        r"\1> 0.05",
+    ),
     "decision lag for 10m": ("LineguardDecisionLagHigh", "for: 15m", "for: 10m"),
     "decision lag for 20m": ("LineguardDecisionLagHigh", "for: 15m", "for: 20m"),
     "decision lag over 1m": ("LineguardDecisionLagHigh", "[10m]", "[1m]"),
@@ -307,6 +327,18 @@ MUTATIONS = {
     ),
     "broker lag for 5m": ("LineguardBrokerLagHigh", "for: 15m", "for: 5m"),
     "broker lag for 20m": ("LineguardBrokerLagHigh", "for: 15m", "for: 20m"),
+    "kafka-exporter down for 2m": ("LineguardKafkaExporterDown", "for: 5m", "for: 2m"),
+    "kafka-exporter down for 10m": ("LineguardKafkaExporterDown", "for: 5m", "for: 10m"),
+    "kafka-exporter down in any job": (
+        "LineguardKafkaExporterDown",
+        'up{job="kafka"} == 0',
+        "up == 0",
+    ),
+    "kafka-exporter down without absent()": (
+        "LineguardKafkaExporterDown",
+        're:\\n\\s*or\\n\\s*absent\\(up\\{job="kafka"\\}\\)',
+        "",
+    ),
 }
 """Rule changes that ``alerts_test.yml`` must catch: each `for:` and window pinned, and
 the selectors that keep other jobs and other series out."""

@@ -129,6 +129,23 @@ def test_the_default_fraction_of_invalid_records_is_about_half_a_percent() -> No
     assert all(record.valid for record in generate(2000, invalid_fraction=0))
 
 
+def test_invalid_records_go_to_topics_in_proportion_to_their_valid_traffic() -> None:
+    """So that no topic is mostly dead letters: LineguardDeadLetterRateHigh stays quiet."""
+    records = generate(20_000, invalid_fraction=0.05)
+    valid = Counter(record.topic for record in records if record.valid)
+    invalid = Counter(record.topic for record in records if not record.valid)
+    assert set(invalid) <= set(valid)
+    assert INPUT_TOPICS[4] not in valid  # no limit override, so none invalid either
+    for topic, count in valid.items():
+        if count >= 1000:
+            assert 0.03 < invalid[topic] / count < 0.07, (topic, invalid[topic], count)
+    # the compose stack's own traffic at its default fraction: under 1% on every topic
+    compose = generate(20_000, users=2000, seed=1)
+    shares = Counter(record.topic for record in compose if not record.valid)
+    totals = Counter(record.topic for record in compose)
+    assert all(shares[topic] / totals[topic] < 0.01 for topic in shares), (shares, totals)
+
+
 def test_every_persona_is_present_from_five_users() -> None:
     simulator = Simulator(5, 1)
     assert sorted(simulator.users.values()) == sorted(Persona)
