@@ -13,7 +13,7 @@ from collections.abc import Iterable, MutableMapping
 from enum import StrEnum
 from typing import Literal, cast
 
-from risk.contract import Event, Reason, Rejection
+from risk.contract import Event, Rejection
 from risk.decision import Decision
 from risk.engine import (
     admit_keyed,
@@ -102,24 +102,21 @@ class PartitionProcessor:
         key = event_key(event.event_id)
         verdict = admit_keyed(state, event, policy, now, key)
         if verdict is not None:
-            # A worker stopped after writing some of its states but before committing their
-            # offsets reads those records again, against states from further on in the log,
-            # and the partition's timers must fire at the same points as in one uninterrupted
-            # pass. So a rejected or duplicate record moves the watermark to where the record
-            # itself could have moved it the first time, which in one pass is nowhere new:
             if isinstance(verdict, Rejection):
-                if verdict.reason is not Reason.TOO_LATE:
-                    return Outcome.DEAD_LETTERED, verdict, []
-                # Too late, it is older than its user's clock, which no accepted event and
-                # no timer (the watermark trails the events) has put past the partition's
-                # latest event. Read again, it may have been accepted the first time, and its
-                # id since forgotten by a dedup memory from further on.
-                return Outcome.DEAD_LETTERED, verdict, self._observe(at)
-            # A duplicate (the only other verdict) counts with the earlier of its own time and
-            # its original's. Read again, it is that original, or a copy of it: the original
-            # moved the watermark to its own time. In one pass the original came first. A
-            # copy re-stamped later (a producer's retry) must not count its own time, nor
-            # must a record rejected the first time whose id a later retry then brought in.
+                # Read again after a crash, a record accepted the first time whose id the
+                # written state has since forgotten is too late now, and moves nothing where
+                # it moved the watermark then; counting its own time instead would move it
+                # for a retry re-stamped later than its forgotten original, which one pass
+                # counted as a duplicate. Neither can be told apart (RELIABILITY.md, 34).
+                return Outcome.DEAD_LETTERED, verdict, []
+            # A duplicate (the only other verdict) was accepted once, and moved the watermark
+            # then. It moves it again, to where its original did: a worker stopped after
+            # writing some of its states but before committing their offsets reads those
+            # events again as duplicates, and the partition's timers must fire at the same
+            # points as in one uninterrupted pass. It counts the earlier of its own time and
+            # its original's: a copy re-stamped later (a producer's retry) must not count its
+            # own, nor, read again, a record rejected the first time whose id a later retry
+            # brought in (RELIABILITY.md, 33). In one pass it moves the watermark nowhere new.
             original_at = cast(UserState, state).seen[key]  # only a known user has duplicates
             return Outcome.DUPLICATE, None, self._observe(min(original_at, at))
         # The accepted event moves the watermark first, so that other users' timers due
