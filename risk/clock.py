@@ -161,7 +161,7 @@ def format_timestamp(micros: int) -> str:
 
 
 def format_timestamp_seconds(micros: int) -> str:
-    """Render as ``YYYY-MM-DDTHH:MM:SSZ``, truncated to the second."""
+    """Render as ``YYYY-MM-DDTHH:MM:SSZ``, truncated to the second (timer names)."""
     days, day_micros = divmod(micros, DAY)
     year, month, day = civil_from_days(days)
     second_of_day = day_micros // SECOND

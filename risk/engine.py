@@ -11,7 +11,7 @@ from bisect import insort
 from functools import partial
 from typing import Final
 
-from risk.clock import DAY, format_timestamp
+from risk.clock import DAY, SECOND, format_timestamp, format_timestamp_seconds
 from risk.contract import (
     Event,
     IncomeVerification,
@@ -267,17 +267,23 @@ def fire_timers_and_next(
             if state.probation:
                 state.probation_streak = 0  # an instalment missed its due date
         _prune(state, policy)
-        decision = evaluate(state, policy, partial(timer_cause, at, kind))
+        decision = evaluate(state, policy, partial(timer_cause, at, kind, state))
         if decision is not None:
             decisions.append(decision)
     return decisions, timer
 
 
-def timer_cause(at: int, kind: int) -> str:
+def timer_cause(at: int, kind: int, state: UserState) -> str:
     """The ``caused_by`` of a decision a timer made: ``timer:<kind>:<time>``.
 
-    The time keeps its fraction (DESIGN.md gives whole seconds): truncated, two same-kind
-    timers of one user within a second, with a decision between them, gave two decisions of
-    one type the same ``event_id``, and a consumer deduplicating by it dropped the second.
+    The time is ``YYYY-MM-DDTHH:MM:SSZ``, as DESIGN.md gives it, unless the user's previous
+    decision fell within the same second: then it keeps its fraction. Truncated there, two
+    same-kind timers of one user within a second, with a decision between them, gave two
+    decisions of one type the same ``event_id``, and a consumer deduplicating by it dropped
+    the second (RELIABILITY.md, defect 32). Any such pair has a decision between them in
+    that second, so the second of them is always told apart, and no other id changes.
     """
-    return f"timer:{TIMER_KINDS[kind]}:{format_timestamp(at)}"
+    last = state.last_decision
+    if last is not None and last.occurred_at // SECOND == at // SECOND:
+        return f"timer:{TIMER_KINDS[kind]}:{format_timestamp(at)}"
+    return f"timer:{TIMER_KINDS[kind]}:{format_timestamp_seconds(at)}"

@@ -708,7 +708,10 @@ async def test_with_exactly_once_a_batch_whose_table_writes_stay_buffered_is_not
 
     runtime = SimpleNamespace(
         _direct=False, _ack=acked.append, table=None,
-        app=SimpleNamespace(should_stop=False, producer=SimpleNamespace(flush=flush, buffer=buffer)),
+        app=SimpleNamespace(
+            should_stop=False,
+            producer=SimpleNamespace(flush=flush, buffer=buffer, _ensure_producer=lambda: None),
+        ),
     )  # fmt: skip
     batch = SimpleNamespace(applied=[], decisions=[], flush_with={})
     with pytest.raises(StateNotPersistedError, match="2 table writes still buffered"):

@@ -104,7 +104,8 @@ def test_an_instalment_going_overdue_as_the_cure_ends_keeps_the_line_frozen() ->
 def test_two_timers_within_one_second_give_their_decisions_distinct_ids() -> None:
     # Both instalments go overdue within 04T00:00:00, either side of a repayment that restores.
     # Truncated to the second, both freezes were caused by timer:overdue:2026-03-04T00:00:00Z
-    # and had one event_id: a consumer deduplicating by it lost the second freeze.
+    # and had one event_id: a consumer deduplicating by it lost the second freeze. The first
+    # keeps DESIGN's form; the second, with a decision before it in that second, its fraction.
     lines = [
         purchase("2026-02-01T00:00:00Z", 1000, order="o-A", first_due="2026-03-01T00:00:00.1Z"),
         purchase("2026-02-01T00:00:01Z", 2000, order="o-B", first_due="2026-03-01T00:00:00.9Z"),
@@ -112,7 +113,7 @@ def test_two_timers_within_one_second_give_their_decisions_distinct_ids() -> Non
     ]
     decisions = run(lines, until="2026-03-05T00:00:00Z").decisions
     assert [(d.type, d.caused_by) for d in decisions] == [
-        ("limit.freeze", "timer:overdue:2026-03-04T00:00:00.1Z"),
+        ("limit.freeze", "timer:overdue:2026-03-04T00:00:00Z"),
         ("limit.restore", lines[2]["value"]["event_id"]),
         ("limit.freeze", "timer:overdue:2026-03-04T00:00:00.9Z"),
     ]
