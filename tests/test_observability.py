@@ -311,15 +311,16 @@ MUTATIONS = {
     "broker lag of any group and topic": (
         "LineguardBrokerLagHigh",
         r"re:\s*\* on \(consumergroup, topic\) group_left \(\)\s*max by"
-        r' \(consumergroup, topic\) \(last_over_time\(lineguard_input_info\{job="lineguard"\}\[10m\]\)\)',
+        r' \(consumergroup, topic\) \(last_over_time\(lineguard_input_info\{job="lineguard"\}\[6h\]\)\)',
         "",
     ),
     "broker lag without the join's memory": (
         "LineguardBrokerLagHigh",
-        'last_over_time(lineguard_input_info{job="lineguard"}[10m])',
+        'last_over_time(lineguard_input_info{job="lineguard"}[6h])',
         'lineguard_input_info{job="lineguard"}',
     ),
-    "broker lag joined for a day": ("LineguardBrokerLagHigh", "[10m]", "[1d]"),
+    "broker lag joined for a day": ("LineguardBrokerLagHigh", "[6h]", "[1d]"),
+    "broker lag joined for 10m": ("LineguardBrokerLagHigh", "[6h]", "[10m]"),
     "broker lag of any job's input info": (
         "LineguardBrokerLagHigh",
         'info{job="lineguard"}',
