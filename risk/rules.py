@@ -299,31 +299,41 @@ def cleared(
 
 
 def next_expiry(state: UserState, policy: Policy) -> int | None:
-    """Next time an entry leaves a window whose restore condition (freeze or reduce) fails."""
+    """Next time an entry leaves a window whose restore condition (freeze or reduce) fails.
+
+    Or a window a rule an operator set aside counts in: the waiver lapses at the instant the
+    rule stops holding, which only an evaluation then can see. Without that timer it lapsed
+    at the user's next event, so an unrelated event changed later freezes.
+    """
     rules = policy.source.rules
     clock = state.clock
+    waived = state.waived
     expiries: list[int] = []
     income = state.effective_income
     spend = state.spend.total(clock - policy.spend_window)
     episodes = episodes_since(state, clock - policy.episode_window)
-    spend_blocks = episodes_block = False
+    spend_blocks = "SPEND_INCOME_MISMATCH" in waived
+    episodes_block = "OVERDUE_REPEATED" in waived
+    counted = (
+        ("LOAN_VELOCITY", rules.loan_velocity.enabled, state.applications, policy.loan_window,
+         rules.loan_velocity.restore_max_applications),
+        ("SMALL_LOAN_BURST", rules.small_loan_burst.enabled, state.small_applications,
+         policy.small_window, rules.small_loan_burst.restore_max_applications),
+    )  # fmt: skip
+    for code, enabled, window, length, restore_max in counted:
+        blocks = state.frozen and enabled and window.total(clock - length) > restore_max
+        if blocks or code in waived:
+            oldest = window.oldest_after(clock - length)
+            if oldest is not None:
+                expiries.append(oldest + length)
     if state.frozen:
-        counted = (
-            (rules.loan_velocity.enabled, state.applications, policy.loan_window,
-             rules.loan_velocity.restore_max_applications),
-            (rules.small_loan_burst.enabled, state.small_applications, policy.small_window,
-             rules.small_loan_burst.restore_max_applications),
-        )  # fmt: skip
-        for enabled, window, length, restore_max in counted:
-            if enabled and window.total(clock - length) > restore_max:
-                oldest = window.oldest_after(clock - length)
-                if oldest is not None:
-                    expiries.append(oldest + length)
-        spend_blocks = rules.spend_income.enabled and spend_above(
-            spend, income, policy.restore_max_ratio
+        spend_blocks = spend_blocks or (
+            rules.spend_income.enabled and spend_above(spend, income, policy.restore_max_ratio)
         )
         repeated = rules.overdue_repeated
-        episodes_block = repeated.enabled and episodes > repeated.restore_max_episodes
+        episodes_block = episodes_block or (
+            repeated.enabled and episodes > repeated.restore_max_episodes
+        )
     if "SPEND_INCOME_MISMATCH" in state.reduce_reasons:
         spend_blocks = spend_blocks or spend_above(spend, income, policy.reduce_restore_max_ratio)
     if "OVERDUE_REPEATED" in state.reduce_reasons:
@@ -335,9 +345,9 @@ def next_expiry(state: UserState, policy: Policy) -> int | None:
             expiries.append(oldest + policy.spend_window)
     if episodes_block:
         start = clock - policy.episode_window
-        expiries.append(
-            min(e.start for e in state.episodes if e.start > start) + policy.episode_window
-        )
+        first = min((e.start for e in state.episodes if e.start > start), default=None)
+        if first is not None:
+            expiries.append(first + policy.episode_window)
     return min(expiries) if expiries else None
 
 

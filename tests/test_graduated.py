@@ -463,3 +463,39 @@ def test_proof_of_income_for_one_cure_is_not_credited_to_a_later_one() -> None:
         RESTORE, "reduced", "2026-06-05T00:00:00Z", "timer:cure:2026-06-05T00:00:00Z",
         ["REPAID_AND_CURED"],
     )  # fmt: skip
+
+
+def test_a_waiver_lapses_when_its_window_rule_stops_holding_not_at_the_next_event() -> None:
+    # Five applications freeze; the operator's restore sets LOAN_VELOCITY aside. At 03-08 the
+    # first one leaves the 7 days, the rule stops holding and the waiver lapses then, so the
+    # application at 00:30 (five again) freezes whether or not anything came in between.
+    lines = [
+        application(f"2026-03-01T0{hour}:00:00Z", 500_000, event_id=f"a-{hour}")
+        for hour in range(5)
+    ]
+    lines.append(override("2026-03-01T06:00:00Z", "restore", event_id="ov-1"))
+    later = application("2026-03-08T00:30:00Z", 500_000, event_id="a-9")
+    unrelated = purchase("2026-03-08T00:10:00Z", 100, order="o-9", event_id="p-9")
+    alone = brief(decisions(run([*lines, later], until="2026-03-09T00:00:00Z")))
+    with_purchase = run([*lines, unrelated, later], until="2026-03-09T00:00:00Z")
+    assert alone == brief(decisions(with_purchase))
+    assert alone[2] == (FREEZE, "frozen", "2026-03-08T00:30:00Z", "a-9", ["LOAN_VELOCITY"])
+
+
+def test_a_spend_waiver_lapses_when_the_spend_leaves_the_window() -> None:
+    lines = [
+        application("2026-03-01T00:00:00Z", 500_000, income=10_000, event_id="a-1"),
+        # 4 × income: frozen, then set aside by the operator
+        purchase("2026-03-01T01:00:00Z", 40_000, order="o-1", first_due="2026-06-01T00:00:00Z"),
+        override("2026-03-01T02:00:00Z", "restore", event_id="ov-1"),
+    ]
+    # It leaves the 30 days at 03-31T01:00Z; 3.1 × income on 04-01 is a new mismatch.
+    later = purchase("2026-04-01T00:00:00Z", 31_000, order="o-2", event_id="p-2",
+                     first_due="2026-06-01T00:00:00Z")  # fmt: skip
+    unrelated = application("2026-03-31T12:00:00Z", 500_000, event_id="a-2")
+    alone = brief(decisions(run([*lines, later], until="2026-04-02T00:00:00Z")))
+    with_application = run([*lines, unrelated, later], until="2026-04-02T00:00:00Z")
+    assert alone == brief(decisions(with_application))
+    assert alone[2] == (
+        FREEZE, "frozen", "2026-04-01T00:00:00Z", "p-2", ["SPEND_INCOME_MISMATCH"]
+    )  # fmt: skip
