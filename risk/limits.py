@@ -195,10 +195,13 @@ def apply_override(state: UserState, override: LimitOverride, policy: Policy) ->
     )
     if override.action == "freeze":
         state.waived = {}
+        # The rules that hold now are frozen alongside, as an evaluation would add them: left
+        # out, whether they could undo the freeze depended on an evaluation before they cleared.
+        frozen_for = [hit.code for hit in freeze_hits(state, m, policy)]
         if not state.frozen:
             _start_freeze(state, [])
-        if MANUAL not in state.freeze_reasons:
-            state.freeze_reasons = [*state.freeze_reasons, MANUAL]
+        codes = {*state.freeze_reasons, *frozen_for, MANUAL}
+        state.freeze_reasons = [code for code in (*FREEZE_CODES, MANUAL) if code in codes]
         kind = FREEZE
     else:
         holding = freeze_hits(state, m, policy) + reduce_hits(state, m, policy)

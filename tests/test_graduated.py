@@ -499,3 +499,26 @@ def test_a_spend_waiver_lapses_when_the_spend_leaves_the_window() -> None:
     assert alone[2] == (
         FREEZE, "frozen", "2026-04-01T00:00:00Z", "p-2", ["SPEND_INCOME_MISMATCH"]
     )  # fmt: skip
+
+
+def test_an_operators_freeze_records_the_rules_holding_then_so_they_may_undo_it() -> None:
+    # o-1 is overdue and set aside when the operator freezes: OVERDUE_ACTIVE holds at the
+    # freeze, so with the rules allowed to undo it, the cure after the repayment lifts it,
+    # whether or not an unrelated application was evaluated in between.
+    policy = policy_with({"overrides": {"automatic_may_undo_manual_freeze": True}})
+    lines = [
+        BOUGHT,
+        override("2026-03-05T00:00:00Z", "restore", event_id="ov-1"),
+        override("2026-03-06T00:00:00Z", "freeze", event_id="ov-2"),
+    ]
+    repaid = repayment("2026-03-10T00:00:00Z", 35000, event_id="r-1")
+    unrelated = application("2026-03-07T00:00:00Z", 500_000, event_id="a-1")
+    alone = run([*lines, repaid], until="2026-06-01T00:00:00Z", policy=policy)
+    with_application = run([*lines, unrelated, repaid], until="2026-06-01T00:00:00Z", policy=policy)
+    assert brief(decisions(alone)) == brief(decisions(with_application))
+    assert brief(decisions(alone))[2:] == [
+        (FREEZE, "frozen", "2026-03-06T00:00:00Z", "ov-2", ["MANUAL_OVERRIDE"]),
+        (RESTORE, "active", "2026-04-09T00:00:00Z", "timer:cure:2026-04-09T00:00:00Z",
+         ["REPAID_AND_CURED"]),
+    ]  # fmt: skip
+    assert decisions(alone)[2]["restore_path"] == ["repay 35000 overdue"]
