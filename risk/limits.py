@@ -113,7 +113,11 @@ def _update_freeze(
     automatic = [code for code in state.freeze_reasons if code != MANUAL]
     if not automatic:
         return []  # an operator's freeze alone: only an operator lifts it
-    still_overdue = m.overdue_count and policy.source.rules.overdue_active.enabled
+    still_overdue = (
+        m.overdue_count
+        and policy.source.rules.overdue_active.enabled
+        and "OVERDUE_ACTIVE" not in state.waived
+    )
     if still_overdue or freeze_blocked(state, m, policy):
         return []
     manual = MANUAL in state.freeze_reasons

@@ -159,10 +159,15 @@ def freeze_blocked(state: UserState, m: Measures, policy: Policy) -> bool:
 
 
 def _freeze_path(state: UserState, m: Measures, policy: Policy, *, words: bool) -> list[str]:
-    """The steps of :func:`freeze_path`, each an empty string unless ``words``."""
+    """The steps of :func:`freeze_path`, each an empty string unless ``words``.
+
+    A rule an operator set aside is no step: it does not hold back the restore from a later
+    freeze for another reason, just as it freezes nothing while set aside.
+    """
     rules = policy.source.rules
+    waived = state.waived
     path: list[str] = []
-    if rules.overdue_active.enabled:
+    if rules.overdue_active.enabled and "OVERDUE_ACTIVE" not in waived:
         if m.overdue_count:
             path.append(f"repay {overdue_amount(state)} overdue" if words else "")
         elif state.cure_until > state.clock:
@@ -172,7 +177,11 @@ def _freeze_path(state: UserState, m: Measures, policy: Policy, *, words: bool) 
                 else ""
             )
     repeated = rules.overdue_repeated
-    if repeated.enabled and m.episodes > repeated.restore_max_episodes:
+    if (
+        repeated.enabled
+        and "OVERDUE_REPEATED" not in waived
+        and m.episodes > repeated.restore_max_episodes
+    ):
         path.append(
             f"wait until overdue episodes in {policy.source.overdue.episode_window} fall from"
             f" {m.episodes} to {repeated.restore_max_episodes}"
@@ -180,7 +189,11 @@ def _freeze_path(state: UserState, m: Measures, policy: Policy, *, words: bool) 
             else ""
         )
     velocity = rules.loan_velocity
-    if velocity.enabled and m.applications > velocity.restore_max_applications:
+    if (
+        velocity.enabled
+        and "LOAN_VELOCITY" not in waived
+        and m.applications > velocity.restore_max_applications
+    ):
         path.append(
             f"wait until loan applications in {velocity.window} fall from {m.applications}"
             f" to {velocity.restore_max_applications}"
@@ -188,7 +201,11 @@ def _freeze_path(state: UserState, m: Measures, policy: Policy, *, words: bool) 
             else ""
         )
     burst = rules.small_loan_burst
-    if burst.enabled and m.small_applications > burst.restore_max_applications:
+    if (
+        burst.enabled
+        and "SMALL_LOAN_BURST" not in waived
+        and m.small_applications > burst.restore_max_applications
+    ):
         path.append(
             f"wait until small loan applications in {burst.window} fall from"
             f" {m.small_applications} to {burst.restore_max_applications}"
@@ -196,7 +213,11 @@ def _freeze_path(state: UserState, m: Measures, policy: Policy, *, words: bool) 
             else ""
         )
     spend = rules.spend_income
-    if spend.enabled and spend_above(m.spend, state.effective_income, policy.restore_max_ratio):
+    if (
+        spend.enabled
+        and "SPEND_INCOME_MISMATCH" not in waived
+        and spend_above(m.spend, state.effective_income, policy.restore_max_ratio)
+    ):
         path.append(
             f"wait until spend over {spend.window} falls from {m.spend} to"
             f" {spend.restore_max_ratio} × {income_label(state)}"
@@ -204,7 +225,11 @@ def _freeze_path(state: UserState, m: Measures, policy: Policy, *, words: bool) 
             else ""
         )
     low = rules.score_low
-    if low.enabled and m.scorecard.score < low.freeze_below + low.restore_margin:
+    if (
+        low.enabled
+        and "SCORE_LOW" not in waived
+        and m.scorecard.score < low.freeze_below + low.restore_margin
+    ):
         path.append(
             f"wait until the behaviour score rises from {m.scorecard.score} to"
             f" {low.freeze_below + low.restore_margin}"

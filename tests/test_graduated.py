@@ -522,3 +522,22 @@ def test_an_operators_freeze_records_the_rules_holding_then_so_they_may_undo_it(
          ["REPAID_AND_CURED"]),
     ]  # fmt: skip
     assert decisions(alone)[2]["restore_path"] == ["repay 35000 overdue"]
+
+
+def test_a_rule_an_operator_set_aside_does_not_hold_back_the_restore_from_a_later_freeze() -> None:
+    lines = [
+        application("2026-03-01T00:00:00Z", 500_000, income=10_000, event_id="a-0"),
+        # 4 × income: frozen, then set aside by the operator until it stops holding (03-31)
+        purchase("2026-03-01T01:00:00Z", 40_000, order="o-1", first_due="2026-05-01T00:00:00Z"),
+        override("2026-03-01T02:00:00Z", "restore", note="spend ok, checked", event_id="ov-1"),
+        *(application(f"2026-03-02T0{hour}:00:00Z", 500_000, event_id=f"a-{hour}")
+          for hour in range(1, 5)),
+    ]  # fmt: skip
+    docs = decisions(run(lines, until="2026-04-15T00:00:00Z"))
+    assert brief(docs)[2:] == [
+        (FREEZE, "frozen", "2026-03-02T04:00:00Z", "a-4", ["LOAN_VELOCITY"]),
+        # a-2 leaves the 7 days; the spend, still 4 × income, is set aside
+        (RESTORE, "active", "2026-03-09T02:00:00Z", "timer:window:2026-03-09T02:00:00Z",
+         ["LOAN_VELOCITY_CLEARED"]),
+    ]  # fmt: skip
+    assert docs[2]["restore_path"] == ["wait until loan applications in 7d fall from 5 to 2"]
