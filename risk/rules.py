@@ -239,9 +239,37 @@ def _freeze_path(state: UserState, m: Measures, policy: Policy, *, words: bool) 
     return path
 
 
+RULE_NAMES: Final = {
+    "OVERDUE_ACTIVE": "overdue_active",
+    "OVERDUE_REPEATED": "overdue_repeated",
+    "LOAN_VELOCITY": "loan_velocity",
+    "SMALL_LOAN_BURST": "small_loan_burst",
+    "SPEND_INCOME_MISMATCH": "spend_income",
+    "SCORE_LOW": "score_low",
+}
+"""The policy table (under ``rules``) of each freeze reason; a reduce rule's adds ``reduce_``."""
+
+
+def rule_name(code: str, *, reduced: bool = False) -> str:
+    """The policy table under ``rules`` of the freeze rule of ``code``, or its reduce rule."""
+    return f"reduce_{RULE_NAMES[code]}" if reduced else RULE_NAMES[code]
+
+
+def rule_enabled(code: str, policy: Policy, *, reduced: bool = False) -> bool:
+    """Whether the freeze rule of ``code`` is enabled, or its reduce rule if ``reduced``."""
+    rule = getattr(policy.source.rules, rule_name(code, reduced=reduced))
+    return bool(rule.enabled)
+
+
 def reduce_cleared(code: str, state: UserState, m: Measures, policy: Policy) -> bool:
-    """Whether a reduce reason's restore condition holds."""
+    """Whether a reduce reason's restore condition holds; always, once its rule is disabled.
+
+    A policy change can disable a rule while users are reduced for it: like a disabled freeze
+    rule, it then holds no one back.
+    """
     rules = policy.source.rules
+    if not rule_enabled(code, policy, reduced=True):
+        return True
     if code == "OVERDUE_REPEATED":
         return m.episodes <= rules.reduce_overdue_repeated.restore_max_episodes
     return not spend_above(m.spend, state.effective_income, policy.reduce_restore_max_ratio)
@@ -252,6 +280,8 @@ def reduce_path(state: UserState, m: Measures, policy: Policy) -> list[str]:
     rules = policy.source.rules
     path: list[str] = []
     for code in state.reduce_reasons:
+        if not rule_enabled(code, policy, reduced=True):
+            continue  # cleared at the next evaluation
         if code == "OVERDUE_REPEATED":
             path.append(
                 f"wait until overdue episodes in {policy.source.overdue.episode_window} fall"
@@ -320,6 +350,14 @@ def cleared(
                 f"behaviour score {m.scorecard.score} is back at"
                 f" {low.freeze_below + low.restore_margin} or above",
             ))  # fmt: skip
+        if not rule_enabled(code, policy, reduced=reduced):
+            # Cleared by a policy change, not by the measure: say so, as the value may not be
+            # within the threshold.
+            last = reasons[-1]
+            reasons[-1] = ReasonCode(
+                last.code, last.value, last.threshold,
+                f"rules.{rule_name(code, reduced=reduced)} is disabled in the policy",
+            )  # fmt: skip
     return reasons
 
 
@@ -359,9 +397,9 @@ def next_expiry(state: UserState, policy: Policy) -> int | None:
         episodes_block = episodes_block or (
             repeated.enabled and episodes > repeated.restore_max_episodes
         )
-    if "SPEND_INCOME_MISMATCH" in state.reduce_reasons:
+    if "SPEND_INCOME_MISMATCH" in state.reduce_reasons and rules.reduce_spend_income.enabled:
         spend_blocks = spend_blocks or spend_above(spend, income, policy.reduce_restore_max_ratio)
-    if "OVERDUE_REPEATED" in state.reduce_reasons:
+    if "OVERDUE_REPEATED" in state.reduce_reasons and rules.reduce_overdue_repeated.enabled:
         limit = rules.reduce_overdue_repeated.restore_max_episodes
         episodes_block = episodes_block or episodes > limit
     if spend_blocks:
