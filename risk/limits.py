@@ -199,13 +199,15 @@ def apply_override(state: UserState, override: LimitOverride, policy: Policy) ->
     )
     if override.action == "freeze":
         state.waived = {}
-        # The rules that hold now are frozen alongside, as an evaluation would add them: left
-        # out, whether they could undo the freeze depended on an evaluation before they cleared.
+        # The rules that hold now are frozen alongside, and the reduce rules reduce, as an
+        # evaluation would add them: left out, whether they could undo the freeze, or what
+        # its automatic restore came back to, depended on an evaluation before they cleared.
         frozen_for = [hit.code for hit in freeze_hits(state, m, policy)]
         if not state.frozen:
             _start_freeze(state, [])
         codes = {*state.freeze_reasons, *frozen_for, MANUAL}
         state.freeze_reasons = [code for code in (*FREEZE_CODES, MANUAL) if code in codes]
+        _update_reduction(state, m, policy, reduce_hits(state, m, policy))
         kind = FREEZE
     else:
         holding = freeze_hits(state, m, policy) + reduce_hits(state, m, policy)

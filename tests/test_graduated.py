@@ -541,3 +541,30 @@ def test_a_rule_an_operator_set_aside_does_not_hold_back_the_restore_from_a_late
          ["LOAN_VELOCITY_CLEARED"]),
     ]  # fmt: skip
     assert docs[2]["restore_path"] == ["wait until loan applications in 7d fall from 5 to 2"]
+
+
+def test_an_operators_freeze_records_the_reduce_rules_holding_then() -> None:
+    # Spend at 2.1 × income holds the reduce rule when the operator freezes; by the end of the
+    # cure it is 2.0 ×, below the reduce bar but above its restore bound (1.5 ×), so the
+    # restore is to "reduced" whether or not an unrelated application came in between.
+    policy = policy_with({
+        "overdue": {"cure_days": 5},
+        "rules.reduce_spend_income": {"enabled": True},
+        "overrides": {"automatic_may_undo_manual_freeze": True},
+    })  # fmt: skip
+    lines = [
+        application("2026-01-01T00:00:00Z", 500_000, income=100_000, event_id="a-0"),
+        purchase("2026-01-01T01:00:00Z", 10_000, order="o-1", first_due="2026-01-10T00:00:00Z"),
+        purchase("2026-01-12T00:00:00Z", 200_000, order="o-2", first_due="2026-06-01T00:00:00Z"),
+        override("2026-01-13T01:00:00Z", "restore", event_id="ov-1"),
+        override("2026-01-13T02:00:00Z", "freeze", event_id="ov-2"),
+    ]
+    repaid = repayment("2026-02-01T00:00:00Z", 10_000, event_id="r-1")  # cure to 02-06
+    unrelated = application("2026-01-13T03:00:00Z", 500_000, event_id="a-1")
+    alone = run([*lines, repaid], until="2026-02-08T00:00:00Z", policy=policy)
+    with_application = run([*lines, unrelated, repaid], until="2026-02-08T00:00:00Z", policy=policy)
+    assert brief(decisions(alone)) == brief(decisions(with_application))
+    assert brief(decisions(alone))[-1] == (
+        RESTORE, "reduced", "2026-02-06T00:00:00Z", "timer:cure:2026-02-06T00:00:00Z",
+        ["REPAID_AND_CURED"],
+    )  # fmt: skip
