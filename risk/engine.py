@@ -237,7 +237,7 @@ def next_timer(state: UserState, policy: Policy) -> tuple[int, int] | None:
                 candidate = (allowed_again, WINDOW)
                 if best is None or candidate < best:
                     best = candidate
-    if frozen or state.reduce_reasons:
+    if frozen or state.reduce_reasons or state.waived:
         window_at = next_expiry(state, policy)
         if window_at is not None and (best is None or (window_at, WINDOW) < best):
             best = (window_at, WINDOW)

@@ -113,7 +113,11 @@ def _update_freeze(
     automatic = [code for code in state.freeze_reasons if code != MANUAL]
     if not automatic:
         return []  # an operator's freeze alone: only an operator lifts it
-    still_overdue = m.overdue_count and policy.source.rules.overdue_active.enabled
+    still_overdue = (
+        m.overdue_count
+        and policy.source.rules.overdue_active.enabled
+        and "OVERDUE_ACTIVE" not in state.waived
+    )
     if still_overdue or freeze_blocked(state, m, policy):
         return []
     manual = MANUAL in state.freeze_reasons
@@ -195,10 +199,15 @@ def apply_override(state: UserState, override: LimitOverride, policy: Policy) ->
     )
     if override.action == "freeze":
         state.waived = {}
+        # The rules that hold now are frozen alongside, and the reduce rules reduce, as an
+        # evaluation would add them: left out, whether they could undo the freeze, or what
+        # its automatic restore came back to, depended on an evaluation before they cleared.
+        frozen_for = [hit.code for hit in freeze_hits(state, m, policy)]
         if not state.frozen:
             _start_freeze(state, [])
-        if MANUAL not in state.freeze_reasons:
-            state.freeze_reasons = [*state.freeze_reasons, MANUAL]
+        codes = {*state.freeze_reasons, *frozen_for, MANUAL}
+        state.freeze_reasons = [code for code in (*FREEZE_CODES, MANUAL) if code in codes]
+        _update_reduction(state, m, policy, reduce_hits(state, m, policy))
         kind = FREEZE
     else:
         holding = freeze_hits(state, m, policy) + reduce_hits(state, m, policy)

@@ -159,10 +159,15 @@ def freeze_blocked(state: UserState, m: Measures, policy: Policy) -> bool:
 
 
 def _freeze_path(state: UserState, m: Measures, policy: Policy, *, words: bool) -> list[str]:
-    """The steps of :func:`freeze_path`, each an empty string unless ``words``."""
+    """The steps of :func:`freeze_path`, each an empty string unless ``words``.
+
+    A rule an operator set aside is no step: it does not hold back the restore from a later
+    freeze for another reason, just as it freezes nothing while set aside.
+    """
     rules = policy.source.rules
+    waived = state.waived
     path: list[str] = []
-    if rules.overdue_active.enabled:
+    if rules.overdue_active.enabled and "OVERDUE_ACTIVE" not in waived:
         if m.overdue_count:
             path.append(f"repay {overdue_amount(state)} overdue" if words else "")
         elif state.cure_until > state.clock:
@@ -172,7 +177,11 @@ def _freeze_path(state: UserState, m: Measures, policy: Policy, *, words: bool) 
                 else ""
             )
     repeated = rules.overdue_repeated
-    if repeated.enabled and m.episodes > repeated.restore_max_episodes:
+    if (
+        repeated.enabled
+        and "OVERDUE_REPEATED" not in waived
+        and m.episodes > repeated.restore_max_episodes
+    ):
         path.append(
             f"wait until overdue episodes in {policy.source.overdue.episode_window} fall from"
             f" {m.episodes} to {repeated.restore_max_episodes}"
@@ -180,7 +189,11 @@ def _freeze_path(state: UserState, m: Measures, policy: Policy, *, words: bool) 
             else ""
         )
     velocity = rules.loan_velocity
-    if velocity.enabled and m.applications > velocity.restore_max_applications:
+    if (
+        velocity.enabled
+        and "LOAN_VELOCITY" not in waived
+        and m.applications > velocity.restore_max_applications
+    ):
         path.append(
             f"wait until loan applications in {velocity.window} fall from {m.applications}"
             f" to {velocity.restore_max_applications}"
@@ -188,7 +201,11 @@ def _freeze_path(state: UserState, m: Measures, policy: Policy, *, words: bool) 
             else ""
         )
     burst = rules.small_loan_burst
-    if burst.enabled and m.small_applications > burst.restore_max_applications:
+    if (
+        burst.enabled
+        and "SMALL_LOAN_BURST" not in waived
+        and m.small_applications > burst.restore_max_applications
+    ):
         path.append(
             f"wait until small loan applications in {burst.window} fall from"
             f" {m.small_applications} to {burst.restore_max_applications}"
@@ -196,7 +213,11 @@ def _freeze_path(state: UserState, m: Measures, policy: Policy, *, words: bool) 
             else ""
         )
     spend = rules.spend_income
-    if spend.enabled and spend_above(m.spend, state.effective_income, policy.restore_max_ratio):
+    if (
+        spend.enabled
+        and "SPEND_INCOME_MISMATCH" not in waived
+        and spend_above(m.spend, state.effective_income, policy.restore_max_ratio)
+    ):
         path.append(
             f"wait until spend over {spend.window} falls from {m.spend} to"
             f" {spend.restore_max_ratio} × {income_label(state)}"
@@ -204,7 +225,11 @@ def _freeze_path(state: UserState, m: Measures, policy: Policy, *, words: bool) 
             else ""
         )
     low = rules.score_low
-    if low.enabled and m.scorecard.score < low.freeze_below + low.restore_margin:
+    if (
+        low.enabled
+        and "SCORE_LOW" not in waived
+        and m.scorecard.score < low.freeze_below + low.restore_margin
+    ):
         path.append(
             f"wait until the behaviour score rises from {m.scorecard.score} to"
             f" {low.freeze_below + low.restore_margin}"
@@ -214,9 +239,37 @@ def _freeze_path(state: UserState, m: Measures, policy: Policy, *, words: bool) 
     return path
 
 
+RULE_NAMES: Final = {
+    "OVERDUE_ACTIVE": "overdue_active",
+    "OVERDUE_REPEATED": "overdue_repeated",
+    "LOAN_VELOCITY": "loan_velocity",
+    "SMALL_LOAN_BURST": "small_loan_burst",
+    "SPEND_INCOME_MISMATCH": "spend_income",
+    "SCORE_LOW": "score_low",
+}
+"""The policy table (under ``rules``) of each freeze reason; a reduce rule's adds ``reduce_``."""
+
+
+def rule_name(code: str, *, reduced: bool = False) -> str:
+    """The policy table under ``rules`` of the freeze rule of ``code``, or its reduce rule."""
+    return f"reduce_{RULE_NAMES[code]}" if reduced else RULE_NAMES[code]
+
+
+def rule_enabled(code: str, policy: Policy, *, reduced: bool = False) -> bool:
+    """Whether the freeze rule of ``code`` is enabled, or its reduce rule if ``reduced``."""
+    rule = getattr(policy.source.rules, rule_name(code, reduced=reduced))
+    return bool(rule.enabled)
+
+
 def reduce_cleared(code: str, state: UserState, m: Measures, policy: Policy) -> bool:
-    """Whether a reduce reason's restore condition holds."""
+    """Whether a reduce reason's restore condition holds; always, once its rule is disabled.
+
+    A policy change can disable a rule while users are reduced for it: like a disabled freeze
+    rule, it then holds no one back.
+    """
     rules = policy.source.rules
+    if not rule_enabled(code, policy, reduced=True):
+        return True
     if code == "OVERDUE_REPEATED":
         return m.episodes <= rules.reduce_overdue_repeated.restore_max_episodes
     return not spend_above(m.spend, state.effective_income, policy.reduce_restore_max_ratio)
@@ -227,6 +280,8 @@ def reduce_path(state: UserState, m: Measures, policy: Policy) -> list[str]:
     rules = policy.source.rules
     path: list[str] = []
     for code in state.reduce_reasons:
+        if not rule_enabled(code, policy, reduced=True):
+            continue  # cleared at the next evaluation
         if code == "OVERDUE_REPEATED":
             path.append(
                 f"wait until overdue episodes in {policy.source.overdue.episode_window} fall"
@@ -295,38 +350,56 @@ def cleared(
                 f"behaviour score {m.scorecard.score} is back at"
                 f" {low.freeze_below + low.restore_margin} or above",
             ))  # fmt: skip
+        if not rule_enabled(code, policy, reduced=reduced):
+            # Cleared by a policy change, not by the measure: say so, as the value may not be
+            # within the threshold.
+            last = reasons[-1]
+            reasons[-1] = ReasonCode(
+                last.code, last.value, last.threshold,
+                f"rules.{rule_name(code, reduced=reduced)} is disabled in the policy",
+            )  # fmt: skip
     return reasons
 
 
 def next_expiry(state: UserState, policy: Policy) -> int | None:
-    """Next time an entry leaves a window whose restore condition (freeze or reduce) fails."""
+    """Next time an entry leaves a window whose restore condition (freeze or reduce) fails.
+
+    Or a window a rule an operator set aside counts in: the waiver lapses at the instant the
+    rule stops holding, which only an evaluation then can see. Without that timer it lapsed
+    at the user's next event, so an unrelated event changed later freezes.
+    """
     rules = policy.source.rules
     clock = state.clock
+    waived = state.waived
     expiries: list[int] = []
     income = state.effective_income
     spend = state.spend.total(clock - policy.spend_window)
     episodes = episodes_since(state, clock - policy.episode_window)
-    spend_blocks = episodes_block = False
+    spend_blocks = "SPEND_INCOME_MISMATCH" in waived
+    episodes_block = "OVERDUE_REPEATED" in waived
+    counted = (
+        ("LOAN_VELOCITY", rules.loan_velocity.enabled, state.applications, policy.loan_window,
+         rules.loan_velocity.restore_max_applications),
+        ("SMALL_LOAN_BURST", rules.small_loan_burst.enabled, state.small_applications,
+         policy.small_window, rules.small_loan_burst.restore_max_applications),
+    )  # fmt: skip
+    for code, enabled, window, length, restore_max in counted:
+        blocks = state.frozen and enabled and window.total(clock - length) > restore_max
+        if blocks or code in waived:
+            oldest = window.oldest_after(clock - length)
+            if oldest is not None:
+                expiries.append(oldest + length)
     if state.frozen:
-        counted = (
-            (rules.loan_velocity.enabled, state.applications, policy.loan_window,
-             rules.loan_velocity.restore_max_applications),
-            (rules.small_loan_burst.enabled, state.small_applications, policy.small_window,
-             rules.small_loan_burst.restore_max_applications),
-        )  # fmt: skip
-        for enabled, window, length, restore_max in counted:
-            if enabled and window.total(clock - length) > restore_max:
-                oldest = window.oldest_after(clock - length)
-                if oldest is not None:
-                    expiries.append(oldest + length)
-        spend_blocks = rules.spend_income.enabled and spend_above(
-            spend, income, policy.restore_max_ratio
+        spend_blocks = spend_blocks or (
+            rules.spend_income.enabled and spend_above(spend, income, policy.restore_max_ratio)
         )
         repeated = rules.overdue_repeated
-        episodes_block = repeated.enabled and episodes > repeated.restore_max_episodes
-    if "SPEND_INCOME_MISMATCH" in state.reduce_reasons:
+        episodes_block = episodes_block or (
+            repeated.enabled and episodes > repeated.restore_max_episodes
+        )
+    if "SPEND_INCOME_MISMATCH" in state.reduce_reasons and rules.reduce_spend_income.enabled:
         spend_blocks = spend_blocks or spend_above(spend, income, policy.reduce_restore_max_ratio)
-    if "OVERDUE_REPEATED" in state.reduce_reasons:
+    if "OVERDUE_REPEATED" in state.reduce_reasons and rules.reduce_overdue_repeated.enabled:
         limit = rules.reduce_overdue_repeated.restore_max_episodes
         episodes_block = episodes_block or episodes > limit
     if spend_blocks:
@@ -335,9 +408,9 @@ def next_expiry(state: UserState, policy: Policy) -> int | None:
             expiries.append(oldest + policy.spend_window)
     if episodes_block:
         start = clock - policy.episode_window
-        expiries.append(
-            min(e.start for e in state.episodes if e.start > start) + policy.episode_window
-        )
+        first = min((e.start for e in state.episodes if e.start > start), default=None)
+        if first is not None:
+            expiries.append(first + policy.episode_window)
     return min(expiries) if expiries else None
 
 

@@ -463,3 +463,108 @@ def test_proof_of_income_for_one_cure_is_not_credited_to_a_later_one() -> None:
         RESTORE, "reduced", "2026-06-05T00:00:00Z", "timer:cure:2026-06-05T00:00:00Z",
         ["REPAID_AND_CURED"],
     )  # fmt: skip
+
+
+def test_a_waiver_lapses_when_its_window_rule_stops_holding_not_at_the_next_event() -> None:
+    # Five applications freeze; the operator's restore sets LOAN_VELOCITY aside. At 03-08 the
+    # first one leaves the 7 days, the rule stops holding and the waiver lapses then, so the
+    # application at 00:30 (five again) freezes whether or not anything came in between.
+    lines = [
+        application(f"2026-03-01T0{hour}:00:00Z", 500_000, event_id=f"a-{hour}")
+        for hour in range(5)
+    ]
+    lines.append(override("2026-03-01T06:00:00Z", "restore", event_id="ov-1"))
+    later = application("2026-03-08T00:30:00Z", 500_000, event_id="a-9")
+    unrelated = purchase("2026-03-08T00:10:00Z", 100, order="o-9", event_id="p-9")
+    alone = brief(decisions(run([*lines, later], until="2026-03-09T00:00:00Z")))
+    with_purchase = run([*lines, unrelated, later], until="2026-03-09T00:00:00Z")
+    assert alone == brief(decisions(with_purchase))
+    assert alone[2] == (FREEZE, "frozen", "2026-03-08T00:30:00Z", "a-9", ["LOAN_VELOCITY"])
+
+
+def test_a_spend_waiver_lapses_when_the_spend_leaves_the_window() -> None:
+    lines = [
+        application("2026-03-01T00:00:00Z", 500_000, income=10_000, event_id="a-1"),
+        # 4 × income: frozen, then set aside by the operator
+        purchase("2026-03-01T01:00:00Z", 40_000, order="o-1", first_due="2026-06-01T00:00:00Z"),
+        override("2026-03-01T02:00:00Z", "restore", event_id="ov-1"),
+    ]
+    # It leaves the 30 days at 03-31T01:00Z; 3.1 × income on 04-01 is a new mismatch.
+    later = purchase("2026-04-01T00:00:00Z", 31_000, order="o-2", event_id="p-2",
+                     first_due="2026-06-01T00:00:00Z")  # fmt: skip
+    unrelated = application("2026-03-31T12:00:00Z", 500_000, event_id="a-2")
+    alone = brief(decisions(run([*lines, later], until="2026-04-02T00:00:00Z")))
+    with_application = run([*lines, unrelated, later], until="2026-04-02T00:00:00Z")
+    assert alone == brief(decisions(with_application))
+    assert alone[2] == (
+        FREEZE, "frozen", "2026-04-01T00:00:00Z", "p-2", ["SPEND_INCOME_MISMATCH"]
+    )  # fmt: skip
+
+
+def test_an_operators_freeze_records_the_rules_holding_then_so_they_may_undo_it() -> None:
+    # o-1 is overdue and set aside when the operator freezes: OVERDUE_ACTIVE holds at the
+    # freeze, so with the rules allowed to undo it, the cure after the repayment lifts it,
+    # whether or not an unrelated application was evaluated in between.
+    policy = policy_with({"overrides": {"automatic_may_undo_manual_freeze": True}})
+    lines = [
+        BOUGHT,
+        override("2026-03-05T00:00:00Z", "restore", event_id="ov-1"),
+        override("2026-03-06T00:00:00Z", "freeze", event_id="ov-2"),
+    ]
+    repaid = repayment("2026-03-10T00:00:00Z", 35000, event_id="r-1")
+    unrelated = application("2026-03-07T00:00:00Z", 500_000, event_id="a-1")
+    alone = run([*lines, repaid], until="2026-06-01T00:00:00Z", policy=policy)
+    with_application = run([*lines, unrelated, repaid], until="2026-06-01T00:00:00Z", policy=policy)
+    assert brief(decisions(alone)) == brief(decisions(with_application))
+    assert brief(decisions(alone))[2:] == [
+        (FREEZE, "frozen", "2026-03-06T00:00:00Z", "ov-2", ["MANUAL_OVERRIDE"]),
+        (RESTORE, "active", "2026-04-09T00:00:00Z", "timer:cure:2026-04-09T00:00:00Z",
+         ["REPAID_AND_CURED"]),
+    ]  # fmt: skip
+    assert decisions(alone)[2]["restore_path"] == ["repay 35000 overdue"]
+
+
+def test_a_rule_an_operator_set_aside_does_not_hold_back_the_restore_from_a_later_freeze() -> None:
+    lines = [
+        application("2026-03-01T00:00:00Z", 500_000, income=10_000, event_id="a-0"),
+        # 4 × income: frozen, then set aside by the operator until it stops holding (03-31)
+        purchase("2026-03-01T01:00:00Z", 40_000, order="o-1", first_due="2026-05-01T00:00:00Z"),
+        override("2026-03-01T02:00:00Z", "restore", note="spend ok, checked", event_id="ov-1"),
+        *(application(f"2026-03-02T0{hour}:00:00Z", 500_000, event_id=f"a-{hour}")
+          for hour in range(1, 5)),
+    ]  # fmt: skip
+    docs = decisions(run(lines, until="2026-04-15T00:00:00Z"))
+    assert brief(docs)[2:] == [
+        (FREEZE, "frozen", "2026-03-02T04:00:00Z", "a-4", ["LOAN_VELOCITY"]),
+        # a-2 leaves the 7 days; the spend, still 4 × income, is set aside
+        (RESTORE, "active", "2026-03-09T02:00:00Z", "timer:window:2026-03-09T02:00:00Z",
+         ["LOAN_VELOCITY_CLEARED"]),
+    ]  # fmt: skip
+    assert docs[2]["restore_path"] == ["wait until loan applications in 7d fall from 5 to 2"]
+
+
+def test_an_operators_freeze_records_the_reduce_rules_holding_then() -> None:
+    # Spend at 2.1 × income holds the reduce rule when the operator freezes; by the end of the
+    # cure it is 2.0 ×, below the reduce bar but above its restore bound (1.5 ×), so the
+    # restore is to "reduced" whether or not an unrelated application came in between.
+    policy = policy_with({
+        "overdue": {"cure_days": 5},
+        "rules.reduce_spend_income": {"enabled": True},
+        "overrides": {"automatic_may_undo_manual_freeze": True},
+    })  # fmt: skip
+    lines = [
+        application("2026-01-01T00:00:00Z", 500_000, income=100_000, event_id="a-0"),
+        purchase("2026-01-01T01:00:00Z", 10_000, order="o-1", first_due="2026-01-10T00:00:00Z"),
+        purchase("2026-01-12T00:00:00Z", 200_000, order="o-2", first_due="2026-06-01T00:00:00Z"),
+        override("2026-01-13T01:00:00Z", "restore", event_id="ov-1"),
+        override("2026-01-13T02:00:00Z", "freeze", event_id="ov-2"),
+    ]
+    repaid = repayment("2026-02-01T00:00:00Z", 10_000, event_id="r-1")  # cure to 02-06
+    unrelated = application("2026-01-13T03:00:00Z", 500_000, event_id="a-1")
+    alone = run([*lines, repaid], until="2026-02-08T00:00:00Z", policy=policy)
+    with_application = run([*lines, unrelated, repaid], until="2026-02-08T00:00:00Z", policy=policy)
+    assert brief(decisions(alone)) == brief(decisions(with_application))
+    assert brief(decisions(alone))[-1] == (
+        RESTORE, "reduced", "2026-02-06T00:00:00Z", "timer:cure:2026-02-06T00:00:00Z",
+        ["REPAID_AND_CURED"],
+    )  # fmt: skip

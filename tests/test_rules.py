@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import uuid
 
-from builders import application, decisions, policy_with, purchase, repayment, run, summary
+from risk.clock import DAY
+from risk.contract import LoanApplication, Purchase, Repayment
+from risk.decision import Decision
+from risk.engine import apply, fire_timers, new_state, next_timer
+from risk.state import UserState
+
+from builders import (
+    application,
+    decisions,
+    decoded,
+    policy_with,
+    purchase,
+    repayment,
+    run,
+    summary,
+    ts,
+)
 
 FREEZE, RESTORE = "limit.freeze", "limit.restore"
 RESTORES_UNLIMITED = policy_with({"restore": {"automatic_per_window": 12}})
@@ -348,3 +364,50 @@ def test_freeze_reasons_accumulate_and_every_one_is_cleared_on_restore() -> None
             ["REPAID_AND_CURED", "LOAN_VELOCITY_CLEARED"],
         ),
     ]  # fmt: skip
+
+
+def _reduced_then_an_application(rule: str) -> tuple[list[Decision], UserState]:
+    """Two episodes reduce the line under the default policy; then `rule` is disabled."""
+    start = ts("2026-01-01T00:00:00Z")
+    events = [
+        Purchase("p-1", "u-1", start, "o-1", 1000, 1, start + 10 * DAY),
+        Repayment("r-1", "u-1", start + 20 * DAY, 1000, None),
+        Purchase("p-2", "u-1", start + 60 * DAY, "o-2", 1000, 1, start + 70 * DAY),
+        Repayment("r-2", "u-1", start + 80 * DAY, 1000, None),
+    ]
+    state = new_state(events[0])
+    for event in events:
+        apply(state, event, RESTORES_UNLIMITED)
+    fire_timers(state, start + 120 * DAY, RESTORES_UNLIMITED)
+    assert state.reduce_reasons == ["OVERDUE_REPEATED"]
+    disabled = policy_with(
+        {rule: {"enabled": False}, "restore": {"automatic_per_window": 12}}, version="b"
+    )
+    later = LoanApplication("a-1", "u-1", start + 121 * DAY, 500_000, None, None)
+    return apply(state, later, disabled), state
+
+
+def test_a_disabled_reduce_rule_keeps_no_one_reduced() -> None:
+    (restore,), state = _reduced_then_an_application("rules.reduce_overdue_repeated")
+    assert (restore.type, restore.status) == (RESTORE, "active")
+    assert [reason.code for reason in restore.reasons] == ["OVERDUE_REPEATED_CLEARED"]
+    assert restore.reasons[0].message == "rules.reduce_overdue_repeated is disabled in the policy"
+    assert state.reduce_reasons == []
+
+
+def test_a_disabled_freeze_rule_keeps_no_one_frozen() -> None:
+    lines = [
+        application(f"2026-05-0{day}T10:00:00Z", 500_000, event_id=f"a-{day}")
+        for day in range(1, 6)
+    ]
+    state = new_state(decoded(lines[:1])[0])
+    for event in decoded(lines):
+        apply(state, event, RESTORES_UNLIMITED)
+    assert state.freeze_reasons == ["LOAN_VELOCITY"]
+    disabled = policy_with({"rules.loan_velocity": {"enabled": False}}, version="b")
+    assert next_timer(state, disabled) is None  # nothing left to wait for
+    (later,) = decoded([purchase("2026-05-06T00:00:00Z", 100, order="o-1")])
+    (restore,) = apply(state, later, disabled)
+    assert (restore.type, restore.status) == (RESTORE, "active")
+    assert [reason.code for reason in restore.reasons] == ["LOAN_VELOCITY_CLEARED"]
+    assert restore.reasons[0].message == "rules.loan_velocity is disabled in the policy"
