@@ -222,8 +222,12 @@ class Settings(BaseSettings):
         tls_context(self)  # a file it cannot use stops start-up here, naming its variable
 
     def _refuse_ignored(self, fields: tuple[str, ...], why: str) -> None:
+        """Refuse a setting the protocol ignores; its default, or empty, is no setting."""
         for name in fields:
-            if name in self.model_fields_set:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if value not in (None, "", type(self).model_fields[name].default):
                 raise ValueError(f"{PREFIX}{name.upper()} is set, but {why}, or unset it")
 
     def _check_topics_distinct(self) -> None:

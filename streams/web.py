@@ -97,17 +97,19 @@ class UserView(View):
         authorization = request.headers.get("Authorization")
         if authorization is not None:
             headers["Authorization"] = authorization
-        url = request.url.with_scheme(owner.scheme or "http").with_host(owner.host or "")
-        url = url.with_port(owner.port)
+        # The owner's address, and this request's path and query as they came (percent
+        # escapes kept): nothing from the Host header, which the caller chose.
+        scheme = owner.scheme or "http"
+        url = URL(f"{scheme}://{owner.raw_authority}{request.rel_url.raw_path_qs}", encoded=True)
         try:
             async with app.http_client.get(url, headers=headers, timeout=FORWARD_TIMEOUT) as answer:
                 body = await answer.read()
                 kept = {
                     name: answer.headers[name] for name in KEPT_HEADERS if name in answer.headers
                 }
-                return self.bytes(
-                    body, content_type=answer.content_type, status=answer.status, headers=kept
-                )
+                if "Content-Type" in answer.headers:  # as it came, its charset included
+                    kept["Content-Type"] = answer.headers["Content-Type"]
+                return self.bytes(body, status=answer.status, headers=kept)
         except (aiohttp.ClientError, TimeoutError) as error:
             log.warning("user_request_forward_failed", owner=str(owner), error=type(error).__name__)
             return _ask_again(self, "the worker that owns this user did not answer; ask again")

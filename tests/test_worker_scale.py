@@ -155,6 +155,12 @@ def _forwarded_once_and_marked(one: Worker, two: Worker, users: list[str], token
                 assert (status, headers["Retry-After"]) == (503, "1"), body
     assert answered[0] + answered[1] == len(users), "each user answered by its owner alone"
     assert answered[0] > 0 and answered[1] > 0, answered
-    for worker in (one, two):
-        status, body, _ = worker.request("/users/nobody-at-all/", auth)
+    content_types = set()
+    for worker in (one, two):  # one answers itself, the other forwards the owner's answer
+        status, body, headers = worker.request("/users/nobody-at-all/", auth)
         assert (status, body) == (404, {"error": "unknown user", "user_id": "nobody-at-all"})
+        content_types.add(headers["Content-Type"])
+        # the forwarding URL takes nothing from the Host header, which the caller chose
+        status, body, _ = worker.request(f"/users/{users[0]}/", {**auth, "Host": "a:b:c"})
+        assert (status, body["user_id"]) == (200, users[0])
+    assert content_types == {"application/json; charset=utf-8"}
