@@ -40,7 +40,7 @@ EXPOSE 6066
 # Liveness from /healthz, with the standard library: the slim image has no curl. The web
 # server listens on LINEGUARD_WEB_HOST, which may be the container's hostname.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; host = os.environ['LINEGUARD_WEB_HOST'].replace('0.0.0.0', '127.0.0.1'); urllib.request.urlopen(f'http://{host}:' + os.environ['LINEGUARD_WEB_PORT'] + '/healthz', timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; host = os.environ['LINEGUARD_WEB_HOST']; host = {'0.0.0.0': '127.0.0.1', '::': '::1'}.get(host, host); host = f'[{host}]' if ':' in host else host; urllib.request.urlopen(f'http://{host}:' + os.environ['LINEGUARD_WEB_PORT'] + '/healthz', timeout=4)"]
 
 ENTRYPOINT ["lineguard"]
 CMD ["worker", "-l", "info"]

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
             return self.canonical_url
         wildcard = self.web_host in ("0.0.0.0", "::")  # noqa: S104 - compared, not bound
         host = socket.gethostname() if wildcard else self.web_host
+        if ":" in host:  # an IPv6 address goes in brackets, or its colons read as a port
+            host = f"[{host}]"
         return f"http://{host}:{self.web_port}"
 
     api_token: SecretStr | None = None

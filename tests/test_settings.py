@@ -149,6 +149,7 @@ def test_the_url_given_to_other_workers_is_never_a_wildcard() -> None:
     listening_everywhere = Settings(web_host="0.0.0.0", web_port=6070)  # noqa: S104
     assert listening_everywhere.worker_url() == f"http://{socket.gethostname()}:6070"
     assert Settings(web_host="10.0.0.5").worker_url() == "http://10.0.0.5:6066"
+    assert Settings(web_host="::1").worker_url() == "http://[::1]:6066"
     explicit = Settings(web_host="0.0.0.0", canonical_url="http://worker-1:6066")  # noqa: S104
     assert explicit.worker_url() == "http://worker-1:6066"
     with pytest.raises(ValidationError, match="canonical_url"):
