@@ -154,6 +154,15 @@ class Settings(BaseSettings):
             raise ValueError(problem)
         return data
 
+    @field_validator(
+        "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_cafile", "kafka_ssl_certfile",
+        "kafka_ssl_keyfile", "kafka_ssl_key_password", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty variable is no setting: a template may list every one it leaves unset."""
+        return None if value == "" else value
+
     @field_validator("datadir")
     @classmethod
     def _absolute(cls, datadir: Path) -> Path:
@@ -224,12 +233,10 @@ class Settings(BaseSettings):
         tls_context(self)  # a file it cannot use stops start-up here, naming its variable
 
     def _refuse_ignored(self, fields: tuple[str, ...], why: str) -> None:
-        """Refuse a setting the protocol ignores; its default, or empty, is no setting."""
+        """Refuse a setting the protocol ignores; its default is no setting."""
         for name in fields:
             value = getattr(self, name)
-            if isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            if value not in (None, "", type(self).model_fields[name].default):
+            if value is not None and value != type(self).model_fields[name].default:
                 raise ValueError(f"{PREFIX}{name.upper()} is set, but {why}, or unset it")
 
     def _check_topics_distinct(self) -> None:

@@ -412,7 +412,12 @@ def test_security_settings_the_protocol_would_ignore_stop_start_up(
 def test_a_security_setting_at_its_default_or_empty_is_no_setting_the_protocol_ignores() -> None:
     # A deployment template that spells out the defaults must keep starting.
     done = _run(
-        {"LINEGUARD_KAFKA_SASL_MECHANISM": "PLAIN", "LINEGUARD_KAFKA_SASL_USERNAME": ""},
+        {
+            "LINEGUARD_KAFKA_SASL_MECHANISM": "PLAIN",
+            "LINEGUARD_KAFKA_SASL_USERNAME": "",
+            "LINEGUARD_KAFKA_SSL_CAFILE": "",
+            "LINEGUARD_KAFKA_SSL_KEY_PASSWORD": "",
+        },
         "from streams.app import settings; print(settings.kafka_security_protocol)",
     )
     assert (done.returncode, done.stdout.strip()) == (0, "PLAINTEXT"), done.stderr
