@@ -165,10 +165,10 @@ class Report:
     def warnings(self) -> list[str]:
         """What deserves a look but does not fail the run.
 
-        Repeated decisions or dead letters under ``exactly_once``: faust-streaming 0.15
-        writes an agent's sends outside the transaction, so a crash repeats them there too
-        (README, Guarantees and failure modes, and Reliability testing); consumers deduplicate by
-        ``event_id`` in either mode. They are still counted and named here, because
+        Repeated decisions or dead letters under ``exactly_once``: lineguard sends limit
+        events, dead letters and ticks with Faust's plain producer, outside the transaction,
+        so a crash repeats them there too (README, Guarantees and failure modes, and
+        Reliability testing); consumers deduplicate by ``event_id`` in either mode. They are still counted and named here, because
         exactly-once is what the run was asked to check.
         """
         duplicated = (
@@ -179,7 +179,8 @@ class Report:
             return []
         return [
             f"exactly_once repeated {duplicated[0]} decisions and {duplicated[1]} dead letters:"
-            " faust-streaming 0.15 sends outside the transaction (a known limitation, README)"
+            " lineguard sends them with Faust's plain producer, outside the transaction"
+            " (a known limitation, README)"
         ]
 
     def as_json(self) -> dict[str, Any]:

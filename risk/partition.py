@@ -83,7 +83,8 @@ class PartitionProcessor:
 
         States written after that position (a worker stopped between writing states and
         committing offsets) put :meth:`recover`'s watermark ahead of it; the records from
-        the position on are read again and move the watermark as they did the first time.
+        the position on are read again and move the watermark as they did the first time,
+        except a record now ``too_late`` (RELIABILITY.md, defect 34).
         """
         self._max_event_at = max_event_at
         self.watermark = (

@@ -290,10 +290,10 @@ def test_repeats_under_exactly_once_are_a_warning_not_a_failure() -> None:
     repeated = compare_decisions(expected, [*expected, *expected])
     plan = {"guarantee": "exactly_once"}
     report = Report(plan, "", "", produced=10, decisions=repeated)
-    assert report.passed  # a documented limitation of faust-streaming 0.15 (README)
+    assert report.passed  # a documented limitation (README)
     assert report.warnings == [
-        "exactly_once repeated 1 decisions and 0 dead letters: faust-streaming 0.15 sends"
-        " outside the transaction (a known limitation, README)"
+        "exactly_once repeated 1 decisions and 0 dead letters: lineguard sends them with"
+        " Faust's plain producer, outside the transaction (a known limitation, README)"
     ]
     assert any(line.startswith("warning") for line in report.lines())
     assert report.as_json()["warnings"] == report.warnings
