@@ -483,6 +483,37 @@ async def demo(self: AppCommand, duration: float, users: int, rate: float, seed:
     await run_demo(duration=duration, users=users, rate=rate, seed=seed)
 
 
+_DATADIR_CLAIM: list[Any] = []
+"""The open lock file of the data directory this worker claimed, held until it exits."""
+
+
+def _claim_datadir(datadir: Path) -> None:
+    """Refuse a RocksDB data directory another live worker holds, before joining the group.
+
+    Faust would join, take partitions, retry RocksDB's own lock for 30 s and crash, and the
+    group would rebalance twice for nothing, again at every restart. The lock goes with
+    the process, however it ends.
+    """
+    import fcntl
+
+    datadir.mkdir(parents=True, exist_ok=True)
+    claim = (datadir / "worker.lock").open("a+")
+    try:
+        fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        claim.seek(0)
+        holder = claim.read().strip() or "unknown"
+        claim.close()
+        _fail(
+            f"LINEGUARD_DATADIR {datadir} is in use by another lineguard worker (pid {holder}):"
+            " give each worker a data directory of its own"
+        )
+    claim.truncate(0)
+    claim.write(f"{os.getpid()}\n")
+    claim.flush()
+    _DATADIR_CLAIM.append(claim)
+
+
 def main() -> None:
     """Console entry point: ``lineguard``.
 
@@ -502,6 +533,8 @@ def main() -> None:
         from streams.preflight import PreflightError, prepare_topics
 
         worker_policy()  # a bad policy stops the worker before it contacts the broker
+        if settings.store.startswith("rocksdb"):
+            _claim_datadir(settings.datadir)
         try:
             asyncio.run(prepare_topics(settings))
         except PreflightError as error:

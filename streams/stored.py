@@ -70,10 +70,19 @@ def stored_states(
 
 
 def _rocksdb_states(store: RocksDBStore, partition: int) -> Iterator[bytes]:
+    """Every state of the partition, read once without filling the block cache.
+
+    A scan that filled the cache would pull the whole table into memory at each rebalance,
+    which a store chosen for state larger than memory must not do.
+    """
+    from rocksdict import ReadOptions  # the rocksdb extra, there whenever this store is
+
     db = store._dbs.get(partition)
     if db is None:  # never opened: nothing stored, as table.items() would find
         return
     offset_key = store.offset_key
-    for key, value in db.items():
+    once = ReadOptions()
+    once.fill_cache(False)  # type: ignore[call-arg]  # rocksdict's stub leaves out the flag
+    for key, value in db.items(read_opt=once):
         if key != offset_key and not is_progress_key(key):
             yield value

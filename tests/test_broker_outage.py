@@ -9,6 +9,7 @@ SIGSTOP, unlike a restart.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 import subprocess
@@ -147,3 +148,31 @@ def test_a_worker_that_cannot_reach_kafka_at_start_stops_with_a_message(tmp_path
     assert done.returncode == 4, done.stderr
     assert "lineguard: cannot reach Kafka at kafka://127.0.0.1:" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_rocksdb_data_directory_another_worker_holds_is_refused_before_kafka(
+    tmp_path: Path,
+) -> None:
+    # Faust would join the group, retry RocksDB's lock for 30 s and crash, rebalancing the
+    # healthy worker twice, again at every restart.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+    env |= {"LINEGUARD_BROKER_URL": f"kafka://127.0.0.1:{free_port()}",  # nothing listens
+            "LINEGUARD_STORE": "rocksdb://", "LINEGUARD_DATADIR": str(tmp_path)}  # fmt: skip
+
+    def start_worker() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", "from streams.app import main; main()", "worker"],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    with (tmp_path / "worker.lock").open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242\n")
+        held.flush()
+        refused = start_worker()
+    assert refused.returncode == 2, refused.stderr
+    assert f"LINEGUARD_DATADIR {tmp_path} is in use by another lineguard worker (pid 4242)" in (
+        refused.stderr
+    )
+    free = start_worker()  # released: on to Kafka, which is not there
+    assert free.returncode == 4, free.stderr
