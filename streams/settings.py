@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     app_id: str = Field("lineguard", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     broker_url: str = Field("kafka://localhost:9092", pattern=r"^(kafka|aiokafka)://\S+$")
     store: str = Field("memory://", pattern=r"^(memory|rocksdb)://")
+    rocksdb_block_cache_mib: int = Field(64, ge=1, le=65536)
+    """RocksDB's block cache of each partition's database, in MiB (Faust's default is 2 GiB
+    each, which holds a state larger than memory in memory after all)."""
+    rocksdb_write_buffer_mib: int = Field(64, ge=1, le=4096)
+    """Each of the three write buffers of each partition's database, in MiB."""
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     clock: Literal["stream", "wall"] = "stream"
     policy_file: Path | None = None
@@ -81,6 +86,13 @@ class Settings(BaseSettings):
                     " interface only with an explicit 0.0.0.0 or ::"
                 ) from None
         return host
+
+    def rocksdb_options(self) -> dict[str, int]:
+        """Faust's RocksDB options for the table, from these settings."""
+        return {
+            "block_cache_size": self.rocksdb_block_cache_mib << 20,
+            "write_buffer_size": self.rocksdb_write_buffer_mib << 20,
+        }
 
     def worker_url(self) -> str:
         """The URL other workers forward ``/users/{id}`` requests to."""

@@ -32,4 +32,5 @@ users = app.Table(
     value_type=bytes,
     partitions=settings.topic_partitions,
     help="Per-user risk state (risk.state.UserState), msgpack-encoded.",
+    options=settings.rocksdb_options() if settings.store.startswith("rocksdb") else None,
 )

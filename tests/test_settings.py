@@ -477,3 +477,16 @@ def test_the_data_directory_does_not_move_when_fausts_command_line_changes_direc
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(Path.cwd() / "lineguard-data")
+
+
+def test_the_rocksdb_caches_are_the_settings_not_fausts_two_gib_per_partition(
+    tmp_path: Path,
+) -> None:
+    probe = (
+        "from streams.topics import users; options = users.data.rocksdb_options;"
+        " print(options.block_cache_size, options.write_buffer_size)"
+    )
+    env = {"LINEGUARD_STORE": "rocksdb://", "LINEGUARD_DATADIR": str(tmp_path)}
+    assert _run(env, probe).stdout.split() == [str(64 << 20), str(64 << 20)]
+    env |= {"LINEGUARD_ROCKSDB_BLOCK_CACHE_MIB": "8", "LINEGUARD_ROCKSDB_WRITE_BUFFER_MIB": "4"}
+    assert _run(env, probe).stdout.split() == [str(8 << 20), str(4 << 20)]
