@@ -46,10 +46,13 @@ def _refusal(view: View, request: Request) -> Response | None:
         if settings.api_allow_anonymous:
             return None
         return view.json({"error": "forbidden", "detail": _CLOSED}, status=403)
-    given = request.headers.get("Authorization", "")
-    expected = f"Bearer {token.get_secret_value()}"
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # The scheme is case-insensitive (RFC 7235); the token is compared in constant time.
     # aiohttp keeps a header's undecodable bytes as surrogates: encoded back, not refused.
-    if hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
+    matches = hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), token.get_secret_value().encode()
+    )
+    if scheme.lower() == "bearer" and matches:
         return None
     return view.json(
         {"error": "unauthorised", "detail": "send Authorization: Bearer <LINEGUARD_API_TOKEN>"},

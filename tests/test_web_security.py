@@ -91,6 +91,12 @@ def test_with_a_token_only_the_exact_bearer_token_is_let_in(
     status, body = worker.get("/users/u-1/", TOKEN)
     assert (status, body["error"]) == (404, "unknown user")  # let in; this user has no state
     assert worker.get("/users/u-1", None)[0] == 401  # the path without the slash is guarded too
+    for scheme, token, expected in (
+        ("bearer", TOKEN, 404), ("BEARER", TOKEN, 404),  # the scheme is case-insensitive
+        ("Basic", TOKEN, 401), ("Bearer", f" {TOKEN}", 401), ("", TOKEN, 401),
+    ):  # fmt: skip
+        status, _, _ = worker.request("/users/u-1/", {"Authorization": f"{scheme} {token}"})
+        assert status == expected, (scheme, token)
 
 
 def test_a_token_that_is_not_utf8_is_refused_not_an_error(
