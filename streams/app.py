@@ -514,6 +514,29 @@ def _claim_datadir(datadir: Path) -> None:
     _DATADIR_CLAIM.append(claim)
 
 
+def _check_web_port(host: str, port: int) -> None:
+    """Stop, naming the setting, if the web server could not listen there.
+
+    Faust would fail later, with a traceback, after joining the group.
+    """
+    import socket
+
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        _fail(f"LINEGUARD_WEB_HOST: cannot resolve {host}: {error}")
+    for family, kind, proto, _, address in addresses[:1]:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                _fail(
+                    f"LINEGUARD_WEB_PORT: cannot listen on {host}:{port} ({error.strerror}):"
+                    " another process may be using it; choose another port"
+                )
+
+
 def main() -> None:
     """Console entry point: ``lineguard``.
 
@@ -535,6 +558,7 @@ def main() -> None:
         worker_policy()  # a bad policy stops the worker before it contacts the broker
         if settings.store.startswith("rocksdb"):
             _claim_datadir(settings.datadir)
+        _check_web_port(settings.web_host, settings.web_port)
         try:
             asyncio.run(prepare_topics(settings))
         except PreflightError as error:

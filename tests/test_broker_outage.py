@@ -12,6 +12,7 @@ import asyncio
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -176,3 +177,20 @@ def test_a_rocksdb_data_directory_another_worker_holds_is_refused_before_kafka(
     )
     free = start_worker()  # released: on to Kafka, which is not there
     assert free.returncode == 4, free.stderr
+
+
+def test_a_web_port_in_use_stops_the_worker_naming_the_setting(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+        env |= {"LINEGUARD_BROKER_URL": f"kafka://127.0.0.1:{free_port()}",
+                "LINEGUARD_WEB_PORT": str(port), "LINEGUARD_DATADIR": str(tmp_path)}  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", "from streams.app import main; main()", "worker"],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"LINEGUARD_WEB_PORT: cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
