@@ -483,6 +483,12 @@ async def demo(self: AppCommand, duration: float, users: int, rate: float, seed:
     await run_demo(duration=duration, users=users, rate=rate, seed=seed)
 
 
+FAUST_WEB_OPTIONS: Final = frozenset(
+    {"-h", "--web-host", "-b", "--web-bind", "-p", "--web-port", "--web-transport"}
+)
+"""Faust's worker options for its web server. They would override LINEGUARD_WEB_HOST and
+LINEGUARD_WEB_PORT, and Faust's banner would name another address than the one it binds."""
+
 _DATADIR_CLAIM: list[Any] = []
 """The open lock file of the data directory this worker claimed, held until it exits."""
 
@@ -544,6 +550,13 @@ def main() -> None:
     cluster with differently partitioned inputs is refused with a clear message. A
     cluster that cannot be reached stops it too (status 4), for its supervisor to retry.
     """
+    if sys.argv[1:2] == ["worker"]:
+        faust_web = sorted(FAUST_WEB_OPTIONS & {arg.split("=", 1)[0] for arg in sys.argv[2:]})
+        if faust_web:
+            _fail(
+                "lineguard worker takes its web address from LINEGUARD_WEB_HOST and"
+                f" LINEGUARD_WEB_PORT, not Faust's {', '.join(faust_web)} (--help for help)"
+            )
     asks_for_help = {"--help", "-h"} & set(sys.argv[2:])
     if set(sys.argv[1:2]) & AGENTLESS_COMMANDS:
         # Faust declares each setting with a decorated getter, which mypy takes for a method.

@@ -376,3 +376,14 @@ def test_commands_that_run_no_agent_ignore_the_workers_policy(tmp_path: Path) ->
     assert replayed.returncode == 0, replayed.stderr
     compared = _lineguard("backtest", source, "--candidate", good, cwd=tmp_path, settings=settings)
     assert compared.returncode == 0, compared.stderr
+
+
+@pytest.mark.parametrize("option", [["-p", "7000"], ["--web-host=10.0.0.1"], ["-b", "127.0.0.2"]])
+def test_fausts_web_options_are_refused_for_the_lineguard_settings(
+    option: list[str], tmp_path: Path
+) -> None:
+    # Faust's -b overrode LINEGUARD_WEB_HOST, and its banner then named another address.
+    done = _lineguard("worker", *option, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "takes its web address from LINEGUARD_WEB_HOST and LINEGUARD_WEB_PORT" in done.stderr
+    assert option[0].split("=")[0] in done.stderr
