@@ -269,6 +269,16 @@ def _partitions_option(partitions: int | None) -> int:
     return partitions
 
 
+def _note_policy_file_unused(command: str, given: str | None, option: str) -> None:
+    """Say so when the worker's policy file is set but the packaged policy is used instead."""
+    if given is None and settings.policy_file is not None:
+        print(
+            f"lineguard: note: {command} uses the packaged policy, not LINEGUARD_POLICY_FILE"
+            f" ({settings.policy_file}); pass {option} {settings.policy_file} for the worker's",
+            file=sys.stderr,
+        )
+
+
 def _replay_run(
     input_file: str, partitions: int | None, until: str | None, now: str | None
 ) -> _ReplayRun:
@@ -363,6 +373,7 @@ async def replay_command(
     now: str | None,
 ) -> None:
     """Replay a JSON-lines file of Kafka records through the risk core."""
+    _note_policy_file_unused("replay", policy, "--policy")
     loaded = _policy_option(policy)
     if dead_letters is not None and dead_letters != "-" and _same_file(dead_letters, output):
         _fail(f"--dead-letters {dead_letters} is also --output")
@@ -418,6 +429,7 @@ async def backtest_command(
     show: int,
 ) -> None:
     """Replay a JSON-lines file under two policies and compare their decisions."""
+    _note_policy_file_unused("backtest", baseline, "--baseline")
     baseline_policy = _policy_option(baseline)
     candidate_policy = _policy_option(candidate)
     report_output = _Output(output, input_file, candidate, *([baseline] if baseline else []))

@@ -374,8 +374,14 @@ def test_commands_that_run_no_agent_ignore_the_workers_policy(tmp_path: Path) ->
     source = _write(tmp_path / "in.jsonl", LATE_BOOK)
     replayed = _lineguard("replay", source, cwd=tmp_path, settings=settings)
     assert replayed.returncode == 0, replayed.stderr
+    assert f"replay uses the packaged policy, not LINEGUARD_POLICY_FILE ({env_policy})" in (
+        replayed.stderr
+    )
     compared = _lineguard("backtest", source, "--candidate", good, cwd=tmp_path, settings=settings)
     assert compared.returncode == 0, compared.stderr
+    assert f"pass --baseline {env_policy} for the worker's" in compared.stderr
+    chosen = _lineguard("replay", source, "--policy", good, cwd=tmp_path, settings=settings)
+    assert "LINEGUARD_POLICY_FILE" not in chosen.stderr
 
 
 @pytest.mark.parametrize("option", [["-p", "7000"], ["--web-host=10.0.0.1"], ["-b", "127.0.0.2"]])
