@@ -495,6 +495,12 @@ async def demo(self: AppCommand, duration: float, users: int, rate: float, seed:
     await run_demo(duration=duration, users=users, rate=rate, seed=seed)
 
 
+CLI_HELP: Final = """lineguard: a real-time credit-line risk monitor.
+
+Settings come from LINEGUARD_* environment variables (README, Settings); the commands
+below take their own options (COMMAND --help). Start with `lineguard demo`.
+"""
+
 FAUST_WEB_OPTIONS: Final = frozenset(
     {"-h", "--web-host", "-b", "--web-bind", "-p", "--web-port", "--web-transport"}
 )
@@ -562,6 +568,14 @@ def main() -> None:
     cluster with differently partitioned inputs is refused with a clear message. A
     cluster that cannot be reached stops it too (status 4), for its supervisor to retry.
     """
+    if sys.argv[1:2] == ["--version"]:
+        from importlib.metadata import version
+
+        print(f"lineguard {version('lineguard')} (faust-streaming {faust.__version__})")
+        return
+    from faust.cli.faust import cli
+
+    cli.help = CLI_HELP
     if sys.argv[1:2] == ["worker"]:
         faust_web = sorted(FAUST_WEB_OPTIONS & {arg.split("=", 1)[0] for arg in sys.argv[2:]})
         if faust_web:

@@ -393,3 +393,12 @@ def test_fausts_web_options_are_refused_for_the_lineguard_settings(
     assert done.returncode == 2, done.stderr
     assert "takes its web address from LINEGUARD_WEB_HOST and LINEGUARD_WEB_PORT" in done.stderr
     assert option[0].split("=")[0] in done.stderr
+
+
+def test_the_help_and_version_are_lineguards(tmp_path: Path) -> None:
+    shown = _lineguard("--help", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "lineguard: a real-time credit-line risk monitor" in shown.stdout
+    assert "Welcome" not in shown.stdout
+    version = _lineguard("--version", cwd=tmp_path)
+    assert version.stdout.startswith("lineguard 0.1.0 (faust-streaming "), version.stdout
