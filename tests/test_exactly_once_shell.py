@@ -4,7 +4,9 @@ faust-streaming routes a record of a topic its consumer has no metadata for (the
 events, the dead letters) outside the transaction, dropping the partition it was asked for,
 and a record of a subscribed topic (the ticks) into the partition's transaction, which a
 ``read_committed`` consumer sees only once the partition commits. The worker therefore sends
-all three with Faust's plain aiokafka producer, whatever the guarantee.
+all three with Faust's plain aiokafka producer, whatever the guarantee. The states are the
+one output that differs: at-least-once writes their changelog records itself, exactly-once
+writes them through the table, whose records Faust's producer sends in the transaction.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 from functools import partial
 from types import SimpleNamespace
 from typing import Any
+from unittest.mock import AsyncMock, Mock
 
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError
@@ -117,3 +120,45 @@ def test_a_dead_letter_the_producer_refuses_goes_with_a_note_in_either_mode(guar
     asyncio.run(runtime._complete(SimpleNamespace(applied=[rejected], decisions=[]), {}))
     assert producer.sent == [(DEAD_LETTERS, b"u-9", 2)]
     assert producer.headers[0][TRUNCATED_HEADER] == b"5000"
+
+
+def _persisting(
+    guarantee: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, _Producer, AsyncMock, Mock]:
+    """A runtime that goes on past the sends to persist and ack; its two ways to persist."""
+    runtime, producer = _runtime(guarantee)
+    runtime.app.should_stop = False
+    runtime.app.producer.flush = AsyncMock()
+    runtime.app.producer.buffer = SimpleNamespace(size=0)
+    runtime.table = SimpleNamespace()
+    runtime._changelog = SimpleNamespace(write=AsyncMock())
+    runtime._ack = Mock()
+    runtime._marks = {}  # no partition's marks ask for a commit
+    through_table = Mock()
+    monkeypatch.setattr("streams.runtime.write_through_table", through_table)
+    return runtime, producer, runtime._changelog.write, through_table
+
+
+def test_at_least_once_writes_the_states_to_the_changelog_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime, producer, changelog_write, through_table = _persisting("at_least_once", monkeypatch)
+    writes = {3: SimpleNamespace()}
+    batch = SimpleNamespace(applied=[], decisions=[], flush_with={3: SimpleNamespace()})
+    asyncio.run(runtime._complete(batch, writes))
+    changelog_write.assert_awaited_once_with(producer, writes)
+    through_table.assert_not_called()
+    runtime._ack.assert_called_once_with(batch)
+
+
+def test_exactly_once_writes_the_states_through_the_table_not_to_the_changelog_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime, _, changelog_write, through_table = _persisting("exactly_once", monkeypatch)
+    taken, message = SimpleNamespace(), SimpleNamespace()
+    batch = SimpleNamespace(applied=[], decisions=[], flush_with={3: message})
+    asyncio.run(runtime._complete(batch, {3: taken}))
+    changelog_write.assert_not_awaited()
+    through_table.assert_called_once_with(runtime.table, message, taken)
+    runtime.app.producer.flush.assert_awaited_once_with()
+    runtime._ack.assert_called_once_with(batch)

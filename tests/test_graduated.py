@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from risk.clock import DAY
 from risk.contract import Repayment
-from risk.engine import apply, fire_timers
+from risk.engine import WINDOW, apply, fire_timers, new_state, next_timer
 from risk.partition import PartitionProcessor
-from risk.policy import load_policy
+from risk.policy import Policy, load_policy
 from risk.state import STATE_DECODER, STATE_ENCODER, Instalment, UserState
 
 from builders import (
@@ -43,6 +45,15 @@ def brief(docs: list[dict[str, Any]]) -> list[tuple[str, str, str, str, list[str
         )
         for d in docs
     ]
+
+
+def state_after(lines: list[dict[str, Any]], policy: Policy) -> UserState:
+    """The user's state once every event of ``lines`` is applied, its timers fired on the way."""
+    events = decoded(lines)
+    state = new_state(events[0])
+    for event in events:
+        apply(state, event, policy)
+    return state
 
 
 def test_a_freeze_past_thirty_days_overdue_restores_to_probation_until_three_paid_on_time() -> None:
@@ -568,3 +579,136 @@ def test_an_operators_freeze_records_the_reduce_rules_holding_then() -> None:
         RESTORE, "reduced", "2026-02-06T00:00:00Z", "timer:cure:2026-02-06T00:00:00Z",
         ["REPAID_AND_CURED"],
     )  # fmt: skip
+
+
+def test_an_overdue_instalment_an_operator_set_aside_holds_back_no_restore_from_a_later_freeze() -> (
+    None
+):
+    lines = [
+        BOUGHT,
+        override("2026-03-05T00:00:00Z", "restore", event_id="ov-1"),  # o-1 stays overdue
+        *(application(f"2026-03-06T0{hour}:00:00Z", 500_000, event_id=f"a-{hour}")
+          for hour in range(5)),
+    ]  # fmt: skip
+    docs = decisions(run(lines, until="2026-03-20T00:00:00Z"))
+    assert brief(docs)[2:] == [
+        (FREEZE, "frozen", "2026-03-06T04:00:00Z", "a-4", ["LOAN_VELOCITY"]),
+        # a-2 leaves the 7 days; o-1, still overdue, is set aside
+        (RESTORE, "active", "2026-03-13T02:00:00Z", "timer:window:2026-03-13T02:00:00Z",
+         ["LOAN_VELOCITY_CLEARED"]),
+    ]  # fmt: skip
+    assert docs[2]["restore_path"] == ["wait until loan applications in 7d fall from 5 to 2"]
+
+
+# Each rule set aside by an operator's restore, then a later freeze for another rule.
+FIVE_APPLICATIONS_SET_ASIDE = [
+    application("2026-03-01T00:00:00Z", 500_000, income=10_000, event_id="a-0"),
+    *(application(f"2026-03-01T0{hour}:00:00Z", 500_000, event_id=f"a-{hour}")
+      for hour in range(1, 5)),
+    override("2026-03-01T05:00:00Z", "restore", event_id="ov-1"),
+]  # fmt: skip
+THREE_SMALL_LOANS_SET_ASIDE = [
+    application("2026-03-01T00:00:00Z", 50_000, income=10_000, event_id="a-0"),
+    application("2026-03-01T01:00:00Z", 50_000, event_id="a-1"),
+    application("2026-03-01T02:00:00Z", 50_000, event_id="a-2"),
+    override("2026-03-01T05:00:00Z", "restore", event_id="ov-1"),
+]
+# 4 × income, the spend rule's freeze, an hour after the operator's restore
+SPEND_FREEZE = purchase(
+    "2026-03-01T06:00:00Z", 40_000, order="o-1", first_due="2026-05-01T00:00:00Z"
+)
+SCORE_LOW_ON = policy_with(
+    {"rules.score_low": {"enabled": True, "freeze_below": 560, "restore_margin": 20}}
+)
+# Six applications through other lenders score 540 (as in the score_low test above); three
+# of the user's own then make five in 7 days, the loan velocity rule's freeze.
+LOW_SCORE_SET_ASIDE_THEN_FIVE_APPLICATIONS = [
+    *(application(f"2026-01-{day:02d}T00:00:00Z", 500_000, channel="other-bank",
+                  event_id=f"a-{day}") for day in (1, 6, 11, 16, 21, 26)),
+    override("2026-01-26T01:00:00Z", "restore", event_id="ov-1"),
+    *(application(f"2026-01-26T0{hour}:00:00Z", 500_000, channel="line", event_id=f"own-{hour}")
+      for hour in (2, 3, 4)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("lines", "policy", "set_aside", "its_step"),
+    [
+        pytest.param([*FIVE_APPLICATIONS_SET_ASIDE, SPEND_FREEZE], load_policy(),
+                     "LOAN_VELOCITY", "loan applications", id="loan_velocity"),
+        pytest.param([*THREE_SMALL_LOANS_SET_ASIDE, SPEND_FREEZE], load_policy(),
+                     "SMALL_LOAN_BURST", "small loan applications", id="small_loan_burst"),
+        pytest.param(LOW_SCORE_SET_ASIDE_THEN_FIVE_APPLICATIONS, SCORE_LOW_ON,
+                     "SCORE_LOW", "behaviour score", id="score_low"),
+    ],
+)  # fmt: skip
+def test_a_rule_an_operator_set_aside_is_no_step_of_a_later_freezes_restore_path(
+    lines: list[dict[str, Any]], policy: Policy, set_aside: str, its_step: str
+) -> None:
+    docs = decisions(run(lines, policy=policy))
+    assert brief(docs)[0][4] == [set_aside]
+    assert (docs[-1]["type"], docs[-1]["status"]) == (FREEZE, "frozen")
+    assert set_aside not in brief(docs)[-1][4]
+    assert docs[-1]["restore_path"]  # the later freeze's own rule is a step
+    assert not any(its_step in step for step in docs[-1]["restore_path"])
+
+
+def test_repeated_overdue_set_aside_is_no_step_of_a_later_freeze_and_lapses_by_a_timer() -> None:
+    lines = [application("2026-01-01T00:00:00Z", 500_000, income=10_000, event_id="a-0")]
+    # Three episodes in 180 days, each an instalment repaid 10 days late.
+    for n, (bought, due, repaid) in enumerate([
+        ("2026-01-01", "2026-01-11", "2026-01-21"),
+        ("2026-03-02", "2026-03-12", "2026-03-22"),
+        ("2026-05-01", "2026-05-11", "2026-05-21"),
+    ]):  # fmt: skip
+        lines.append(purchase(f"{bought}T01:00:00Z", 1000, order=f"o-{n}",
+                              first_due=f"{due}T00:00:00Z"))  # fmt: skip
+        lines.append(repayment(f"{repaid}T00:00:00Z", 1000, event_id=f"r-{n}"))
+    lines.append(override("2026-05-22T00:00:00Z", "restore", event_id="ov-1"))
+    state = state_after(lines, load_policy())
+    assert "OVERDUE_REPEATED" in state.waived
+    # The waiver lapses when the first episode leaves the 180 days: a timer must see that.
+    first = min(episode.start for episode in state.episodes)
+    assert next_timer(state, load_policy()) == (first + 180 * DAY, WINDOW)
+    (spend,) = decoded([
+        purchase("2026-05-23T00:00:00Z", 40_000, order="o-9", first_due="2026-07-20T00:00:00Z")
+    ])  # fmt: skip
+    (freeze,) = apply(state, spend, load_policy())
+    assert [reason.code for reason in freeze.reasons] == ["SPEND_INCOME_MISMATCH"]
+    assert not any("overdue episodes" in step for step in freeze.restore_path)
+
+
+def test_an_operators_freeze_puts_a_rule_it_finds_holding_before_a_later_one_already_freezing() -> (
+    None
+):
+    lines = [
+        BOUGHT,
+        override("2026-03-05T00:00:00Z", "restore", event_id="ov-1"),  # sets OVERDUE_ACTIVE aside
+        *(application(f"2026-03-06T0{hour}:00:00Z", 500_000, event_id=f"a-{hour}")
+          for hour in range(5)),
+        override("2026-03-06T05:00:00Z", "freeze", event_id="ov-2"),
+    ]  # fmt: skip
+    state = state_after(lines[:-1], load_policy())
+    assert state.freeze_reasons == ["LOAN_VELOCITY"]
+    (freeze,) = decoded(lines[-1:])
+    apply(state, freeze, load_policy())
+    assert state.freeze_reasons == ["OVERDUE_ACTIVE", "LOAN_VELOCITY", "MANUAL_OVERRIDE"]
+
+
+def test_an_operators_freeze_puts_a_rule_already_freezing_before_a_later_one_it_finds_holding() -> (
+    None
+):
+    lines = [
+        BOUGHT,
+        *(application(f"2026-03-01T0{hour}:00:00Z", 500_000, event_id=f"a-{hour}")
+          for hour in range(5)),
+        override("2026-03-01T05:00:00Z", "restore", event_id="ov-1"),  # sets LOAN_VELOCITY aside
+        # frozen for OVERDUE_ACTIVE at 03-04, repaid: curing, the rule no longer holds
+        repayment("2026-03-05T00:00:00Z", 35000, event_id="r-1"),
+        override("2026-03-06T00:00:00Z", "freeze", event_id="ov-2"),
+    ]  # fmt: skip
+    state = state_after(lines[:-1], load_policy())
+    assert state.freeze_reasons == ["OVERDUE_ACTIVE"]
+    (freeze,) = decoded(lines[-1:])
+    apply(state, freeze, load_policy())
+    assert state.freeze_reasons == ["OVERDUE_ACTIVE", "LOAN_VELOCITY", "MANUAL_OVERRIDE"]

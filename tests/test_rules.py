@@ -7,7 +7,9 @@ import uuid
 from risk.clock import DAY
 from risk.contract import LoanApplication, Purchase, Repayment
 from risk.decision import Decision
-from risk.engine import apply, fire_timers, new_state, next_timer
+from risk.engine import OVERDUE, WINDOW, apply, fire_timers, new_state, next_timer
+from risk.limits import restore_path
+from risk.rules import Measures
 from risk.state import UserState
 
 from builders import (
@@ -366,24 +368,32 @@ def test_freeze_reasons_accumulate_and_every_one_is_cleared_on_restore() -> None
     ]  # fmt: skip
 
 
-def _reduced_then_an_application(rule: str) -> tuple[list[Decision], UserState]:
-    """Two episodes reduce the line under the default policy; then `rule` is disabled."""
-    start = ts("2026-01-01T00:00:00Z")
+START = ts("2026-01-01T00:00:00Z")
+
+
+def _reduced_by_two_episodes() -> UserState:
+    """Two episodes reduce the line under the default policy, 120 days from ``START``."""
     events = [
-        Purchase("p-1", "u-1", start, "o-1", 1000, 1, start + 10 * DAY),
-        Repayment("r-1", "u-1", start + 20 * DAY, 1000, None),
-        Purchase("p-2", "u-1", start + 60 * DAY, "o-2", 1000, 1, start + 70 * DAY),
-        Repayment("r-2", "u-1", start + 80 * DAY, 1000, None),
+        Purchase("p-1", "u-1", START, "o-1", 1000, 1, START + 10 * DAY),
+        Repayment("r-1", "u-1", START + 20 * DAY, 1000, None),
+        Purchase("p-2", "u-1", START + 60 * DAY, "o-2", 1000, 1, START + 70 * DAY),
+        Repayment("r-2", "u-1", START + 80 * DAY, 1000, None),
     ]
     state = new_state(events[0])
     for event in events:
         apply(state, event, RESTORES_UNLIMITED)
-    fire_timers(state, start + 120 * DAY, RESTORES_UNLIMITED)
+    fire_timers(state, START + 120 * DAY, RESTORES_UNLIMITED)
     assert state.reduce_reasons == ["OVERDUE_REPEATED"]
+    return state
+
+
+def _reduced_then_an_application(rule: str) -> tuple[list[Decision], UserState]:
+    """Two episodes reduce the line under the default policy; then `rule` is disabled."""
+    state = _reduced_by_two_episodes()
     disabled = policy_with(
         {rule: {"enabled": False}, "restore": {"automatic_per_window": 12}}, version="b"
     )
-    later = LoanApplication("a-1", "u-1", start + 121 * DAY, 500_000, None, None)
+    later = LoanApplication("a-1", "u-1", START + 121 * DAY, 500_000, None, None)
     return apply(state, later, disabled), state
 
 
@@ -411,3 +421,40 @@ def test_a_disabled_freeze_rule_keeps_no_one_frozen() -> None:
     assert (restore.type, restore.status) == (RESTORE, "active")
     assert [reason.code for reason in restore.reasons] == ["LOAN_VELOCITY_CLEARED"]
     assert restore.reasons[0].message == "rules.loan_velocity is disabled in the policy"
+
+
+def test_a_disabled_reduce_rule_is_no_step_of_the_restore_path_and_sets_no_timer() -> None:
+    # Until the next evaluation clears it, the reason is still in the state.
+    state = _reduced_by_two_episodes()
+    disabled = policy_with({"rules.reduce_overdue_repeated": {"enabled": False}}, version="b")
+    assert restore_path(state, Measures(state, disabled), disabled) == []
+    assert next_timer(state, disabled) is None
+
+
+def test_a_disabled_spend_reduce_rule_sets_no_window_timer() -> None:
+    enabled = policy_with({"rules.reduce_spend_income": {"enabled": True}})
+    lines = [
+        application("2026-03-01T00:00:00Z", 500_000, income=10_000, event_id="a-0"),
+        # 2.5 × income: reduced, below the freeze bar
+        purchase("2026-03-01T01:00:00Z", 25_000, order="o-1", first_due="2026-06-01T00:00:00Z"),
+    ]
+    events = decoded(lines)
+    state = new_state(events[0])
+    for event in events:
+        apply(state, event, enabled)
+    assert state.reduce_reasons == ["SPEND_INCOME_MISMATCH"]
+    assert next_timer(state, enabled) == (ts("2026-03-31T01:00:00Z"), WINDOW)
+    disabled = policy_with({"rules.reduce_spend_income": {"enabled": False}}, version="b")
+    # only the instalment's own timer is left: due plus three days of grace
+    assert next_timer(state, disabled) == (ts("2026-06-04T00:00:00Z"), OVERDUE)
+
+
+def test_applications_below_the_freeze_bar_do_not_move_a_reduced_users_timer() -> None:
+    state = _reduced_by_two_episodes()
+    before = next_timer(state, RESTORES_UNLIMITED)
+    assert before is not None  # the episodes' window
+    for n in range(3):
+        later = LoanApplication(f"a-{n}", "u-1", START + 121 * DAY + n, 500_000, None, None)
+        apply(state, later, RESTORES_UNLIMITED)
+    assert not state.frozen
+    assert next_timer(state, RESTORES_UNLIMITED) == before

@@ -409,6 +409,49 @@ def test_security_settings_the_protocol_would_ignore_stop_start_up(
     assert "hunter2" not in done.stderr + done.stdout
 
 
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "LINEGUARD_KAFKA_SASL_PASSWORD",
+        "LINEGUARD_KAFKA_SSL_CERTFILE",
+        "LINEGUARD_KAFKA_SSL_KEYFILE",
+        "LINEGUARD_KAFKA_SSL_KEY_PASSWORD",
+    ],
+)
+def test_a_password_or_client_certificate_plaintext_would_ignore_stops_start_up_naming_it(
+    variable: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In process: one subprocess per credential would add seconds for the same check.
+    some_file = tmp_path / "some.pem"
+    some_file.write_text("x")
+    monkeypatch.setenv(variable, str(some_file))
+    with pytest.raises(ValidationError, match=f"{variable} is set, but"):
+        Settings()
+
+
+def test_empty_client_certificate_and_key_variables_are_no_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca, _ = _self_signed(tmp_path, "ca")
+    monkeypatch.setenv("LINEGUARD_KAFKA_SECURITY_PROTOCOL", "SSL")
+    monkeypatch.setenv("LINEGUARD_KAFKA_SSL_CAFILE", str(ca))
+    monkeypatch.setenv("LINEGUARD_KAFKA_SSL_CERTFILE", "")
+    monkeypatch.setenv("LINEGUARD_KAFKA_SSL_KEYFILE", "")
+    settings = Settings()
+    assert (settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile) == (None, None)
+
+
+def test_a_key_password_without_a_key_file_stops_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca, _ = _self_signed(tmp_path, "ca")
+    monkeypatch.setenv("LINEGUARD_KAFKA_SECURITY_PROTOCOL", "SSL")
+    monkeypatch.setenv("LINEGUARD_KAFKA_SSL_CAFILE", str(ca))
+    monkeypatch.setenv("LINEGUARD_KAFKA_SSL_KEY_PASSWORD", "pw")
+    with pytest.raises(ValidationError, match="KEY_PASSWORD is set without a key file"):
+        Settings()
+
+
 def test_a_security_setting_at_its_default_or_empty_is_no_setting_the_protocol_ignores() -> None:
     # A deployment template that spells out the defaults must keep starting.
     done = _run(
