@@ -15,13 +15,15 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.devbroker import TansuBroker, free_port
-from streams.simulate import SimulationStats, run_simulation
+from streams.simulate import SimulationStats, Simulator, run_simulation
 
 Figures = dict[str, dict[tuple[tuple[str, str], ...], float]]
 
@@ -83,6 +85,17 @@ async def _wait_ready(url: str, worker: asyncio.subprocess.Process, log: Path) -
     raise RuntimeError(f"the worker was not ready within 90 s; see {log}")
 
 
+def sample_user(users: int, seed: int) -> str:
+    """The user of the simulator's first record for ``users`` and ``seed``.
+
+    The demo prints it in its ``curl`` line: it is an id the simulator really uses, and the
+    first one it sends, so the worker knows it as soon as the simulation has started.
+    """
+    record = Simulator(users, seed).next_record(datetime.now(UTC))
+    user_id: str = orjson.loads(record.value)["user_id"]
+    return user_id
+
+
 async def run_demo(
     *, duration: float, users: int, rate: float, seed: int, out: TextIO = sys.stdout
 ) -> None:
@@ -91,6 +104,7 @@ async def run_demo(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     token = secrets.token_urlsafe(24)  # /users is closed without one; this run's only
+    user = sample_user(users, seed)
     with TansuBroker() as broker:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
         env.update(
@@ -118,7 +132,7 @@ async def run_demo(
             print(f"metrics  {base}/metrics", file=out)
             print(f"health   {base}/healthz  {base}/readyz", file=out)
             print(
-                f"a user   curl -H 'Authorization: Bearer {token}' {base}/users/u-0000003",
+                f"a user   curl -H 'Authorization: Bearer {token}' {base}/users/{user}",
                 file=out,
             )
             print(

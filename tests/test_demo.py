@@ -11,18 +11,19 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        bool(os.environ.get("LINEGUARD_TEST_BOOTSTRAP")),
-        reason="the demo always runs its own embedded broker",
-    ),
-]
+from streams.demo import sample_user
+from streams.simulate import Simulator
+
+own_broker = pytest.mark.skipif(
+    bool(os.environ.get("LINEGUARD_TEST_BOOTSTRAP")),
+    reason="the demo always runs its own embedded broker",
+)
 USER_LINE = re.compile(
     r"^a user   curl -H 'Authorization: Bearer (\S+)' (http://127\.0\.0\.1:\d+/\S+)$"
 )
@@ -52,10 +53,21 @@ def _stop(demo: subprocess.Popen[str]) -> None:
         demo.wait()
 
 
+@pytest.mark.parametrize(("users", "seed"), [(1000, 1), (300, 1), (5, 2), (1, 9)])
+def test_the_printed_user_is_the_one_the_simulator_sends_first(users: int, seed: int) -> None:
+    simulator = Simulator(users, seed)
+    first = orjson.loads(simulator.next_record(datetime.now(UTC)).value)["user_id"]
+    assert sample_user(users, seed) == first
+    assert first in simulator.users
+
+
+@pytest.mark.integration
+@own_broker
 def test_the_demo_shows_decisions_live_and_cleans_up(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
     lines: list[str] = []
     asked: dict[str, tuple[int, dict[str, str]]] = {}
+    user: tuple[str, str] | None = None
     with subprocess.Popen(
         [sys.executable, "-c", "from streams.app import main; main()", "demo",
          "--duration", "20", "--users", "300"],
@@ -68,10 +80,13 @@ def test_the_demo_shows_decisions_live_and_cleans_up(tmp_path: Path) -> None:
             assert demo.stdout is not None
             for line in demo.stdout:
                 lines.append(line.rstrip("\n"))
-                user = USER_LINE.match(lines[-1])
-                if user and not asked:
-                    # The printed command is what a reader copies: it must let them in.
-                    token, url = user.groups()
+                printed = USER_LINE.match(lines[-1])
+                if printed:
+                    user = printed[1], printed[2]
+                if user and not asked and sum(line.startswith("[") for line in lines) >= 3:
+                    # The printed command is what a reader copies while the figures run:
+                    # it must let them in and show a user the simulator has sent.
+                    token, url = user
                     asked = {"with": _status(url, token), "without": _status(url, None)}
             assert demo.wait(30) == 0, "\n".join(lines)
         finally:
@@ -80,7 +95,8 @@ def test_the_demo_shows_decisions_live_and_cleans_up(tmp_path: Path) -> None:
     assert any(line.startswith("metrics  http://127.0.0.1:") for line in lines)
     assert asked, "no 'a user' line with a curl command: " + "\n".join(lines)
     status, body = asked["with"]
-    assert status == 200 or (status, body["error"]) == (404, "unknown user"), body
+    assert status == 200, body
+    assert body["user_id"] == sample_user(300, 1)
     assert asked["without"][0] == 401
     live = [line for line in lines if line.startswith("[")]
     assert len(live) >= 10
