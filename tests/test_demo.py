@@ -104,3 +104,23 @@ def test_the_demo_shows_decisions_live_and_cleans_up(tmp_path: Path) -> None:
     assert "SMALL_LOAN_BURST=" in freezes  # only reasons that happened are shown
     assert "frozen=" in live[-1].split("| users ")[1]
     assert "stopped the worker and the broker" in lines[-1]
+
+
+def test_the_readme_gives_the_demos_default_durations() -> None:
+    """``lineguard demo`` and ``make demo`` have different defaults; the README gives both."""
+    root = Path(__file__).resolve().parent.parent
+    shown = subprocess.run(
+        [sys.executable, "-c", "from streams.app import main; main()", "demo", "--help"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    helped = re.search(r"--duration FLOAT .*\[default: (\d+)(?:\.0)?\]", shown)
+    made = re.search(
+        r"lineguard demo --duration \$\$\{DURATION:-(\d+)\}", (root / "Makefile").read_text()
+    )
+    assert helped and made, (shown, "Makefile")
+    readme = (root / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `lineguard demo "))
+    assert f"default {helped[1]};" in row
+    assert f"`make demo` passes {made[1]}" in row
+    assert f"`lineguard demo --duration ${{DURATION:-{made[1]}}}`, so {made[1]} s" in readme
+    assert f"`lineguard demo` on its own runs {helped[1]} s" in readme
