@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -40,17 +41,44 @@ def _status(url: str, token: str | None) -> tuple[int, dict[str, str]]:
         return error.code, orjson.loads(error.read())
 
 
-def _stop(demo: subprocess.Popen[str]) -> None:
-    """Ctrl-C, as a reader would, so the demo stops the broker and the worker it started;
-    if it does not exit, its whole process group (they are in it) is killed."""
+def _children(pid: int) -> dict[int, bytes]:
+    """The processes whose parent is ``pid``, with their command lines."""
+    found: dict[int, bytes] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # The command name may hold spaces; the fields after it start with the state.
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+            if int(parent) == pid and state != "Z":
+                found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes()
+    return found
+
+
+def _alive(pid: int, cmdline: bytes) -> bool:
+    """Whether ``pid`` still runs the command it ran (not a zombie, not a reused PID)."""
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z" and (Path("/proc") / str(pid) / "cmdline").read_bytes() == cmdline
+    except OSError:
+        return False
+
+
+def _stop(demo: subprocess.Popen[str], children: dict[int, bytes]) -> None:
+    """Ctrl-C, as a reader would, so the demo stops the broker and the worker it started.
+
+    If it does not exit, it is killed, and so is each of its ``children`` still running, by
+    PID: they run in sessions of their own, which a signal to its group does not reach.
+    """
     if demo.poll() is None:
         demo.send_signal(signal.SIGINT)
         with contextlib.suppress(subprocess.TimeoutExpired):
             demo.wait(30)
-    if demo.returncode != 0:  # still running, or failed: its children may be left
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(demo.pid, signal.SIGKILL)
+    if demo.poll() is None:
+        demo.kill()
         demo.wait()
+    for pid, cmdline in children.items():
+        if _alive(pid, cmdline):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize(("users", "seed"), [(1000, 1), (300, 1), (5, 2), (1, 9)])
@@ -68,18 +96,21 @@ def test_the_demo_shows_decisions_live_and_cleans_up(tmp_path: Path) -> None:
     lines: list[str] = []
     asked: dict[str, tuple[int, dict[str, str]]] = {}
     user: tuple[str, str] | None = None
+    children: dict[int, bytes] = {}
     with subprocess.Popen(
         [sys.executable, "-c", "from streams.app import main; main()", "demo",
          "--duration", "20", "--users", "300"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
         start_new_session=True,
     ) as demo:  # fmt: skip
-        watchdog = threading.Timer(180, _stop, [demo])
+        watchdog = threading.Timer(180, _stop, [demo, children])
         watchdog.start()
         try:
             assert demo.stdout is not None
             for line in demo.stdout:
                 lines.append(line.rstrip("\n"))
+                if lines[-1].startswith("simulating "):
+                    children.update(_children(demo.pid))
                 printed = USER_LINE.match(lines[-1])
                 if printed:
                     user = printed[1], printed[2]
@@ -91,7 +122,9 @@ def test_the_demo_shows_decisions_live_and_cleans_up(tmp_path: Path) -> None:
             assert demo.wait(30) == 0, "\n".join(lines)
         finally:
             watchdog.cancel()
-            _stop(demo)
+            _stop(demo, children)
+    assert len(children) == 2, children  # the broker and the worker
+    assert not [pid for pid, cmdline in children.items() if _alive(pid, cmdline)]
     assert any(line.startswith("metrics  http://127.0.0.1:") for line in lines)
     assert asked, "no 'a user' line with a curl command: " + "\n".join(lines)
     status, body = asked["with"]
@@ -124,3 +157,55 @@ def test_the_readme_gives_the_demos_default_durations() -> None:
     assert f"`make demo` passes {made[1]}" in row
     assert f"`lineguard demo --duration ${{DURATION:-{made[1]}}}`, so {made[1]} s" in readme
     assert f"`lineguard demo` on its own runs {helped[1]} s" in readme
+
+
+def _printed_pid(lines: list[str], prefix: str) -> int:
+    line = next(line for line in lines if line.startswith(prefix))
+    found = re.search(r"\bpid (\d+)\b", line)
+    assert found, line
+    return int(found[1])
+
+
+@pytest.mark.integration
+@own_broker
+def test_ctrl_c_stops_everything_in_order_quietly_and_exits_130(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+    lines: list[str] = []
+    children: dict[int, bytes] = {}
+    with subprocess.Popen(
+        [sys.executable, "-c", "from streams.app import main; main()", "demo",
+         "--duration", "120", "--users", "300"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
+        start_new_session=True,
+    ) as demo:  # fmt: skip
+        watchdog = threading.Timer(180, _stop, [demo, children])
+        watchdog.start()
+        interrupted = 0.0
+        try:
+            assert demo.stdout is not None
+            for line in demo.stdout:
+                lines.append(line.rstrip("\n"))
+                if lines[-1].startswith("simulating "):
+                    children.update(_children(demo.pid))
+                if not interrupted and sum(line.startswith("[") for line in lines) >= 3:
+                    # What a terminal does on Ctrl-C: SIGINT to its foreground group.
+                    os.killpg(demo.pid, signal.SIGINT)
+                    interrupted = time.monotonic()
+            status = demo.wait(30)
+            took = time.monotonic() - interrupted
+        finally:
+            watchdog.cancel()
+            _stop(demo, children)
+    output = "\n".join(lines)
+    assert interrupted, output
+    assert status == 130, output
+    assert took < 15, output
+    printed = {_printed_pid(lines, "broker   "), _printed_pid(lines, "worker   ")}
+    assert set(children) == printed, (children, output)
+    assert not [pid for pid, cmdline in children.items() if _alive(pid, cmdline)], output
+    assert "NodeNotReadyError" not in output
+    assert "Traceback" not in output
+    assert "ERROR" not in output
+    tail = lines[lines.index("SIGINT: stopping the simulator, the worker and the broker") :]
+    assert tail[1].startswith("simulator: records="), output
+    assert tail[2:] == ["stopped the worker and the broker"], output
