@@ -11,11 +11,13 @@ import atexit
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, TextIO
@@ -151,60 +153,80 @@ async def _run(
     latest: list[SimulationStats],
     out: TextIO,
 ) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="lineguard-demo-"))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    token = secrets.token_urlsafe(24)  # /users is closed without one; this run's only
-    user = sample_user(users, seed)
-    with TansuBroker() as broker:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
-        env.update(
-            LINEGUARD_BROKER_URL=broker.url,
-            LINEGUARD_DEV_BROKER="tansu",
-            LINEGUARD_APP_ID="lineguard-demo",
-            LINEGUARD_TOPIC_PARTITIONS="4",
-            LINEGUARD_WEB_PORT=str(port),
-            LINEGUARD_DATADIR=str(workdir / "data"),
-            LINEGUARD_API_TOKEN=token,
-        )
-        log = workdir / "worker.log"
-        log_file = log.open("wb")
-        try:
-            # A session of its own: the terminal's Ctrl-C is the demo's to pass on, in order.
-            worker = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", "from streams.app import main; main()", "worker",
-                "-l", "info", env=env, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        finally:
-            log_file.close()
-        # Should the demo die before its own stopping runs, the worker goes with it.
-        atexit.register(_kill, worker)
-        try:
-            assert broker.process is not None  # noqa: S101 - the broker has started
-            print(
-                f"broker   {broker.bootstrap} (Tansu, in memory, pid {broker.process.pid})",
-                file=out,
+    with _workdir(out) as workdir:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        token = secrets.token_urlsafe(24)  # /users is closed without one; this run's only
+        user = sample_user(users, seed)
+        with TansuBroker() as broker:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+            env.update(
+                LINEGUARD_BROKER_URL=broker.url,
+                LINEGUARD_DEV_BROKER="tansu",
+                LINEGUARD_APP_ID="lineguard-demo",
+                LINEGUARD_TOPIC_PARTITIONS="4",
+                LINEGUARD_WEB_PORT=str(port),
+                LINEGUARD_DATADIR=str(workdir / "data"),
+                LINEGUARD_API_TOKEN=token,
             )
-            print(f"worker   {base}  (pid {worker.pid}, log: {log})", file=out)
-            await _wait_ready(f"{base}/readyz", worker, log)
-            print(f"metrics  {base}/metrics", file=out)
-            print(f"health   {base}/healthz  {base}/readyz", file=out)
-            print(
-                f"a user   curl -H 'Authorization: Bearer {token}' {base}/users/{user}",
-                file=out,
-            )
-            print(
-                f"simulating {users} users at {rate:.0f} records/s for {duration:.0f} s",
-                file=out,
-                flush=True,
-            )
-            await _simulate_and_show(
-                broker.bootstrap, base, duration, users, rate, seed, latest, out
-            )
-        finally:
-            await _stop_worker(worker)
-            atexit.unregister(_kill)
+            log = workdir / "worker.log"
+            log_file = log.open("wb")
+            try:
+                # A session of its own: the terminal's Ctrl-C is the demo's to pass on, in order.
+                worker = await asyncio.create_subprocess_exec(
+                    sys.executable, "-c", "from streams.app import main; main()", "worker",
+                    "-l", "info", env=env, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                )  # fmt: skip
+            finally:
+                log_file.close()
+            # Should the demo die before its own stopping runs, the worker goes with it.
+            atexit.register(_kill, worker)
+            try:
+                assert broker.process is not None  # noqa: S101 - the broker has started
+                print(
+                    f"broker   {broker.bootstrap} (Tansu, in memory, pid {broker.process.pid})",
+                    file=out,
+                )
+                print(f"worker   {base}  (pid {worker.pid}, log: {log})", file=out)
+                await _wait_ready(f"{base}/readyz", worker, log)
+                print(f"metrics  {base}/metrics", file=out)
+                print(f"health   {base}/healthz  {base}/readyz", file=out)
+                print(
+                    f"a user   curl -H 'Authorization: Bearer {token}' {base}/users/{user}",
+                    file=out,
+                )
+                print(
+                    f"simulating {users} users at {rate:.0f} records/s for {duration:.0f} s",
+                    file=out,
+                    flush=True,
+                )
+                await _simulate_and_show(
+                    broker.bootstrap, base, duration, users, rate, seed, latest, out
+                )
+            finally:
+                await _stop_worker(worker)
+                atexit.unregister(_kill)
+
+
+@contextlib.contextmanager
+def _workdir(out: TextIO) -> Iterator[Path]:
+    """A ``lineguard-demo-*`` directory for the worker's log and data, removed at the end.
+
+    The end of ``--duration`` and a signal remove it; a failure keeps it, and says so,
+    for the worker's log that the error message points to.
+    """
+    path = Path(tempfile.mkdtemp(prefix="lineguard-demo-"))
+    failed = False
+    try:
+        yield path
+    except Exception:
+        failed = True
+        print(f"kept {path} for the worker's log", file=out, flush=True)
+        raise
+    finally:
+        if not failed:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 async def _stop_worker(worker: asyncio.subprocess.Process) -> None:

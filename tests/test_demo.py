@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import io
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -18,7 +21,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.demo import sample_user
+from streams.demo import _workdir, sample_user
 from streams.simulate import Simulator
 
 own_broker = pytest.mark.skipif(
@@ -93,6 +96,9 @@ def test_the_printed_user_is_the_one_the_simulator_sends_first(users: int, seed:
 @own_broker
 def test_the_demo_shows_decisions_live_and_cleans_up(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+    temp = tmp_path / "tmp"  # where the demo's working directory goes
+    temp.mkdir()
+    env["TMPDIR"] = str(temp)
     lines: list[str] = []
     asked: dict[str, tuple[int, dict[str, str]]] = {}
     user: tuple[str, str] | None = None
@@ -137,6 +143,7 @@ def test_the_demo_shows_decisions_live_and_cleans_up(tmp_path: Path) -> None:
     assert "SMALL_LOAN_BURST=" in freezes  # only reasons that happened are shown
     assert "frozen=" in live[-1].split("| users ")[1]
     assert "stopped the worker and the broker" in lines[-1]
+    assert not list(temp.iterdir())  # its working directory is gone, the broker's log too
 
 
 def test_the_readme_gives_the_demos_default_durations() -> None:
@@ -170,6 +177,9 @@ def _printed_pid(lines: list[str], prefix: str) -> int:
 @own_broker
 def test_ctrl_c_stops_everything_in_order_quietly_and_exits_130(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+    temp = tmp_path / "tmp"  # where the demo's working directory goes
+    temp.mkdir()
+    env["TMPDIR"] = str(temp)
     lines: list[str] = []
     children: dict[int, bytes] = {}
     with subprocess.Popen(
@@ -209,3 +219,31 @@ def test_ctrl_c_stops_everything_in_order_quietly_and_exits_130(tmp_path: Path) 
     tail = lines[lines.index("SIGINT: stopping the simulator, the worker and the broker") :]
     assert tail[1].startswith("simulator: records="), output
     assert tail[2:] == ["stopped the worker and the broker"], output
+    assert not list(temp.iterdir())
+
+
+@pytest.mark.parametrize("end", [None, asyncio.CancelledError, KeyboardInterrupt])
+def test_the_working_directory_goes_at_the_end_and_on_a_signal(
+    end: type[BaseException] | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    out = io.StringIO()
+    with contextlib.suppress(BaseException), _workdir(out) as workdir:
+        (workdir / "worker.log").write_text("started\n")
+        if end is not None:
+            raise end
+    assert workdir.name.startswith("lineguard-demo-")
+    assert not list(tmp_path.iterdir())
+    assert out.getvalue() == ""
+
+
+def test_a_failed_demo_keeps_its_working_directory_for_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    out = io.StringIO()
+    with pytest.raises(RuntimeError), _workdir(out) as workdir:
+        (workdir / "worker.log").write_text("crashed\n")
+        raise RuntimeError("the worker exited with 1")
+    assert (workdir / "worker.log").read_text() == "crashed\n"
+    assert out.getvalue() == f"kept {workdir} for the worker's log\n"
