@@ -460,32 +460,43 @@ async def check_policy(self: AppCommand, policy_file: str) -> None:
     print(f"{policy_file}: valid policy, version {policy.version}")
 
 
+_USERS: Final = click.IntRange(min=1)
+_POSITIVE: Final = click.FloatRange(min=0, min_open=True)
+"""``simulate`` and ``demo`` check their numbers with click, before anything starts."""
+
+
 @app.command(
-    option("--users", default=1000, type=int, help="Simulated users."),
-    option("--rate", default=200.0, type=float, help="Records per second."),
-    option("--duration", default=60.0, type=float, help="Seconds to run."),
+    option("--users", default=1000, type=_USERS, help="Simulated users."),
+    option("--rate", default=200.0, type=_POSITIVE, help="Records per second."),
+    option("--duration", default=60.0, type=_POSITIVE, help="Seconds to run."),
     option("--seed", default=1, type=int, help="Seed: the same seed gives the same records."),
 )
 async def simulate(self: AppCommand, users: int, rate: float, duration: float, seed: int) -> None:
     """Produce persona traffic (see streams/simulate.py) to the configured input topics."""
+    from aiokafka.errors import KafkaConnectionError
+
     from streams.preflight import bootstrap_servers, client_options
     from streams.simulate import run_simulation
 
     options = client_options(settings)
     bootstrap = ",".join(bootstrap_servers(settings.broker_url))
-    stats = await run_simulation(
-        bootstrap, users=users, rate=rate, duration=duration, seed=seed,
-        topics=settings.input_topics,
-        progress=lambda s: print(s.summary(), file=sys.stderr, flush=True),
-        producer_options={k: v for k, v in options.items() if k != "bootstrap_servers"},
-    )  # fmt: skip
+    try:
+        stats = await run_simulation(
+            bootstrap, users=users, rate=rate, duration=duration, seed=seed,
+            topics=settings.input_topics,
+            progress=lambda s: print(s.summary(), file=sys.stderr, flush=True),
+            producer_options={k: v for k, v in options.items() if k != "bootstrap_servers"},
+        )  # fmt: skip
+    except KafkaConnectionError as error:
+        _fail(f"cannot reach Kafka at {settings.broker_url}: {error}", code=4)
+        return
     print(stats.summary())
 
 
 @app.command(
-    option("--duration", default=60.0, type=float, help="Seconds to run before stopping."),
-    option("--users", default=1000, type=int, help="Simulated users."),
-    option("--rate", default=200.0, type=float, help="Records per second."),
+    option("--duration", default=60.0, type=_POSITIVE, help="Seconds to run before stopping."),
+    option("--users", default=1000, type=_USERS, help="Simulated users."),
+    option("--rate", default=200.0, type=_POSITIVE, help="Records per second."),
     option("--seed", default=1, type=int, help="Simulator seed."),
 )
 async def demo(self: AppCommand, duration: float, users: int, rate: float, seed: int) -> None:

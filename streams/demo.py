@@ -7,21 +7,26 @@ something fails. The worker runs as a child process, exactly as ``lineguard work
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Final, TextIO
 
+import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.devbroker import TansuBroker, free_port
-from streams.simulate import SimulationStats, run_simulation
+from streams.simulate import SimulationStats, Simulator, run_simulation
 
 Figures = dict[str, dict[tuple[tuple[str, str], ...], float]]
 
@@ -83,63 +88,175 @@ async def _wait_ready(url: str, worker: asyncio.subprocess.Process, log: Path) -
     raise RuntimeError(f"the worker was not ready within 90 s; see {log}")
 
 
+def sample_user(users: int, seed: int) -> str:
+    """The user of the simulator's first record for ``users`` and ``seed``.
+
+    The demo prints it in its ``curl`` line: it is an id the simulator really uses, and the
+    first one it sends, so the worker knows it as soon as the simulation has started.
+    """
+    record = Simulator(users, seed).next_record(datetime.now(UTC))
+    user_id: str = orjson.loads(record.value)["user_id"]
+    return user_id
+
+
+_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""What stops the demo: Ctrl-C, a supervisor, or a closed terminal."""
+_SIMULATOR_STOP_SECONDS: Final = 5.0
+_WORKER_STOP_SECONDS: Final = 10.0
+"""How long the worker gets to stop after SIGTERM before it is killed."""
+
+
 async def run_demo(
     *, duration: float, users: int, rate: float, seed: int, out: TextIO = sys.stdout
 ) -> None:
-    """Run broker, worker and simulator for ``duration`` seconds, printing live figures."""
-    workdir = Path(tempfile.mkdtemp(prefix="lineguard-demo-"))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    token = secrets.token_urlsafe(24)  # /users is closed without one; this run's only
-    with TansuBroker() as broker:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
-        env.update(
-            LINEGUARD_BROKER_URL=broker.url,
-            LINEGUARD_DEV_BROKER="tansu",
-            LINEGUARD_APP_ID="lineguard-demo",
-            LINEGUARD_TOPIC_PARTITIONS="4",
-            LINEGUARD_WEB_PORT=str(port),
-            LINEGUARD_DATADIR=str(workdir / "data"),
-            LINEGUARD_API_TOKEN=token,
-        )
-        log = workdir / "worker.log"
-        log_file = log.open("wb")
-        try:
-            worker = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", "from streams.app import main; main()", "worker",
-                "-l", "info", env=env, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-            )  # fmt: skip
-        finally:
-            log_file.close()
-        try:
-            print(f"broker   {broker.bootstrap} (Tansu, in memory)", file=out)
-            print(f"worker   {base}  (log: {log})", file=out)
-            await _wait_ready(f"{base}/readyz", worker, log)
-            print(f"metrics  {base}/metrics", file=out)
-            print(f"health   {base}/healthz  {base}/readyz", file=out)
-            print(
-                f"a user   curl -H 'Authorization: Bearer {token}' {base}/users/u-0000003",
-                file=out,
+    """Run broker, worker and simulator for ``duration`` seconds, printing live figures.
+
+    The broker and the worker run in sessions of their own, so a terminal's Ctrl-C reaches
+    only the demo, which then stops them in order: the simulator, the worker (SIGTERM, then
+    SIGKILL after 10 s), and the broker last, which the others need until they have stopped.
+
+    Raises:
+        SystemExit: ``128 + signal`` (130 for SIGINT, 143 for SIGTERM) once a signal has
+            stopped everything.
+    """
+    loop = asyncio.get_running_loop()
+    latest: list[SimulationStats] = []
+    body = asyncio.ensure_future(_run(duration, users, rate, seed, latest, out))
+    received: list[signal.Signals] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        if not received:  # a second Ctrl-C does not cut the stopping short
+            received.append(signum)
+            print(f"\n{signum.name}: stopping the simulator, the worker and the broker", file=out)
+            body.cancel()
+
+    for signum in _SIGNALS:  # instead of Faust's, which would cancel the demo at once
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await body
+    except asyncio.CancelledError:
+        if not received:
+            raise
+    finally:
+        if received and latest:
+            print(f"simulator: {latest[-1].summary()}", file=out)
+        print("stopped the worker and the broker", file=out, flush=True)
+    if received:
+        raise SystemExit(128 + received[0])
+
+
+async def _run(
+    duration: float,
+    users: int,
+    rate: float,
+    seed: int,
+    latest: list[SimulationStats],
+    out: TextIO,
+) -> None:
+    with _workdir(out) as workdir:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        token = secrets.token_urlsafe(24)  # /users is closed without one; this run's only
+        user = sample_user(users, seed)
+        with TansuBroker() as broker:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+            env.update(
+                LINEGUARD_BROKER_URL=broker.url,
+                LINEGUARD_DEV_BROKER="tansu",
+                LINEGUARD_APP_ID="lineguard-demo",
+                LINEGUARD_TOPIC_PARTITIONS="4",
+                LINEGUARD_WEB_PORT=str(port),
+                LINEGUARD_DATADIR=str(workdir / "data"),
+                LINEGUARD_API_TOKEN=token,
             )
-            print(
-                f"simulating {users} users at {rate:.0f} records/s for {duration:.0f} s", file=out
-            )
-            await _simulate_and_show(broker.bootstrap, base, duration, users, rate, seed, out)
-        finally:
-            if worker.returncode is None:
-                worker.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(worker.wait(), 20)
-                except TimeoutError:
-                    worker.kill()
-                    await worker.wait()
-            print("stopped the worker and the broker", file=out)
+            log = workdir / "worker.log"
+            log_file = log.open("wb")
+            try:
+                # A session of its own: the terminal's Ctrl-C is the demo's to pass on, in order.
+                worker = await asyncio.create_subprocess_exec(
+                    sys.executable, "-c", "from streams.app import main; main()", "worker",
+                    "-l", "info", env=env, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                )  # fmt: skip
+            finally:
+                log_file.close()
+            # Should the demo die before its own stopping runs, the worker goes with it.
+            atexit.register(_kill, worker)
+            try:
+                assert broker.process is not None  # noqa: S101 - the broker has started
+                print(
+                    f"broker   {broker.bootstrap} (Tansu, in memory, pid {broker.process.pid})",
+                    file=out,
+                )
+                print(f"worker   {base}  (pid {worker.pid}, log: {log})", file=out)
+                await _wait_ready(f"{base}/readyz", worker, log)
+                print(f"metrics  {base}/metrics", file=out)
+                print(f"health   {base}/healthz  {base}/readyz", file=out)
+                print(
+                    f"a user   curl -H 'Authorization: Bearer {token}' {base}/users/{user}",
+                    file=out,
+                )
+                print(
+                    f"simulating {users} users at {rate:.0f} records/s for {duration:.0f} s",
+                    file=out,
+                    flush=True,
+                )
+                await _simulate_and_show(
+                    broker.bootstrap, base, duration, users, rate, seed, latest, out
+                )
+            finally:
+                await _stop_worker(worker)
+                atexit.unregister(_kill)
+
+
+@contextlib.contextmanager
+def _workdir(out: TextIO) -> Iterator[Path]:
+    """A ``lineguard-demo-*`` directory for the worker's log and data, removed at the end.
+
+    The end of ``--duration`` and a signal remove it; a failure keeps it, and says so,
+    for the worker's log that the error message points to.
+    """
+    path = Path(tempfile.mkdtemp(prefix="lineguard-demo-"))
+    failed = False
+    try:
+        yield path
+    except Exception:
+        failed = True
+        print(f"kept {path} for the worker's log", file=out, flush=True)
+        raise
+    finally:
+        if not failed:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+async def _stop_worker(worker: asyncio.subprocess.Process) -> None:
+    """SIGTERM, up to 10 s to exit, then SIGKILL; by its own handle, never its group."""
+    if worker.returncode is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(worker.wait(), _WORKER_STOP_SECONDS)
+        except TimeoutError:
+            worker.kill()
+            await worker.wait()
+
+
+def _kill(worker: asyncio.subprocess.Process) -> None:
+    """The last resort at exit: SIGKILL the worker if nothing has stopped it."""
+    if worker.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGKILL)
 
 
 async def _simulate_and_show(
-    bootstrap: str, base: str, duration: float, users: int, rate: float, seed: int, out: TextIO
+    bootstrap: str,
+    base: str,
+    duration: float,
+    users: int,
+    rate: float,
+    seed: int,
+    latest: list[SimulationStats],
+    out: TextIO,
 ) -> None:
-    latest: list[SimulationStats] = []
     simulation = asyncio.create_task(
         run_simulation(
             bootstrap, users=users, rate=rate, duration=duration, seed=seed,
@@ -161,6 +278,8 @@ async def _simulate_and_show(
         stats = await simulation
         print(f"simulator: {stats.summary()}", file=out)
     finally:
+        # Its producer flushes and stops while the broker still runs; bounded all the same.
         simulation.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await simulation
+        await asyncio.wait({simulation}, timeout=_SIMULATOR_STOP_SECONDS)
+        if simulation.done() and not simulation.cancelled():
+            simulation.exception()  # raised above if it mattered; not logged again at exit

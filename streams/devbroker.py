@@ -75,7 +75,9 @@ class TansuBroker:
     another machine. Its output goes to a temporary file rather than a pipe: a pipe nobody
     reads fills up and blocks the broker. :meth:`stop` ends only the process this object
     started, through its own ``Popen`` handle, and is also registered with :mod:`atexit` so a
-    forgotten broker does not outlive the interpreter.
+    forgotten broker does not outlive the interpreter. The broker runs in a session of its
+    own, so a terminal's Ctrl-C reaches only the program that started it, which stops its
+    clients first and the broker last (a ``with`` block does that on KeyboardInterrupt).
 
     Args:
         storage: Tansu's ``--storage-engine``. The default loses everything on stop, which is
@@ -208,6 +210,10 @@ class TansuBroker:
                 stderr=subprocess.STDOUT,
                 # The broker needs none of lineguard's settings, secrets among them.
                 env={k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")},
+                # Out of the terminal's process group: a Ctrl-C meant for the program that
+                # started it would stop the broker before the clients it serves, which then
+                # fill the terminal with connection errors. stop() (or atexit) ends it.
+                start_new_session=True,
             )
 
     def _wait_listening(self, port: int) -> str:

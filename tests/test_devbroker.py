@@ -6,6 +6,7 @@ and the shim are Tansu's, and the shim must not be exercised against a real Kafk
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,6 +64,16 @@ def test_start_and_stop_leave_no_process() -> None:
     assert process.poll() is not None
     assert not _accepts(port)
     broker.stop()  # a second stop is harmless
+
+
+def test_the_broker_runs_in_a_session_of_its_own() -> None:
+    """A terminal's Ctrl-C reaches its starter, which stops its clients before the broker."""
+    with TansuBroker() as broker:
+        assert broker.process is not None
+        pid = broker.process.pid
+        assert os.getsid(pid) == pid
+        assert os.getpgid(pid) == pid
+        assert os.getsid(pid) != os.getsid(0)
 
 
 def test_the_broker_gets_none_of_lineguards_settings(monkeypatch: pytest.MonkeyPatch) -> None:

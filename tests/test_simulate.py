@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -346,3 +350,58 @@ async def _read_back(bootstrap: str, topics: tuple[str, ...], expected: int) -> 
     finally:
         await consumer.stop()
     return counts
+
+
+LINEGUARD = [sys.executable, "-c", "from streams.app import main; main()"]
+
+
+def _lineguard(*args: str, broker_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+    if broker_url:
+        env["LINEGUARD_BROKER_URL"] = broker_url
+    return subprocess.run(
+        [*LINEGUARD, *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (("simulate", "--rate", "0"), "Invalid value for '--rate': 0.0 is not in the range x>0."),
+        (("simulate", "--users", "0"), "Invalid value for '--users': 0 is not in the range x>=1."),
+        (
+            ("simulate", "--duration", "-5"),
+            "Invalid value for '--duration': -5.0 is not in the range x>0.",
+        ),
+        (
+            ("demo", "--duration", "0"),
+            "Invalid value for '--duration': 0.0 is not in the range x>0.",
+        ),
+        (("demo", "--users", "0"), "Invalid value for '--users': 0 is not in the range x>=1."),
+        (("demo", "--rate", "-1"), "Invalid value for '--rate': -1.0 is not in the range x>0."),
+    ],
+)
+def test_bad_numbers_stop_with_a_usage_message_before_anything_starts(
+    args: tuple[str, ...], problem: str
+) -> None:
+    # An unreachable broker: had the command started, it would fail differently.
+    done = _lineguard(*args, broker_url="kafka://127.0.0.1:1")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("Usage: ")  # click's usage message
+    assert f" {args[0]} [OPTIONS]" in done.stderr.splitlines()[0]
+    assert problem in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_simulate_against_an_unreachable_broker_says_so_in_one_line() -> None:
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"kafka://127.0.0.1:{probe.getsockname()[1]}"
+        done = _lineguard("simulate", "--duration", "2", broker_url=url)
+    assert done.returncode == 4, done.stderr
+    ours = [line for line in done.stderr.splitlines() if line.startswith("lineguard: ")]
+    assert ours == [f"lineguard: cannot reach Kafka at {url}: {ours[0].split(': ', 2)[2]}"]
+    assert "KafkaConnectionError" in ours[0]
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
