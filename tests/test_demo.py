@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -84,6 +85,43 @@ def _stop(demo: subprocess.Popen[str], children: dict[int, bytes]) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+@contextlib.contextmanager
+def _demo(
+    tmp_path: Path, *, duration: int
+) -> Iterator[tuple[subprocess.Popen[str], dict[int, bytes], Path]]:
+    """The demo with 300 users in a session of its own, its children, and its TMPDIR.
+
+    The demo and its children are stopped whatever happens, after 180 s at the latest.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env["TMPDIR"] = str(temp)
+    children: dict[int, bytes] = {}
+    with subprocess.Popen(
+        [sys.executable, "-c", "from streams.app import main; main()", "demo",
+         "--duration", str(duration), "--users", "300"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
+        start_new_session=True,
+    ) as demo:  # fmt: skip
+        watchdog = threading.Timer(180, _stop, [demo, children])
+        watchdog.start()
+        try:
+            yield demo, children, temp
+        finally:
+            watchdog.cancel()
+            _stop(demo, children)
+
+
+def _output(demo: subprocess.Popen[str], children: dict[int, bytes]) -> Iterator[str]:
+    """The demo's lines as they come; its children are noted once it starts simulating."""
+    assert demo.stdout is not None
+    for line in demo.stdout:
+        if line.startswith("simulating "):
+            children.update(_children(demo.pid))
+        yield line.rstrip("\n")
+
+
 @pytest.mark.parametrize(("users", "seed"), [(1000, 1), (300, 1), (5, 2), (1, 9)])
 def test_the_printed_user_is_the_one_the_simulator_sends_first(users: int, seed: int) -> None:
     simulator = Simulator(users, seed)
@@ -95,40 +133,21 @@ def test_the_printed_user_is_the_one_the_simulator_sends_first(users: int, seed:
 @pytest.mark.integration
 @own_broker
 def test_the_demo_shows_decisions_live_and_cleans_up(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
-    temp = tmp_path / "tmp"  # where the demo's working directory goes
-    temp.mkdir()
-    env["TMPDIR"] = str(temp)
     lines: list[str] = []
     asked: dict[str, tuple[int, dict[str, str]]] = {}
     user: tuple[str, str] | None = None
-    children: dict[int, bytes] = {}
-    with subprocess.Popen(
-        [sys.executable, "-c", "from streams.app import main; main()", "demo",
-         "--duration", "20", "--users", "300"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
-        start_new_session=True,
-    ) as demo:  # fmt: skip
-        watchdog = threading.Timer(180, _stop, [demo, children])
-        watchdog.start()
-        try:
-            assert demo.stdout is not None
-            for line in demo.stdout:
-                lines.append(line.rstrip("\n"))
-                if lines[-1].startswith("simulating "):
-                    children.update(_children(demo.pid))
-                printed = USER_LINE.match(lines[-1])
-                if printed:
-                    user = printed[1], printed[2]
-                if user and not asked and sum(line.startswith("[") for line in lines) >= 3:
-                    # The printed command is what a reader copies while the figures run:
-                    # it must let them in and show a user the simulator has sent.
-                    token, url = user
-                    asked = {"with": _status(url, token), "without": _status(url, None)}
-            assert demo.wait(30) == 0, "\n".join(lines)
-        finally:
-            watchdog.cancel()
-            _stop(demo, children)
+    with _demo(tmp_path, duration=20) as (demo, children, temp):
+        for line in _output(demo, children):
+            lines.append(line)
+            printed = USER_LINE.match(line)
+            if printed:
+                user = printed[1], printed[2]
+            if user and not asked and sum(line.startswith("[") for line in lines) >= 3:
+                # The printed command is what a reader copies while the figures run:
+                # it must let them in and show a user the simulator has sent.
+                token, url = user
+                asked = {"with": _status(url, token), "without": _status(url, None)}
+        assert demo.wait(30) == 0, "\n".join(lines)
     assert len(children) == 2, children  # the broker and the worker
     assert not [pid for pid, cmdline in children.items() if _alive(pid, cmdline)]
     assert any(line.startswith("metrics  http://127.0.0.1:") for line in lines)
@@ -176,36 +195,17 @@ def _printed_pid(lines: list[str], prefix: str) -> int:
 @pytest.mark.integration
 @own_broker
 def test_ctrl_c_stops_everything_in_order_quietly_and_exits_130(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
-    temp = tmp_path / "tmp"  # where the demo's working directory goes
-    temp.mkdir()
-    env["TMPDIR"] = str(temp)
     lines: list[str] = []
-    children: dict[int, bytes] = {}
-    with subprocess.Popen(
-        [sys.executable, "-c", "from streams.app import main; main()", "demo",
-         "--duration", "120", "--users", "300"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
-        start_new_session=True,
-    ) as demo:  # fmt: skip
-        watchdog = threading.Timer(180, _stop, [demo, children])
-        watchdog.start()
-        interrupted = 0.0
-        try:
-            assert demo.stdout is not None
-            for line in demo.stdout:
-                lines.append(line.rstrip("\n"))
-                if lines[-1].startswith("simulating "):
-                    children.update(_children(demo.pid))
-                if not interrupted and sum(line.startswith("[") for line in lines) >= 3:
-                    # What a terminal does on Ctrl-C: SIGINT to its foreground group.
-                    os.killpg(demo.pid, signal.SIGINT)
-                    interrupted = time.monotonic()
-            status = demo.wait(30)
-            took = time.monotonic() - interrupted
-        finally:
-            watchdog.cancel()
-            _stop(demo, children)
+    interrupted = 0.0
+    with _demo(tmp_path, duration=120) as (demo, children, temp):
+        for line in _output(demo, children):
+            lines.append(line)
+            if not interrupted and sum(line.startswith("[") for line in lines) >= 3:
+                # What a terminal does on Ctrl-C: SIGINT to its foreground group.
+                os.killpg(demo.pid, signal.SIGINT)
+                interrupted = time.monotonic()
+        status = demo.wait(30)
+        took = time.monotonic() - interrupted
     output = "\n".join(lines)
     assert interrupted, output
     assert status == 130, output
