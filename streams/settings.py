@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.devbroker import TANSU_FAST_JOIN, TANSU_FETCH_MAX_WAIT
@@ -156,6 +156,8 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = None
     kafka_ssl_key_password: SecretStr | None = None
     """The password of an encrypted ``kafka_ssl_keyfile``."""
+    _tls_context: ssl.SSLContext | None = PrivateAttr(None)
+    """Built once, while the settings are checked, and shared by every Kafka client."""
 
     @model_validator(mode="before")
     @classmethod
@@ -242,7 +244,8 @@ class Settings(BaseSettings):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"{PREFIX}{name.upper()}: no such file: {path}")
-        tls_context(self)  # a file it cannot use stops start-up here, naming its variable
+        # A file it cannot use stops start-up here, naming its variable.
+        self._tls_context = _load_tls_context(self)
 
     def _refuse_ignored(self, fields: tuple[str, ...], why: str) -> None:
         """Refuse a setting the protocol ignores; its default is no setting."""
@@ -344,7 +347,14 @@ def unknown_variable(environ: Mapping[str, str], variables: list[str]) -> str | 
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext:
-    """The TLS context of every Kafka client; a file it cannot use names its variable.
+    """The TLS context of every Kafka client, loaded once when the settings were checked."""
+    context = settings._tls_context
+    assert context is not None, "only a protocol with TLS has one"  # noqa: S101
+    return context
+
+
+def _load_tls_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context of the settings' files; a file it cannot use names its variable.
 
     An encrypted key without ``kafka_ssl_key_password`` is refused rather than prompted
     for: OpenSSL would ask on the terminal, and a worker has none to answer on.
