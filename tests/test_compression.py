@@ -8,6 +8,9 @@ the first such batch, again after every restart.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,7 +38,6 @@ from risk.replay import INPUT_TOPICS, InputRecord, parse_records, replay
 
 from builders import application, override, purchase, repayment, verification
 
-pytestmark = pytest.mark.integration
 PARTITIONS = 3
 CODECS = ["gzip", "snappy", "lz4", "zstd"]
 """Every codec Kafka has; the development broker, Tansu 0.6.0, stores and serves each."""
@@ -79,6 +81,8 @@ def scenario() -> list[InputRecord]:
         override("2026-02-10T00:00:00Z", "freeze", user="ops", note="identity check"),
         override("2026-02-20T00:00:00Z", "restore", user="ops", note="identity confirmed"),
         *[application(f"2026-05-0{d}T10:00:00Z", 500_000, user="vel") for d in range(1, 6)],
+        # Three of the five applications that freeze a line within a week, in each test.
+        *[application(f"2026-08-{d}T10:00:00Z", 500_000, user="vel-2") for d in (28, 29, 30)],
         {
             "topic": REPAYMENTS,
             "key": "bad",
@@ -153,6 +157,7 @@ async def stored_codecs(bootstrap: str, topic: str) -> set[int]:
         await consumer.stop()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("codec", CODECS)
 def test_the_worker_applies_every_record_of_compressed_input_batches(
     kafka_bootstrap: str, topics: Topics, start_worker: Callable[..., Worker], codec: str
@@ -181,3 +186,69 @@ def test_the_worker_applies_every_record_of_compressed_input_batches(
     assert letter.value == bad_record(records).value
     assert dict(letter.headers)["dlt.reason"] == b"schema_violation"
     assert worker.process is not None and worker.process.poll() is None, worker.log()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("codec", CODECS)
+def test_producer_compression_compresses_what_the_worker_writes_and_it_is_read_back(
+    kafka_bootstrap: str, topics: Topics, start_worker: Callable[..., Worker], codec: str
+) -> None:
+    records = scenario()
+    asyncio.run(produce_compressed(kafka_bootstrap, topics, records, None))
+    setting = {"LINEGUARD_PRODUCER_COMPRESSION": codec}
+    worker = start_worker(extra_env=setting)
+    worker.wait_ready()
+    wait_for(lambda: worker.metric("lineguard_events_total") >= len(records), 60, "all records")
+    expected = replayed(records)
+    total = sum(map(len, expected.values()))
+    online = asyncio.run(
+        consume_all(kafka_bootstrap, topics.name(LIMIT_TOPIC), expected=total, wait_seconds=30)
+    )
+    assert limit_events_by_partition(online) == expected
+    dlt = asyncio.run(consume_all(kafka_bootstrap, topics.name(REPAYMENTS) + ".dlt", expected=1))
+    (letter,) = [m for messages in dlt.values() for m in messages]
+    assert letter.value == bad_record(records).value
+    changelog = f"{topics.prefix}-users-changelog"
+    for topic in (topics.name(LIMIT_TOPIC), topics.name(REPAYMENTS) + ".dlt", changelog):
+        assert asyncio.run(stored_codecs(kafka_bootstrap, topic)) == {CODEC_IDS[codec]}, topic
+    worker.stop()
+    assert worker.process is not None and worker.process.returncode == 0, worker.log()
+
+    # A new worker recovers the states from the compressed changelog: two more applications
+    # freeze the line only if it knows the three before them.
+    lines = [application(f"2026-09-0{d}T10:00:00Z", 500_000, user="vel-2") for d in (2, 3)]
+    later = list(parse_records([orjson.dumps(line) for line in lines]))
+    asyncio.run(produce_compressed(kafka_bootstrap, topics, later, None))
+    expected = replayed([*records, *later])
+    caused = {d["caused_by"]: d["type"] for docs in expected.values() for d in docs}
+    assert caused[lines[-1]["value"]["event_id"]] == "limit.freeze"
+    successor = start_worker(extra_env=setting)
+    successor.wait_ready()
+    wait_for(lambda: successor.metric("lineguard_events_total") >= 2, 60, "the later records")
+    online = asyncio.run(
+        consume_all(kafka_bootstrap, topics.name(LIMIT_TOPIC), expected=total + 1, wait_seconds=30)
+    )
+    assert limit_events_by_partition(online) == expected
+
+
+def fausts_compression(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The compression type the worker's app gives Faust's producer, with ``env`` set."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+    return subprocess.run(
+        [sys.executable, "-c", "from streams.app import app; print(app.conf.producer_compression_type)"],
+        env={**clean, **env}, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_the_worker_compresses_nothing_unless_told() -> None:
+    done = fausts_compression({})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "None"
+
+
+def test_a_codec_kafka_does_not_have_stops_start_up_naming_the_variable() -> None:
+    done = fausts_compression({"LINEGUARD_PRODUCER_COMPRESSION": "brotli"})
+    assert done.returncode == 2
+    assert "LINEGUARD_PRODUCER_COMPRESSION" in done.stderr
+    assert "'none', 'gzip', 'snappy', 'lz4' or 'zstd'" in done.stderr
+    assert "Traceback" not in done.stderr
