@@ -136,6 +136,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=timeouts["broker_heartbeat_interval"],
         broker_rebalance_timeout=timeouts["broker_rebalance_timeout"],
         producer_linger_ms=round(settings.producer_linger * 1000),
+        producer_compression_type=settings.producer_compression_type(),
         producer_max_request_size=PRODUCER_MAX_REQUEST_SIZE,  # a dead letter is its record and more
         TableManager=PromptTableManager,  # starts the tables without Faust's 1 s sleep
     )
