@@ -15,18 +15,27 @@ or one ``apply_changelog_batch`` call), with exactly the bookkeeping ``_slurp_ch
 does per record (the replaced code is named in each method). It runs synchronously
 between the fetch returning and Faust's own iteration, so a record is applied under the
 same assignment as Faust would have seen.
+
+:class:`CheckedRecovery` drops, before Faust seeks them, the RocksDB partitions whose
+stored offset lies outside their changelog: a data directory from another changelog.
 """
 
 from __future__ import annotations
 
+import shutil
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import suppress
 from time import monotonic
 from typing import Any, Final
 
 import structlog
 from faust.stores import rocksdb as rocksdb_store
 from faust.tables import TableManager
+from faust.tables.recovery import Recovery
 from faust.types import TP
+
+from streams.metrics import STORE_PARTITIONS_DROPPED
 
 log = structlog.get_logger(__name__)
 
@@ -237,14 +246,94 @@ def apply_records(table: Any, tp: TP, records: Sequence[Any]) -> None:
     )
 
 
+def changelog_mismatch(applied: int | None, earliest: int | None, end: int | None) -> str | None:
+    """Why a store cannot resume from its stored offset in this changelog partition, or None.
+
+    ``applied`` is the offset of the last record the store applied (Faust's persisted
+    offset; None or -1: none), ``earliest`` and ``end`` the partition's first offset and the
+    one after its last, as the broker gives them (None: unknown). The store can resume from
+    ``applied + 1`` only if the changelog holds that offset or ends just before it, as Kafka
+    Streams requires of its checkpoints: at or past the end, the store applied records the
+    changelog never had; before the earliest, it missed records the changelog no longer has.
+    """
+    if applied is None or applied < 0 or end is None:
+        return None
+    if applied >= end:
+        return "ahead_of_changelog"
+    if earliest is not None and applied + 1 < earliest:
+        return "behind_changelog_start"
+    return None
+
+
+class CheckedRecovery(Recovery):
+    """Faust's table recovery, which first drops each RocksDB partition its changelog rejects.
+
+    Faust resumes a partition from the offset its RocksDB store persisted. A data directory
+    kept across a new cluster or a re-created changelog topic holds offsets of another
+    changelog: past the new one's end, Faust's own check stopped the recovery with
+    ``ConsistencyError`` and the worker exited, again at every restart; before its earliest
+    offset, the recovery went on from there and the store kept states the changelog lost.
+    As Kafka Streams does with a checkpoint out of the changelog's range, such a partition's
+    store is dropped and rebuilt from the whole changelog (:func:`changelog_mismatch`).
+    """
+
+    async def _build_offsets(
+        self, consumer: Any, tps: set[TP], destination: Counter[TP], title: str
+    ) -> None:
+        """``Recovery._build_offsets``, after dropping the stores the changelog rejects.
+
+        Faust calls it for the active and the standby partitions, before it seeks them.
+        """
+        tables: Mapping[TP, Any] = self.tp_to_table
+        stored = {
+            tp: applied
+            for tp in tps
+            if isinstance(tables[tp].data, rocksdb_store.Store)
+            and (applied := destination.get(tp)) is not None
+            and applied >= 0
+        }
+        if stored:
+            earliest = await consumer.earliest_offsets(*stored)
+            ends = await consumer.highwaters(*stored)
+            for tp, applied in stored.items():
+                reason = changelog_mismatch(applied, earliest.get(tp), ends.get(tp))
+                if reason is not None:
+                    drop_partition(tables[tp].data, tp.partition)
+                    destination[tp] = -1  # nothing applied: Faust reads from the earliest offset
+                    STORE_PARTITIONS_DROPPED.inc()
+                    log.warning(
+                        "changelog_store_dropped", topic=tp.topic, partition=tp.partition,
+                        reason=reason, stored_offset=applied, earliest_offset=earliest.get(tp),
+                        end_offset=ends.get(tp),
+                    )  # fmt: skip
+        await super()._build_offsets(consumer, tps, destination, title)
+
+
+def drop_partition(store: rocksdb_store.Store, partition: int) -> None:
+    """Close and delete one partition's database; the store opens an empty one when next used."""
+    db = store._dbs.pop(partition, None)
+    if db is not None:
+        db.close()
+    store._key_index.clear()  # it may send a key to the dropped partition's database
+    with suppress(FileNotFoundError):
+        shutil.rmtree(store.partition_path(partition))
+
+
 class PromptTableManager(TableManager):
     """Faust's table manager, without the second it sleeps before starting the tables.
 
     Nothing waits on that sleep: the conductor subscribes only once the agents have started
     and this manager has registered the tables (``wait_until_tables_registered``), and
     lineguard declares its one table at import. Every worker start, and so every recovery,
-    took a second longer for it.
+    took a second longer for it. Its recovery is a :class:`CheckedRecovery`.
     """
+
+    @property
+    def recovery(self) -> Recovery:
+        """The recovery service, a :class:`CheckedRecovery`."""
+        if self._recovery is None:
+            self._recovery = CheckedRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
 
     async def on_start(self) -> None:
         """``TableManager.on_start`` less its ``await self.sleep(1.0)``."""
