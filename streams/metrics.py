@@ -94,7 +94,7 @@ RECOVERY_IN_PROGRESS = Gauge(
 STORE_PARTITIONS_DROPPED = Counter(
     "lineguard_store_partitions_dropped",
     "RocksDB table partitions dropped at a recovery and rebuilt from the whole changelog,"
-    " because their stored offset lay outside it (a data directory from another changelog).",
+    " because their store was not from it (a data directory from another changelog).",
     registry=REGISTRY,
 )
 BUILD_INFO = Info(

@@ -17,7 +17,7 @@ between the fetch returning and Faust's own iteration, so a record is applied un
 same assignment as Faust would have seen.
 
 :class:`CheckedRecovery` drops, before Faust seeks them, the RocksDB partitions whose
-stored offset lies outside their changelog: a data directory from another changelog.
+store is not from their changelog: a data directory from another changelog.
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ from time import monotonic
 from typing import Any, Final
 
 import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from faust.stores import rocksdb as rocksdb_store
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth, server_list
 from faust.types import TP
 
 from streams.metrics import STORE_PARTITIONS_DROPPED
@@ -272,10 +275,18 @@ class CheckedRecovery(Recovery):
     kept across a new cluster or a re-created changelog topic holds offsets of another
     changelog: past the new one's end, Faust's own check stopped the recovery with
     ``ConsistencyError`` and the worker exited, again at every restart; before its earliest
-    offset, the recovery went on from there and the store kept states the changelog lost.
-    As Kafka Streams does with a checkpoint out of the changelog's range, such a partition's
-    store is dropped and rebuilt from the whole changelog (:func:`changelog_mismatch`).
+    offset, the recovery went on from there and the store kept states the changelog lost;
+    within it (a new changelog another worker had written further), the worker skipped the
+    records before it and served the old states. As Kafka Streams does with a checkpoint
+    out of the changelog's range (:func:`changelog_mismatch`), or when the store does not
+    hold the changelog's last writes up to its offset (:func:`holds`), such a partition's
+    store is dropped and rebuilt from the whole changelog.
     """
+
+    def __init__(self, app: Any, tables: Any, **kwargs: Any) -> None:
+        super().__init__(app, tables, **kwargs)
+        self._compared: set[TP] = set()
+        """Partitions this process has recovered once: their store is compared only then."""
 
     async def _build_offsets(
         self, consumer: Any, tps: set[TP], destination: Counter[TP], title: str
@@ -283,6 +294,11 @@ class CheckedRecovery(Recovery):
         """``Recovery._build_offsets``, after dropping the stores the changelog rejects.
 
         Faust calls it for the active and the standby partitions, before it seeks them.
+        A partition's first recovery in this process also compares the changelog's last
+        records up to the stored offset with the store: a new changelog already longer than
+        the old one has offsets the store could resume from, but other records. Only the
+        first: from then on the worker writes the store itself, and a batch it writes while
+        a rebalance starts could make the store newer than the offset Faust read.
         """
         tables: Mapping[TP, Any] = self.tp_to_table
         stored = {
@@ -292,21 +308,95 @@ class CheckedRecovery(Recovery):
             and (applied := destination.get(tp)) is not None
             and applied >= 0
         }
-        if stored:
-            earliest = await consumer.earliest_offsets(*stored)
-            ends = await consumer.highwaters(*stored)
-            for tp, applied in stored.items():
-                reason = changelog_mismatch(applied, earliest.get(tp), ends.get(tp))
-                if reason is not None:
-                    drop_partition(tables[tp].data, tp.partition)
-                    destination[tp] = -1  # nothing applied: Faust reads from the earliest offset
-                    STORE_PARTITIONS_DROPPED.inc()
-                    log.warning(
-                        "changelog_store_dropped", topic=tp.topic, partition=tp.partition,
-                        reason=reason, stored_offset=applied, earliest_offset=earliest.get(tp),
-                        end_offset=ends.get(tp),
-                    )  # fmt: skip
+        if not stored:
+            await super()._build_offsets(consumer, tps, destination, title)
+            return
+        earliest = await consumer.earliest_offsets(*stored)
+        ends = await consumer.highwaters(*stored)
+        reasons = {
+            tp: changelog_mismatch(applied, earliest.get(tp), ends.get(tp))
+            for tp, applied in stored.items()
+        }
+        unread = {
+            tp: (max(stored[tp] - _COMPARED_RECORDS + 1, earliest.get(tp) or 0), stored[tp])
+            for tp, reason in reasons.items()
+            if reason is None and tp not in self._compared
+        }
+        for tp, records in (await self.records_at(unread)).items():
+            if not holds(tables[tp].data, tp, records):
+                reasons[tp] = "other_changelog"
+        self._compared.update(tps)
+        for tp, reason in reasons.items():
+            if reason is not None:
+                drop_partition(tables[tp].data, tp.partition)
+                destination[tp] = -1  # nothing applied: Faust reads from the earliest offset
+                STORE_PARTITIONS_DROPPED.inc()
+                log.warning(
+                    "changelog_store_dropped", topic=tp.topic, partition=tp.partition,
+                    reason=reason, stored_offset=stored[tp], earliest_offset=earliest.get(tp),
+                    end_offset=ends.get(tp),
+                )  # fmt: skip
         await super()._build_offsets(consumer, tps, destination, title)
+
+    async def records_at(self, spans: Mapping[TP, tuple[int, int]]) -> dict[TP, list[Any]]:
+        """The changelog records each partition holds from the first to the last offset given.
+
+        Read by a consumer of its own, from the worker's broker with its credentials:
+        Faust's consumer has these partitions assigned, and a seek of it would move its
+        recovery. A partition whose fetches do not reach its last offset within a few
+        seconds gets what came, and all get what came if the reads fail (then the stores
+        are trusted, as Faust trusts them).
+        """
+        found: dict[TP, list[Any]] = {tp: [] for tp in spans}
+        if not spans:
+            return found
+        conf = self.app.conf
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=server_list(conf.broker, 9092), group_id=None,
+            enable_auto_commit=False,
+            **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context),
+        )  # fmt: skip
+        try:
+            await reader.start()
+            reading = {TopicPartition(tp.topic, tp.partition): tp for tp in spans}
+            reader.assign(list(reading))
+            for partition, tp in reading.items():
+                reader.seek(partition, spans[tp][0])
+            for _ in range(_READ_ATTEMPTS):  # bounded: a partition may bring nothing
+                for partition, records in (await reader.getmany(timeout_ms=_READ_WAIT_MS)).items():
+                    tp = reading[partition]
+                    last = spans[tp][1]
+                    found[tp] += (record for record in records if record.offset <= last)
+                    if records and records[-1].offset >= last:
+                        reader.pause(partition)
+                if len(reader.paused()) == len(reading):
+                    break
+        except KafkaError as error:
+            log.warning("changelog_not_compared", partitions=len(spans), error=repr(error))
+        finally:
+            await reader.stop()
+        return found
+
+
+_COMPARED_RECORDS: Final = 32
+"""The changelog records up to a store's offset that :class:`CheckedRecovery` compares."""
+_READ_ATTEMPTS: Final = 10
+_READ_WAIT_MS: Final = 500
+""":meth:`CheckedRecovery.records_at` fetches at most this many times, each waiting this
+long: records the broker has come in the first fetch or two."""
+
+
+def holds(store: rocksdb_store.Store, tp: TP, records: Sequence[Any]) -> bool:
+    """Whether the partition's store holds, for each key, its last write in these records.
+
+    It must, for the records up to the last one it applied: the worker writes the store
+    only with records the changelog has acknowledged, in log order, and persists the last
+    offset with them. (Compaction keeps only a key's last record, which is the one to
+    compare.) Records of another changelog hold other states, or delete keys it has.
+    """
+    last = {record.key: record.value for record in records}
+    db = store._db_for_partition(tp.partition)
+    return all(db.get(key) == value for key, value in last.items())
 
 
 def drop_partition(store: rocksdb_store.Store, partition: int) -> None:
