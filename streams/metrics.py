@@ -91,6 +91,12 @@ RECOVERY_IN_PROGRESS = Gauge(
     "1 while the worker rebalances or recovers its table from the changelog, else 0.",
     registry=REGISTRY,
 )
+STORE_PARTITIONS_DROPPED = Counter(
+    "lineguard_store_partitions_dropped",
+    "RocksDB table partitions dropped at a recovery and rebuilt from the whole changelog,"
+    " because their store was not from it (a data directory from another changelog).",
+    registry=REGISTRY,
+)
 BUILD_INFO = Info(
     "lineguard_build", "Version of the running lineguard and its policy.", registry=REGISTRY
 )

@@ -15,18 +15,30 @@ or one ``apply_changelog_batch`` call), with exactly the bookkeeping ``_slurp_ch
 does per record (the replaced code is named in each method). It runs synchronously
 between the fetch returning and Faust's own iteration, so a record is applied under the
 same assignment as Faust would have seen.
+
+:class:`CheckedRecovery` drops, before Faust seeks them, the RocksDB partitions whose
+store is not from their changelog: a data directory from another changelog.
 """
 
 from __future__ import annotations
 
+import shutil
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import suppress
 from time import monotonic
 from typing import Any, Final
 
 import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from faust.stores import rocksdb as rocksdb_store
 from faust.tables import TableManager
+from faust.tables.recovery import Recovery
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth, server_list
 from faust.types import TP
+
+from streams.metrics import STORE_PARTITIONS_DROPPED
 
 log = structlog.get_logger(__name__)
 
@@ -237,14 +249,181 @@ def apply_records(table: Any, tp: TP, records: Sequence[Any]) -> None:
     )
 
 
+def changelog_mismatch(applied: int | None, earliest: int | None, end: int | None) -> str | None:
+    """Why a store cannot resume from its stored offset in this changelog partition, or None.
+
+    ``applied`` is the offset of the last record the store applied (Faust's persisted
+    offset; None or -1: none), ``earliest`` and ``end`` the partition's first offset and the
+    one after its last, as the broker gives them (None: unknown). The store can resume from
+    ``applied + 1`` only if the changelog holds that offset or ends just before it, as Kafka
+    Streams requires of its checkpoints: at or past the end, the store applied records the
+    changelog never had; before the earliest, it missed records the changelog no longer has.
+    """
+    if applied is None or applied < 0 or end is None:
+        return None
+    if applied >= end:
+        return "ahead_of_changelog"
+    if earliest is not None and applied + 1 < earliest:
+        return "behind_changelog_start"
+    return None
+
+
+class CheckedRecovery(Recovery):
+    """Faust's table recovery, which first drops each RocksDB partition its changelog rejects.
+
+    Faust resumes a partition from the offset its RocksDB store persisted. A data directory
+    kept across a new cluster or a re-created changelog topic holds offsets of another
+    changelog: past the new one's end, Faust's own check stopped the recovery with
+    ``ConsistencyError`` and the worker exited, again at every restart; before its earliest
+    offset, the recovery went on from there and the store kept states the changelog lost;
+    within it (a new changelog another worker had written further), the worker skipped the
+    records before it and served the old states. As Kafka Streams does with a checkpoint
+    out of the changelog's range (:func:`changelog_mismatch`), or when the store does not
+    hold the changelog's last writes up to its offset (:func:`holds`), such a partition's
+    store is dropped and rebuilt from the whole changelog.
+    """
+
+    def __init__(self, app: Any, tables: Any, **kwargs: Any) -> None:
+        super().__init__(app, tables, **kwargs)
+        self._compared: set[TP] = set()
+        """Partitions this process has recovered once: their store is compared only then."""
+
+    async def _build_offsets(
+        self, consumer: Any, tps: set[TP], destination: Counter[TP], title: str
+    ) -> None:
+        """``Recovery._build_offsets``, after dropping the stores the changelog rejects.
+
+        Faust calls it for the active and the standby partitions, before it seeks them.
+        A partition's first recovery in this process also compares the changelog's last
+        records up to the stored offset with the store: a new changelog already longer than
+        the old one has offsets the store could resume from, but other records. Only the
+        first: from then on the worker writes the store itself, and a batch it writes while
+        a rebalance starts could make the store newer than the offset Faust read.
+        """
+        tables: Mapping[TP, Any] = self.tp_to_table
+        stored = {
+            tp: applied
+            for tp in tps
+            if isinstance(tables[tp].data, rocksdb_store.Store)
+            and (applied := destination.get(tp)) is not None
+            and applied >= 0
+        }
+        if not stored:
+            await super()._build_offsets(consumer, tps, destination, title)
+            return
+        earliest = await consumer.earliest_offsets(*stored)
+        ends = await consumer.highwaters(*stored)
+        reasons = {
+            tp: changelog_mismatch(applied, earliest.get(tp), ends.get(tp))
+            for tp, applied in stored.items()
+        }
+        unread = {
+            tp: (max(stored[tp] - _COMPARED_RECORDS + 1, earliest.get(tp) or 0), stored[tp])
+            for tp, reason in reasons.items()
+            if reason is None and tp not in self._compared
+        }
+        for tp, records in (await self.records_at(unread)).items():
+            if not holds(tables[tp].data, tp, records):
+                reasons[tp] = "other_changelog"
+        self._compared.update(tps)
+        for tp, reason in reasons.items():
+            if reason is not None:
+                drop_partition(tables[tp].data, tp.partition)
+                destination[tp] = -1  # nothing applied: Faust reads from the earliest offset
+                STORE_PARTITIONS_DROPPED.inc()
+                log.warning(
+                    "changelog_store_dropped", topic=tp.topic, partition=tp.partition,
+                    reason=reason, stored_offset=stored[tp], earliest_offset=earliest.get(tp),
+                    end_offset=ends.get(tp),
+                )  # fmt: skip
+        await super()._build_offsets(consumer, tps, destination, title)
+
+    async def records_at(self, spans: Mapping[TP, tuple[int, int]]) -> dict[TP, list[Any]]:
+        """The changelog records each partition holds from the first to the last offset given.
+
+        Read by a consumer of its own, from the worker's broker with its credentials:
+        Faust's consumer has these partitions assigned, and a seek of it would move its
+        recovery. A partition whose fetches do not reach its last offset within a few
+        seconds gets what came, and all get what came if the reads fail (then the stores
+        are trusted, as Faust trusts them).
+        """
+        found: dict[TP, list[Any]] = {tp: [] for tp in spans}
+        if not spans:
+            return found
+        conf = self.app.conf
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=server_list(conf.broker, 9092), group_id=None,
+            enable_auto_commit=False,
+            **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context),
+        )  # fmt: skip
+        try:
+            await reader.start()
+            reading = {TopicPartition(tp.topic, tp.partition): tp for tp in spans}
+            reader.assign(list(reading))
+            for partition, tp in reading.items():
+                reader.seek(partition, spans[tp][0])
+            for _ in range(_READ_ATTEMPTS):  # bounded: a partition may bring nothing
+                for partition, records in (await reader.getmany(timeout_ms=_READ_WAIT_MS)).items():
+                    tp = reading[partition]
+                    last = spans[tp][1]
+                    found[tp] += (record for record in records if record.offset <= last)
+                    if records and records[-1].offset >= last:
+                        reader.pause(partition)
+                if len(reader.paused()) == len(reading):
+                    break
+        except KafkaError as error:
+            log.warning("changelog_not_compared", partitions=len(spans), error=repr(error))
+        finally:
+            await reader.stop()
+        return found
+
+
+_COMPARED_RECORDS: Final = 32
+"""The changelog records up to a store's offset that :class:`CheckedRecovery` compares."""
+_READ_ATTEMPTS: Final = 10
+_READ_WAIT_MS: Final = 500
+""":meth:`CheckedRecovery.records_at` fetches at most this many times, each waiting this
+long: records the broker has come in the first fetch or two."""
+
+
+def holds(store: rocksdb_store.Store, tp: TP, records: Sequence[Any]) -> bool:
+    """Whether the partition's store holds, for each key, its last write in these records.
+
+    It must, for the records up to the last one it applied: the worker writes the store
+    only with records the changelog has acknowledged, in log order, and persists the last
+    offset with them. (Compaction keeps only a key's last record, which is the one to
+    compare.) Records of another changelog hold other states, or delete keys it has.
+    """
+    last = {record.key: record.value for record in records}
+    db = store._db_for_partition(tp.partition)
+    return all(db.get(key) == value for key, value in last.items())
+
+
+def drop_partition(store: rocksdb_store.Store, partition: int) -> None:
+    """Close and delete one partition's database; the store opens an empty one when next used."""
+    db = store._dbs.pop(partition, None)
+    if db is not None:
+        db.close()
+    store._key_index.clear()  # it may send a key to the dropped partition's database
+    with suppress(FileNotFoundError):
+        shutil.rmtree(store.partition_path(partition))
+
+
 class PromptTableManager(TableManager):
     """Faust's table manager, without the second it sleeps before starting the tables.
 
     Nothing waits on that sleep: the conductor subscribes only once the agents have started
     and this manager has registered the tables (``wait_until_tables_registered``), and
     lineguard declares its one table at import. Every worker start, and so every recovery,
-    took a second longer for it.
+    took a second longer for it. Its recovery is a :class:`CheckedRecovery`.
     """
+
+    @property
+    def recovery(self) -> Recovery:
+        """The recovery service, a :class:`CheckedRecovery`."""
+        if self._recovery is None:
+            self._recovery = CheckedRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
 
     async def on_start(self) -> None:
         """``TableManager.on_start`` less its ``await self.sleep(1.0)``."""
