@@ -168,6 +168,8 @@ _TOO_DEEP: Final = Rejection(
 )
 """msgspec raises RecursionError past the interpreter's limit (about 1,000 levels)."""
 _DEFAULT_FIRST_DUE: Final = 30 * DAY
+_JSON_WHITESPACE: Final = b" \t\r\n"
+_UTF8_BOM: Final = b"\xef\xbb\xbf"
 
 
 def decode(
@@ -194,7 +196,7 @@ def decode(
     except msgspec.ValidationError as error:
         return _invalid_json(value) or Rejection(Reason.SCHEMA_VIOLATION, str(error))
     except msgspec.DecodeError as error:
-        return Rejection(Reason.INVALID_JSON, str(error))
+        return _malformed(value, str(error))
     except RecursionError:
         return _TOO_DEEP
     at = parse_timestamp(wire.occurred_at)
@@ -240,7 +242,41 @@ def _invalid_json(value: bytes) -> Rejection | None:
     try:
         _any_json.decode(value)
     except msgspec.DecodeError as error:
-        return Rejection(Reason.INVALID_JSON, str(error))
+        return _malformed(value, str(error))
     except RecursionError:
         return _TOO_DEEP
     return None
+
+
+def _malformed(value: bytes, error: str) -> Rejection:
+    """An ``invalid_json`` rejection that names the producer's mistake where msgspec's does not.
+
+    msgspec says where its parse stopped: "Input data was truncated" for an empty value,
+    "invalid character (byte 0)" for a byte order mark, "trailing characters" for the NUL
+    that ends a C string. Each of these is a common producer bug with one fix to name.
+    """
+    if not value.strip(_JSON_WHITESPACE):
+        what = "is empty (0 bytes)" if not value else "holds only whitespace"
+        return Rejection(Reason.INVALID_JSON, f"the value {what}; it must be a JSON object")
+    if value.startswith(_UTF8_BOM):
+        return Rejection(
+            Reason.INVALID_JSON,
+            "the value starts with a UTF-8 byte order mark (EF BB BF); send the JSON without it",
+        )
+    text = value.rstrip(b"\x00")
+    if len(text) < len(value) and _parses(text):
+        return Rejection(
+            Reason.INVALID_JSON,
+            f"a NUL byte follows the JSON at byte {len(text)} (a C string's terminator?);"
+            " send only the JSON text",
+        )
+    return Rejection(Reason.INVALID_JSON, error)
+
+
+def _parses(value: bytes) -> bool:
+    """Whether ``value`` is one JSON text."""
+    try:
+        _any_json.decode(value)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    return True

@@ -49,7 +49,7 @@ def _only_dead_letter(lines: list[dict[str, Any]]) -> dict[str, Any]:
             '{"amount": 1.5, ',
             "truncated",
         ),  # a type error before the syntax error is still invalid JSON
-        ("", "truncated"),
+        ("", "the value is empty"),
         ('{"a": NaN}', "malformed"),
         ('{"event_id": "\\ud800"}', ""),
     ],
