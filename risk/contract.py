@@ -8,6 +8,7 @@ checks that need time or state (``in_future``, duplicates, ``too_late``) are in
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 
@@ -170,6 +171,10 @@ _TOO_DEEP: Final = Rejection(
 _DEFAULT_FIRST_DUE: Final = 30 * DAY
 _JSON_WHITESPACE: Final = b" \t\r\n"
 _UTF8_BOM: Final = b"\xef\xbb\xbf"
+_ESCAPE: Final = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+"""One escape in a JSON string; scanning from the start pairs each backslash with its escape."""
+_STOPPED_AT: Final = re.compile(r"\(byte ([0-9]+)\)$")
+"""Where msgspec's parse stopped, when its message says; a problem before that came first."""
 
 
 def decode(
@@ -251,9 +256,10 @@ def _invalid_json(value: bytes) -> Rejection | None:
 def _malformed(value: bytes, error: str) -> Rejection:
     """An ``invalid_json`` rejection that names the producer's mistake where msgspec's does not.
 
-    msgspec says where its parse stopped: "Input data was truncated" for an empty value,
-    "invalid character (byte 0)" for a byte order mark, "trailing characters" for the NUL
-    that ends a C string. Each of these is a common producer bug with one fix to name.
+    msgspec says where its parse stopped: "Input data was truncated" for an empty value
+    and for a lone surrogate escape near the end, "invalid character (byte 0)" for a byte
+    order mark, "trailing characters" for the NUL that ends a C string. Each of these is a
+    common producer bug with one fix to name.
     """
     if not value.strip(_JSON_WHITESPACE):
         what = "is empty (0 bytes)" if not value else "holds only whitespace"
@@ -263,6 +269,14 @@ def _malformed(value: bytes, error: str) -> Rejection:
             Reason.INVALID_JSON,
             "the value starts with a UTF-8 byte order mark (EF BB BF); send the JSON without it",
         )
+    lone = _lone_surrogate(value)
+    stopped = _STOPPED_AT.search(error)
+    if lone is not None and (stopped is None or int(stopped[1]) >= lone[0]):
+        return Rejection(
+            Reason.INVALID_JSON,
+            f"a lone UTF-16 surrogate escape {lone[1]} at byte {lone[0]}: strings must be"
+            " valid Unicode, in an unknown field too",
+        )
     text = value.rstrip(b"\x00")
     if len(text) < len(value) and _parses(text):
         return Rejection(
@@ -271,6 +285,29 @@ def _malformed(value: bytes, error: str) -> Rejection:
             " send only the JSON text",
         )
     return Rejection(Reason.INVALID_JSON, error)
+
+
+def _lone_surrogate(value: bytes) -> tuple[int, str] | None:
+    r"""The byte offset and text of the first ``\uXXXX`` escape that is half a surrogate pair.
+
+    JSON's grammar allows one (JavaScript's ``JSON.stringify`` writes it for a string cut
+    inside a pair), but it stands for no Unicode character, so no UTF-8 text can hold it.
+    """
+    if b"\\u" not in value:
+        return None
+    high: re.Match[bytes] | None = None
+    for escape in _ESCAPE.finditer(value):
+        code = int(escape[1], 16) if escape[1] else None
+        if high is not None:
+            if code is not None and 0xDC00 <= code <= 0xDFFF and escape.start() == high.end():
+                high = None
+                continue
+            break
+        if code is not None and 0xD800 <= code <= 0xDBFF:
+            high = escape
+        elif code is not None and 0xDC00 <= code <= 0xDFFF:
+            return escape.start(), escape[0].decode()
+    return None if high is None else (high.start(), high[0].decode())
 
 
 def _parses(value: bytes) -> bool:

@@ -51,7 +51,7 @@ def _only_dead_letter(lines: list[dict[str, Any]]) -> dict[str, Any]:
         ),  # a type error before the syntax error is still invalid JSON
         ("", "the value is empty"),
         ('{"a": NaN}', "malformed"),
-        ('{"event_id": "\\ud800"}', ""),
+        ('{"event_id": "\\ud800"}', "lone UTF-16 surrogate escape \\ud800 at byte 14"),
     ],
 )
 def test_invalid_json(value: str, error_part: str) -> None:
