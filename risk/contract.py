@@ -9,6 +9,7 @@ checks that need time or state (``in_future``, duplicates, ``too_late``) are in
 from __future__ import annotations
 
 import re
+import unicodedata
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 
@@ -164,6 +165,7 @@ _DECODERS: Final = (
     msgspec.json.Decoder(_LimitOverrideWire),
 )
 _any_json: Final = msgspec.json.Decoder()
+_json_str: Final = msgspec.json.Decoder(str)
 _TOO_DEEP: Final = Rejection(
     Reason.INVALID_JSON, "JSON nested deeper than the decoder's recursion limit"
 )
@@ -171,6 +173,8 @@ _TOO_DEEP: Final = Rejection(
 _DEFAULT_FIRST_DUE: Final = 30 * DAY
 _JSON_WHITESPACE: Final = b" \t\r\n"
 _UTF8_BOM: Final = b"\xef\xbb\xbf"
+_PADDING: Final = " \t\r\n\x00"
+"""What producers leave around a key: a line's newline, a C string's NUL, stray spaces."""
 _ESCAPE: Final = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
 """One escape in a JSON string; scanning from the start pairs each backslash with its escape."""
 _STOPPED_AT: Final = re.compile(r"\(byte ([0-9]+)\)$")
@@ -238,8 +242,54 @@ def decode(
     if key is None:
         return Rejection(Reason.KEY_MISMATCH, "the record has no key; it must be the user_id")
     if key != event.user_id.encode():
-        return Rejection(Reason.KEY_MISMATCH, "the record key is not the event's user_id")
+        return Rejection(Reason.KEY_MISMATCH, _how_the_key_differs(key, event.user_id))
     return event
+
+
+def _how_the_key_differs(key: bytes, user_id: str) -> str:
+    """Say how a record key differs from ``user_id``, for the producer to fix; quote neither.
+
+    Tools print a key and a ``user_id`` that differ by a newline, a quote, the charset or
+    the Unicode normal form alike, so "not the user_id" alone leaves the producer guessing.
+    """
+    if not key:
+        return "the record key is empty; it must be the user_id as UTF-8"
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return (
+            f"the record key is not UTF-8 ({error.reason} at byte {error.start});"
+            " it must be the user_id as UTF-8"
+        )
+    start = text.find(user_id)
+    if start >= 0 and not text.replace(user_id, "", 1).strip(_PADDING):
+        before, after = text[:start], text[start + len(user_id) :]
+        padding = " and ".join(
+            f"{where} by {extra!r}"
+            if len(extra) <= 4
+            else f"{where} by {len(extra)} whitespace or NUL characters"
+            for where, extra in (("preceded", before), ("followed", after))
+            if extra
+        )
+        return f"the record key is the user_id {padding}; send the user_id alone"
+    if len(text) >= 2 and text[0] == text[-1] == '"' and _json_string(key) == user_id:
+        return "the record key is the user_id as a JSON string, in quotes; send it bare"
+    if unicodedata.normalize("NFC", text) == unicodedata.normalize("NFC", user_id):
+        return (
+            "the record key is the user_id in another Unicode normal form (NFC or NFD);"
+            " send the user_id's own UTF-8 bytes"
+        )
+    if text.casefold() == user_id.casefold():
+        return "the record key differs from the user_id in letter case only"
+    return "the record key is not the event's user_id"
+
+
+def _json_string(value: bytes) -> str | None:
+    """The string a JSON string token holds, or None if ``value`` is not one."""
+    try:
+        return _json_str.decode(value)
+    except msgspec.DecodeError:  # a ValidationError is a DecodeError too
+        return None
 
 
 def _invalid_json(value: bytes) -> Rejection | None:

@@ -139,7 +139,8 @@ def test_key_mismatch(key: str | None) -> None:
 
 def test_a_non_utf8_key_is_a_key_mismatch() -> None:
     assert decode(1, b"\xff", orjson.dumps(GOOD), 65536) == Rejection(
-        Reason.KEY_MISMATCH, "the record key is not the event's user_id"
+        Reason.KEY_MISMATCH,
+        "the record key is not UTF-8 (invalid start byte at byte 0); it must be the user_id as UTF-8",
     )
 
 

@@ -2,13 +2,15 @@
 
 A dead letter's ``dlt.error`` is all a producer's team sees of lineguard. For the mistakes
 other languages' writers make (a .NET or Java byte order mark, a C string's NUL, a
-serializer that sends nothing, JavaScript's lone surrogate escape), it must name the
-mistake, not where msgspec stopped.
+serializer that sends nothing, JavaScript's lone surrogate escape, a key in another charset,
+quoted or with a newline), it must name the mistake, not where msgspec stopped or only that
+the key is not the user id.
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -114,3 +116,87 @@ def test_the_contract_documents_say_a_lone_surrogate_is_rejected() -> None:
     assert "lone UTF-16 surrogate" in (root / "schemas" / "README.md").read_text("utf-8")
     for topic, validator in VALIDATORS.items():
         assert "lone UTF-16 surrogate" in validator.schema["description"], topic
+
+
+def _value(user_id: str) -> bytes:
+    return GOOD.replace(b'"u-1"', json.dumps(user_id, ensure_ascii=False).encode())
+
+
+_CHINESE = "用户-1"
+_NFC = "u-\u00e9"
+
+
+@pytest.mark.parametrize(
+    ("user_id", "key", "error"),
+    [
+        ("u-1", b"", "the record key is empty; it must be the user_id as UTF-8"),
+        (  # a Java producer's String.getBytes() on a Windows host in China
+            _CHINESE,
+            _CHINESE.encode("gbk"),
+            "the record key is not UTF-8 (invalid continuation byte at byte 0);"
+            " it must be the user_id as UTF-8",
+        ),
+        (
+            "u-1",
+            b"u-1\n",
+            "the record key is the user_id followed by '\\n'; send the user_id alone",
+        ),
+        (
+            "u-1",
+            b"u-1\x00",
+            "the record key is the user_id followed by '\\x00'; send the user_id alone",
+        ),
+        (
+            "u-1",
+            b" u-1\r\n",
+            "the record key is the user_id preceded by ' ' and followed by '\\r\\n';"
+            " send the user_id alone",
+        ),
+        (  # a JSON key serializer
+            "u-1",
+            b'"u-1"',
+            "the record key is the user_id as a JSON string, in quotes; send it bare",
+        ),
+        (
+            _NFC,
+            b'"u-\\u00e9"',
+            "the record key is the user_id as a JSON string, in quotes; send it bare",
+        ),
+        ("u-1", b"U-1", "the record key differs from the user_id in letter case only"),
+        (
+            _NFC,
+            unicodedata.normalize("NFD", _NFC).encode(),
+            "the record key is the user_id in another Unicode normal form (NFC or NFD);"
+            " send the user_id's own UTF-8 bytes",
+        ),
+        ("u-1", b"u-2", "the record key is not the event's user_id"),
+        ("u-1", b'"u-2"', "the record key is not the event's user_id"),
+        ("u-1", b"u-1u-1", "the record key is not the event's user_id"),
+        ("u-1", b"x u-1", "the record key is not the event's user_id"),
+    ],
+)
+def test_a_key_mismatch_says_how_the_key_differs(user_id: str, key: bytes, error: str) -> None:
+    """Each is a key_mismatch still (DESIGN 1: the key must equal user_id); the error says why."""
+    assert _rejection(_value(user_id), key) == Rejection(Reason.KEY_MISMATCH, error)
+
+
+def test_a_key_mismatch_error_stays_short_however_long_the_padding() -> None:
+    """dlt.error keeps 500 characters; replay's error must be the same text, so stay below."""
+    rejection = _rejection(_value("u-1"), b"\t u-1" + b" " * 5000)
+    assert rejection.error == (
+        "the record key is the user_id preceded by '\\t ' and followed by 5000 whitespace or"
+        " NUL characters; send the user_id alone"
+    )
+
+
+def test_the_key_mismatch_error_quotes_no_user_id() -> None:
+    """A user id is personal data: the error describes the difference, never the id."""
+    for key in (b"pii-7\n", b'"pii-7"', b"PII-7", b"pii-8"):
+        assert "pii" not in _rejection(_value("pii-7"), key).error.casefold()
+
+
+def test_the_key_that_is_the_user_id_is_accepted() -> None:
+    for user_id in ("u-1", _CHINESE, _NFC, "a b"):
+        assert not isinstance(
+            decode(REPAYMENTS, user_id.encode(), _value(user_id), 1 << 16), Rejection
+        )
