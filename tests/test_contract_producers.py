@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_contract_agreement import VALIDATORS
 
-from risk.contract import REPAYMENTS, Reason, Rejection, decode
+from risk.contract import REPAYMENTS, Reason, Rejection, Repayment, decode
 
 GOOD = b'{"event_id":"r-1","user_id":"u-1","occurred_at":"2026-03-01T00:00:00Z","amount":100}'
 
@@ -200,3 +200,14 @@ def test_the_key_that_is_the_user_id_is_accepted() -> None:
         assert not isinstance(
             decode(REPAYMENTS, user_id.encode(), _value(user_id), 1 << 16), Rejection
         )
+
+
+@pytest.mark.parametrize("topic", sorted(VALIDATORS))
+def test_each_input_schema_says_a_fraction_past_microseconds_is_truncated(topic: int) -> None:
+    """Java prints nanoseconds; the schema must say what lineguard makes of them, as README does."""
+    described = VALIDATORS[topic].schema["$defs"]["timestamp"]["description"]
+    assert "truncated, never rounded, so .123456789 is read as .123456" in described
+    nanos = GOOD.replace(b"00:00:00Z", b"00:00:00.123456789Z")
+    micros = GOOD.replace(b"00:00:00Z", b"00:00:00.123456Z")
+    decoded, expected = (decode(REPAYMENTS, b"u-1", v, 1 << 16) for v in (nanos, micros))
+    assert isinstance(decoded, Repayment) and decoded == expected
