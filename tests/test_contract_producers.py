@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from test_contract_agreement import VALIDATORS
 
-from risk.contract import REPAYMENTS, Reason, Rejection, Repayment, decode
+from risk.clock import format_timestamp, monthly, parse_timestamp
+from risk.contract import PURCHASES, REPAYMENTS, Reason, Rejection, Repayment, decode
 
 GOOD = b'{"event_id":"r-1","user_id":"u-1","occurred_at":"2026-03-01T00:00:00Z","amount":100}'
 
@@ -211,3 +212,30 @@ def test_each_input_schema_says_a_fraction_past_microseconds_is_truncated(topic:
     micros = GOOD.replace(b"00:00:00Z", b"00:00:00.123456Z")
     decoded, expected = (decode(REPAYMENTS, b"u-1", v, 1 << 16) for v in (nanos, micros))
     assert isinstance(decoded, Repayment) and decoded == expected
+
+
+@pytest.mark.parametrize(
+    ("first_due_at", "due"),
+    [
+        (
+            "2026-03-01T00:00:00+08:00",
+            ["2026-02-28T16:00:00Z", "2026-03-28T16:00:00Z", "2026-04-28T16:00:00Z"],
+        ),
+        (
+            "2026-03-01T23:59:59+08:00",
+            ["2026-03-01T15:59:59Z", "2026-04-01T15:59:59Z", "2026-05-01T15:59:59Z"],
+        ),
+    ],
+)
+def test_the_utc_month_examples_of_the_schema_and_readme_hold(
+    first_due_at: str, due: list[str]
+) -> None:
+    """A producer at +08:00 reads these examples to learn which day its instalments fall due."""
+    first = parse_timestamp(first_due_at)
+    assert isinstance(first, int)
+    assert [format_timestamp(at) for at in monthly(first, 3)] == due
+    purchase = VALIDATORS[PURCHASES].schema["properties"]["first_due_at"]["description"]
+    assert f"{first_due_at} is {due[0]}" in purchase or f"{first_due_at} gives" in purchase
+    assert all(at in purchase for at in due[1:])
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
+    assert f"`{first_due_at}`" in readme
