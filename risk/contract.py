@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from enum import StrEnum
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, get_args
 
 import msgspec
 
@@ -28,8 +28,19 @@ Income = Annotated[int, msgspec.Meta(ge=0, le=MAX_MONEY)]
 TermMonths = Annotated[int, msgspec.Meta(ge=1, le=600)]
 Operator = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Note = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+Installments = Literal[1, 3, 6, 9, 12, 24]
 IncomeSource = Literal["payslip", "bank_statement", "credit_report", "employer"]
 OverrideAction = Literal["freeze", "restore"]
+_CHOICES: Final = {
+    f"`$.{field}`": ", ".join(map(repr, get_args(choices)))
+    + (" (case-sensitive)" if isinstance(get_args(choices)[0], str) else "")
+    for field, choices in (
+        ("installments", Installments),
+        ("source", IncomeSource),
+        ("action", OverrideAction),
+    )
+}
+"""What an enum field takes, by msgspec's path: its error names only the value it refused."""
 
 
 class Reason(StrEnum):
@@ -58,7 +69,7 @@ class _PurchaseWire(msgspec.Struct):
     occurred_at: str
     order_id: Reference
     amount: Money
-    installments: Literal[1, 3, 6, 9, 12, 24] | None = None
+    installments: Installments | None = None
     first_due_at: str | None = None
     merchant_id: Reference | None = None
 
@@ -203,7 +214,7 @@ def decode(
     try:
         wire = _DECODERS[topic_index].decode(value)
     except msgspec.ValidationError as error:
-        return _invalid_json(value) or Rejection(Reason.SCHEMA_VIOLATION, str(error))
+        return _invalid_json(value) or Rejection(Reason.SCHEMA_VIOLATION, _with_choices(str(error)))
     except msgspec.DecodeError as error:
         return _malformed(value, str(error))
     except RecursionError:
@@ -290,6 +301,15 @@ def _json_string(value: bytes) -> str | None:
         return _json_str.decode(value)
     except msgspec.DecodeError:  # a ValidationError is a DecodeError too
         return None
+
+
+def _with_choices(error: str) -> str:
+    """The error msgspec gave, with the values an enum field takes when it refused one."""
+    if error.startswith("Invalid enum value"):
+        choices = _CHOICES.get(error.rpartition(" - at ")[2])
+        if choices is not None:
+            return f"{error}; expected one of {choices}"
+    return error
 
 
 def _invalid_json(value: bytes) -> Rejection | None:

@@ -13,11 +13,23 @@ import json
 import unicodedata
 from pathlib import Path
 
+import msgspec
 import pytest
 from test_contract_agreement import VALIDATORS
 
 from risk.clock import format_timestamp, monthly, parse_timestamp
-from risk.contract import PURCHASES, REPAYMENTS, Reason, Rejection, Repayment, decode
+from risk.contract import (
+    _CHOICES,
+    _DECODERS,
+    INCOME_VERIFICATIONS,
+    LIMIT_OVERRIDES,
+    PURCHASES,
+    REPAYMENTS,
+    Reason,
+    Rejection,
+    Repayment,
+    decode,
+)
 
 GOOD = b'{"event_id":"r-1","user_id":"u-1","occurred_at":"2026-03-01T00:00:00Z","amount":100}'
 
@@ -239,3 +251,54 @@ def test_the_utc_month_examples_of_the_schema_and_readme_hold(
     assert all(at in purchase for at in due[1:])
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
     assert f"`{first_due_at}`" in readme
+
+
+_HEAD = {"event_id": "e-1", "user_id": "u-1", "occurred_at": "2026-03-01T00:00:00Z"}
+
+
+@pytest.mark.parametrize(
+    ("topic", "doc", "error"),
+    [
+        (  # a Java enum's name()
+            INCOME_VERIFICATIONS,
+            {**_HEAD, "verified_monthly_income": 1, "source": "PAYSLIP"},
+            "Invalid enum value 'PAYSLIP' - at `$.source`; expected one of 'payslip',"
+            " 'bank_statement', 'credit_report', 'employer' (case-sensitive)",
+        ),
+        (
+            LIMIT_OVERRIDES,
+            {**_HEAD, "action": "Freeze", "operator": "op", "note": "n"},
+            "Invalid enum value 'Freeze' - at `$.action`; expected one of 'freeze', 'restore'"
+            " (case-sensitive)",
+        ),
+        (
+            PURCHASES,
+            {**_HEAD, "order_id": "o-1", "amount": 1, "installments": 4},
+            "Invalid enum value 4 - at `$.installments`; expected one of 1, 3, 6, 9, 12, 24",
+        ),
+    ],
+)
+def test_an_enum_field_refused_says_what_it_takes(
+    topic: int, doc: dict[str, object], error: str
+) -> None:
+    """msgspec names only the value it refused; the producer needs the list."""
+    assert decode(topic, b"u-1", json.dumps(doc).encode(), 1 << 16) == Rejection(
+        Reason.SCHEMA_VIOLATION, error
+    )
+
+
+def test_every_enum_field_of_the_decoder_lists_the_schemas_choices() -> None:
+    """A new enum field without its list of choices, or a list out of step, fails here."""
+    listed = 0
+    for topic, decoder in enumerate(_DECODERS):
+        info = msgspec.inspect.type_info(decoder.type)
+        assert isinstance(info, msgspec.inspect.StructType)
+        for field in info.fields:
+            kinds = getattr(field.type, "types", (field.type,))
+            if not any(isinstance(kind, msgspec.inspect.LiteralType) for kind in kinds):
+                continue
+            enum = VALIDATORS[topic].schema["properties"][field.name]["enum"]
+            choices = ", ".join(repr(choice) for choice in enum if choice is not None)
+            assert _CHOICES[f"`$.{field.name}`"].removesuffix(" (case-sensitive)") == choices
+            listed += 1
+    assert listed == len(_CHOICES) == 3
