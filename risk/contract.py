@@ -188,6 +188,30 @@ _PADDING: Final = " \t\r\n\x00"
 """What producers leave around a key: a line's newline, a C string's NUL, stray spaces."""
 _ESCAPE: Final = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
 """One escape in a JSON string; scanning from the start pairs each backslash with its escape."""
+_DATE_TIME: Final = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}"
+_TIMESTAMP_HINTS: Final = tuple(
+    (re.compile(form, re.DOTALL), hint)
+    for form, hint in (
+        (
+            _DATE_TIME + r"(?:[Zz]|[+-][0-9]{2}:?[0-9]{2})?(?:\[.*\])?",
+            "the seconds are missing (Java's OffsetDateTime.toString() leaves out :00)",
+        ),
+        (
+            _DATE_TIME + r"(?::[0-9]{2}(?:[.,][0-9]+)?)?",
+            "the UTC offset is missing: add Z or ±HH:MM (a local date-time is no instant)",
+        ),
+        (r".*\[.*\]", "drop the zone name in brackets (Java's ZonedDateTime.toString())"),
+        (r".{10}[t ].*", "use an uppercase T between the date and the time"),
+        (r".*[0-9]z", "use an uppercase Z"),
+        (
+            r".*:[0-9]{2}(?:\.[0-9]+)?[+-][0-9]{2}(?:[0-9]{2})?",
+            "write the offset as ±HH:MM, with the colon",
+        ),
+        (r"[0-9]{4}-[0-9]{2}-[0-9]{2}", "the time of day and the offset are missing"),
+        (r".{19},[0-9]+.*", "use a full stop before the fraction"),
+    )
+)
+"""Common forms of other libraries that are not the contract's, and what to change."""
 _STOPPED_AT: Final = re.compile(r"\(byte ([0-9]+)\)$")
 """Where msgspec's parse stopped, when its message says; a problem before that came first."""
 
@@ -221,7 +245,7 @@ def decode(
         return _TOO_DEEP
     at = parse_timestamp(wire.occurred_at)
     if isinstance(at, str):
-        return Rejection(Reason.SCHEMA_VIOLATION, f"{at} - at `$.occurred_at`")
+        return _bad_timestamp(at, wire.occurred_at, "occurred_at")
     event: Event
     if isinstance(wire, _PurchaseWire):
         first_due = (
@@ -230,7 +254,7 @@ def decode(
             else parse_timestamp(wire.first_due_at)
         )
         if isinstance(first_due, str):
-            return Rejection(Reason.SCHEMA_VIOLATION, f"{first_due} - at `$.first_due_at`")
+            return _bad_timestamp(first_due, wire.first_due_at or "", "first_due_at")
         event = Purchase(
             wire.event_id, wire.user_id, at, wire.order_id, wire.amount,
             wire.installments or 1, first_due,
@@ -301,6 +325,19 @@ def _json_string(value: bytes) -> str | None:
         return _json_str.decode(value)
     except msgspec.DecodeError:  # a ValidationError is a DecodeError too
         return None
+
+
+def _bad_timestamp(error: str, text: str, field: str) -> Rejection:
+    """A timestamp's rejection, with what to change when it is another library's usual form.
+
+    The pattern alone leaves a producer to spot the difference, and some only show now and
+    then: Java's ``OffsetDateTime.toString()`` leaves out the seconds when they are zero.
+    """
+    if "is not an RFC 3339 timestamp" in error:
+        hints = [hint for form, hint in _TIMESTAMP_HINTS if form.fullmatch(text)]
+        if hints:
+            error = f"{error}: {'; '.join(hints)}"
+    return Rejection(Reason.SCHEMA_VIOLATION, f"{error} - at `$.{field}`")
 
 
 def _with_choices(error: str) -> str:

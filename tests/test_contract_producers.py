@@ -302,3 +302,53 @@ def test_every_enum_field_of_the_decoder_lists_the_schemas_choices() -> None:
             assert _CHOICES[f"`$.{field.name}`"].removesuffix(" (case-sensitive)") == choices
             listed += 1
     assert listed == len(_CHOICES) == 3
+
+
+_NOT_RFC3339 = "is not an RFC 3339 timestamp YYYY-MM-DDTHH:MM:SS[.f](Z|±HH:MM)"
+_NO_SECONDS = "the seconds are missing (Java's OffsetDateTime.toString() leaves out :00)"
+_NO_OFFSET = "the UTC offset is missing: add Z or ±HH:MM (a local date-time is no instant)"
+_SPACE = "use an uppercase T between the date and the time"
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("2026-03-01T08:00+08:00", _NO_SECONDS),  # OffsetDateTime.toString() at hh:mm:00
+        (
+            "2026-03-01T08:00:00+08:00[Asia/Shanghai]",
+            "drop the zone name in brackets (Java's ZonedDateTime.toString())",
+        ),
+        ("2026-03-01T08:00:00.123456", _NO_OFFSET),  # Python's naive isoformat()
+        ("2026-03-01T08:00", f"{_NO_SECONDS}; {_NO_OFFSET}"),  # LocalDateTime.toString()
+        ("2026-03-01 08:00:00+00:00", _SPACE),  # Python's str(datetime)
+        ("2026-03-01t08:00:00Z", _SPACE),
+        ("2026-03-01T08:00:00z", "use an uppercase Z"),
+        ("2026-03-01T08:00:00+0800", "write the offset as ±HH:MM, with the colon"),
+        ("2026-03-01T08:00:00.5-08", "write the offset as ±HH:MM, with the colon"),
+        ("2026-03-01T08:00:00,5Z", "use a full stop before the fraction"),
+        ("2026-03-01", "the time of day and the offset are missing"),
+    ],
+)
+@pytest.mark.parametrize("field", ["occurred_at", "first_due_at"])
+def test_a_timestamp_in_another_librarys_form_says_what_to_change(
+    text: str, hint: str, field: str
+) -> None:
+    doc = {**_HEAD, "order_id": "o-1", "amount": 1, field: text}
+    assert decode(PURCHASES, b"u-1", json.dumps(doc).encode(), 1 << 16) == Rejection(
+        Reason.SCHEMA_VIOLATION, f"{text!r} {_NOT_RFC3339}: {hint} - at `$.{field}`"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("garbage", f"'garbage' {_NOT_RFC3339}"),
+        ("1772323200", f"'1772323200' {_NOT_RFC3339}"),
+        ("2026-03-01T08:00:00.Z", f"'2026-03-01T08:00:00.Z' {_NOT_RFC3339}"),
+        ("2026-02-30T08:00:00Z", "'2026-02-30T08:00:00Z': no such date"),
+    ],
+)
+def test_other_bad_timestamps_keep_their_message(text: str, error: str) -> None:
+    doc = {**_HEAD, "amount": 1, "occurred_at": text}
+    rejection = decode(REPAYMENTS, b"u-1", json.dumps(doc).encode(), 1 << 16)
+    assert rejection == Rejection(Reason.SCHEMA_VIOLATION, f"{error} - at `$.occurred_at`")
