@@ -31,6 +31,8 @@ from risk.contract import (
     decode,
 )
 
+from builders import application, decisions, purchase, repayment, run
+
 GOOD = b'{"event_id":"r-1","user_id":"u-1","occurred_at":"2026-03-01T00:00:00Z","amount":100}'
 
 
@@ -352,3 +354,24 @@ def test_other_bad_timestamps_keep_their_message(text: str, error: str) -> None:
     doc = {**_HEAD, "amount": 1, "occurred_at": text}
     rejection = decode(REPAYMENTS, b"u-1", json.dumps(doc).encode(), 1 << 16)
     assert rejection == Rejection(Reason.SCHEMA_VIOLATION, f"{error} - at `$.occurred_at`")
+
+
+def test_an_event_id_is_deduplicated_across_topics_and_the_contract_says_so() -> None:
+    """Two services' counters collide; the published contract must warn their authors."""
+    result = run(
+        [
+            purchase(
+                "2026-02-01T00:00:00Z", 35_000, event_id="1001", first_due="2026-03-01T00:00:00Z"
+            ),
+            repayment("2026-02-20T00:00:00Z", 35_000, event_id="1001"),
+            application("2026-03-10T00:00:00Z", 500_000),
+        ]
+    )
+    assert (result.processed, result.duplicates) == (2, 1)  # the repayment was not applied
+    assert [d["reasons"][0]["code"] for d in decisions(result)] == ["OVERDUE_ACTIVE"]
+    for topic, validator in VALIDATORS.items():
+        for where in (validator.schema["properties"], validator.schema["$defs"]):
+            assert "across all the input topics" in where["event_id"]["description"], topic
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text("utf-8").split("\n## The contract\n", 1)[1]
+    assert "across all the input topics, not per topic" in readme.split("\n## ", 1)[0]
