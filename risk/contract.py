@@ -175,6 +175,19 @@ _DECODERS: Final = (
     msgspec.json.Decoder(_IncomeVerificationWire),
     msgspec.json.Decoder(_LimitOverrideWire),
 )
+_OPTIONAL: Final = tuple(
+    frozenset(f"`$.{field.name}`" for field in msgspec.structs.fields(wire) if not field.required)
+    for wire in (
+        _PurchaseWire,
+        _RepaymentWire,
+        _LoanApplicationWire,
+        _IncomeVerificationWire,
+        _LimitOverrideWire,
+    )
+)
+"""Each topic's optional fields, by msgspec's path (``order_id`` is one only on repayments)."""
+_NO_VALUE: Final = "leave an optional field out, or send null, when it has no value"
+_GO_ZERO_TIME: Final = "0001-01-01T00:00:00"
 _any_json: Final = msgspec.json.Decoder()
 _json_str: Final = msgspec.json.Decoder(str)
 _TOO_DEEP: Final = Rejection(
@@ -238,14 +251,16 @@ def decode(
     try:
         wire = _DECODERS[topic_index].decode(value)
     except msgspec.ValidationError as error:
-        return _invalid_json(value) or Rejection(Reason.SCHEMA_VIOLATION, _with_choices(str(error)))
+        return _invalid_json(value) or Rejection(
+            Reason.SCHEMA_VIOLATION, _schema_error(topic_index, str(error))
+        )
     except msgspec.DecodeError as error:
         return _malformed(value, str(error))
     except RecursionError:
         return _TOO_DEEP
     at = parse_timestamp(wire.occurred_at)
     if isinstance(at, str):
-        return _bad_timestamp(at, wire.occurred_at, "occurred_at")
+        return _bad_timestamp(at, wire.occurred_at, "occurred_at", optional=False)
     event: Event
     if isinstance(wire, _PurchaseWire):
         first_due = (
@@ -254,7 +269,7 @@ def decode(
             else parse_timestamp(wire.first_due_at)
         )
         if isinstance(first_due, str):
-            return _bad_timestamp(first_due, wire.first_due_at or "", "first_due_at")
+            return _bad_timestamp(first_due, wire.first_due_at or "", "first_due_at", optional=True)
         event = Purchase(
             wire.event_id, wire.user_id, at, wire.order_id, wire.amount,
             wire.installments or 1, first_due,
@@ -327,7 +342,7 @@ def _json_string(value: bytes) -> str | None:
         return None
 
 
-def _bad_timestamp(error: str, text: str, field: str) -> Rejection:
+def _bad_timestamp(error: str, text: str, field: str, *, optional: bool) -> Rejection:
     """A timestamp's rejection, with what to change when it is another library's usual form.
 
     The pattern alone leaves a producer to spot the difference, and some only show now and
@@ -337,15 +352,26 @@ def _bad_timestamp(error: str, text: str, field: str) -> Rejection:
         hints = [hint for form, hint in _TIMESTAMP_HINTS if form.fullmatch(text)]
         if hints:
             error = f"{error}: {'; '.join(hints)}"
+    elif text.startswith(_GO_ZERO_TIME):
+        error = f"{error}: this is Go's zero time.Time, a field never set"
+        if optional:
+            error = f"{error}; {_NO_VALUE} (a *time.Time can be nil)"
     return Rejection(Reason.SCHEMA_VIOLATION, f"{error} - at `$.{field}`")
 
 
-def _with_choices(error: str) -> str:
-    """The error msgspec gave, with the values an enum field takes when it refused one."""
-    if error.startswith("Invalid enum value"):
-        choices = _CHOICES.get(error.rpartition(" - at ")[2])
-        if choices is not None:
-            return f"{error}; expected one of {choices}"
+def _schema_error(topic_index: int, error: str) -> str:
+    """The error msgspec gave, with what the producer should send instead where it can tell.
+
+    An enum field gets its choices, since msgspec names only the value it refused. An
+    optional field refused for an empty string or a 0 gets how to say "none": Go's encoder
+    writes a field's zero value unless it is tagged ``omitempty``.
+    """
+    problem, _, path = error.rpartition(" - at ")
+    if problem.startswith("Invalid enum value") and path in _CHOICES:
+        error = f"{error}; expected one of {_CHOICES[path]}"
+    optional = _OPTIONAL[topic_index]
+    if path in optional and (problem.endswith(">= 1") or problem == "Invalid enum value 0"):
+        error = f"{error}; {_NO_VALUE}"
     return error
 
 

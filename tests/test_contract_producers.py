@@ -21,8 +21,10 @@ from risk.clock import format_timestamp, monthly, parse_timestamp
 from risk.contract import (
     _CHOICES,
     _DECODERS,
+    _OPTIONAL,
     INCOME_VERIFICATIONS,
     LIMIT_OVERRIDES,
+    LOAN_APPLICATIONS,
     PURCHASES,
     REPAYMENTS,
     Reason,
@@ -375,3 +377,67 @@ def test_an_event_id_is_deduplicated_across_topics_and_the_contract_says_so() ->
     root = Path(__file__).resolve().parent.parent
     readme = (root / "README.md").read_text("utf-8").split("\n## The contract\n", 1)[1]
     assert "across all the input topics, not per topic" in readme.split("\n## ", 1)[0]
+
+
+_NONE = "leave an optional field out, or send null, when it has no value"
+_GO_ZERO = "'0001-01-01T00:00:00Z': years before 1970 are not accepted: this is Go's zero time.Time"
+
+
+@pytest.mark.parametrize(
+    ("topic", "change", "error"),
+    [  # a Go struct field without omitempty sends its zero value: "", 0 or the zero time
+        (
+            LOAN_APPLICATIONS,
+            {"channel": ""},
+            f"Expected `str` of length >= 1 - at `$.channel`; {_NONE}",
+        ),
+        (
+            LOAN_APPLICATIONS,
+            {"term_months": 0},
+            f"Expected `int` >= 1 - at `$.term_months`; {_NONE}",
+        ),
+        (
+            PURCHASES,
+            {"merchant_id": ""},
+            f"Expected `str` of length >= 1 - at `$.merchant_id`; {_NONE}",
+        ),
+        (
+            PURCHASES,
+            {"installments": 0},
+            f"Invalid enum value 0 - at `$.installments`; expected one of 1, 3, 6, 9, 12, 24; {_NONE}",
+        ),
+        (REPAYMENTS, {"order_id": ""}, f"Expected `str` of length >= 1 - at `$.order_id`; {_NONE}"),
+        (
+            PURCHASES,
+            {"first_due_at": "0001-01-01T00:00:00Z"},
+            f"{_GO_ZERO}, a field never set; {_NONE} (a *time.Time can be nil) - at `$.first_due_at`",
+        ),
+        # required fields: there is no leaving them out
+        (PURCHASES, {"order_id": ""}, "Expected `str` of length >= 1 - at `$.order_id`"),
+        (REPAYMENTS, {"amount": 0}, "Expected `int` >= 1 - at `$.amount`"),
+        (
+            REPAYMENTS,
+            {"occurred_at": "0001-01-01T00:00:00Z"},
+            f"{_GO_ZERO}, a field never set - at `$.occurred_at`",
+        ),
+    ],
+)
+def test_a_zero_value_says_how_to_send_none(
+    topic: int, change: dict[str, object], error: str
+) -> None:
+    base = {
+        PURCHASES: {"order_id": "o-1", "amount": 1},
+        REPAYMENTS: {"amount": 1},
+        LOAN_APPLICATIONS: {"requested_amount": 1},
+    }[topic]
+    doc = {**_HEAD, **base, **change}
+    assert decode(topic, b"u-1", json.dumps(doc).encode(), 1 << 16) == Rejection(
+        Reason.SCHEMA_VIOLATION, error
+    )
+
+
+def test_the_optional_fields_the_errors_name_are_the_schemas() -> None:
+    for topic, validator in VALIDATORS.items():
+        schema = validator.schema
+        optional = set(schema["properties"]) - set(schema["required"])
+        assert _OPTIONAL[topic] == {f"`$.{name}`" for name in optional}, topic
