@@ -8,8 +8,10 @@ checks that need time or state (``in_future``, duplicates, ``too_late``) are in
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from enum import StrEnum
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, get_args
 
 import msgspec
 
@@ -26,8 +28,19 @@ Income = Annotated[int, msgspec.Meta(ge=0, le=MAX_MONEY)]
 TermMonths = Annotated[int, msgspec.Meta(ge=1, le=600)]
 Operator = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Note = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+Installments = Literal[1, 3, 6, 9, 12, 24]
 IncomeSource = Literal["payslip", "bank_statement", "credit_report", "employer"]
 OverrideAction = Literal["freeze", "restore"]
+_CHOICES: Final = {
+    f"`$.{field}`": ", ".join(map(repr, get_args(choices)))
+    + (" (case-sensitive)" if isinstance(get_args(choices)[0], str) else "")
+    for field, choices in (
+        ("installments", Installments),
+        ("source", IncomeSource),
+        ("action", OverrideAction),
+    )
+}
+"""What an enum field takes, by msgspec's path: its error names only the value it refused."""
 
 
 class Reason(StrEnum):
@@ -56,7 +69,7 @@ class _PurchaseWire(msgspec.Struct):
     occurred_at: str
     order_id: Reference
     amount: Money
-    installments: Literal[1, 3, 6, 9, 12, 24] | None = None
+    installments: Installments | None = None
     first_due_at: str | None = None
     merchant_id: Reference | None = None
 
@@ -162,12 +175,58 @@ _DECODERS: Final = (
     msgspec.json.Decoder(_IncomeVerificationWire),
     msgspec.json.Decoder(_LimitOverrideWire),
 )
+_OPTIONAL: Final = tuple(
+    frozenset(f"`$.{field.name}`" for field in msgspec.structs.fields(wire) if not field.required)
+    for wire in (
+        _PurchaseWire,
+        _RepaymentWire,
+        _LoanApplicationWire,
+        _IncomeVerificationWire,
+        _LimitOverrideWire,
+    )
+)
+"""Each topic's optional fields, by msgspec's path (``order_id`` is one only on repayments)."""
+_NO_VALUE: Final = "leave an optional field out, or send null, when it has no value"
+_GO_ZERO_TIME: Final = "0001-01-01T00:00:00"
 _any_json: Final = msgspec.json.Decoder()
+_json_str: Final = msgspec.json.Decoder(str)
 _TOO_DEEP: Final = Rejection(
     Reason.INVALID_JSON, "JSON nested deeper than the decoder's recursion limit"
 )
 """msgspec raises RecursionError past the interpreter's limit (about 1,000 levels)."""
 _DEFAULT_FIRST_DUE: Final = 30 * DAY
+_JSON_WHITESPACE: Final = b" \t\r\n"
+_UTF8_BOM: Final = b"\xef\xbb\xbf"
+_PADDING: Final = " \t\r\n\x00"
+"""What producers leave around a key: a line's newline, a C string's NUL, stray spaces."""
+_ESCAPE: Final = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+"""One escape in a JSON string; scanning from the start pairs each backslash with its escape."""
+_DATE_TIME: Final = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}"
+_TIMESTAMP_HINTS: Final = tuple(
+    (re.compile(form, re.DOTALL), hint)
+    for form, hint in (
+        (
+            _DATE_TIME + r"(?:[Zz]|[+-][0-9]{2}:?[0-9]{2})?(?:\[.*\])?",
+            "the seconds are missing (Java's OffsetDateTime.toString() leaves out :00)",
+        ),
+        (
+            _DATE_TIME + r"(?::[0-9]{2}(?:[.,][0-9]+)?)?",
+            "the UTC offset is missing: add Z or ±HH:MM (a local date-time is no instant)",
+        ),
+        (r".*\[.*\]", "drop the zone name in brackets (Java's ZonedDateTime.toString())"),
+        (r".{10}[t ].*", "use an uppercase T between the date and the time"),
+        (r".*[0-9]z", "use an uppercase Z"),
+        (
+            r".*:[0-9]{2}(?:\.[0-9]+)?[+-][0-9]{2}(?:[0-9]{2})?",
+            "write the offset as ±HH:MM, with the colon",
+        ),
+        (r"[0-9]{4}-[0-9]{2}-[0-9]{2}", "the time of day and the offset are missing"),
+        (r".{19},[0-9]+.*", "use a full stop before the fraction"),
+    )
+)
+"""Common forms of other libraries that are not the contract's, and what to change."""
+_STOPPED_AT: Final = re.compile(r"\(byte ([0-9]+)\)$")
+"""Where msgspec's parse stopped, when its message says; a problem before that came first."""
 
 
 def decode(
@@ -192,14 +251,16 @@ def decode(
     try:
         wire = _DECODERS[topic_index].decode(value)
     except msgspec.ValidationError as error:
-        return _invalid_json(value) or Rejection(Reason.SCHEMA_VIOLATION, str(error))
+        return _invalid_json(value) or Rejection(
+            Reason.SCHEMA_VIOLATION, _schema_error(topic_index, str(error))
+        )
     except msgspec.DecodeError as error:
-        return Rejection(Reason.INVALID_JSON, str(error))
+        return _malformed(value, str(error))
     except RecursionError:
         return _TOO_DEEP
     at = parse_timestamp(wire.occurred_at)
     if isinstance(at, str):
-        return Rejection(Reason.SCHEMA_VIOLATION, f"{at} - at `$.occurred_at`")
+        return _bad_timestamp(at, wire.occurred_at, "occurred_at", optional=False)
     event: Event
     if isinstance(wire, _PurchaseWire):
         first_due = (
@@ -208,7 +269,7 @@ def decode(
             else parse_timestamp(wire.first_due_at)
         )
         if isinstance(first_due, str):
-            return Rejection(Reason.SCHEMA_VIOLATION, f"{first_due} - at `$.first_due_at`")
+            return _bad_timestamp(first_due, wire.first_due_at or "", "first_due_at", optional=True)
         event = Purchase(
             wire.event_id, wire.user_id, at, wire.order_id, wire.amount,
             wire.installments or 1, first_due,
@@ -231,8 +292,87 @@ def decode(
     if key is None:
         return Rejection(Reason.KEY_MISMATCH, "the record has no key; it must be the user_id")
     if key != event.user_id.encode():
-        return Rejection(Reason.KEY_MISMATCH, "the record key is not the event's user_id")
+        return Rejection(Reason.KEY_MISMATCH, _how_the_key_differs(key, event.user_id))
     return event
+
+
+def _how_the_key_differs(key: bytes, user_id: str) -> str:
+    """Say how a record key differs from ``user_id``, for the producer to fix; quote neither.
+
+    Tools print a key and a ``user_id`` that differ by a newline, a quote, the charset or
+    the Unicode normal form alike, so "not the user_id" alone leaves the producer guessing.
+    """
+    if not key:
+        return "the record key is empty; it must be the user_id as UTF-8"
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return (
+            f"the record key is not UTF-8 ({error.reason} at byte {error.start});"
+            " it must be the user_id as UTF-8"
+        )
+    start = text.find(user_id)
+    if start >= 0 and not text.replace(user_id, "", 1).strip(_PADDING):
+        before, after = text[:start], text[start + len(user_id) :]
+        padding = " and ".join(
+            f"{where} by {extra!r}"
+            if len(extra) <= 4
+            else f"{where} by {len(extra)} whitespace or NUL characters"
+            for where, extra in (("preceded", before), ("followed", after))
+            if extra
+        )
+        return f"the record key is the user_id {padding}; send the user_id alone"
+    if len(text) >= 2 and text[0] == text[-1] == '"' and _json_string(key) == user_id:
+        return "the record key is the user_id as a JSON string, in quotes; send it bare"
+    if unicodedata.normalize("NFC", text) == unicodedata.normalize("NFC", user_id):
+        return (
+            "the record key is the user_id in another Unicode normal form (NFC or NFD);"
+            " send the user_id's own UTF-8 bytes"
+        )
+    if text.casefold() == user_id.casefold():
+        return "the record key differs from the user_id in letter case only"
+    return "the record key is not the event's user_id"
+
+
+def _json_string(value: bytes) -> str | None:
+    """The string a JSON string token holds, or None if ``value`` is not one."""
+    try:
+        return _json_str.decode(value)
+    except msgspec.DecodeError:  # a ValidationError is a DecodeError too
+        return None
+
+
+def _bad_timestamp(error: str, text: str, field: str, *, optional: bool) -> Rejection:
+    """A timestamp's rejection, with what to change when it is another library's usual form.
+
+    The pattern alone leaves a producer to spot the difference, and some only show now and
+    then: Java's ``OffsetDateTime.toString()`` leaves out the seconds when they are zero.
+    """
+    if "is not an RFC 3339 timestamp" in error:
+        hints = [hint for form, hint in _TIMESTAMP_HINTS if form.fullmatch(text)]
+        if hints:
+            error = f"{error}: {'; '.join(hints)}"
+    elif text.startswith(_GO_ZERO_TIME):
+        error = f"{error}: this is Go's zero time.Time, a field never set"
+        if optional:
+            error = f"{error}; {_NO_VALUE} (a *time.Time can be nil)"
+    return Rejection(Reason.SCHEMA_VIOLATION, f"{error} - at `$.{field}`")
+
+
+def _schema_error(topic_index: int, error: str) -> str:
+    """The error msgspec gave, with what the producer should send instead where it can tell.
+
+    An enum field gets its choices, since msgspec names only the value it refused. An
+    optional field refused for an empty string or a 0 gets how to say "none": Go's encoder
+    writes a field's zero value unless it is tagged ``omitempty``.
+    """
+    problem, _, path = error.rpartition(" - at ")
+    if problem.startswith("Invalid enum value") and path in _CHOICES:
+        error = f"{error}; expected one of {_CHOICES[path]}"
+    optional = _OPTIONAL[topic_index]
+    if path in optional and (problem.endswith(">= 1") or problem == "Invalid enum value 0"):
+        error = f"{error}; {_NO_VALUE}"
+    return error
 
 
 def _invalid_json(value: bytes) -> Rejection | None:
@@ -240,7 +380,73 @@ def _invalid_json(value: bytes) -> Rejection | None:
     try:
         _any_json.decode(value)
     except msgspec.DecodeError as error:
-        return Rejection(Reason.INVALID_JSON, str(error))
+        return _malformed(value, str(error))
     except RecursionError:
         return _TOO_DEEP
     return None
+
+
+def _malformed(value: bytes, error: str) -> Rejection:
+    """An ``invalid_json`` rejection that names the producer's mistake where msgspec's does not.
+
+    msgspec says where its parse stopped: "Input data was truncated" for an empty value
+    and for a lone surrogate escape near the end, "invalid character (byte 0)" for a byte
+    order mark, "trailing characters" for the NUL that ends a C string. Each of these is a
+    common producer bug with one fix to name.
+    """
+    if not value.strip(_JSON_WHITESPACE):
+        what = "is empty (0 bytes)" if not value else "holds only whitespace"
+        return Rejection(Reason.INVALID_JSON, f"the value {what}; it must be a JSON object")
+    if value.startswith(_UTF8_BOM):
+        return Rejection(
+            Reason.INVALID_JSON,
+            "the value starts with a UTF-8 byte order mark (EF BB BF); send the JSON without it",
+        )
+    lone = _lone_surrogate(value)
+    stopped = _STOPPED_AT.search(error)
+    if lone is not None and (stopped is None or int(stopped[1]) >= lone[0]):
+        return Rejection(
+            Reason.INVALID_JSON,
+            f"a lone UTF-16 surrogate escape {lone[1]} at byte {lone[0]}: strings must be"
+            " valid Unicode, in an unknown field too",
+        )
+    text = value.rstrip(b"\x00")
+    if len(text) < len(value) and _parses(text):
+        return Rejection(
+            Reason.INVALID_JSON,
+            f"a NUL byte follows the JSON at byte {len(text)} (a C string's terminator?);"
+            " send only the JSON text",
+        )
+    return Rejection(Reason.INVALID_JSON, error)
+
+
+def _lone_surrogate(value: bytes) -> tuple[int, str] | None:
+    r"""The byte offset and text of the first ``\uXXXX`` escape that is half a surrogate pair.
+
+    JSON's grammar allows one (JavaScript's ``JSON.stringify`` writes it for a string cut
+    inside a pair), but it stands for no Unicode character, so no UTF-8 text can hold it.
+    """
+    if b"\\u" not in value:
+        return None
+    high: re.Match[bytes] | None = None
+    for escape in _ESCAPE.finditer(value):
+        code = int(escape[1], 16) if escape[1] else None
+        if high is not None:
+            if code is not None and 0xDC00 <= code <= 0xDFFF and escape.start() == high.end():
+                high = None
+                continue
+            break
+        if code is not None and 0xD800 <= code <= 0xDBFF:
+            high = escape
+        elif code is not None and 0xDC00 <= code <= 0xDFFF:
+            return escape.start(), escape[0].decode()
+    return None if high is None else (high.start(), high[0].decode())
+
+
+def _parses(value: bytes) -> bool:
+    """Whether ``value`` is one JSON text."""
+    try:
+        _any_json.decode(value)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    return True

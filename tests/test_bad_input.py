@@ -49,9 +49,9 @@ def _only_dead_letter(lines: list[dict[str, Any]]) -> dict[str, Any]:
             '{"amount": 1.5, ',
             "truncated",
         ),  # a type error before the syntax error is still invalid JSON
-        ("", "truncated"),
+        ("", "the value is empty"),
         ('{"a": NaN}', "malformed"),
-        ('{"event_id": "\\ud800"}', ""),
+        ('{"event_id": "\\ud800"}', "lone UTF-16 surrogate escape \\ud800 at byte 14"),
     ],
 )
 def test_invalid_json(value: str, error_part: str) -> None:
@@ -139,7 +139,8 @@ def test_key_mismatch(key: str | None) -> None:
 
 def test_a_non_utf8_key_is_a_key_mismatch() -> None:
     assert decode(1, b"\xff", orjson.dumps(GOOD), 65536) == Rejection(
-        Reason.KEY_MISMATCH, "the record key is not the event's user_id"
+        Reason.KEY_MISMATCH,
+        "the record key is not UTF-8 (invalid start byte at byte 0); it must be the user_id as UTF-8",
     )
 
 

@@ -89,7 +89,10 @@ def test_every_input_topic_has_its_schema() -> None:
 
 
 def _encodable(value: object) -> bool:
-    """False for strings holding lone surrogates, which no UTF-8 producer can send."""
+    """False for strings holding lone surrogates: valid to a validator, ``invalid_json`` to lineguard.
+
+    README says so; ``tests/test_contract_producers.py`` checks that rejection and its error.
+    """
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
