@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hmac
+import typing
+from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import unquote
 
 import aiohttp
+import msgspec
 import structlog
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -13,6 +17,7 @@ from yarl import URL
 
 from agents.assess import policy, runtime
 from risk.clock import format_timestamp
+from risk.contract import UserId
 from risk.decision import LIMIT_FRACTIONS
 from risk.limits import features, restore_path, status
 from risk.rules import Measures
@@ -28,6 +33,13 @@ FORWARD_TIMEOUT: Final = aiohttp.ClientTimeout(total=5)
 """How long a forwarded request may take before the caller is told to ask again."""
 KEPT_HEADERS: Final = ("Retry-After", "WWW-Authenticate")
 """The owner's response headers a forwarded response keeps, besides its content type."""
+
+_USER_ID: Final[msgspec.Meta] = typing.get_args(UserId)[1]
+USER_ID_LENGTHS: Final = (
+    typing.cast(int, _USER_ID.min_length),
+    typing.cast(int, _USER_ID.max_length),
+)
+"""The contract's bounds on a user id's length, in code points (DESIGN.md §1)."""
 
 _CLOSED = (
     "no LINEGUARD_API_TOKEN is set, so /users is closed: set a token, or set"
@@ -66,7 +78,7 @@ class UserView(View):
     """A user's state, features and last decision, from the worker that owns the user."""
 
     async def get(self, request: Request, user_id: str) -> Response:
-        """Refuse, or answer 503 while not ready, before the request goes anywhere.
+        """Refuse, answer 400 for an id no user can have, or 503 while not ready, first.
 
         A request is forwarded to the owner of the user's partition: checked first, the
         token is never sent on for a caller who lacks it. While this worker
@@ -76,6 +88,10 @@ class UserView(View):
         refusal = _refusal(self, request)
         if refusal is not None:
             return refusal
+        named = _user_id(request)
+        if isinstance(named, _Problem):
+            return self.json({"error": "bad request", "detail": named.detail}, status=400)
+        user_id = named  # strictly decoded: aiohttp's own keeps a bad escape as it came
         if not runtime.ready():
             return _ask_again(self, "rebalancing or recovering; ask again")
         try:
@@ -155,6 +171,34 @@ class UserView(View):
                 "policy_version": policy.version,
             }
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Problem:
+    """Why a path cannot name a user."""
+
+    detail: str
+
+
+def _user_id(request: Request) -> str | _Problem:
+    """The user id the path names, or why no user can have it.
+
+    Asked for, such an id was looked up, forwarded and answered "unknown user", as if it
+    might exist. aiohttp keeps a percent escape that is not UTF-8 as it came (``%FF``),
+    which would name the user ``%FF``; the path is decoded strictly here instead.
+    """
+    segment = request.rel_url.raw_path.split("/")[2]
+    try:
+        user_id = unquote(segment, errors="strict")
+    except UnicodeDecodeError:
+        return _Problem("the user_id in the path is not UTF-8 once its %-escapes are decoded")
+    low, high = USER_ID_LENGTHS
+    if not low <= len(user_id) <= high:
+        return _Problem(
+            f"a user_id is {low} to {high} characters; this one has {len(user_id)},"
+            " so no user has it (DESIGN.md, input events)"
+        )
+    return user_id
 
 
 def _ask_again(view: View, detail: str) -> Response:

@@ -1,0 +1,41 @@
+"""The worker's HTTP surface as an operator meets it: ids no user can have, errors, methods.
+
+A real worker on the test broker answers every request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from test_worker import start_worker, topics
+from worker_harness import Worker
+
+pytestmark = pytest.mark.integration
+__all__ = ["start_worker", "topics"]  # fixtures shared with test_worker
+
+TOKEN = "t0ken-for-a-loopback-test-worker"  # noqa: S105 - a test token, never deployed
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_a_user_id_no_user_can_have_is_a_400_naming_the_rule(
+    start_worker: Callable[..., Worker],
+) -> None:
+    worker = start_worker(extra_env={"LINEGUARD_API_TOKEN": TOKEN})
+    worker.wait_ready()
+    chinese = "%E4%B8%AD"  # one code point, three UTF-8 bytes: the rule counts code points
+    for path, length in (("x" * 65, 65), (chinese * 65, 65)):
+        status, body, headers = worker.request(f"/users/{path}", BEARER)
+        assert status == 400, (path, body)
+        assert headers["Content-Type"].startswith("application/json")
+        assert body["error"] == "bad request"
+        assert f"a user_id is 1 to 64 characters; this one has {length}" in body["detail"]
+        assert "xxxx" not in body["detail"]  # the id is not echoed back
+    status, body, _ = worker.request("/users/%FF", BEARER)  # not UTF-8: aiohttp kept "%FF"
+    assert status == 400, body
+    assert "not UTF-8" in body["detail"]
+    for valid in ("x" * 64, chinese * 64, "%25FF", "u%2F1"):  # at the bound; "%FF"; "u/1"
+        status, body, _ = worker.request(f"/users/{valid}", BEARER)
+        assert (status, body["error"]) == (404, "unknown user"), valid
+    assert worker.request("/users/%25FF", BEARER)[1]["user_id"] == "%FF"
+    assert worker.request("/users/" + "x" * 65, {})[0] == 401  # the token is checked first
