@@ -20,6 +20,7 @@ import click
 import colorlog
 import faust
 import structlog
+from click.core import ParameterSource
 from faust.cli import AppCommand, argument, option
 from pydantic import ValidationError
 
@@ -512,11 +513,47 @@ Settings come from LINEGUARD_* environment variables (README, Settings); the com
 below take their own options (COMMAND --help). Start with `lineguard demo`.
 """
 
-FAUST_WEB_OPTIONS: Final = frozenset(
-    {"-h", "--web-host", "-b", "--web-bind", "-p", "--web-port", "--web-transport"}
-)
+FAUST_WEB_OPTIONS: Final = ("web_host", "web_bind", "web_port", "web_transport")
 """Faust's worker options for its web server. They would override LINEGUARD_WEB_HOST and
 LINEGUARD_WEB_PORT, and Faust's banner would name another address than the one it binds."""
+
+
+@dataclass(frozen=True, slots=True)
+class _CommandLine:
+    """The command a ``lineguard`` command line runs, found past Faust's top-level options."""
+
+    name: str
+    root: click.Context
+    command: click.Context
+
+    def given(self, *names: str) -> list[str]:
+        """The options among ``names`` (parameter names) given on the command line."""
+        return [
+            "/".join(param.opts)
+            for context in (self.root, self.command)
+            for param in context.command.params
+            if param.name in names
+            and context.get_parameter_source(param.name) == ParameterSource.COMMANDLINE
+        ]
+
+
+def _command_line(argv: list[str]) -> _CommandLine | None:
+    """Parse ``argv`` as click will, without side effects; None if click will refuse it.
+
+    Faust's top-level options (``-l info``, ``-D dir``, ``--json`` ...) may come before the
+    command: the checks that ``worker`` needs must not depend on it coming first.
+    """
+    from faust.cli.faust import cli
+
+    try:
+        root = click.Group.make_context(cli, "lineguard", list(argv), resilient_parsing=True)
+        name, *rest = [*root.protected_args, *root.args]
+        command = cli.commands[name]
+        context = command.make_context(name, rest, parent=root, resilient_parsing=True)
+    except (click.ClickException, ValueError, KeyError):
+        return None
+    return _CommandLine(name, root, context)
+
 
 _DATADIR_CLAIM: list[Any] = []
 """The open lock file of the data directory this worker claimed, held until it exits."""
@@ -587,18 +624,19 @@ def main() -> None:
     from faust.cli.faust import cli
 
     cli.help = CLI_HELP
-    if sys.argv[1:2] == ["worker"]:
-        faust_web = sorted(FAUST_WEB_OPTIONS & {arg.split("=", 1)[0] for arg in sys.argv[2:]})
+    line = _command_line(sys.argv[1:])
+    if line is not None and line.name == "worker":
+        faust_web = line.given(*FAUST_WEB_OPTIONS)
         if faust_web:
             _fail(
                 "lineguard worker takes its web address from LINEGUARD_WEB_HOST and"
                 f" LINEGUARD_WEB_PORT, not Faust's {', '.join(faust_web)} (--help for help)"
             )
-    asks_for_help = {"--help", "-h"} & set(sys.argv[2:])
-    if set(sys.argv[1:2]) & AGENTLESS_COMMANDS:
+    asks_for_help = "--help" in sys.argv
+    if line is not None and line.name in AGENTLESS_COMMANDS:
         # Faust declares each setting with a decorated getter, which mypy takes for a method.
         app.conf.autodiscover = False  # type: ignore[misc]
-    if sys.argv[1:2] == ["worker"] and not asks_for_help:
+    if line is not None and line.name == "worker" and not asks_for_help:
         import asyncio
 
         from aiokafka.errors import KafkaError

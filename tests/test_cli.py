@@ -363,6 +363,30 @@ def test_a_bad_policy_stops_the_worker_before_it_contacts_kafka(tmp_path: Path) 
     assert "cannot reach Kafka" not in done.stderr
 
 
+@pytest.mark.parametrize("before", [["-l", "info"], ["--json"], ["-q"], ["-L", "aio"]])
+def test_the_worker_is_checked_with_fausts_top_level_options_before_it(
+    before: list[str], tmp_path: Path
+) -> None:
+    # main() looked for "worker" only first on the line: after -l info it ran none of its
+    # checks, and Faust started a worker with a bad policy, a taken port and no topics.
+    policy = tmp_path / "env.toml"
+    policy.write_text(BAD_ENV_POLICY)
+    done = _lineguard(
+        *before, "worker", cwd=tmp_path, settings={"LINEGUARD_POLICY_FILE": str(policy)}
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"LINEGUARD_POLICY_FILE={policy}: invalid policy:" in done.stderr
+    assert "Unable connect" not in done.stderr  # stopped before it contacts Kafka
+    refused = _lineguard(*before, "worker", "-p", "7000", cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert "takes its web address from LINEGUARD_WEB_HOST" in refused.stderr
+    replayed = _lineguard(
+        *before, "replay", _write(tmp_path / "in.jsonl", LATE_BOOK), cwd=tmp_path,
+        settings={"LINEGUARD_POLICY_FILE": str(policy)},
+    )  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr  # runs no agent, so ignores that policy
+
+
 def test_commands_that_run_no_agent_ignore_the_workers_policy(tmp_path: Path) -> None:
     env_policy = tmp_path / "env.toml"
     env_policy.write_text(BAD_ENV_POLICY)
