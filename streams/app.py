@@ -518,6 +518,14 @@ FAUST_WEB_OPTIONS: Final = ("web_host", "web_bind", "web_port", "web_transport")
 LINEGUARD_WEB_PORT, and Faust's banner would name another address than the one it binds."""
 
 
+REFUSED_OPTIONS: Final = {
+    "app": "lineguard runs its own app; Faust's {option} would load another",
+    "datadir": "the data directory is LINEGUARD_DATADIR; Faust's {option} would be ignored,"
+    " and its lock and checks with it",
+}
+"""Faust's top-level options that have no meaning in lineguard, by parameter name."""
+
+
 @dataclass(frozen=True, slots=True)
 class _CommandLine:
     """The command a ``lineguard`` command line runs, found past Faust's top-level options."""
@@ -625,6 +633,9 @@ def main() -> None:
 
     cli.help = CLI_HELP
     line = _command_line(sys.argv[1:])
+    for name, why in REFUSED_OPTIONS.items():
+        for given in [] if line is None else line.given(name):
+            _fail(why.format(option=given))
     if line is not None and line.name == "worker":
         faust_web = line.given(*FAUST_WEB_OPTIONS)
         if faust_web:

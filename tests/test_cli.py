@@ -387,6 +387,22 @@ def test_the_worker_is_checked_with_fausts_top_level_options_before_it(
     assert replayed.returncode == 0, replayed.stderr  # runs no agent, so ignores that policy
 
 
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [(["-D", "elsewhere"], "LINEGUARD_DATADIR"), (["--app=os"], "its own app")],
+)
+@pytest.mark.parametrize("command", ["worker", "tables"])
+def test_fausts_datadir_and_app_options_are_refused(
+    option: list[str], named: str, command: str, tmp_path: Path
+) -> None:
+    # -D was ignored without a word, LINEGUARD_DATADIR kept; -A loaded another module.
+    done = _lineguard(*option, command, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("lineguard: ") and named in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "elsewhere").exists()
+
+
 def test_commands_that_run_no_agent_ignore_the_workers_policy(tmp_path: Path) -> None:
     env_policy = tmp_path / "env.toml"
     env_policy.write_text(BAD_ENV_POLICY)
