@@ -567,12 +567,15 @@ _DATADIR_CLAIM: list[Any] = []
 """The open lock file of the data directory this worker claimed, held until it exits."""
 
 
-def _claim_datadir(datadir: Path) -> None:
+def _claim_datadir(
+    datadir: Path, advice: str = "give each worker a data directory of its own"
+) -> None:
     """Refuse a RocksDB data directory another live worker holds, before joining the group.
 
     Faust would join, take partitions, retry RocksDB's own lock for 30 s and crash, and the
-    group would rebalance twice for nothing, again at every restart. The lock goes with
-    the process, however it ends.
+    group would rebalance twice for nothing, again at every restart. ``reset`` takes the
+    same lock, so that it never deletes the state under a running worker. The lock goes
+    with the process, however it ends.
     """
     import fcntl
 
@@ -586,7 +589,7 @@ def _claim_datadir(datadir: Path) -> None:
         claim.close()
         _fail(
             f"LINEGUARD_DATADIR {datadir} is in use by another lineguard worker (pid {holder}):"
-            " give each worker a data directory of its own"
+            f" {advice}"
         )
     claim.truncate(0)
     claim.write(f"{os.getpid()}\n")
@@ -647,6 +650,11 @@ def main() -> None:
     if line is not None and line.name in AGENTLESS_COMMANDS:
         # Faust declares each setting with a decorated getter, which mypy takes for a method.
         app.conf.autodiscover = False  # type: ignore[misc]
+    if line is not None and line.name == "reset" and not asks_for_help:
+        if not settings.store.startswith("rocksdb"):
+            print(f"lineguard: LINEGUARD_STORE={settings.store} keeps no local state to delete")
+            return
+        _claim_datadir(settings.datadir, "stop it before lineguard reset")
     if line is not None and line.name == "worker" and not asks_for_help:
         import asyncio
 
