@@ -518,6 +518,26 @@ FAUST_WEB_OPTIONS: Final = ("web_host", "web_bind", "web_port", "web_transport")
 LINEGUARD_WEB_PORT, and Faust's banner would name another address than the one it binds."""
 
 
+REFUSED_COMMANDS: Final = {
+    "agents": "it fails on lineguard's agent, which reads several topics; the worker's"
+    " topics are in README, Settings",
+    "clean-versions": "lineguard's app has one version, so there is no older one to delete",
+    "completion": "it needs click_completion, which lineguard does not install",
+    "livecheck": "lineguard has no LiveCheck app",
+    "model": "lineguard's records are JSON, not Faust models (README, The contract)",
+    "models": "lineguard's records are JSON, not Faust models (README, The contract)",
+    "send": "produce test records with `lineguard simulate`, or with any Kafka client, keyed"
+    " by user_id and partitioned by murmur2 (README, The contract)",
+}
+"""Faust's commands that fail or mean nothing in lineguard: hidden, and refused with a reason."""
+
+FAUST_COMMAND_HELP: Final = {
+    "worker": "Run the worker; its settings are LINEGUARD_* (README, Settings).",
+    "reset": "Delete the local RocksDB state, unless a worker holds it.",
+    "tables": "List the worker's tables.",
+}
+"""What Faust's commands that lineguard keeps do here, for ``--help``."""
+
 REFUSED_OPTIONS: Final = {
     "app": "lineguard runs its own app; Faust's {option} would load another",
     "datadir": "the data directory is LINEGUARD_DATADIR; Faust's {option} would be ignored,"
@@ -635,7 +655,13 @@ def main() -> None:
     from faust.cli.faust import cli
 
     cli.help = CLI_HELP
+    for name in REFUSED_COMMANDS:
+        cli.commands[name].hidden = True
+    for name, text in FAUST_COMMAND_HELP.items():
+        cli.commands[name].help = cli.commands[name].short_help = text
     line = _command_line(sys.argv[1:])
+    if line is not None and line.name in REFUSED_COMMANDS:
+        _fail(f"{line.name} is Faust's, and not lineguard's: {REFUSED_COMMANDS[line.name]}")
     for name, why in REFUSED_OPTIONS.items():
         for given in [] if line is None else line.given(name):
             _fail(why.format(option=given))

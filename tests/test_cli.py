@@ -403,6 +403,31 @@ def test_fausts_datadir_and_app_options_are_refused(
     assert not (tmp_path / "elsewhere").exists()
 
 
+FAUST_COMMANDS_REFUSED = ["agents", "clean-versions", "completion", "livecheck", "model", "models",
+                          "send"]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", FAUST_COMMANDS_REFUSED)
+def test_fausts_commands_that_fail_here_are_refused_in_one_line(
+    command: str, tmp_path: Path
+) -> None:
+    # agents, model and completion ended in a traceback, livecheck in a usage error, send
+    # took no account of the contract, models and clean-versions had nothing to show or do.
+    done = _lineguard(command, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"lineguard: {command} is Faust's, and not lineguard's: ")
+    assert done.stderr.count("\n") == 1
+
+
+def test_the_help_lists_the_commands_that_work_and_no_other(tmp_path: Path) -> None:
+    shown = _lineguard("--help", cwd=tmp_path).stdout
+    lines = shown.split("Commands:")[1].splitlines()
+    listed = {line.split()[0] for line in lines if line[:3].strip() and line.startswith("  ")}
+    assert listed == {"backtest", "check-policy", "demo", "replay", "reset", "simulate",
+                      "tables", "worker"}  # fmt: skip
+    assert "Start worker instance for given app" not in shown  # Faust's words, not ours
+
+
 def test_commands_that_run_no_agent_ignore_the_workers_policy(tmp_path: Path) -> None:
     env_policy = tmp_path / "env.toml"
     env_policy.write_text(BAD_ENV_POLICY)
