@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import typing
 from dataclasses import dataclass
 from typing import Any, Final
@@ -11,6 +12,7 @@ from urllib.parse import unquote
 import aiohttp
 import msgspec
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
@@ -40,6 +42,26 @@ USER_ID_LENGTHS: Final = (
     typing.cast(int, _USER_ID.max_length),
 )
 """The contract's bounds on a user id's length, in code points (DESIGN.md §1)."""
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp's log of a request it could not parse, as one line without the request.
+
+    aiohttp logs each at ERROR, with a traceback and the first 100 bytes of the request
+    line: a path or query that holds a user id put it in the log, and anyone who can
+    reach the port could fill the log with tracebacks. It answers 400 all the same.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Let every other record through; log a parse error as one warning instead."""
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        log.warning("http_request_malformed", error=type(error).__name__, status=error.code)
+        return False
+
+
+logging.getLogger("aiohttp.server").addFilter(_MalformedRequests())
 
 _CLOSED = (
     "no LINEGUARD_API_TOKEN is set, so /users is closed: set a token, or set"

@@ -5,11 +5,12 @@ A real worker on the test broker answers every request.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 import pytest
 from test_worker import start_worker, topics
-from worker_harness import Worker
+from worker_harness import Worker, wait_for
 
 pytestmark = pytest.mark.integration
 __all__ = ["start_worker", "topics"]  # fixtures shared with test_worker
@@ -39,3 +40,24 @@ def test_a_user_id_no_user_can_have_is_a_400_naming_the_rule(
         assert (status, body["error"]) == (404, "unknown user"), valid
     assert worker.request("/users/%25FF", BEARER)[1]["user_id"] == "%FF"
     assert worker.request("/users/" + "x" * 65, {})[0] == 401  # the token is checked first
+
+
+def test_a_request_aiohttp_cannot_parse_is_one_log_line_without_the_request(
+    start_worker: Callable[..., Worker],
+) -> None:
+    worker = start_worker(extra_env={"LINEGUARD_API_TOKEN": TOKEN})
+    worker.wait_ready()
+    requests = (
+        b"GET /users/u-4242-secret?" + b"x" * 9000 + b" HTTP/1.1\r\n",  # over 8190 bytes
+        b"GET /users/u-4242-secret\xff HTTP/1.1\r\n",  # a byte no URL may hold
+    )
+    for request_line in requests:
+        with socket.create_connection(("127.0.0.1", worker.port), timeout=10) as connection:
+            connection.sendall(request_line + b"Host: x\r\nConnection: close\r\n\r\n")
+            answer = connection.recv(4096)
+        assert answer.startswith(b"HTTP/1.0 400 "), answer[:100]
+    wait_for(lambda: worker.log().count("http_request_malformed") == 2, 10, "the log lines")
+    log = worker.log()
+    assert "u-4242-secret" not in log
+    assert "Traceback" not in log
+    assert '"error": "LineTooLong"' in log
