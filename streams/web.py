@@ -12,8 +12,10 @@ from urllib.parse import unquote
 import aiohttp
 import msgspec
 import structlog
+from aiohttp import web as aiohttp_web
 from aiohttp.http_exceptions import HttpProcessingError
 from faust.web import Request, Response, View
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
@@ -62,6 +64,35 @@ class _MalformedRequests(logging.Filter):
 
 
 logging.getLogger("aiohttp.server").addFilter(_MalformedRequests())
+
+PATHS: Final = "/users/{user_id}, /healthz, /readyz and /metrics"
+"""Every path the worker serves, for the answer to any other."""
+
+
+@aiohttp_web.middleware
+async def _json_errors(request: aiohttp_web.Request, handler: Any) -> aiohttp_web.StreamResponse:
+    """Aiohttp's own 404 and 405 as JSON, in the shape of lineguard's other errors.
+
+    They were plain text, where every other error of the worker is a JSON object with
+    ``error`` and ``detail``, so a client had to tell the two apart before reading one.
+    """
+    try:
+        response: aiohttp_web.StreamResponse = await handler(request)
+    except aiohttp_web.HTTPNotFound:
+        return aiohttp_web.json_response(
+            {"error": "not found", "detail": f"no such path; the paths are {PATHS}"}, status=404
+        )
+    except aiohttp_web.HTTPMethodNotAllowed as error:
+        allowed = ", ".join(sorted(error.allowed_methods))
+        return aiohttp_web.json_response(
+            {"error": "method not allowed", "detail": f"{error.method} here; only {allowed}"},
+            status=405,
+            headers={"Allow": error.headers["Allow"]},
+        )
+    return response
+
+
+typing.cast(AiohttpWeb, app.web).web_app.middlewares.append(_json_errors)  # Faust's aiohttp driver
 
 _CLOSED = (
     "no LINEGUARD_API_TOKEN is set, so /users is closed: set a token, or set"
@@ -160,7 +191,14 @@ class UserView(View):
         try:
             state = runtime.state(user_id)
         except KeyError:
-            return self.json({"error": "unknown user", "user_id": user_id}, status=404)
+            return self.json(
+                {
+                    "error": "unknown user",
+                    "detail": "no state for this user: no accepted event of theirs yet",
+                    "user_id": user_id,
+                },
+                status=404,
+            )
         last = state.last_decision
         measures = Measures(state, policy)
         card = measures.scorecard

@@ -5,9 +5,12 @@ A real worker on the test broker answers every request.
 
 from __future__ import annotations
 
+import http.client
 import socket
 from collections.abc import Callable
+from typing import Any
 
+import orjson
 import pytest
 from test_worker import start_worker, topics
 from worker_harness import Worker, wait_for
@@ -61,3 +64,37 @@ def test_a_request_aiohttp_cannot_parse_is_one_log_line_without_the_request(
     assert "u-4242-secret" not in log
     assert "Traceback" not in log
     assert '"error": "LineTooLong"' in log
+
+
+def test_every_error_is_json_with_error_and_detail(start_worker: Callable[..., Worker]) -> None:
+    # aiohttp answered an unknown path or a method a path does not take in plain text.
+    worker = start_worker(extra_env={"LINEGUARD_API_TOKEN": TOKEN})
+    worker.wait_ready()
+    answers = {
+        ("GET", "/nope"): 404, ("GET", "/users"): 404, ("GET", "/healthz/x"): 404,
+        ("POST", "/users/u-1"): 405, ("DELETE", "/metrics"): 405, ("PUT", "/readyz"): 405,
+        ("PATCH", "/healthz"): 405, ("GET", "/users/u-1"): 404, ("GET", "/users/" + "x" * 65): 400,
+    }  # fmt: skip
+    for (method, path), expected in answers.items():
+        status, headers, body = _exchange(worker, method, path)
+        assert status == expected, (method, path, body)
+        assert headers["Content-Type"] == "application/json; charset=utf-8", (method, path)
+        document = orjson.loads(body)
+        assert {"error", "detail"} <= document.keys(), (method, path, document)
+        if expected == 405:
+            assert headers["Allow"] == "GET,HEAD"
+            assert f"{method} here; only GET, HEAD" in document["detail"]
+    status, headers, body = _exchange(worker, "HEAD", "/healthz")
+    assert (status, body) == (200, b"")
+    assert headers["Content-Type"] == "application/json; charset=utf-8"
+
+
+def _exchange(worker: Worker, method: str, path: str) -> tuple[int, Any, bytes]:
+    """Status, headers and body of one request with the token."""
+    connection = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=10)
+    try:
+        connection.request(method, path, headers=BEARER)
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
