@@ -665,6 +665,9 @@ def main() -> None:
     for name, why in REFUSED_OPTIONS.items():
         for given in [] if line is None else line.given(name):
             _fail(why.format(option=given))
+    workdir = None if line is None else line.root.params.get("workdir")
+    if workdir and not Path(workdir).is_dir():  # Faust would chdir there, with a traceback
+        _fail(f"-W/--workdir {workdir}: no such directory")
     if line is not None and line.name == "worker":
         faust_web = line.given(*FAUST_WEB_OPTIONS)
         if faust_web:

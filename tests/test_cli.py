@@ -403,6 +403,19 @@ def test_fausts_datadir_and_app_options_are_refused(
     assert not (tmp_path / "elsewhere").exists()
 
 
+def test_a_workdir_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
+    # Faust changed into it after parsing, with a FileNotFoundError traceback.
+    policy = Path(__file__).parents[1] / "risk" / "default_policy.toml"
+    done = _lineguard("-W", tmp_path / "nowhere", "check-policy", policy, cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"lineguard: -W/--workdir {tmp_path / 'nowhere'}: no such directory\n",
+    )
+    (tmp_path / "here").mkdir()
+    moved = _lineguard("-W", tmp_path / "here", "check-policy", policy, cwd=tmp_path)
+    assert moved.returncode == 0, moved.stderr
+
+
 FAUST_COMMANDS_REFUSED = ["agents", "clean-versions", "completion", "livecheck", "model", "models",
                           "send"]  # fmt: skip
 
