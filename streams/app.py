@@ -675,6 +675,11 @@ def main() -> None:
                 "lineguard worker takes its web address from LINEGUARD_WEB_HOST and"
                 f" LINEGUARD_WEB_PORT, not Faust's {', '.join(faust_web)} (--help for help)"
             )
+        if line.command.params.get("with_web") is False:
+            _fail(
+                "lineguard worker always serves HTTP: the other workers forward /users to"
+                " it, and /readyz and /metrics are its health (--without-web refused)"
+            )
     asks_for_help = "--help" in sys.argv
     if line is not None and line.name in AGENTLESS_COMMANDS:
         # Faust declares each setting with a decorated getter, which mypy takes for a method.

@@ -474,6 +474,14 @@ def test_fausts_web_options_are_refused_for_the_lineguard_settings(
     assert option[0].split("=")[0] in done.stderr
 
 
+def test_a_worker_without_its_web_server_is_refused(tmp_path: Path) -> None:
+    # Faust's --without-web left the other workers forwarding /users to a closed port,
+    # and no /readyz or /metrics.
+    done = _lineguard("worker", "--without-web", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "lineguard worker always serves HTTP" in done.stderr
+
+
 def test_the_help_and_version_are_lineguards(tmp_path: Path) -> None:
     shown = _lineguard("--help", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
