@@ -659,6 +659,11 @@ def main() -> None:
         cli.commands[name].hidden = True
     for name, text in FAUST_COMMAND_HELP.items():
         cli.commands[name].help = cli.commands[name].short_help = text
+    refused = {*FAUST_WEB_OPTIONS, "with_web", *REFUSED_OPTIONS}
+    for command in (cli, cli.commands["worker"]):
+        for param in command.params:
+            if param.name in refused and isinstance(param, click.Option):
+                param.hidden = True  # refused below: --help does not offer them
     line = _command_line(sys.argv[1:])
     if line is not None and line.name in REFUSED_COMMANDS:
         _fail(f"{line.name} is Faust's, and not lineguard's: {REFUSED_COMMANDS[line.name]}")

@@ -482,6 +482,16 @@ def test_a_worker_without_its_web_server_is_refused(tmp_path: Path) -> None:
     assert "lineguard worker always serves HTTP" in done.stderr
 
 
+def test_the_help_offers_no_option_that_is_refused(tmp_path: Path) -> None:
+    shown = _lineguard("--help", cwd=tmp_path).stdout
+    assert "--datadir" not in shown and "--app" not in shown
+    assert "--loglevel" in shown
+    worker = _lineguard("worker", "--help", cwd=tmp_path).stdout
+    for refused in ("--web-port", "--web-host", "--web-bind", "--web-transport", "--without-web"):
+        assert refused not in worker
+    assert "--loglevel" in worker
+
+
 def test_the_help_and_version_are_lineguards(tmp_path: Path) -> None:
     shown = _lineguard("--help", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
