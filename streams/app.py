@@ -646,6 +646,8 @@ def main() -> None:
     Before ``worker`` starts Faust, the topics are created and checked, so that a
     cluster with differently partitioned inputs is refused with a clear message. A
     cluster that cannot be reached stops it too (status 4), for its supervisor to retry.
+    Faust's commands and options that fail or mean nothing here are refused in one line
+    (status 2) rather than left to end in a traceback or to be ignored.
     """
     if sys.argv[1:2] == ["--version"]:
         from importlib.metadata import version
