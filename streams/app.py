@@ -20,6 +20,7 @@ import click
 import colorlog
 import faust
 import structlog
+from click.core import ParameterSource
 from faust.cli import AppCommand, argument, option
 from pydantic import ValidationError
 
@@ -513,22 +514,89 @@ Settings come from LINEGUARD_* environment variables (README, Settings); the com
 below take their own options (COMMAND --help). Start with `lineguard demo`.
 """
 
-FAUST_WEB_OPTIONS: Final = frozenset(
-    {"-h", "--web-host", "-b", "--web-bind", "-p", "--web-port", "--web-transport"}
-)
+FAUST_WEB_OPTIONS: Final = ("web_host", "web_bind", "web_port", "web_transport")
 """Faust's worker options for its web server. They would override LINEGUARD_WEB_HOST and
 LINEGUARD_WEB_PORT, and Faust's banner would name another address than the one it binds."""
+
+
+REFUSED_COMMANDS: Final = {
+    "agents": "it fails on lineguard's agent, which reads several topics; the worker's"
+    " topics are in README, Settings",
+    "clean-versions": "lineguard's app has one version, so there is no older one to delete",
+    "completion": "it needs click_completion, which lineguard does not install",
+    "livecheck": "lineguard has no LiveCheck app",
+    "model": "lineguard's records are JSON, not Faust models (README, The contract)",
+    "models": "lineguard's records are JSON, not Faust models (README, The contract)",
+    "send": "produce test records with `lineguard simulate`, or with any Kafka client, keyed"
+    " by user_id and partitioned by murmur2 (README, The contract)",
+}
+"""Faust's commands that fail or mean nothing in lineguard: hidden, and refused with a reason."""
+
+FAUST_COMMAND_HELP: Final = {
+    "worker": "Run the worker; its settings are LINEGUARD_* (README, Settings).",
+    "reset": "Delete the local RocksDB state, unless a worker holds it.",
+    "tables": "List the worker's tables.",
+}
+"""What Faust's commands that lineguard keeps do here, for ``--help``."""
+
+REFUSED_OPTIONS: Final = {
+    "app": "lineguard runs its own app; Faust's {option} would load another",
+    "datadir": "the data directory is LINEGUARD_DATADIR; Faust's {option} would be ignored,"
+    " and its lock and checks with it",
+}
+"""Faust's top-level options that have no meaning in lineguard, by parameter name."""
+
+
+@dataclass(frozen=True, slots=True)
+class _CommandLine:
+    """The command a ``lineguard`` command line runs, found past Faust's top-level options."""
+
+    name: str
+    root: click.Context
+    command: click.Context
+
+    def given(self, *names: str) -> list[str]:
+        """The options among ``names`` (parameter names) given on the command line."""
+        return [
+            "/".join(param.opts)
+            for context in (self.root, self.command)
+            for param in context.command.params
+            if param.name in names
+            and context.get_parameter_source(param.name) == ParameterSource.COMMANDLINE
+        ]
+
+
+def _command_line(argv: list[str]) -> _CommandLine | None:
+    """Parse ``argv`` as click will, without side effects; None if click will refuse it.
+
+    Faust's top-level options (``-l info``, ``-D dir``, ``--json`` ...) may come before the
+    command: the checks that ``worker`` needs must not depend on it coming first.
+    """
+    from faust.cli.faust import cli
+
+    try:
+        root = click.Group.make_context(cli, "lineguard", list(argv), resilient_parsing=True)
+        name, *rest = [*root.protected_args, *root.args]
+        command = cli.commands[name]
+        context = command.make_context(name, rest, parent=root, resilient_parsing=True)
+    except (click.ClickException, ValueError, KeyError):
+        return None
+    return _CommandLine(name, root, context)
+
 
 _DATADIR_CLAIM: list[Any] = []
 """The open lock file of the data directory this worker claimed, held until it exits."""
 
 
-def _claim_datadir(datadir: Path) -> None:
+def _claim_datadir(
+    datadir: Path, advice: str = "give each worker a data directory of its own"
+) -> None:
     """Refuse a RocksDB data directory another live worker holds, before joining the group.
 
     Faust would join, take partitions, retry RocksDB's own lock for 30 s and crash, and the
-    group would rebalance twice for nothing, again at every restart. The lock goes with
-    the process, however it ends.
+    group would rebalance twice for nothing, again at every restart. ``reset`` takes the
+    same lock, so that it never deletes the state under a running worker. The lock goes
+    with the process, however it ends.
     """
     import fcntl
 
@@ -542,7 +610,7 @@ def _claim_datadir(datadir: Path) -> None:
         claim.close()
         _fail(
             f"LINEGUARD_DATADIR {datadir} is in use by another lineguard worker (pid {holder}):"
-            " give each worker a data directory of its own"
+            f" {advice}"
         )
     claim.truncate(0)
     claim.write(f"{os.getpid()}\n")
@@ -579,6 +647,8 @@ def main() -> None:
     Before ``worker`` starts Faust, the topics are created and checked, so that a
     cluster with differently partitioned inputs is refused with a clear message. A
     cluster that cannot be reached stops it too (status 4), for its supervisor to retry.
+    Faust's commands and options that fail or mean nothing here are refused in one line
+    (status 2) rather than left to end in a traceback or to be ignored.
     """
     if sys.argv[1:2] == ["--version"]:
         from importlib.metadata import version
@@ -588,18 +658,46 @@ def main() -> None:
     from faust.cli.faust import cli
 
     cli.help = CLI_HELP
-    if sys.argv[1:2] == ["worker"]:
-        faust_web = sorted(FAUST_WEB_OPTIONS & {arg.split("=", 1)[0] for arg in sys.argv[2:]})
+    for name in REFUSED_COMMANDS:
+        cli.commands[name].hidden = True
+    for name, text in FAUST_COMMAND_HELP.items():
+        cli.commands[name].help = cli.commands[name].short_help = text
+    refused = {*FAUST_WEB_OPTIONS, "with_web", *REFUSED_OPTIONS}
+    for command in (cli, cli.commands["worker"]):
+        for param in command.params:
+            if param.name in refused and isinstance(param, click.Option):
+                param.hidden = True  # refused below: --help does not offer them
+    line = _command_line(sys.argv[1:])
+    if line is not None and line.name in REFUSED_COMMANDS:
+        _fail(f"{line.name} is Faust's, and not lineguard's: {REFUSED_COMMANDS[line.name]}")
+    for name, why in REFUSED_OPTIONS.items():
+        for given in [] if line is None else line.given(name):
+            _fail(why.format(option=given))
+    workdir = None if line is None else line.root.params.get("workdir")
+    if workdir and not Path(workdir).is_dir():  # Faust would chdir there, with a traceback
+        _fail(f"-W/--workdir {workdir}: no such directory")
+    if line is not None and line.name == "worker":
+        faust_web = line.given(*FAUST_WEB_OPTIONS)
         if faust_web:
             _fail(
                 "lineguard worker takes its web address from LINEGUARD_WEB_HOST and"
                 f" LINEGUARD_WEB_PORT, not Faust's {', '.join(faust_web)} (--help for help)"
             )
-    asks_for_help = {"--help", "-h"} & set(sys.argv[2:])
-    if set(sys.argv[1:2]) & AGENTLESS_COMMANDS:
+        if line.command.params.get("with_web") is False:
+            _fail(
+                "lineguard worker always serves HTTP: the other workers forward /users to"
+                " it, and /readyz and /metrics are its health (--without-web refused)"
+            )
+    asks_for_help = "--help" in sys.argv
+    if line is not None and line.name in AGENTLESS_COMMANDS:
         # Faust declares each setting with a decorated getter, which mypy takes for a method.
         app.conf.autodiscover = False  # type: ignore[misc]
-    if sys.argv[1:2] == ["worker"] and not asks_for_help:
+    if line is not None and line.name == "reset" and not asks_for_help:
+        if not settings.store.startswith("rocksdb"):
+            print(f"lineguard: LINEGUARD_STORE={settings.store} keeps no local state to delete")
+            return
+        _claim_datadir(settings.datadir, "stop it before lineguard reset")
+    if line is not None and line.name == "worker" and not asks_for_help:
         import asyncio
 
         from aiokafka.errors import KafkaError

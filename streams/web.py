@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import typing
+from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import unquote
 
 import aiohttp
+import msgspec
 import structlog
+from aiohttp import web as aiohttp_web
+from aiohttp.http_exceptions import HttpProcessingError
 from faust.web import Request, Response, View
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from agents.assess import policy, runtime
 from risk.clock import format_timestamp
+from risk.contract import UserId
 from risk.decision import LIMIT_FRACTIONS
 from risk.limits import features, restore_path, status
 from risk.rules import Measures
@@ -28,6 +37,62 @@ FORWARD_TIMEOUT: Final = aiohttp.ClientTimeout(total=5)
 """How long a forwarded request may take before the caller is told to ask again."""
 KEPT_HEADERS: Final = ("Retry-After", "WWW-Authenticate")
 """The owner's response headers a forwarded response keeps, besides its content type."""
+
+_USER_ID: Final[msgspec.Meta] = typing.get_args(UserId)[1]
+USER_ID_LENGTHS: Final = (
+    typing.cast(int, _USER_ID.min_length),
+    typing.cast(int, _USER_ID.max_length),
+)
+"""The contract's bounds on a user id's length, in code points (DESIGN.md §1)."""
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp's log of a request it could not parse, as one line without the request.
+
+    aiohttp logs each at ERROR, with a traceback and the first 100 bytes of the request
+    line: a path or query that holds a user id put it in the log, and anyone who can
+    reach the port could fill the log with tracebacks. It answers 400 all the same.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Let every other record through; log a parse error as one warning instead."""
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        log.warning("http_request_malformed", error=type(error).__name__, status=error.code)
+        return False
+
+
+logging.getLogger("aiohttp.server").addFilter(_MalformedRequests())
+
+PATHS: Final = "/users/{user_id}, /healthz, /readyz and /metrics"
+"""Every path the worker serves, for the answer to any other."""
+
+
+@aiohttp_web.middleware
+async def _json_errors(request: aiohttp_web.Request, handler: Any) -> aiohttp_web.StreamResponse:
+    """Aiohttp's own 404 and 405 as JSON, in the shape of lineguard's other errors.
+
+    They were plain text, where every other error of the worker is a JSON object with
+    ``error`` and ``detail``, so a client had to tell the two apart before reading one.
+    """
+    try:
+        response: aiohttp_web.StreamResponse = await handler(request)
+    except aiohttp_web.HTTPNotFound:
+        return aiohttp_web.json_response(
+            {"error": "not found", "detail": f"no such path; the paths are {PATHS}"}, status=404
+        )
+    except aiohttp_web.HTTPMethodNotAllowed as error:
+        allowed = ", ".join(sorted(error.allowed_methods))
+        return aiohttp_web.json_response(
+            {"error": "method not allowed", "detail": f"{error.method} here; only {allowed}"},
+            status=405,
+            headers={"Allow": error.headers["Allow"]},
+        )
+    return response
+
+
+typing.cast(AiohttpWeb, app.web).web_app.middlewares.append(_json_errors)  # Faust's aiohttp driver
 
 _CLOSED = (
     "no LINEGUARD_API_TOKEN is set, so /users is closed: set a token, or set"
@@ -66,7 +131,7 @@ class UserView(View):
     """A user's state, features and last decision, from the worker that owns the user."""
 
     async def get(self, request: Request, user_id: str) -> Response:
-        """Refuse, or answer 503 while not ready, before the request goes anywhere.
+        """Refuse, answer 400 for an id no user can have, or 503 while not ready, first.
 
         A request is forwarded to the owner of the user's partition: checked first, the
         token is never sent on for a caller who lacks it. While this worker
@@ -76,6 +141,10 @@ class UserView(View):
         refusal = _refusal(self, request)
         if refusal is not None:
             return refusal
+        named = _user_id(request)
+        if isinstance(named, _Problem):
+            return self.json({"error": "bad request", "detail": named.detail}, status=400)
+        user_id = named  # strictly decoded: aiohttp's own keeps a bad escape as it came
         if not runtime.ready():
             return _ask_again(self, "rebalancing or recovering; ask again")
         try:
@@ -122,7 +191,14 @@ class UserView(View):
         try:
             state = runtime.state(user_id)
         except KeyError:
-            return self.json({"error": "unknown user", "user_id": user_id}, status=404)
+            return self.json(
+                {
+                    "error": "unknown user",
+                    "detail": "no state for this user: no accepted event of theirs yet",
+                    "user_id": user_id,
+                },
+                status=404,
+            )
         last = state.last_decision
         measures = Measures(state, policy)
         card = measures.scorecard
@@ -155,6 +231,34 @@ class UserView(View):
                 "policy_version": policy.version,
             }
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Problem:
+    """Why a path cannot name a user."""
+
+    detail: str
+
+
+def _user_id(request: Request) -> str | _Problem:
+    """The user id the path names, or why no user can have it.
+
+    Asked for, such an id was looked up, forwarded and answered "unknown user", as if it
+    might exist. aiohttp keeps a percent escape that is not UTF-8 as it came (``%FF``),
+    which would name the user ``%FF``; the path is decoded strictly here instead.
+    """
+    segment = request.rel_url.raw_path.split("/")[2]
+    try:
+        user_id = unquote(segment, errors="strict")
+    except UnicodeDecodeError:
+        return _Problem("the user_id in the path is not UTF-8 once its %-escapes are decoded")
+    low, high = USER_ID_LENGTHS
+    if not low <= len(user_id) <= high:
+        return _Problem(
+            f"a user_id is {low} to {high} characters; this one has {len(user_id)},"
+            " so no user has it (DESIGN.md, input events)"
+        )
+    return user_id
 
 
 def _ask_again(view: View, detail: str) -> Response:

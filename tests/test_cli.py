@@ -363,6 +363,84 @@ def test_a_bad_policy_stops_the_worker_before_it_contacts_kafka(tmp_path: Path) 
     assert "cannot reach Kafka" not in done.stderr
 
 
+@pytest.mark.parametrize("before", [["-l", "info"], ["--json"], ["-q"], ["-L", "aio"]])
+def test_the_worker_is_checked_with_fausts_top_level_options_before_it(
+    before: list[str], tmp_path: Path
+) -> None:
+    # main() looked for "worker" only first on the line: after -l info it ran none of its
+    # checks, and Faust started a worker with a bad policy, a taken port and no topics.
+    policy = tmp_path / "env.toml"
+    policy.write_text(BAD_ENV_POLICY)
+    done = _lineguard(
+        *before, "worker", cwd=tmp_path, settings={"LINEGUARD_POLICY_FILE": str(policy)}
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"LINEGUARD_POLICY_FILE={policy}: invalid policy:" in done.stderr
+    assert "Unable connect" not in done.stderr  # stopped before it contacts Kafka
+    refused = _lineguard(*before, "worker", "-p", "7000", cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert "takes its web address from LINEGUARD_WEB_HOST" in refused.stderr
+    replayed = _lineguard(
+        *before, "replay", _write(tmp_path / "in.jsonl", LATE_BOOK), cwd=tmp_path,
+        settings={"LINEGUARD_POLICY_FILE": str(policy)},
+    )  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr  # runs no agent, so ignores that policy
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [(["-D", "elsewhere"], "LINEGUARD_DATADIR"), (["--app=os"], "its own app")],
+)
+@pytest.mark.parametrize("command", ["worker", "tables"])
+def test_fausts_datadir_and_app_options_are_refused(
+    option: list[str], named: str, command: str, tmp_path: Path
+) -> None:
+    # -D was ignored without a word, LINEGUARD_DATADIR kept; -A loaded another module.
+    done = _lineguard(*option, command, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("lineguard: ") and named in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_workdir_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
+    # Faust changed into it after parsing, with a FileNotFoundError traceback.
+    policy = Path(__file__).parents[1] / "risk" / "default_policy.toml"
+    done = _lineguard("-W", tmp_path / "nowhere", "check-policy", policy, cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"lineguard: -W/--workdir {tmp_path / 'nowhere'}: no such directory\n",
+    )
+    (tmp_path / "here").mkdir()
+    moved = _lineguard("-W", tmp_path / "here", "check-policy", policy, cwd=tmp_path)
+    assert moved.returncode == 0, moved.stderr
+
+
+FAUST_COMMANDS_REFUSED = ["agents", "clean-versions", "completion", "livecheck", "model", "models",
+                          "send"]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", FAUST_COMMANDS_REFUSED)
+def test_fausts_commands_that_fail_here_are_refused_in_one_line(
+    command: str, tmp_path: Path
+) -> None:
+    # agents, model and completion ended in a traceback, livecheck in a usage error, send
+    # took no account of the contract, models and clean-versions had nothing to show or do.
+    done = _lineguard(command, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"lineguard: {command} is Faust's, and not lineguard's: ")
+    assert done.stderr.count("\n") == 1
+
+
+def test_the_help_lists_the_commands_that_work_and_no_other(tmp_path: Path) -> None:
+    shown = _lineguard("--help", cwd=tmp_path).stdout
+    lines = shown.split("Commands:")[1].splitlines()
+    listed = {line.split()[0] for line in lines if line[:3].strip() and line.startswith("  ")}
+    assert listed == {"backtest", "check-policy", "demo", "replay", "reset", "simulate",
+                      "tables", "worker"}  # fmt: skip
+    assert "Start worker instance for given app" not in shown  # Faust's words, not ours
+
+
 def test_commands_that_run_no_agent_ignore_the_workers_policy(tmp_path: Path) -> None:
     env_policy = tmp_path / "env.toml"
     env_policy.write_text(BAD_ENV_POLICY)
@@ -394,6 +472,24 @@ def test_fausts_web_options_are_refused_for_the_lineguard_settings(
     assert done.returncode == 2, done.stderr
     assert "takes its web address from LINEGUARD_WEB_HOST and LINEGUARD_WEB_PORT" in done.stderr
     assert option[0].split("=")[0] in done.stderr
+
+
+def test_a_worker_without_its_web_server_is_refused(tmp_path: Path) -> None:
+    # Faust's --without-web left the other workers forwarding /users to a closed port,
+    # and no /readyz or /metrics.
+    done = _lineguard("worker", "--without-web", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "lineguard worker always serves HTTP" in done.stderr
+
+
+def test_the_help_offers_no_option_that_is_refused(tmp_path: Path) -> None:
+    shown = _lineguard("--help", cwd=tmp_path).stdout
+    assert "--datadir" not in shown and "--app" not in shown
+    assert "--loglevel" in shown
+    worker = _lineguard("worker", "--help", cwd=tmp_path).stdout
+    for refused in ("--web-port", "--web-host", "--web-bind", "--web-transport", "--without-web"):
+        assert refused not in worker
+    assert "--loglevel" in worker
 
 
 def test_the_help_and_version_are_lineguards(tmp_path: Path) -> None:

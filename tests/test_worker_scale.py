@@ -158,7 +158,7 @@ def _forwarded_once_and_marked(one: Worker, two: Worker, users: list[str], token
     content_types = set()
     for worker in (one, two):  # one answers itself, the other forwards the owner's answer
         status, body, headers = worker.request("/users/nobody-at-all/", auth)
-        assert (status, body) == (404, {"error": "unknown user", "user_id": "nobody-at-all"})
+        assert (status, body["error"], body["user_id"]) == (404, "unknown user", "nobody-at-all")
         content_types.add(headers["Content-Type"])
         # the forwarding URL takes nothing from the Host header, which the caller chose
         status, body, _ = worker.request(f"/users/{users[0]}/", {**auth, "Host": "a:b:c"})
