@@ -462,6 +462,15 @@ def _resolve(source: PolicyFile) -> Policy:
     ):
         if days * DAY > MAX_WINDOW:
             raise PolicyError(f"invalid policy: `{field}` must be at most 400, got {days}")
+    overdue = source.overdue
+    if overdue.minor_max_dpd < overdue.grace_days:
+        # An episode starts at due + grace, so its largest DPD is at least grace_days.
+        raise PolicyError(
+            f"invalid policy: `overdue.minor_max_dpd` ({overdue.minor_max_dpd}) must be at least"
+            f" `overdue.grace_days` ({overdue.grace_days}): an episode starts"
+            f" {overdue.grace_days} days past due, so no slip could be minor and every one"
+            " would need `overdue.cure_days`"
+        )
     score_bins = _score_bins(source.score.points)
     reachable = score_range(source.score, score_bins)
     _check_odds(source.score, reachable)

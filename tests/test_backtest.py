@@ -18,6 +18,8 @@ from risk.replay import InputRecord, parse_records
 from builders import NOW, application, policy_with, purchase, repayment, run, ts
 
 BASELINE = load_policy()
+# A 7-day grace needs minor_max_dpd of at least 7 (an episode starts 7 days past due).
+GRACE_7D = {"grace_days": 7, "minor_max_dpd": 7}
 OVERDUE_AT = "timer:overdue:2026-03-04T00:00:00Z"
 # One instalment of 35000 due 2026-03-01, repaid 5 days late: past the default 3-day
 # grace (frozen at 03-04, DPD 5 so a 30-day cure) but within a 7-day one.
@@ -66,7 +68,7 @@ def rows(result: BacktestResult) -> dict[tuple[str, str | None], tuple[int, int,
 def test_a_longer_grace_avoids_the_freeze_and_the_restore_the_baseline_makes() -> None:
     result = compare(
         REPAID_LATE,
-        variant("grace-7d", {"overdue": {"grace_days": 7}}),
+        variant("grace-7d", {"overdue": GRACE_7D}),
         until="2026-06-01T00:00:00Z",
     )
     assert rows(result) == {
@@ -91,7 +93,7 @@ def test_a_longer_grace_avoids_the_freeze_and_the_restore_the_baseline_makes() -
 
 def test_frozen_at_end_counts_the_users_left_frozen_under_only_one_policy() -> None:
     # No --until: the cure never ends, so the baseline leaves u-1 frozen; the candidate never froze.
-    result = compare(REPAID_LATE, variant("grace-7d", {"overdue": {"grace_days": 7}}))
+    result = compare(REPAID_LATE, variant("grace-7d", {"overdue": GRACE_7D}))
     assert result.frozen_at_end.baseline == ("u-1",)
     assert result.frozen_at_end.candidate == ()
     assert result.frozen_at_end.only_baseline == ("u-1",)
@@ -175,7 +177,7 @@ def test_identical_policies_give_an_all_zero_diff() -> None:
 def test_the_document_is_json_and_the_text_lists_the_first_changes() -> None:
     result = compare(
         REPAID_LATE,
-        variant("grace-7d", {"overdue": {"grace_days": 7}}),
+        variant("grace-7d", {"overdue": GRACE_7D}),
         until="2026-06-01T00:00:00Z",
     )
     doc = orjson.loads(orjson.dumps(result.document()))
@@ -201,7 +203,7 @@ _HOURS = st.one_of(
 )
 _CANDIDATES = [
     variant("grace-1d", {"overdue": {"grace_days": 1}}),
-    variant("grace-7d", {"overdue": {"grace_days": 7}, "time": {"allowed_lateness": "2d"}}),
+    variant("grace-7d", {"overdue": GRACE_7D, "time": {"allowed_lateness": "2d"}}),
     variant("burst-2", {"rules.small_loan_burst": {"freeze_min_applications": 2}}),
     variant("cure-10d", {"overdue": {"cure_days": 10}}),
 ]
