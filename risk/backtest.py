@@ -128,6 +128,8 @@ class BacktestResult:
 
     baseline_version: str
     candidate_version: str
+    baseline_fingerprint: str
+    candidate_fingerprint: str
     baseline_records: RecordCounts
     candidate_records: RecordCounts
     decisions: tuple[CountDiff, ...]
@@ -139,6 +141,21 @@ class BacktestResult:
     """The differing decisions in (occurred_at, user_id, caused_by) order."""
     dead_letter_changes: tuple[DeadLetterChange, ...]
     """Input lines dead-lettered differently, in line order."""
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What makes the comparison, or the candidate's rollout, misleading."""
+        if (
+            self.baseline_version == self.candidate_version
+            and self.baseline_fingerprint != self.candidate_fingerprint
+        ):
+            return (
+                f"both policies are version {self.baseline_version}, but they differ"
+                f" (fingerprints {self.baseline_fingerprint} and {self.candidate_fingerprint}):"
+                " bump the candidate's version, or its decisions get the event_ids of the"
+                " baseline's and a consumer deduplicating by event_id keeps the old ones",
+            )
+        return ()
 
     @property
     def records_agree(self) -> bool:
@@ -163,8 +180,13 @@ class BacktestResult:
         """
         frozen = self.frozen_at_end
         return {
-            "baseline": _side(self.baseline_version, self.baseline_records),
-            "candidate": _side(self.candidate_version, self.candidate_records),
+            "baseline": _side(
+                self.baseline_version, self.baseline_fingerprint, self.baseline_records
+            ),
+            "candidate": _side(
+                self.candidate_version, self.candidate_fingerprint, self.candidate_records
+            ),
+            "warnings": list(self.warnings),
             "records_agree": self.records_agree,
             "identical": self.identical,
             "decisions": [_count_row(row) for row in self.decisions],
@@ -218,6 +240,8 @@ def backtest(
     return BacktestResult(
         baseline_version=baseline.version,
         candidate_version=candidate.version,
+        baseline_fingerprint=baseline.fingerprint,
+        candidate_fingerprint=candidate.fingerprint,
         baseline_records=_record_counts(before),
         candidate_records=_record_counts(after),
         decisions=_count_diffs(*(Counter(d.type for d in r.decisions) for r in ran)),
@@ -309,9 +333,10 @@ def _dead_letter_changes(before: ReplayResult, after: ReplayResult) -> tuple[Dea
     return tuple(changes)
 
 
-def _side(version: str, counts: RecordCounts) -> dict[str, Any]:
+def _side(version: str, fingerprint: str, counts: RecordCounts) -> dict[str, Any]:
     return {
         "policy_version": version,
+        "policy_fingerprint": fingerprint,
         "records": counts.records,
         "processed": counts.processed,
         "duplicates": counts.duplicates,
@@ -348,6 +373,8 @@ def render_text(result: BacktestResult, *, show: int = 20) -> str:
 def _text_lines(result: BacktestResult, show: int) -> Iterator[str]:
     yield f"baseline  policy {result.baseline_version}: {_counts_text(result.baseline_records)}"
     yield f"candidate policy {result.candidate_version}: {_counts_text(result.candidate_records)}"
+    for warning in result.warnings:
+        yield f"WARNING: {warning}"
     if not result.records_agree:
         yield "RECORD COUNTS DIFFER: the policies do not accept the same records"
         for letter in result.dead_letter_changes:

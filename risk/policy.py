@@ -7,6 +7,7 @@ bad file stops start-up with a message the risk team can act on.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 import tomllib
@@ -274,6 +275,8 @@ class Policy(msgspec.Struct, frozen=True):
 
     source: PolicyFile
     version: str
+    fingerprint: str
+    """What the policy decides by, as 12 hex digits: see :func:`policy_fingerprint`."""
     grace: int
     minor_max_dpd: int
     cure: int
@@ -330,6 +333,19 @@ def load_policy(path: Path | None = None) -> Policy:
     except (OSError, UnicodeDecodeError) as error:
         raise PolicyError(f"cannot read policy file {path}: {error}") from error
     return parse_policy(text)
+
+
+def policy_fingerprint(source: PolicyFile) -> str:
+    """The first 12 hex digits of the SHA-256 of the effective policy, ``version`` left out.
+
+    ``version`` is the only identity decisions carry (their ``event_id`` hashes it), and an
+    edit that forgets to bump it changes decisions under the same name. The fingerprint
+    covers every other field after defaults, in canonical JSON (sorted keys), so comments,
+    layout, key order and writing out a default change nothing, and any other edit shows.
+    """
+    tables = msgspec.to_builtins(source)
+    del tables["version"]
+    return hashlib.sha256(msgspec.json.encode(tables, order="sorted")).hexdigest()[:12]
 
 
 def _longest_number(text: str) -> str:
@@ -478,6 +494,7 @@ def _resolve(source: PolicyFile) -> Policy:
     return Policy(
         source=source,
         version=source.version,
+        fingerprint=policy_fingerprint(source),
         grace=source.overdue.grace_days * DAY,
         minor_max_dpd=source.overdue.minor_max_dpd,
         cure=source.overdue.cure_days * DAY,
