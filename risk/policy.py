@@ -329,7 +329,8 @@ def load_policy(path: Path | None = None) -> Policy:
         text = resources.files("risk").joinpath("default_policy.toml").read_text("utf-8")
         return parse_policy(text)
     try:
-        text = path.read_text("utf-8")
+        # utf-8-sig: editors on Windows save UTF-8 with a byte order mark, which TOML refuses.
+        text = path.read_text("utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise PolicyError(f"cannot read policy file {path}: {error}") from error
     return parse_policy(text)
