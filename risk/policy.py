@@ -7,6 +7,7 @@ bad file stops start-up with a message the risk team can act on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import re
@@ -36,8 +37,16 @@ a threshold a decision carries must stay a number JSON encoders accept (below 2*
 Count = Annotated[int, msgspec.Meta(ge=0)]
 # Digit counts are limited so that no value reaches int()'s 4,300-digit limit, and the
 # patterns end in \Z, not $, which would also match before a final newline ("3\n").
-Duration = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,12}(s|m|h|d)\Z")]
-Ratio = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,12}(\.[0-9]{1,12})?\Z")]
+_DURATION_PATTERN: Final = r"^[0-9]{1,12}(s|m|h|d)\Z"
+_RATIO_PATTERN: Final = r"^[0-9]{1,12}(\.[0-9]{1,12})?\Z"
+Duration = Annotated[str, msgspec.Meta(pattern=_DURATION_PATTERN)]
+Ratio = Annotated[str, msgspec.Meta(pattern=_RATIO_PATTERN)]
+_EXPECTED: Final = {
+    _DURATION_PATTERN: "a duration in quotes: a whole number followed by s, m, h or d,"
+    ' like "90s", "15m", "24h" or "7d"',
+    _RATIO_PATTERN: 'a decimal number in quotes, like "2.5" (compared exactly, never as a float)',
+}
+"""What a duration or a ratio field takes, in words: msgspec's message would show the regex."""
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}")
 
 
@@ -319,8 +328,47 @@ def policy_from_mapping(raw: dict[str, Any]) -> Policy:
     try:
         source = msgspec.convert(raw, PolicyFile)
     except msgspec.ValidationError as error:
-        raise PolicyError(f"invalid policy: {_dotted(str(error))}") from error
+        message = _dotted(str(error))
+        raise PolicyError(f"invalid policy: {_in_words(message, raw) or message}") from error
     return _resolve(source)
+
+
+def _in_words(message: str, raw: dict[str, Any]) -> str | None:
+    """A bad duration or ratio said in words, naming the field and the value; else None."""
+    at = re.fullmatch(r".* - at `([^`]*)`", message)
+    if at is None:
+        return None
+    path = at.group(1)
+    pattern = _string_fields().get(re.sub(r"\[[0-9]+\]", "[]", path))
+    if pattern is None:
+        return None
+    value: Any = raw
+    for name, index in re.findall(r"([^.\[\]]+)|\[([0-9]+)\]", path):
+        value = value[int(index)] if index else value[name]
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    quote = f': quote it, "{value}"' if number and pattern == _RATIO_PATTERN else ""
+    return f"`{path}` must be {_EXPECTED[pattern]}, got {value!r}{quote}"
+
+
+@functools.cache
+def _string_fields() -> dict[str, str]:
+    """The pattern of each duration and ratio field, by dotted path (``[]`` for a list's items)."""
+    found: dict[str, str] = {}
+
+    def walk(info: msgspec.inspect.Type, path: str) -> None:
+        if isinstance(info, msgspec.inspect.StructType):
+            for field in info.fields:
+                walk(field.type, f"{path}.{field.name}" if path else field.name)
+        elif isinstance(info, msgspec.inspect.ListType):
+            walk(info.item_type, f"{path}[]")
+        elif isinstance(info, msgspec.inspect.UnionType):
+            for member in info.types:
+                walk(member, path)
+        elif isinstance(info, msgspec.inspect.StrType) and info.pattern in _EXPECTED:
+            found[path] = info.pattern
+
+    walk(msgspec.inspect.type_info(PolicyFile), "")
+    return found
 
 
 def load_policy(path: Path | None = None) -> Policy:

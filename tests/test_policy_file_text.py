@@ -5,7 +5,9 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from risk.policy import load_policy
+import pytest
+
+from risk.policy import PolicyError, load_policy, parse_policy
 
 PACKAGED = resources.files("risk").joinpath("default_policy.toml").read_text("utf-8")
 
@@ -17,3 +19,36 @@ def test_a_byte_order_mark_at_the_start_is_read_as_utf8(tmp_path: Path) -> None:
         policy = load_policy(tmp_path / name)
         assert policy.version == load_policy().version
         assert policy.fingerprint == load_policy().fingerprint
+
+
+DURATION_WORDS = (
+    'a duration in quotes: a whole number followed by s, m, h or d, like "90s", "15m", "24h"'
+    ' or "7d"'
+)
+RATIO_WORDS = 'a decimal number in quotes, like "2.5" (compared exactly, never as a float)'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[rules.small_loan_burst]\nwindow = "1.5d"',
+         f"`rules.small_loan_burst.window` must be {DURATION_WORDS}, got '1.5d'"),
+        ('[time]\nallowed_lateness = "7 days"',
+         f"`time.allowed_lateness` must be {DURATION_WORDS}, got '7 days'"),
+        ("[overdue]\nepisode_window = 180",
+         f"`overdue.episode_window` must be {DURATION_WORDS}, got 180"),
+        ("[rules.spend_income]\nfreeze_above_ratio = 3.5",
+         f'`rules.spend_income.freeze_above_ratio` must be {RATIO_WORDS}, got 3.5: quote it, "3.5"'),
+        ('[rules.spend_income]\nfreeze_above_ratio = "3,5"',
+         f"`rules.spend_income.freeze_above_ratio` must be {RATIO_WORDS}, got '3,5'"),
+        ("[score.points.late_share]\nbins = [{ up_to = 0, points = 0 }, { points = -70 }]",
+         f'`score.points.late_share.bins[0].up_to` must be {RATIO_WORDS}, got 0: quote it, "0"'),
+    ],
+)  # fmt: skip
+def test_a_bad_duration_or_ratio_is_explained_in_words_naming_the_field(
+    text: str, message: str
+) -> None:
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(f'version = "v"\n{text}\n')
+    assert str(raised.value) == f"invalid policy: {message}"
+    assert "regex" not in str(raised.value)
