@@ -536,6 +536,13 @@ def _resolve(source: PolicyFile) -> Policy:
             f" {overdue.grace_days} days past due, so no slip could be minor and every one"
             " would need `overdue.cure_days`"
         )
+    channel = source.score.own_channel
+    if channel != channel.strip():
+        raise PolicyError(
+            f"invalid policy: `score.own_channel` must not begin or end with white space, got"
+            f" {channel!r}: channels are compared exactly, so the line's own applications"
+            " would all count as other lenders'"
+        )
     score_bins = _score_bins(source.score.points)
     reachable = score_range(source.score, score_bins)
     _check_odds(source.score, reachable)

@@ -52,3 +52,14 @@ def test_a_bad_duration_or_ratio_is_explained_in_words_naming_the_field(
         parse_policy(f'version = "v"\n{text}\n')
     assert str(raised.value) == f"invalid policy: {message}"
     assert "regex" not in str(raised.value)
+
+
+@pytest.mark.parametrize("channel", ["line ", " line", " ", "line\t", ""])
+def test_an_own_channel_with_white_space_around_it_or_empty_is_refused(channel: str) -> None:
+    # The audit's chan.jsonl: three small applications through "line" would all have counted
+    # as other lenders' against "line ".
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(f'version = "v"\n[score]\nown_channel = "{channel}"\n')
+    assert "`score.own_channel`" in str(raised.value)
+    inner = parse_policy('version = "v"\n[score]\nown_channel = "app store"\n')
+    assert inner.source.score.own_channel == "app store"
