@@ -20,6 +20,7 @@ from typing import Annotated, Any, Final
 import msgspec
 
 from risk.clock import DAY, parse_duration
+from risk.contract import MAX_MONEY
 
 EXACT_TIMESTAMPS_CAP: Final = 64
 """Exact timestamps kept per window; a count threshold above this could not be decided exactly."""
@@ -94,7 +95,8 @@ class SmallLoanBurstRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True
 
     enabled: bool = True
     window: Duration = "24h"
-    small_max_amount: Annotated[int, msgspec.Meta(ge=1)] = 100000
+    # No requested amount exceeds MAX_MONEY, so a larger bar would only hide a typo.
+    small_max_amount: Annotated[int, msgspec.Meta(ge=1, le=MAX_MONEY)] = 100000
     freeze_min_applications: Annotated[int, msgspec.Meta(ge=1)] = 3
     restore_max_applications: Count = 1
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from risk.contract import MAX_MONEY
 from risk.policy import PolicyError, load_policy, parse_policy
 
 PACKAGED = resources.files("risk").joinpath("default_policy.toml").read_text("utf-8")
@@ -63,3 +64,13 @@ def test_an_own_channel_with_white_space_around_it_or_empty_is_refused(channel: 
     assert "`score.own_channel`" in str(raised.value)
     inner = parse_policy('version = "v"\n[score]\nown_channel = "app store"\n')
     assert inner.source.score.own_channel == "app store"
+
+
+def test_a_small_amount_bar_above_the_largest_amount_is_refused() -> None:
+    field = "[rules.small_loan_burst]\nsmall_max_amount"
+    accepted = parse_policy(f'version = "v"\n{field} = {MAX_MONEY}\n')
+    assert accepted.source.rules.small_loan_burst.small_max_amount == MAX_MONEY
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(f'version = "v"\n{field} = {MAX_MONEY + 1}\n')
+    assert "`rules.small_loan_burst.small_max_amount`" in str(raised.value)
+    assert str(MAX_MONEY) in str(raised.value)
