@@ -523,9 +523,17 @@ def _resolve(source: PolicyFile) -> Policy:
             " `time.allowed_lateness`, so that a late duplicate is still recognised"
         )
     episode_window = _duration(source.overdue.episode_window, "overdue.episode_window")
+    # Day counts and DPD bars beyond MAX_WINDOW only hide a typo (an extra zero).
+    dpd_bins = source.score.points.max_dpd_180d.bins
     for field, days in (
         ("overdue.grace_days", source.overdue.grace_days),
         ("overdue.cure_days", source.overdue.cure_days),
+        ("overdue.minor_max_dpd", source.overdue.minor_max_dpd),
+        ("probation.after_dpd_above", source.probation.after_dpd_above),
+        *(
+            (f"score.points.max_dpd_180d.bins[{index}].up_to", dpd_bin.up_to or 0)
+            for index, dpd_bin in enumerate(dpd_bins)
+        ),
     ):
         if days * DAY > MAX_WINDOW:
             raise PolicyError(f"invalid policy: `{field}` must be at most 400, got {days}")

@@ -74,3 +74,24 @@ def test_a_small_amount_bar_above_the_largest_amount_is_refused() -> None:
         parse_policy(f'version = "v"\n{field} = {MAX_MONEY + 1}\n')
     assert "`rules.small_loan_burst.small_max_amount`" in str(raised.value)
     assert str(MAX_MONEY) in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("[overdue]\nminor_max_dpd = 401", "overdue.minor_max_dpd"),
+        ("[probation]\nafter_dpd_above = 10000000000", "probation.after_dpd_above"),
+        ("[score.points.max_dpd_180d]\nbins = [{ up_to = 3, points = 0 }, { up_to = 4000,"
+         " points = -5 }, { points = -90 }]", "score.points.max_dpd_180d.bins[1].up_to"),
+    ],
+)  # fmt: skip
+def test_a_dpd_bar_past_400_days_is_refused_like_the_grace_and_the_cure(
+    text: str, field: str
+) -> None:
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(f'version = "v"\n{text}\n')
+    assert str(raised.value).startswith(f"invalid policy: `{field}` must be at most 400, got ")
+    at_400 = parse_policy(
+        'version = "v"\n[overdue]\nminor_max_dpd = 400\n[probation]\nafter_dpd_above = 400\n'
+    )
+    assert (at_400.minor_max_dpd, at_400.source.probation.after_dpd_above) == (400, 400)
