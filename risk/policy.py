@@ -515,7 +515,11 @@ def _resolve(source: PolicyFile) -> Policy:
             " `rules.loan_velocity.window` and `rules.small_loan_burst.window`"
         )
     time = source.time
-    allowed_lateness = _duration(time.allowed_lateness, "time.allowed_lateness", positive=False)
+    # As for max_future_skew: producers' clocks and batching put records seconds out of
+    # order, and below a minute such a repayment would be dead-lettered as too_late.
+    allowed_lateness = _duration(
+        time.allowed_lateness, "time.allowed_lateness", positive=False, at_least="1m"
+    )
     dedup_horizon = _duration(time.dedup_horizon, "time.dedup_horizon")
     if dedup_horizon < max(30 * DAY, allowed_lateness):
         raise PolicyError(

@@ -95,3 +95,16 @@ def test_a_dpd_bar_past_400_days_is_refused_like_the_grace_and_the_cure(
         'version = "v"\n[overdue]\nminor_max_dpd = 400\n[probation]\nafter_dpd_above = 400\n'
     )
     assert (at_400.minor_max_dpd, at_400.source.probation.after_dpd_above) == (400, 400)
+
+
+def test_an_allowed_lateness_below_a_minute_is_refused() -> None:
+    # The audit's late.jsonl: a repayment 2 seconds out of order went too_late with "0s".
+    for lateness in ("0s", "59s"):
+        with pytest.raises(PolicyError) as raised:
+            parse_policy(f'version = "v"\n[time]\nallowed_lateness = "{lateness}"\n')
+        assert str(raised.value) == (
+            f"invalid policy: `time.allowed_lateness` must be at least 1m, got '{lateness}'"
+        )
+    assert parse_policy('version = "v"\n[time]\nallowed_lateness = "1m"\n').allowed_lateness == (
+        60 * 10**6
+    )
