@@ -263,7 +263,10 @@ class TimePolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class InputPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Limits on input records."""
 
-    max_record_bytes: Annotated[int, msgspec.Meta(ge=256, le=16 * 1024 * 1024)] = 65536
+    # The largest valid record with no unknown field, a limit override whose every string is
+    # at its longest and \u-escaped (as Python's json.dumps writes non-ASCII), is about 16,000
+    # bytes: below 16 KiB valid records would be dead-lettered as too_large.
+    max_record_bytes: Annotated[int, msgspec.Meta(ge=16 * 1024, le=16 * 1024 * 1024)] = 65536
 
 
 class PolicyFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
-from risk.contract import MAX_MONEY
+from risk.contract import MAX_MONEY, Rejection, decode
 from risk.policy import PolicyError, load_policy, parse_policy
+from risk.replay import INPUT_TOPICS
 
 PACKAGED = resources.files("risk").joinpath("default_policy.toml").read_text("utf-8")
 
@@ -108,3 +110,23 @@ def test_an_allowed_lateness_below_a_minute_is_refused() -> None:
     assert parse_policy('version = "v"\n[time]\nallowed_lateness = "1m"\n').allowed_lateness == (
         60 * 10**6
     )
+
+
+def test_max_record_bytes_leaves_room_for_the_largest_valid_record() -> None:
+    # A limit override with every string at its longest, as Python's json.dumps writes it
+    # (non-ASCII \u-escaped): 1,000 astral characters of note are 12,000 bytes alone.
+    wide = "\N{GRINNING FACE}"
+    record = json.dumps({
+        "event_id": wide * 128, "user_id": wide * 64,
+        "occurred_at": "2026-03-05T10:00:00.000000+08:00", "action": "restore",
+        "operator": wide * 128, "note": wide * 1000,
+    }).encode()  # fmt: skip
+    overrides = INPUT_TOPICS.index("credit.limit-overrides.v1")
+    decoded = decode(overrides, (wide * 64).encode(), record, load_policy().max_record_bytes)
+    assert not isinstance(decoded, Rejection), decoded
+    floor = parse_policy('version = "v"\n[input]\nmax_record_bytes = 16384\n').max_record_bytes
+    assert len(record) <= floor
+    assert not isinstance(decode(overrides, (wide * 64).encode(), record, floor), Rejection)
+    with pytest.raises(PolicyError) as raised:
+        parse_policy('version = "v"\n[input]\nmax_record_bytes = 16383\n')
+    assert "`input.max_record_bytes`" in str(raised.value)
