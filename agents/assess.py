@@ -24,7 +24,13 @@ log = structlog.get_logger(__name__)
 
 policy = worker_policy()  # checked by `lineguard worker` before it contacted the broker
 
-metrics.BUILD_INFO.info({"version": version("lineguard"), "policy_version": policy.version})
+metrics.BUILD_INFO.info(
+    {
+        "version": version("lineguard"),
+        "policy_version": policy.version,
+        "policy_fingerprint": policy.fingerprint,
+    }
+)
 for topic in settings.input_topics:
     metrics.INPUT_INFO.labels(consumergroup=settings.app_id, topic=topic).set(1)
 
@@ -78,6 +84,15 @@ def take_over_input_offsets(sender: Any, /, *args: Any, signal: Any, **kwargs: A
 def collect_garbage_less_often(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
     """In the worker process only: see :func:`streams.runtime.tune_collector`."""
     tune_collector()
+
+
+@app.task
+async def announce_policy() -> None:
+    """Log which policy this worker decides by, once the worker's logging is set up.
+
+    The fingerprint tells an edit whose version was not bumped from the policy it replaced.
+    """
+    log.info("policy", policy_version=policy.version, policy_fingerprint=policy.fingerprint)
 
 
 @app.task

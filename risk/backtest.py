@@ -2,9 +2,10 @@
 
 Each policy runs through :func:`risk.replay.replay` (the worker's own core) once, over
 the same parsed records, partitions, ``until`` and ``now``. The result counts the
-decisions per type and per reason code under each policy, the users frozen at the end,
-the decisions that differ, matched by user and cause, and any record that one policy
-dead-letters and the other does not. It is plain typed data, so a notebook or a CI job
+decisions per type and per reason code under each policy, the users frozen, reduced or on
+probation at the end, the decisions that differ, matched by user and cause, the matched
+decisions that agree but report different features (a changed score, a longer window), and
+any record that one policy dead-letters and the other does not. It is plain typed data, so a notebook or a CI job
 that gates policy changes can read it without parsing text; :meth:`BacktestResult.document`
 is its JSON form and :func:`render_text` a table for a person.
 """
@@ -63,20 +64,20 @@ class CountDiff:
 
 
 @dataclass(frozen=True, slots=True)
-class FrozenAtEnd:
-    """The users whose last decision left them frozen, under each policy, sorted."""
+class UsersAtEnd:
+    """The users whose last decision left them in one status, under each policy, sorted."""
 
     baseline: tuple[str, ...]
     candidate: tuple[str, ...]
 
     @property
     def only_baseline(self) -> tuple[str, ...]:
-        """Frozen at the end under the baseline but not under the candidate."""
+        """In the status at the end under the baseline but not under the candidate."""
         return tuple(sorted(set(self.baseline) - set(self.candidate)))
 
     @property
     def only_candidate(self) -> tuple[str, ...]:
-        """Frozen at the end under the candidate but not under the baseline."""
+        """In the status at the end under the candidate but not under the baseline."""
         return tuple(sorted(set(self.candidate) - set(self.baseline)))
 
 
@@ -113,6 +114,21 @@ class DecisionChange:
 
 
 @dataclass(frozen=True, slots=True)
+class FeatureChange:
+    """A decision both policies make alike (type, status, reason codes), with other features.
+
+    A scorecard's points or a window's length change what a decision reports without
+    changing the decision: the analyst backtesting them needs to see that too.
+    """
+
+    user_id: str
+    caused_by: str
+    occurred_at: int
+    features: dict[str, tuple[Any, Any]]
+    """Each differing feature: (baseline value, candidate value)."""
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetterChange:
     """An input line that one policy dead-letters and the other does not, or for another reason."""
 
@@ -128,17 +144,38 @@ class BacktestResult:
 
     baseline_version: str
     candidate_version: str
+    baseline_fingerprint: str
+    candidate_fingerprint: str
     baseline_records: RecordCounts
     candidate_records: RecordCounts
     decisions: tuple[CountDiff, ...]
     """Per decision type: freeze, reduce and restore first, then any other in name order."""
     reasons: tuple[CountDiff, ...]
     """Per decision type and reason code, for the codes either policy gave."""
-    frozen_at_end: FrozenAtEnd
+    frozen_at_end: UsersAtEnd
+    reduced_at_end: UsersAtEnd
+    probation_at_end: UsersAtEnd
     changes: tuple[DecisionChange, ...]
     """The differing decisions in (occurred_at, user_id, caused_by) order."""
+    feature_changes: tuple[FeatureChange, ...]
+    """The same decisions with different features, in the same order."""
     dead_letter_changes: tuple[DeadLetterChange, ...]
     """Input lines dead-lettered differently, in line order."""
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What makes the comparison, or the candidate's rollout, misleading."""
+        if (
+            self.baseline_version == self.candidate_version
+            and self.baseline_fingerprint != self.candidate_fingerprint
+        ):
+            return (
+                f"both policies are version {self.baseline_version}, but they differ"
+                f" (fingerprints {self.baseline_fingerprint} and {self.candidate_fingerprint}):"
+                " bump the candidate's version, or its decisions get the event_ids of the"
+                " baseline's and a consumer deduplicating by event_id keeps the old ones",
+            )
+        return ()
 
     @property
     def records_agree(self) -> bool:
@@ -146,13 +183,23 @@ class BacktestResult:
         return self.baseline_records == self.candidate_records and not self.dead_letter_changes
 
     @property
+    def features_changed(self) -> dict[str, int]:
+        """How many matched decisions each feature differs in, by feature name."""
+        counts = Counter(name for change in self.feature_changes for name in change.features)
+        return dict(sorted(counts.items()))
+
+    @property
     def identical(self) -> bool:
-        """No count, final freeze, decision or dead letter differs."""
+        """No count, final status, decision, feature or dead letter differs."""
         return (
             self.records_agree
             and not self.changes
+            and not self.feature_changes
             and all(row.difference == 0 for row in (*self.decisions, *self.reasons))
-            and self.frozen_at_end.baseline == self.frozen_at_end.candidate
+            and all(
+                users.baseline == users.candidate
+                for users in (self.frozen_at_end, self.reduced_at_end, self.probation_at_end)
+            )
         )
 
     def document(self) -> dict[str, Any]:
@@ -161,20 +208,21 @@ class BacktestResult:
         The wall-clock ``decided_at`` is left out of each decision, so the same run gives
         the same document.
         """
-        frozen = self.frozen_at_end
         return {
-            "baseline": _side(self.baseline_version, self.baseline_records),
-            "candidate": _side(self.candidate_version, self.candidate_records),
+            "baseline": _side(
+                self.baseline_version, self.baseline_fingerprint, self.baseline_records
+            ),
+            "candidate": _side(
+                self.candidate_version, self.candidate_fingerprint, self.candidate_records
+            ),
+            "warnings": list(self.warnings),
             "records_agree": self.records_agree,
             "identical": self.identical,
             "decisions": [_count_row(row) for row in self.decisions],
             "reasons": [_count_row(row) for row in self.reasons],
-            "frozen_at_end": {
-                "baseline": len(frozen.baseline),
-                "candidate": len(frozen.candidate),
-                "only_baseline": list(frozen.only_baseline),
-                "only_candidate": list(frozen.only_candidate),
-            },
+            "frozen_at_end": _users_at_end(self.frozen_at_end),
+            "reduced_at_end": _users_at_end(self.reduced_at_end),
+            "probation_at_end": _users_at_end(self.probation_at_end),
             "changes": [
                 {
                     "user_id": change.user_id,
@@ -185,6 +233,19 @@ class BacktestResult:
                     "candidate": _event(change.candidate),
                 }
                 for change in self.changes
+            ],
+            "features_changed": self.features_changed,
+            "feature_changes": [
+                {
+                    "user_id": change.user_id,
+                    "caused_by": change.caused_by,
+                    "occurred_at": format_timestamp(change.occurred_at),
+                    "features": {
+                        name: {"baseline": old, "candidate": new}
+                        for name, (old, new) in change.features.items()
+                    },
+                }
+                for change in self.feature_changes
             ],
             "dead_letter_changes": [
                 {
@@ -215,15 +276,21 @@ def backtest(
         for policy in (baseline, candidate)
     ]
     before, after = ran
+    changes, feature_changes = _changes(before.decisions, after.decisions)
     return BacktestResult(
         baseline_version=baseline.version,
         candidate_version=candidate.version,
+        baseline_fingerprint=baseline.fingerprint,
+        candidate_fingerprint=candidate.fingerprint,
         baseline_records=_record_counts(before),
         candidate_records=_record_counts(after),
         decisions=_count_diffs(*(Counter(d.type for d in r.decisions) for r in ran)),
         reasons=_reason_diffs(before.decisions, after.decisions),
-        frozen_at_end=FrozenAtEnd(_frozen(before.decisions), _frozen(after.decisions)),
-        changes=_changes(before.decisions, after.decisions),
+        frozen_at_end=_at_end(before.decisions, after.decisions, "frozen"),
+        reduced_at_end=_at_end(before.decisions, after.decisions, "reduced"),
+        probation_at_end=_at_end(before.decisions, after.decisions, "probation"),
+        changes=changes,
+        feature_changes=feature_changes,
         dead_letter_changes=_dead_letter_changes(before, after),
     )
 
@@ -260,10 +327,13 @@ def _reason_diffs(before: list[Decision], after: list[Decision]) -> tuple[CountD
     )
 
 
-def _frozen(decisions: list[Decision]) -> tuple[str, ...]:
-    """Users whose last decision left them frozen: a replay emits each user's in time order."""
-    last = {d.user_id: d.status for d in decisions}
-    return tuple(sorted(user for user, status in last.items() if status == "frozen"))
+def _at_end(before: list[Decision], after: list[Decision], status: str) -> UsersAtEnd:
+    """Users whose last decision left them in ``status``: a replay emits each user's in order."""
+    lasts = [{d.user_id: d.status for d in side} for side in (before, after)]
+    baseline, candidate = (
+        tuple(sorted(user for user, last in side.items() if last == status)) for side in lasts
+    )
+    return UsersAtEnd(baseline, candidate)
 
 
 def _by_cause(decisions: list[Decision]) -> dict[tuple[str, str], list[Decision]]:
@@ -281,19 +351,32 @@ def _same(a: Decision, b: Decision) -> bool:
     )
 
 
-def _changes(before: list[Decision], after: list[Decision]) -> tuple[DecisionChange, ...]:
-    """Pair decisions by (user, cause); a cause seen twice (an id past the dedup horizon) pairs in order."""
+def _changes(
+    before: list[Decision], after: list[Decision]
+) -> tuple[tuple[DecisionChange, ...], tuple[FeatureChange, ...]]:
+    """Pair decisions by (user, cause); a cause seen twice (an id past the dedup horizon) pairs in order.
+
+    A pair that differs is a :class:`DecisionChange`; one that agrees but for its features
+    is a :class:`FeatureChange`.
+    """
     old, new = _by_cause(before), _by_cause(after)
     changes: list[DecisionChange] = []
+    feature_changes: list[FeatureChange] = []
     for key in old.keys() | new.keys():
-        pairs = itertools.zip_longest(old.get(key, ()), new.get(key, ()))
-        changes.extend(
-            DecisionChange(key[0], key[1], a, b)
-            for a, b in pairs
-            if a is None or b is None or not _same(a, b)
-        )
+        for a, b in itertools.zip_longest(old.get(key, ()), new.get(key, ())):
+            if a is None or b is None or not _same(a, b):
+                changes.append(DecisionChange(key[0], key[1], a, b))
+                continue
+            features = {
+                name: (a.features.get(name), b.features.get(name))
+                for name in sorted(a.features.keys() | b.features.keys())
+                if a.features.get(name) != b.features.get(name)
+            }
+            if features:
+                feature_changes.append(FeatureChange(key[0], key[1], a.occurred_at, features))
     changes.sort(key=lambda c: (c.occurred_at, c.user_id, c.caused_by))
-    return tuple(changes)
+    feature_changes.sort(key=lambda c: (c.occurred_at, c.user_id, c.caused_by))
+    return tuple(changes), tuple(feature_changes)
 
 
 def _dead_letter_changes(before: ReplayResult, after: ReplayResult) -> tuple[DeadLetterChange, ...]:
@@ -309,15 +392,25 @@ def _dead_letter_changes(before: ReplayResult, after: ReplayResult) -> tuple[Dea
     return tuple(changes)
 
 
-def _side(version: str, counts: RecordCounts) -> dict[str, Any]:
+def _side(version: str, fingerprint: str, counts: RecordCounts) -> dict[str, Any]:
     return {
         "policy_version": version,
+        "policy_fingerprint": fingerprint,
         "records": counts.records,
         "processed": counts.processed,
         "duplicates": counts.duplicates,
         "dead_lettered": counts.dead_lettered,
         "dead_letters_by_reason": counts.dead_letters_by_reason,
         "balanced": counts.balanced,
+    }
+
+
+def _users_at_end(users: UsersAtEnd) -> dict[str, Any]:
+    return {
+        "baseline": len(users.baseline),
+        "candidate": len(users.candidate),
+        "only_baseline": list(users.only_baseline),
+        "only_candidate": list(users.only_candidate),
     }
 
 
@@ -348,6 +441,8 @@ def render_text(result: BacktestResult, *, show: int = 20) -> str:
 def _text_lines(result: BacktestResult, show: int) -> Iterator[str]:
     yield f"baseline  policy {result.baseline_version}: {_counts_text(result.baseline_records)}"
     yield f"candidate policy {result.candidate_version}: {_counts_text(result.candidate_records)}"
+    for warning in result.warnings:
+        yield f"WARNING: {warning}"
     if not result.records_agree:
         yield "RECORD COUNTS DIFFER: the policies do not accept the same records"
         for letter in result.dead_letter_changes:
@@ -378,11 +473,34 @@ def _text_lines(result: BacktestResult, show: int) -> Iterator[str]:
         right = [cells[i].rjust(widths[i]) for i in range(2, 5)]
         yield "  ".join(left + right).rstrip()
     yield ""
-    frozen = result.frozen_at_end
-    yield (
-        f"frozen at end: baseline {len(frozen.baseline)}, candidate {len(frozen.candidate)};"
-        f" only baseline {len(frozen.only_baseline)}, only candidate {len(frozen.only_candidate)}"
-    )
+    for status, users in (
+        ("frozen", result.frozen_at_end),
+        ("reduced", result.reduced_at_end),
+        ("on probation", result.probation_at_end),
+    ):
+        yield (
+            f"{status} at end: baseline {len(users.baseline)}, candidate {len(users.candidate)};"
+            f" only baseline {len(users.only_baseline)}, only candidate"
+            f" {len(users.only_candidate)}"
+        )
+    yield ""
+    listed_features = result.feature_changes[: max(show, 0)]
+    total = len(result.feature_changes)
+    shown = f", first {len(listed_features)} shown" if len(listed_features) < total else ""
+    yield f"same decisions with other features: {total}{shown}"
+    if result.features_changed:
+        counts = ", ".join(f"{name} {count}" for name, count in result.features_changed.items())
+        yield f"  by feature: {counts}"
+    for feature_change in listed_features:
+        values = ", ".join(
+            f"{name} {_value_text(old)} -> {_value_text(new)}"
+            for name, (old, new) in feature_change.features.items()
+        )
+        yield (
+            f"  {format_timestamp(feature_change.occurred_at)}  {feature_change.user_id}"
+            f"  {feature_change.caused_by}: {values}"
+        )
+
     yield ""
     listed = result.changes[: max(show, 0)]
     shown = f", first {len(listed)} shown" if len(listed) < len(result.changes) else ""
@@ -400,6 +518,10 @@ def _counts_text(counts: RecordCounts) -> str:
         f" duplicates={counts.duplicates} dead_lettered={counts.dead_lettered}"
     )
     return text if counts.balanced else f"{text} UNBALANCED"
+
+
+def _value_text(value: Any) -> str:
+    return "none" if value is None else str(value)
 
 
 def _decision_text(decision: Decision | None) -> str:

@@ -7,6 +7,8 @@ bad file stops start-up with a message the risk team can act on.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 import re
 import tomllib
@@ -18,6 +20,7 @@ from typing import Annotated, Any, Final
 import msgspec
 
 from risk.clock import DAY, parse_duration
+from risk.contract import MAX_MONEY
 
 EXACT_TIMESTAMPS_CAP: Final = 64
 """Exact timestamps kept per window; a count threshold above this could not be decided exactly."""
@@ -35,8 +38,16 @@ a threshold a decision carries must stay a number JSON encoders accept (below 2*
 Count = Annotated[int, msgspec.Meta(ge=0)]
 # Digit counts are limited so that no value reaches int()'s 4,300-digit limit, and the
 # patterns end in \Z, not $, which would also match before a final newline ("3\n").
-Duration = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,12}(s|m|h|d)\Z")]
-Ratio = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,12}(\.[0-9]{1,12})?\Z")]
+_DURATION_PATTERN: Final = r"^[0-9]{1,12}(s|m|h|d)\Z"
+_RATIO_PATTERN: Final = r"^[0-9]{1,12}(\.[0-9]{1,12})?\Z"
+Duration = Annotated[str, msgspec.Meta(pattern=_DURATION_PATTERN)]
+Ratio = Annotated[str, msgspec.Meta(pattern=_RATIO_PATTERN)]
+_EXPECTED: Final = {
+    _DURATION_PATTERN: "a duration in quotes: a whole number followed by s, m, h or d,"
+    ' like "90s", "15m", "24h" or "7d"',
+    _RATIO_PATTERN: 'a decimal number in quotes, like "2.5" (compared exactly, never as a float)',
+}
+"""What a duration or a ratio field takes, in words: msgspec's message would show the regex."""
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}")
 
 
@@ -84,7 +95,8 @@ class SmallLoanBurstRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True
 
     enabled: bool = True
     window: Duration = "24h"
-    small_max_amount: Annotated[int, msgspec.Meta(ge=1)] = 100000
+    # No requested amount exceeds MAX_MONEY, so a larger bar would only hide a typo.
+    small_max_amount: Annotated[int, msgspec.Meta(ge=1, le=MAX_MONEY)] = 100000
     freeze_min_applications: Annotated[int, msgspec.Meta(ge=1)] = 3
     restore_max_applications: Count = 1
 
@@ -251,7 +263,10 @@ class TimePolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class InputPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Limits on input records."""
 
-    max_record_bytes: Annotated[int, msgspec.Meta(ge=256, le=16 * 1024 * 1024)] = 65536
+    # The largest valid record with no unknown field, a limit override whose every string is
+    # at its longest and \u-escaped (as Python's json.dumps writes non-ASCII), is about 16,000
+    # bytes: below 16 KiB valid records would be dead-lettered as too_large.
+    max_record_bytes: Annotated[int, msgspec.Meta(ge=16 * 1024, le=16 * 1024 * 1024)] = 65536
 
 
 class PolicyFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -274,6 +289,8 @@ class Policy(msgspec.Struct, frozen=True):
 
     source: PolicyFile
     version: str
+    fingerprint: str
+    """What the policy decides by, as 12 hex digits: see :func:`policy_fingerprint`."""
     grace: int
     minor_max_dpd: int
     cure: int
@@ -316,8 +333,47 @@ def policy_from_mapping(raw: dict[str, Any]) -> Policy:
     try:
         source = msgspec.convert(raw, PolicyFile)
     except msgspec.ValidationError as error:
-        raise PolicyError(f"invalid policy: {_dotted(str(error))}") from error
+        message = _dotted(str(error))
+        raise PolicyError(f"invalid policy: {_in_words(message, raw) or message}") from error
     return _resolve(source)
+
+
+def _in_words(message: str, raw: dict[str, Any]) -> str | None:
+    """A bad duration or ratio said in words, naming the field and the value; else None."""
+    at = re.fullmatch(r".* - at `([^`]*)`", message)
+    if at is None:
+        return None
+    path = at.group(1)
+    pattern = _string_fields().get(re.sub(r"\[[0-9]+\]", "[]", path))
+    if pattern is None:
+        return None
+    value: Any = raw
+    for name, index in re.findall(r"([^.\[\]]+)|\[([0-9]+)\]", path):
+        value = value[int(index)] if index else value[name]
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    quote = f': quote it, "{value}"' if number and pattern == _RATIO_PATTERN else ""
+    return f"`{path}` must be {_EXPECTED[pattern]}, got {value!r}{quote}"
+
+
+@functools.cache
+def _string_fields() -> dict[str, str]:
+    """The pattern of each duration and ratio field, by dotted path (``[]`` for a list's items)."""
+    found: dict[str, str] = {}
+
+    def walk(info: msgspec.inspect.Type, path: str) -> None:
+        if isinstance(info, msgspec.inspect.StructType):
+            for field in info.fields:
+                walk(field.type, f"{path}.{field.name}" if path else field.name)
+        elif isinstance(info, msgspec.inspect.ListType):
+            walk(info.item_type, f"{path}[]")
+        elif isinstance(info, msgspec.inspect.UnionType):
+            for member in info.types:
+                walk(member, path)
+        elif isinstance(info, msgspec.inspect.StrType) and info.pattern in _EXPECTED:
+            found[path] = info.pattern
+
+    walk(msgspec.inspect.type_info(PolicyFile), "")
+    return found
 
 
 def load_policy(path: Path | None = None) -> Policy:
@@ -326,10 +382,24 @@ def load_policy(path: Path | None = None) -> Policy:
         text = resources.files("risk").joinpath("default_policy.toml").read_text("utf-8")
         return parse_policy(text)
     try:
-        text = path.read_text("utf-8")
+        # utf-8-sig: editors on Windows save UTF-8 with a byte order mark, which TOML refuses.
+        text = path.read_text("utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise PolicyError(f"cannot read policy file {path}: {error}") from error
     return parse_policy(text)
+
+
+def policy_fingerprint(source: PolicyFile) -> str:
+    """The first 12 hex digits of the SHA-256 of the effective policy, ``version`` left out.
+
+    ``version`` is the only identity decisions carry (their ``event_id`` hashes it), and an
+    edit that forgets to bump it changes decisions under the same name. The fingerprint
+    covers every other field after defaults, in canonical JSON (sorted keys), so comments,
+    layout, key order and writing out a default change nothing, and any other edit shows.
+    """
+    tables = msgspec.to_builtins(source)
+    del tables["version"]
+    return hashlib.sha256(msgspec.json.encode(tables, order="sorted")).hexdigest()[:12]
 
 
 def _longest_number(text: str) -> str:
@@ -448,7 +518,11 @@ def _resolve(source: PolicyFile) -> Policy:
             " `rules.loan_velocity.window` and `rules.small_loan_burst.window`"
         )
     time = source.time
-    allowed_lateness = _duration(time.allowed_lateness, "time.allowed_lateness", positive=False)
+    # As for max_future_skew: producers' clocks and batching put records seconds out of
+    # order, and below a minute such a repayment would be dead-lettered as too_late.
+    allowed_lateness = _duration(
+        time.allowed_lateness, "time.allowed_lateness", positive=False, at_least="1m"
+    )
     dedup_horizon = _duration(time.dedup_horizon, "time.dedup_horizon")
     if dedup_horizon < max(30 * DAY, allowed_lateness):
         raise PolicyError(
@@ -456,12 +530,36 @@ def _resolve(source: PolicyFile) -> Policy:
             " `time.allowed_lateness`, so that a late duplicate is still recognised"
         )
     episode_window = _duration(source.overdue.episode_window, "overdue.episode_window")
+    # Day counts and DPD bars beyond MAX_WINDOW only hide a typo (an extra zero).
+    dpd_bins = source.score.points.max_dpd_180d.bins
     for field, days in (
         ("overdue.grace_days", source.overdue.grace_days),
         ("overdue.cure_days", source.overdue.cure_days),
+        ("overdue.minor_max_dpd", source.overdue.minor_max_dpd),
+        ("probation.after_dpd_above", source.probation.after_dpd_above),
+        *(
+            (f"score.points.max_dpd_180d.bins[{index}].up_to", dpd_bin.up_to or 0)
+            for index, dpd_bin in enumerate(dpd_bins)
+        ),
     ):
         if days * DAY > MAX_WINDOW:
             raise PolicyError(f"invalid policy: `{field}` must be at most 400, got {days}")
+    overdue = source.overdue
+    if overdue.minor_max_dpd < overdue.grace_days:
+        # An episode starts at due + grace, so its largest DPD is at least grace_days.
+        raise PolicyError(
+            f"invalid policy: `overdue.minor_max_dpd` ({overdue.minor_max_dpd}) must be at least"
+            f" `overdue.grace_days` ({overdue.grace_days}): an episode starts"
+            f" {overdue.grace_days} days past due, so no slip could be minor and every one"
+            " would need `overdue.cure_days`"
+        )
+    channel = source.score.own_channel
+    if channel != channel.strip():
+        raise PolicyError(
+            f"invalid policy: `score.own_channel` must not begin or end with white space, got"
+            f" {channel!r}: channels are compared exactly, so the line's own applications"
+            " would all count as other lenders'"
+        )
     score_bins = _score_bins(source.score.points)
     reachable = score_range(source.score, score_bins)
     _check_odds(source.score, reachable)
@@ -469,6 +567,7 @@ def _resolve(source: PolicyFile) -> Policy:
     return Policy(
         source=source,
         version=source.version,
+        fingerprint=policy_fingerprint(source),
         grace=source.overdue.grace_days * DAY,
         minor_max_dpd=source.overdue.minor_max_dpd,
         cure=source.overdue.cure_days * DAY,

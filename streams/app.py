@@ -446,6 +446,8 @@ async def backtest_command(
         report = orjson.dumps(result.document(), option=orjson.OPT_INDENT_2)
     else:
         report = render_text(result, show=show).rstrip("\n").encode()
+    for warning in result.warnings:
+        print(f"lineguard: warning: {warning}", file=sys.stderr)
     report_output.write_lines([report])
     if not (result.baseline_records.balanced and result.candidate_records.balanced):
         _fail("the record counts do not add up (UNBALANCED): a bug in the core", code=1)
@@ -459,7 +461,9 @@ async def check_policy(self: AppCommand, policy_file: str) -> None:
     except PolicyError as error:
         _fail(f"{policy_file}: {error}", code=1)
         return
-    print(f"{policy_file}: valid policy, version {policy.version}")
+    print(
+        f"{policy_file}: valid policy, version {policy.version}, fingerprint {policy.fingerprint}"
+    )
 
 
 _USERS: Final = click.IntRange(min=1)

@@ -98,7 +98,10 @@ STORE_PARTITIONS_DROPPED = Counter(
     registry=REGISTRY,
 )
 BUILD_INFO = Info(
-    "lineguard_build", "Version of the running lineguard and its policy.", registry=REGISTRY
+    "lineguard_build",
+    "Version of the running lineguard, and its policy's version and fingerprint (a hash of"
+    " what it decides by, which tells an edit that kept its version).",
+    registry=REGISTRY,
 )
 INPUT_INFO = Gauge(
     "lineguard_input_info",

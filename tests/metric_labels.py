@@ -40,7 +40,7 @@ def assert_no_label_can_hold_a_user_id(
                 assert value.isdigit() and int(value) < partitions, where
             elif label in ("le", "quantile"):
                 float(value)
-            elif label in ("version", "policy_version"):
+            elif label in ("version", "policy_version", "policy_fingerprint"):
                 assert sample.name == "lineguard_build_info", where
             elif label == "consumergroup":  # LINEGUARD_APP_ID, one per worker
                 assert sample.name == "lineguard_input_info", where

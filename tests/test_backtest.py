@@ -18,6 +18,8 @@ from risk.replay import InputRecord, parse_records
 from builders import NOW, application, policy_with, purchase, repayment, run, ts
 
 BASELINE = load_policy()
+# A 7-day grace needs minor_max_dpd of at least 7 (an episode starts 7 days past due).
+GRACE_7D = {"grace_days": 7, "minor_max_dpd": 7}
 OVERDUE_AT = "timer:overdue:2026-03-04T00:00:00Z"
 # One instalment of 35000 due 2026-03-01, repaid 5 days late: past the default 3-day
 # grace (frozen at 03-04, DPD 5 so a 30-day cure) but within a 7-day one.
@@ -66,7 +68,7 @@ def rows(result: BacktestResult) -> dict[tuple[str, str | None], tuple[int, int,
 def test_a_longer_grace_avoids_the_freeze_and_the_restore_the_baseline_makes() -> None:
     result = compare(
         REPAID_LATE,
-        variant("grace-7d", {"overdue": {"grace_days": 7}}),
+        variant("grace-7d", {"overdue": GRACE_7D}),
         until="2026-06-01T00:00:00Z",
     )
     assert rows(result) == {
@@ -91,7 +93,7 @@ def test_a_longer_grace_avoids_the_freeze_and_the_restore_the_baseline_makes() -
 
 def test_frozen_at_end_counts_the_users_left_frozen_under_only_one_policy() -> None:
     # No --until: the cure never ends, so the baseline leaves u-1 frozen; the candidate never froze.
-    result = compare(REPAID_LATE, variant("grace-7d", {"overdue": {"grace_days": 7}}))
+    result = compare(REPAID_LATE, variant("grace-7d", {"overdue": GRACE_7D}))
     assert result.frozen_at_end.baseline == ("u-1",)
     assert result.frozen_at_end.candidate == ()
     assert result.frozen_at_end.only_baseline == ("u-1",)
@@ -175,7 +177,7 @@ def test_identical_policies_give_an_all_zero_diff() -> None:
 def test_the_document_is_json_and_the_text_lists_the_first_changes() -> None:
     result = compare(
         REPAID_LATE,
-        variant("grace-7d", {"overdue": {"grace_days": 7}}),
+        variant("grace-7d", {"overdue": GRACE_7D}),
         until="2026-06-01T00:00:00Z",
     )
     doc = orjson.loads(orjson.dumps(result.document()))
@@ -193,6 +195,48 @@ def test_the_document_is_json_and_the_text_lists_the_first_changes() -> None:
     assert "timer:cure" not in text
 
 
+def test_a_candidate_that_changes_only_features_is_not_identical() -> None:
+    # 620 base points instead of 600: every decision's score rises by 20, none changes.
+    result = compare(BURST, variant("score-620", {"score": {"base_points": 620}}))
+    assert result.changes == ()
+    assert all(row.difference == 0 for row in (*result.decisions, *result.reasons))
+    assert not result.identical
+    assert [(c.user_id, c.caused_by, c.features) for c in result.feature_changes] == [
+        ("u-2", "a-2", {"score": (600, 620)}),
+    ]
+    assert result.features_changed == {"score": 1}
+    doc = orjson.loads(orjson.dumps(result.document()))
+    assert doc["identical"] is False
+    assert doc["features_changed"] == {"score": 1}
+    assert doc["feature_changes"] == [
+        {"user_id": "u-2", "caused_by": "a-2", "occurred_at": "2026-02-02T09:02:00Z",
+         "features": {"score": {"baseline": 600, "candidate": 620}}},
+    ]  # fmt: skip
+    text = render_text(result).splitlines()
+    assert "same decisions with other features: 1" in text
+    assert "  by feature: score 1" in text
+    assert "  2026-02-02T09:02:00Z  u-2  a-2: score 600 -> 620" in text
+
+
+def test_users_ending_reduced_or_on_probation_are_counted_like_frozen_ones() -> None:
+    # Repaid 7 days past due: a severe freeze (past 5 DPD) for the candidate, whose restore
+    # after the cure goes to probation; the baseline's bar is 30 DPD.
+    lines = [REPAID_LATE[0], repayment("2026-03-08T00:00:00Z", 35000, event_id="r-1")]
+    result = compare(
+        lines, variant("probation-5", {"probation": {"after_dpd_above": 5}}),
+        until="2026-06-01T00:00:00Z",
+    )  # fmt: skip
+    assert result.probation_at_end.baseline == ()
+    assert result.probation_at_end.only_candidate == ("u-1",)
+    assert result.reduced_at_end.baseline == result.reduced_at_end.candidate == ()
+    assert result.document()["probation_at_end"] == {
+        "baseline": 0, "candidate": 1, "only_baseline": [], "only_candidate": ["u-1"],
+    }  # fmt: skip
+    text = render_text(result).splitlines()
+    assert "on probation at end: baseline 0, candidate 1; only baseline 0, only candidate 1" in text
+    assert "reduced at end: baseline 0, candidate 0; only baseline 0, only candidate 0" in text
+
+
 # Property tests: random small books for three users, against a handful of candidate policies.
 _USERS = st.sampled_from(["u-1", "u-2", "u-3"])
 # Half the times fall in two days, so that bursts of applications happen too.
@@ -201,7 +245,7 @@ _HOURS = st.one_of(
 )
 _CANDIDATES = [
     variant("grace-1d", {"overdue": {"grace_days": 1}}),
-    variant("grace-7d", {"overdue": {"grace_days": 7}, "time": {"allowed_lateness": "2d"}}),
+    variant("grace-7d", {"overdue": GRACE_7D, "time": {"allowed_lateness": "2d"}}),
     variant("burst-2", {"rules.small_loan_burst": {"freeze_min_applications": 2}}),
     variant("cure-10d", {"overdue": {"cure_days": 10}}),
 ]
@@ -281,5 +325,11 @@ def test_a_policy_against_itself_is_identical_and_swapping_negates(
         (c.user_id, c.caused_by, swap.get(c.kind, c.kind)) for c in forward.changes
     ) == sorted((c.user_id, c.caused_by, c.kind) for c in backward.changes)
     assert forward.frozen_at_end.only_baseline == backward.frozen_at_end.only_candidate
-    # The changes account for every difference in the counts and in who ends frozen.
-    assert forward.identical == (not forward.changes and forward.records_agree)
+    assert [(c.user_id, c.caused_by, {k: v[::-1] for k, v in c.features.items()})
+            for c in forward.feature_changes] == [
+        (c.user_id, c.caused_by, c.features) for c in backward.feature_changes
+    ]  # fmt: skip
+    # The changes account for every difference in the counts and in who ends in what status.
+    assert forward.identical == (
+        not forward.changes and not forward.feature_changes and forward.records_agree
+    )

@@ -164,7 +164,7 @@ LATE_BOOK = [
     purchase("2026-02-01T00:00:00Z", 35000, order="o-17", first_due="2026-03-01T00:00:00Z"),
     repayment("2026-03-06T00:00:00Z", 35000, event_id="r-1"),
 ]
-GRACE_7D = 'version = "grace-7d"\n[overdue]\ngrace_days = 7\n'
+GRACE_7D = 'version = "grace-7d"\n[overdue]\ngrace_days = 7\nminor_max_dpd = 7\n'
 
 
 def test_backtest_prints_a_table_of_counts_frozen_users_and_differing_decisions(

@@ -40,6 +40,8 @@ REQUIRED_ALERTS = {
     "LineguardNotConsuming",
     "LineguardBrokerLagHigh",
     "LineguardKafkaExporterDown",
+    "LineguardPolicyDiverged",
+    "LineguardPolicyVersionsMixed",
 }
 KAFKA_EXPORTER_METRICS = frozenset({"kafka_consumergroup_lag_sum"})
 """Names kafka-exporter exports (danielqsj/kafka-exporter v1.8.0, pinned in
@@ -339,6 +341,32 @@ MUTATIONS = {
         "LineguardKafkaExporterDown",
         're:\\n\\s*or\\n\\s*absent\\(up\\{job="kafka"\\}\\)',
         "",
+    ),
+    "policy diverged without a day's memory": (
+        "LineguardPolicyDiverged",
+        'max_over_time(lineguard_build_info{job="lineguard"}[1d])',
+        'lineguard_build_info{job="lineguard"}',
+    ),
+    "policy diverged over 1h": ("LineguardPolicyDiverged", "[1d]", "[1h]"),
+    "policy diverged over 2d": ("LineguardPolicyDiverged", "[1d]", "[2d]"),
+    "policy diverged for 5m": ("LineguardPolicyDiverged", "for: 1m", "for: 5m"),
+    "policy diverged per worker": (
+        "LineguardPolicyDiverged",
+        "count by (policy_version, policy_fingerprint)",
+        "count by (instance, policy_version, policy_fingerprint)",
+    ),
+    "policy diverged in any job": ("LineguardPolicyDiverged", '{job="lineguard"}', ""),
+    "policy versions mixed for 10m": ("LineguardPolicyVersionsMixed", "for: 30m", "for: 10m"),
+    "policy versions mixed for 60m": ("LineguardPolicyVersionsMixed", "for: 30m", "for: 60m"),
+    "policy versions mixed in any job": (
+        "LineguardPolicyVersionsMixed",
+        'lineguard_build_info{job="lineguard"}',
+        "lineguard_build_info",
+    ),
+    "policy versions mixed across groups": (
+        "LineguardPolicyVersionsMixed",
+        "count by (consumergroup) (",
+        "count by (job) (",
     ),
 }
 """Rule changes that ``alerts_test.yml`` must catch: each `for:` and window pinned, and

@@ -221,6 +221,7 @@ def test_a_value_ending_in_a_newline_is_refused(text: str, field: str) -> None:
     [
         ("grace_days = 401", "`overdue.grace_days` must be at most 400, got 401"),
         ("cure_days = 1000", "`overdue.cure_days` must be at most 400, got 1000"),
+        ("minor_max_dpd = 401", "`overdue.minor_max_dpd` must be at most 400, got 401"),
     ],
 )
 def test_each_day_count_is_checked_on_its_own_with_its_path_and_value(
