@@ -645,6 +645,23 @@ def _check_web_port(host: str, port: int) -> None:
                 )
 
 
+def _absolute_workdir(argv: list[str], absolute: str) -> None:
+    """Give Faust's ``-W``/``--workdir`` (or ``F_WORKDIR``) as an absolute path, in place.
+
+    Faust changes into it twice, when it looks for the app and again when it prepares the
+    command, so a relative one was taken from itself the second time (``sub/sub``) and
+    ended in a traceback.
+    """
+    os.environ["F_WORKDIR"] = absolute  # Faust's default for the option, and its record
+    for index, arg in enumerate(argv):
+        if arg in ("-W", "--workdir") and index + 1 < len(argv):
+            argv[index + 1] = absolute
+        elif arg.startswith("--workdir="):
+            argv[index] = f"--workdir={absolute}"
+        elif arg.startswith("-W") and arg != "-W":
+            argv[index] = f"-W{absolute}"
+
+
 def main() -> None:
     """Console entry point: ``lineguard``.
 
@@ -680,6 +697,8 @@ def main() -> None:
     workdir = None if line is None else line.root.params.get("workdir")
     if workdir and not Path(workdir).is_dir():  # Faust would chdir there, with a traceback
         _fail(f"-W/--workdir {workdir}: no such directory")
+    if workdir and not Path(workdir).is_absolute():
+        _absolute_workdir(sys.argv, str(Path(workdir).absolute()))
     if line is not None and line.name == "worker":
         faust_web = line.given(*FAUST_WEB_OPTIONS)
         if faust_web:

@@ -181,14 +181,16 @@ class Settings(BaseSettings):
         """An empty variable is no setting: a template may list every one it leaves unset."""
         return None if value == "" else value
 
-    @field_validator("datadir")
+    @field_validator("datadir", "policy_file")
     @classmethod
-    def _absolute(cls, datadir: Path) -> Path:
-        """Made absolute where the command started, so that the state stays where it is.
+    def _absolute(cls, path: Path | None) -> Path | None:
+        """Made absolute where the command started, so that it names what the user meant.
 
-        Faust's command line may change directory later (``F_WORKDIR``).
+        Faust's command line may change directory later (``-W``/``--workdir``,
+        ``F_WORKDIR``): the state would move, and the agent, which loads the policy once
+        Faust has changed directory, would read another file or none.
         """
-        return datadir.absolute()
+        return None if path is None else path.absolute()
 
     @classmethod
     def variables(cls) -> list[str]:

@@ -416,6 +416,17 @@ def test_a_workdir_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
     assert moved.returncode == 0, moved.stderr
 
 
+@pytest.mark.parametrize(
+    "given", [["-W", "here"], ["--workdir", "here"], ["--workdir=here"], ["-Where"]]
+)
+def test_a_relative_workdir_is_entered_once(given: list[str], tmp_path: Path) -> None:
+    # Faust changed into it twice, the second time from inside it (here/here): a traceback.
+    (tmp_path / "here").mkdir()
+    done = _lineguard(*given, "tables", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "| users |" in done.stdout
+
+
 FAUST_COMMANDS_REFUSED = ["agents", "clean-versions", "completion", "livecheck", "model", "models",
                           "send"]  # fmt: skip
 

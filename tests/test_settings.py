@@ -522,6 +522,18 @@ def test_the_data_directory_does_not_move_when_fausts_command_line_changes_direc
     assert done.stdout.strip() == str(Path.cwd() / "lineguard-data")
 
 
+def test_a_relative_policy_file_names_the_file_where_the_command_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The agent loads the policy after Faust's -W/--workdir changed directory: a relative
+    # path would then name another file, or none.
+    (tmp_path / "mine.toml").write_text("")
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(policy_file=Path("mine.toml"))
+    assert settings.policy_file == tmp_path / "mine.toml"
+    assert Settings().policy_file is None
+
+
 def test_the_rocksdb_caches_are_the_settings_not_fausts_two_gib_per_partition(
     tmp_path: Path,
 ) -> None:
