@@ -35,6 +35,9 @@ class Applied(msgspec.Struct, Generic[Record], frozen=True):
     decisions: list[Decision]
     occurred_at: int | None
     """The event time, when the record decoded."""
+    created: bool = False
+    """Whether its event created the user's state in this group: the user's first event on
+    this partition, which the worker checks against the key's partition (RELIABILITY.md, 49)."""
 
 
 class PartitionGroup(Generic[Record]):
@@ -63,13 +66,18 @@ class PartitionGroup(Generic[Record]):
     ) -> Iterator[Applied[Record]]:
         """Apply buffered records in event-time order until the merge must wait."""
         in_future_after = now + self.policy.max_future_skew
+        processor = self.processor
         while (head := self._merger.pop(may_receive, in_future_after)) is not None:
             topic_index, decoded, record = head
             if isinstance(decoded, Rejection):
                 yield Applied(record, topic_index, Outcome.DEAD_LETTERED, decoded, [], None)
                 continue
-            outcome, rejection, decisions = self.processor.handle(decoded, now)
-            yield Applied(record, topic_index, outcome, rejection, decisions, decoded.at)
+            created = processor.created
+            outcome, rejection, decisions = processor.handle(decoded, now)
+            yield Applied(
+                record, topic_index, outcome, rejection, decisions, decoded.at,
+                processor.created != created,
+            )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self._merger)

@@ -63,6 +63,9 @@ class PartitionProcessor:
         self._scheduled: dict[str, int] = {}
         self.users: Counter[str] = Counter()
         """Users of this partition by limit status (:func:`~risk.engine.status`)."""
+        self.created = 0
+        """States :meth:`handle` created: once per user and partition, far rarer than events,
+        so the shell checks a new user's partition then (RELIABILITY.md, defect 49)."""
 
     def recover(self, states: Iterable[UserState]) -> None:
         """Rebuild the timer index and the watermark from recovered states.
@@ -128,6 +131,7 @@ class PartitionProcessor:
             state = self.store.get(user_id)  # its timers may have fired
         if state is None:
             state = new_state(event)
+            self.created += 1
             before = None
             timers_due = False
         else:

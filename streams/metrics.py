@@ -69,6 +69,14 @@ DECISION_LAG_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 300, 3600, 86400),
     registry=REGISTRY,
 )
+MISROUTED_USERS = Counter(
+    "lineguard_input_misrouted_users",
+    "Users whose state was created on another partition than murmur2 gives their key, by the"
+    " input topic of the record that created it: a producer that does not partition with"
+    " murmur2 (RELIABILITY.md, defect 49).",
+    ["topic"],
+    registry=REGISTRY,
+)
 LAST_EVENT_TIMESTAMP = Gauge(
     "lineguard_last_event_timestamp_seconds",
     "Event time (occurred_at) of the latest accepted record, by input topic.",
@@ -204,10 +212,11 @@ class Bound:
     dead_letters: Mapping[tuple[str, str], Counter]
     decisions: Mapping[tuple[str, str], Counter]
     last_event: Mapping[str, Gauge]
+    misrouted: Mapping[str, Counter]
 
 
 def bind(topics: Iterable[str], decision_reasons: Mapping[str, Iterable[str]]) -> Bound:
-    """Create every (topic, outcome), (topic, reason) and (type, reason) series at zero."""
+    """Create every (topic, outcome), (topic, reason), (type, reason) and topic series at zero."""
     topics = tuple(topics)
     return Bound(
         events={(t, str(o)): EVENTS.labels(t, str(o)) for t in topics for o in Outcome},
@@ -218,4 +227,5 @@ def bind(topics: Iterable[str], decision_reasons: Mapping[str, Iterable[str]]) -
             for code in codes
         },
         last_event={t: LAST_EVENT_TIMESTAMP.labels(t) for t in topics},
+        misrouted={t: MISROUTED_USERS.labels(t) for t in topics},
     )

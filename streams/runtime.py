@@ -16,12 +16,13 @@ import sys
 import time
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
 
+import prometheus_client
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
@@ -35,6 +36,7 @@ from risk.decision import Decision
 from risk.group import Applied, PartitionGroup
 from risk.limits import DECISION_REASONS, STATUSES
 from risk.partition import Outcome
+from risk.partitioner import partition_for
 from risk.policy import Policy
 from risk.state import STATE_DECODER, STATE_ENCODER, UserState
 from streams import metrics
@@ -54,6 +56,10 @@ TRUNCATED_HEADER: Final = "dlt.value.truncated"
 
 NEVER_HELD: Final = sys.maxsize
 """:meth:`Runtime._held_from` for an empty topic-partition that holds no record back."""
+
+
+MISROUTE_LOG_INTERVAL: Final = 60.0
+"""Seconds between two ``input_misrouted`` warnings of one topic-partition."""
 
 
 def wall_micros() -> int:
@@ -201,6 +207,53 @@ def tune_collector() -> None:
     gc.set_threshold(*COLLECTOR_THRESHOLDS)
 
 
+class MisrouteWatch:
+    """Counts and logs users created on another partition than murmur2 gives their key.
+
+    Producers must partition with murmur2 (DESIGN.md); one that does not (librdkafka's
+    default, ``consistent_random``) splits a user's state between partitions, and its
+    records are applied where they lie: dead-letter reasons are a fixed list (RELIABILITY.md,
+    defect 49). Such a user shows up when its state is created on the wrong partition, once
+    per user and partition, so murmur2 runs that often and not once per record. The warning
+    names the topic and both partitions, never the user or the key, and comes at most once
+    per ``interval`` seconds for a topic-partition, however many users it has.
+    """
+
+    def __init__(
+        self,
+        counters: Mapping[str, prometheus_client.Counter],
+        partition_count: Callable[[str], int],
+        interval: float = MISROUTE_LOG_INTERVAL,
+    ) -> None:
+        self._counters = counters
+        self._partition_count = partition_count
+        self._interval = interval
+        self._logged: dict[tuple[str, int], float] = {}
+        self._unlogged: Counter[tuple[str, int]] = Counter()
+        """Misrouted users of each topic-partition since its last warning."""
+
+    def created(self, topic: str, partition: int, key: bytes | None) -> None:
+        """A user's state was created by a record of ``topic`` read from ``partition``.
+
+        ``key`` is the record's key: an accepted record's is its ``user_id``, never None.
+        """
+        expected = partition_for(key, self._partition_count(topic))
+        if expected == partition:
+            return
+        self._counters[topic].inc()
+        where = (topic, partition)
+        self._unlogged[where] += 1
+        now = time.monotonic()
+        logged = self._logged.get(where)
+        if logged is not None and now - logged < self._interval:
+            return
+        self._logged[where] = now
+        log.warning(
+            "input_misrouted", topic=topic, partition=partition, expected_partition=expected,
+            misrouted_users=self._unlogged.pop(where),
+        )  # fmt: skip
+
+
 class StateNotPersistedError(RuntimeError):
     """A batch's table writes did not leave the producer: its records must not be acked."""
 
@@ -253,6 +306,7 @@ class Runtime:
         epoch milliseconds (a later one of its partition, if the consumer fetched again
         before the record was taken)."""
         self.metrics = metrics.bind(self.topics, DECISION_REASONS)
+        self._misroutes = MisrouteWatch(self.metrics.misrouted, self._partition_count)
         self._export_gauges()
 
     def _export_gauges(self) -> None:
@@ -281,6 +335,18 @@ class Runtime:
         except ConsumerNotStarted:
             return set()
         return {tp for tp in assigned if tp.topic in self.topics}
+
+    def _partition_count(self, topic: str) -> int:
+        """An input topic's partition count in the consumer's metadata, else the setting's.
+
+        Producers partition by the topic's own count, which the preflight compares between
+        the input topics but not with ``LINEGUARD_TOPIC_PARTITIONS``.
+        """
+        try:
+            count = self.app.consumer.topic_partitions(topic)
+        except (AttributeError, ConsumerNotStarted):  # no metadata yet
+            count = None
+        return int(count) if count else self.partitions
 
     def _input_partition(self, tp: TP) -> metrics.Partition:
         """One assigned input partition's offsets, for the consumer lag collector."""
@@ -542,13 +608,21 @@ class Runtime:
             log.warning("commit_failed", error=type(error).__name__)
 
     def _ack(self, batch: _Batch) -> None:
-        """Ack the batch's records; its metrics are counted once per topic and outcome."""
+        """Ack the batch's records; its metrics are counted once per topic and outcome.
+
+        Each user a record created is checked for the record's partition, once its state
+        is written (:class:`MisrouteWatch`).
+        """
         outcomes: Counter[tuple[int, Outcome]] = Counter()
         latest: dict[int, int] = {}
         for applied in batch.applied:
             outcomes[applied.topic_index, applied.outcome] += 1
             if applied.outcome is Outcome.PROCESSED and applied.occurred_at is not None:
                 latest[applied.topic_index] = applied.occurred_at
+                if applied.created:
+                    record = applied.record
+                    topic = self.topics[applied.topic_index]
+                    self._misroutes.created(topic, record.partition, record.key)
         self.delivery.ack_applied(self.app.consumer, [a.record for a in batch.applied])
         for (topic_index, outcome), count in outcomes.items():
             self.metrics.events[self.topics[topic_index], outcome].inc(count)

@@ -42,6 +42,7 @@ REQUIRED_ALERTS = {
     "LineguardKafkaExporterDown",
     "LineguardPolicyDiverged",
     "LineguardPolicyVersionsMixed",
+    "LineguardInputMisrouted",
 }
 KAFKA_EXPORTER_METRICS = frozenset({"kafka_consumergroup_lag_sum"})
 """Names kafka-exporter exports (danielqsj/kafka-exporter v1.8.0, pinned in
@@ -368,6 +369,21 @@ MUTATIONS = {
         "count by (consumergroup) (",
         "count by (job) (",
     ),
+    "misrouted without increase()": (
+        "LineguardInputMisrouted",
+        'increase(lineguard_input_misrouted_users_total{job="lineguard"}[10m])',
+        'lineguard_input_misrouted_users_total{job="lineguard"}',
+    ),
+    "misrouted over 1m": ("LineguardInputMisrouted", "[10m]", "[1m]"),
+    "misrouted over 30m": ("LineguardInputMisrouted", "[10m]", "[30m]"),
+    "misrouted for 5m": ("LineguardInputMisrouted", "for: 1m", "for: 5m"),
+    "misrouted from 2 users": ("LineguardInputMisrouted", "[10m])) > 0", "[10m])) > 1"),
+    "misrouted per worker": (
+        "LineguardInputMisrouted",
+        "sum by (topic)",
+        "sum by (topic, instance)",
+    ),
+    "misrouted in any job": ("LineguardInputMisrouted", '{job="lineguard"}', ""),
 }
 """Rule changes that ``alerts_test.yml`` must catch: each `for:` and window pinned, and
 the selectors that keep other jobs and other series out."""
