@@ -225,6 +225,10 @@ _TIMESTAMP_HINTS: Final = tuple(
     )
 )
 """Common forms of other libraries that are not the contract's, and what to change."""
+_LONGEST_HINTED: Final = 100
+"""The longest timestamp matched against the hints: a zone name in brackets included, no
+real one is longer, and the patterns' ``.*`` would take quadratic time on a string of
+megabytes (a policy may allow records of up to 16 MiB), holding up the whole worker."""
 _STOPPED_AT: Final = re.compile(r"\(byte ([0-9]+)\)$")
 """Where msgspec's parse stopped, when its message says; a problem before that came first."""
 
@@ -348,7 +352,7 @@ def _bad_timestamp(error: str, text: str, field: str, *, optional: bool) -> Reje
     The pattern alone leaves a producer to spot the difference, and some only show now and
     then: Java's ``OffsetDateTime.toString()`` leaves out the seconds when they are zero.
     """
-    if "is not an RFC 3339 timestamp" in error:
+    if "is not an RFC 3339 timestamp" in error and len(text) <= _LONGEST_HINTED:
         hints = [hint for form, hint in _TIMESTAMP_HINTS if form.fullmatch(text)]
         if hints:
             error = f"{error}: {'; '.join(hints)}"

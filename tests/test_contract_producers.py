@@ -343,6 +343,16 @@ def test_a_timestamp_in_another_librarys_form_says_what_to_change(
     )
 
 
+def test_a_timestamp_too_long_to_be_one_gets_no_hint() -> None:
+    # The hints' patterns take quadratic time; a 64 KiB timestamp held the worker a second.
+    text = "2026-03-01T08:00:00+08:00[" + "A" * 100 + "]"
+    doc = {**_HEAD, "amount": 1, "occurred_at": text}
+    rejection = decode(REPAYMENTS, b"u-1", json.dumps(doc).encode(), 1 << 16)
+    assert isinstance(rejection, Rejection)
+    assert rejection.reason == Reason.SCHEMA_VIOLATION
+    assert rejection.error.endswith(f"{_NOT_RFC3339} - at `$.occurred_at`")  # no hint after it
+
+
 @pytest.mark.parametrize(
     ("text", "error"),
     [
