@@ -87,8 +87,8 @@ class DecisionChange:
 
     Decisions are matched by ``(user_id, caused_by)``: the same input event or the same
     timer. Not by ``event_id``, which also hashes the policy version. Two matched
-    decisions differ when their type, status or reason codes differ; their reason
-    values and thresholds, features and restore path are not compared.
+    decisions differ when their type, status or reason codes differ; what else they report
+    differently is a :class:`FeatureChange`.
     """
 
     user_id: str
@@ -115,7 +115,7 @@ class DecisionChange:
 
 @dataclass(frozen=True, slots=True)
 class FeatureChange:
-    """A decision both policies make alike (type, status, reason codes), with other features.
+    """A decision both policies make alike (type, status, reason codes), reported differently.
 
     A scorecard's points or a window's length change what a decision reports without
     changing the decision: the analyst backtesting them needs to see that too.
@@ -125,7 +125,8 @@ class FeatureChange:
     caused_by: str
     occurred_at: int
     features: dict[str, tuple[Any, Any]]
-    """Each differing feature: (baseline value, candidate value)."""
+    """Each differing feature, reason value or threshold (``<CODE>.value``, ``<CODE>.threshold``)
+    and the restore path (``restore_path``): (baseline value, candidate value)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,6 +352,28 @@ def _same(a: Decision, b: Decision) -> bool:
     )
 
 
+def _details_that_differ(a: Decision, b: Decision) -> dict[str, tuple[Any, Any]]:
+    """What two alike decisions report differently, by name.
+
+    Features by their own names, reasons' ``<CODE>.value`` and ``<CODE>.threshold``, and
+    ``restore_path``. A bar moved on either side of a freeze leaves the decision alike, but changes its
+    threshold or what its restore waits for: a gate on ``identical`` must see that too.
+    """
+    details = {
+        name: (a.features.get(name), b.features.get(name))
+        for name in sorted(a.features.keys() | b.features.keys())
+        if a.features.get(name) != b.features.get(name)
+    }
+    for old, new in zip(a.reasons, b.reasons, strict=True):  # the same codes, in order
+        if old.value != new.value:
+            details[f"{old.code}.value"] = (old.value, new.value)
+        if old.threshold != new.threshold:
+            details[f"{old.code}.threshold"] = (old.threshold, new.threshold)
+    if a.restore_path != b.restore_path:
+        details["restore_path"] = ("; ".join(a.restore_path), "; ".join(b.restore_path))
+    return details
+
+
 def _changes(
     before: list[Decision], after: list[Decision]
 ) -> tuple[tuple[DecisionChange, ...], tuple[FeatureChange, ...]]:
@@ -367,11 +390,7 @@ def _changes(
             if a is None or b is None or not _same(a, b):
                 changes.append(DecisionChange(key[0], key[1], a, b))
                 continue
-            features = {
-                name: (a.features.get(name), b.features.get(name))
-                for name in sorted(a.features.keys() | b.features.keys())
-                if a.features.get(name) != b.features.get(name)
-            }
+            features = _details_that_differ(a, b)
             if features:
                 feature_changes.append(FeatureChange(key[0], key[1], a.occurred_at, features))
     changes.sort(key=lambda c: (c.occurred_at, c.user_id, c.caused_by))
@@ -487,7 +506,7 @@ def _text_lines(result: BacktestResult, show: int) -> Iterator[str]:
     listed_features = result.feature_changes[: max(show, 0)]
     total = len(result.feature_changes)
     shown = f", first {len(listed_features)} shown" if len(listed_features) < total else ""
-    yield f"same decisions with other features: {total}{shown}"
+    yield f"same decisions with other features, reason values or restore path: {total}{shown}"
     if result.features_changed:
         counts = ", ".join(f"{name} {count}" for name, count in result.features_changed.items())
         yield f"  by feature: {counts}"

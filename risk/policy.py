@@ -545,13 +545,15 @@ def _resolve(source: PolicyFile) -> Policy:
         if days * DAY > MAX_WINDOW:
             raise PolicyError(f"invalid policy: `{field}` must be at most 400, got {days}")
     overdue = source.overdue
-    if overdue.minor_max_dpd < overdue.grace_days:
-        # An episode starts at due + grace, so its largest DPD is at least grace_days.
+    if 0 < overdue.minor_max_dpd < overdue.grace_days:
+        # An episode starts at due + grace, so its largest DPD is at least grace_days: such a
+        # bar forgives nothing while it reads as if it did. 0 says so plainly, and is kept
+        # for a policy that forgives no slip (with no grace, one repaid on its due day).
         raise PolicyError(
             f"invalid policy: `overdue.minor_max_dpd` ({overdue.minor_max_dpd}) must be at least"
             f" `overdue.grace_days` ({overdue.grace_days}): an episode starts"
             f" {overdue.grace_days} days past due, so no slip could be minor and every one"
-            " would need `overdue.cure_days`"
+            " would need `overdue.cure_days`; set it to 0 if that is what you mean"
         )
     channel = source.score.own_channel
     if channel != channel.strip():

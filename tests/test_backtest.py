@@ -6,11 +6,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from risk.backtest import BacktestResult, CountDiff, backtest, render_text
+from risk.backtest import BacktestResult, CountDiff, _changes, backtest, render_text
 from risk.clock import HOUR, format_timestamp
 from risk.policy import Policy, load_policy
 from risk.replay import InputRecord, parse_records
@@ -213,7 +214,7 @@ def test_a_candidate_that_changes_only_features_is_not_identical() -> None:
          "features": {"score": {"baseline": 600, "candidate": 620}}},
     ]  # fmt: skip
     text = render_text(result).splitlines()
-    assert "same decisions with other features: 1" in text
+    assert "same decisions with other features, reason values or restore path: 1" in text
     assert "  by feature: score 1" in text
     assert "  2026-02-02T09:02:00Z  u-2  a-2: score 600 -> 620" in text
 
@@ -333,3 +334,34 @@ def test_a_policy_against_itself_is_identical_and_swapping_negates(
     assert forward.identical == (
         not forward.changes and not forward.feature_changes and forward.records_agree
     )
+
+
+def test_a_candidate_that_changes_only_what_a_restore_waits_for_is_not_identical() -> None:
+    # A burst's restore bound at 0 instead of 1: the same freeze, another restore path.
+    candidate = variant(
+        "burst-restore-0", {"rules": {"small_loan_burst": {"restore_max_applications": 0}}}
+    )
+    result = compare(BURST, candidate)
+    assert result.changes == ()
+    assert not result.identical
+    [change] = result.feature_changes
+    assert (change.user_id, change.caused_by, list(change.features)) == (
+        "u-2",
+        "a-2",
+        ["restore_path"],
+    )
+    old, new = change.features["restore_path"]
+    assert "from 3 to 1" in old and "from 3 to 0" in new
+    assert result.features_changed == {"restore_path": 1}
+
+
+def test_a_threshold_moved_under_an_alike_decision_is_listed() -> None:
+    [freeze] = run(BURST, policy=BASELINE).decisions
+    moved = msgspec.structs.replace(
+        freeze,
+        reasons=tuple(msgspec.structs.replace(r, threshold=4, value=5) for r in freeze.reasons),
+    )
+    [[code]] = [[r.code for r in freeze.reasons]]
+    changes, alike = _changes([freeze], [moved])
+    assert changes == ()
+    assert [c.features for c in alike] == [{f"{code}.value": (3, 5), f"{code}.threshold": (3, 4)}]
