@@ -353,8 +353,13 @@ MUTATIONS = {
     "policy diverged for 5m": ("LineguardPolicyDiverged", "for: 1m", "for: 5m"),
     "policy diverged per worker": (
         "LineguardPolicyDiverged",
-        "count by (policy_version, policy_fingerprint)",
-        "count by (instance, policy_version, policy_fingerprint)",
+        "count by (policy_version, version, policy_fingerprint)",
+        "count by (instance, policy_version, version, policy_fingerprint)",
+    ),
+    "policy diverged across lineguard releases": (
+        "LineguardPolicyDiverged",
+        "count by (policy_version, version) (",
+        "count by (policy_version) (",
     ),
     "policy diverged in any job": ("LineguardPolicyDiverged", '{job="lineguard"}', ""),
     "policy versions mixed for 10m": ("LineguardPolicyVersionsMixed", "for: 30m", "for: 10m"),
