@@ -343,13 +343,16 @@ class CheckedRecovery(Recovery):
 
         Read by a consumer of its own, from the worker's broker with its credentials:
         Faust's consumer has these partitions assigned, and a seek of it would move its
-        recovery. A partition whose fetches do not reach its last offset within a few
-        seconds gets what came, and all get what came if the reads fail (then the stores
-        are trusted, as Faust trusts them).
+        recovery. Only the partitions whose read reached the last offset are returned: a
+        prefix of the records would be compared as if a key had no later write in them.
+        The others, whose fetches did not get there within a few seconds or failed, are
+        left out and logged; their stores are trusted, as Faust trusts them.
         """
         found: dict[TP, list[Any]] = {tp: [] for tp in spans}
+        reached: set[TP] = set()
         if not spans:
             return found
+        error = "the read did not reach the last offset in time"
         conf = self.app.conf
         reader = AIOKafkaConsumer(
             bootstrap_servers=server_list(conf.broker, 9092), group_id=None,
@@ -368,14 +371,17 @@ class CheckedRecovery(Recovery):
                     last = spans[tp][1]
                     found[tp] += (record for record in records if record.offset <= last)
                     if records and records[-1].offset >= last:
+                        reached.add(tp)
                         reader.pause(partition)
-                if len(reader.paused()) == len(reading):
+                if len(reached) == len(reading):
                     break
-        except KafkaError as error:
-            log.warning("changelog_not_compared", partitions=len(spans), error=repr(error))
+        except KafkaError as failure:
+            error = repr(failure)
         finally:
             await reader.stop()
-        return found
+        if len(reached) < len(spans):
+            log.warning("changelog_not_compared", partitions=len(spans) - len(reached), error=error)
+        return {tp: found[tp] for tp in reached}
 
 
 _COMPARED_RECORDS: Final = 32
