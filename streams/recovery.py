@@ -309,6 +309,7 @@ class CheckedRecovery(Recovery):
             and applied >= 0
         }
         if not stored:
+            self._compared.update(tps)  # empty stores: what they hold next, this process wrote
             await super()._build_offsets(consumer, tps, destination, title)
             return
         earliest = await consumer.earliest_offsets(*stored)

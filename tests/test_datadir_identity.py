@@ -164,6 +164,20 @@ async def test_a_first_recovery_drops_a_store_that_does_not_hold_the_changelogs_
     recovery.records_at.assert_awaited_with({})
 
 
+async def test_a_store_first_recovered_empty_is_not_compared_later(tmp_path: Path) -> None:
+    # The worker writes the store itself after its first recovery; the store may then be
+    # newer than the offset a later recovery reads, and is not from another changelog.
+    app = faust.App("datadir-identity-empty", TableManager=PromptTableManager)
+    recovery = app.tables.recovery
+    assert isinstance(recovery, CheckedRecovery)
+    tp = TP("users-changelog", 0)
+    recovery.tp_to_table[tp] = SimpleNamespace(data=rocksdb_store(tmp_path, "users"))
+    recovery.records_at = AsyncMock(return_value={})  # type: ignore[method-assign]
+    await recovery._build_offsets(Consumer({tp: 0}, {tp: 0}), {tp}, Counter({tp: None}), "active")
+    await recovery._build_offsets(Consumer({tp: 0}, {tp: 10}), {tp}, Counter({tp: 9}), "active")
+    assert [call.args for call in recovery.records_at.await_args_list] == [({},)]  # nothing read
+
+
 async def test_changelog_records_that_cannot_be_read_are_not_compared() -> None:
     # Nothing listens there: the stores are then trusted, as Faust trusts them.
     app = faust.App(
