@@ -224,29 +224,43 @@ def clear_stale_recovery_end(recovery: Any) -> None:
 def apply_records(table: Any, tp: TP, records: Sequence[Any]) -> None:
     """Apply one changelog partition's fetched records, in log order, to the table's store.
 
-    A RocksDB store (rocksdict) gets them as one write batch that also holds the offset
-    it persists: what its ``apply_changelog_batch`` writes, without an ``Event``-shaped
-    object and a loop of bookkeeping per record, and with data and offset written
-    atomically rather than one after the other. Other stores take them as Faust's
-    recovery gives them.
+    A RocksDB store (rocksdict) gets them as one write batch with the offset it persists
+    (:func:`write_with_offset`). Other stores take them as Faust's recovery gives them.
     """
     store = table.data
-    if isinstance(store, rocksdb_store.Store) and store.use_rocksdict:
-        from rocksdict import WriteBatch  # optional (the rocksdb extra); Faust imported it
-
-        batch = WriteBatch(raw_mode=True)
-        put, delete = batch.put, batch.delete
-        for record in records:
-            if record.value is None:
-                delete(record.key)
-            else:
-                put(record.key, record.value)
-        put(store.offset_key, str(records[-1].offset).encode())  # as set_persisted_offset
-        store._db_for_partition(tp.partition).write(batch)
+    if writes_atomically(store):
+        write_with_offset(store, tp.partition, records)
         return
     table.apply_changelog_batch(
         [ChangelogRecord(tp, record.offset, record.key, record.value) for record in records]
     )
+
+
+def writes_atomically(store: Any) -> bool:
+    """Whether :func:`write_with_offset` can write to the store: RocksDB through rocksdict."""
+    return isinstance(store, rocksdb_store.Store) and store.use_rocksdict
+
+
+def write_with_offset(store: rocksdb_store.Store, partition: int, records: Sequence[Any]) -> None:
+    """Write one partition's records, in log order, and the last one's offset in one batch.
+
+    What the store's ``apply_changelog_batch`` writes, without an ``Event``-shaped object
+    and a loop of bookkeeping per record, and with data and offset written atomically: it
+    writes the data, then the offset with a put of its own, and a crash between the two
+    left a store newer than its offset, which :class:`CheckedRecovery` takes for another
+    changelog's and drops.
+    """
+    from rocksdict import WriteBatch  # optional (the rocksdb extra); Faust imported it
+
+    batch = WriteBatch(raw_mode=True)
+    put, delete = batch.put, batch.delete
+    for record in records:
+        if record.value is None:
+            delete(record.key)
+        else:
+            put(record.key, record.value)
+    put(store.offset_key, str(records[-1].offset).encode())  # as set_persisted_offset
+    store._db_for_partition(partition).write(batch)
 
 
 def changelog_mismatch(applied: int | None, earliest: int | None, end: int | None) -> str | None:
