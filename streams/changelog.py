@@ -13,10 +13,11 @@ table does, a batch at a time:
   broker stores a record batch whole or not at all, so whichever batches of a flush are
   lost, to a stop or to a send that fails for good, every state that arrives has the marks
   of its flush before it (RELIABILITY.md, defect 10);
-- once the broker has acknowledged them, they are applied to the local store with
-  ``apply_changelog_batch``, the call Faust's recovery makes with the same records, so the
-  RocksDB store also persists the changelog offset it has applied (a restart then replays
-  only the changelog's tail).
+- once the broker has acknowledged them, they are applied to the local store as the
+  changelog's recovery applies them: a RocksDB store gets each partition's records and
+  the changelog offset it has applied in one write batch (a restart then replays only the
+  changelog's tail, and a crash cannot leave the store newer than its offset); other
+  stores get them through ``apply_changelog_batch``, the call Faust's recovery makes.
 
 Only for ``at_least_once``: with ``exactly_once`` the changelog must be written by the
 partition's transactional producer, which Faust's table does.
@@ -33,6 +34,8 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 from aiokafka.structs import RecordMetadata
 from faust.types import TP
+
+from streams.recovery import write_with_offset, writes_atomically
 
 Write = tuple[bytes, bytes]
 """A table key and its new value, both as stored."""
@@ -96,14 +99,21 @@ class ChangelogWriter:
         sent = await asyncio.gather(
             *(self._send(producer, partition, taken) for partition, taken in writes.items())
         )
-        applied: list[_Applied] = []
+        applied: dict[TP, list[_Applied]] = {}
         for chunks in sent:
             for metadata, records in chunks:
                 tp = TP(metadata.topic, metadata.partition)
                 base = metadata.offset
-                applied += (_Applied(k, v, tp, base + i) for i, (k, v) in enumerate(records))
-        if applied:
-            self._table.data.apply_changelog_batch(applied, to_key=_same, to_value=_same)
+                applied.setdefault(tp, []).extend(
+                    _Applied(k, v, tp, base + i) for i, (k, v) in enumerate(records)
+                )
+        store = self._table.data
+        if writes_atomically(store):
+            for tp, in_order in applied.items():
+                write_with_offset(store, tp.partition, in_order)
+        elif applied:
+            everything = [record for in_order in applied.values() for record in in_order]
+            store.apply_changelog_batch(everything, to_key=_same, to_value=_same)
 
     async def _send(
         self, producer: AIOKafkaProducer, partition: int, taken: PartitionWrites

@@ -224,29 +224,43 @@ def clear_stale_recovery_end(recovery: Any) -> None:
 def apply_records(table: Any, tp: TP, records: Sequence[Any]) -> None:
     """Apply one changelog partition's fetched records, in log order, to the table's store.
 
-    A RocksDB store (rocksdict) gets them as one write batch that also holds the offset
-    it persists: what its ``apply_changelog_batch`` writes, without an ``Event``-shaped
-    object and a loop of bookkeeping per record, and with data and offset written
-    atomically rather than one after the other. Other stores take them as Faust's
-    recovery gives them.
+    A RocksDB store (rocksdict) gets them as one write batch with the offset it persists
+    (:func:`write_with_offset`). Other stores take them as Faust's recovery gives them.
     """
     store = table.data
-    if isinstance(store, rocksdb_store.Store) and store.use_rocksdict:
-        from rocksdict import WriteBatch  # optional (the rocksdb extra); Faust imported it
-
-        batch = WriteBatch(raw_mode=True)
-        put, delete = batch.put, batch.delete
-        for record in records:
-            if record.value is None:
-                delete(record.key)
-            else:
-                put(record.key, record.value)
-        put(store.offset_key, str(records[-1].offset).encode())  # as set_persisted_offset
-        store._db_for_partition(tp.partition).write(batch)
+    if writes_atomically(store):
+        write_with_offset(store, tp.partition, records)
         return
     table.apply_changelog_batch(
         [ChangelogRecord(tp, record.offset, record.key, record.value) for record in records]
     )
+
+
+def writes_atomically(store: Any) -> bool:
+    """Whether :func:`write_with_offset` can write to the store: RocksDB through rocksdict."""
+    return isinstance(store, rocksdb_store.Store) and store.use_rocksdict
+
+
+def write_with_offset(store: rocksdb_store.Store, partition: int, records: Sequence[Any]) -> None:
+    """Write one partition's records, in log order, and the last one's offset in one batch.
+
+    What the store's ``apply_changelog_batch`` writes, without an ``Event``-shaped object
+    and a loop of bookkeeping per record, and with data and offset written atomically: it
+    writes the data, then the offset with a put of its own, and a crash between the two
+    left a store newer than its offset, which :class:`CheckedRecovery` takes for another
+    changelog's and drops.
+    """
+    from rocksdict import WriteBatch  # optional (the rocksdb extra); Faust imported it
+
+    batch = WriteBatch(raw_mode=True)
+    put, delete = batch.put, batch.delete
+    for record in records:
+        if record.value is None:
+            delete(record.key)
+        else:
+            put(record.key, record.value)
+    put(store.offset_key, str(records[-1].offset).encode())  # as set_persisted_offset
+    store._db_for_partition(partition).write(batch)
 
 
 def changelog_mismatch(applied: int | None, earliest: int | None, end: int | None) -> str | None:
@@ -309,6 +323,7 @@ class CheckedRecovery(Recovery):
             and applied >= 0
         }
         if not stored:
+            self._compared.update(tps)  # empty stores: what they hold next, this process wrote
             await super()._build_offsets(consumer, tps, destination, title)
             return
         earliest = await consumer.earliest_offsets(*stored)
@@ -343,13 +358,16 @@ class CheckedRecovery(Recovery):
 
         Read by a consumer of its own, from the worker's broker with its credentials:
         Faust's consumer has these partitions assigned, and a seek of it would move its
-        recovery. A partition whose fetches do not reach its last offset within a few
-        seconds gets what came, and all get what came if the reads fail (then the stores
-        are trusted, as Faust trusts them).
+        recovery. Only the partitions whose read reached the last offset are returned: a
+        prefix of the records would be compared as if a key had no later write in them.
+        The others, whose fetches did not get there within a few seconds or failed, are
+        left out and logged; their stores are trusted, as Faust trusts them.
         """
         found: dict[TP, list[Any]] = {tp: [] for tp in spans}
+        reached: set[TP] = set()
         if not spans:
             return found
+        error = "the read did not reach the last offset in time"
         conf = self.app.conf
         reader = AIOKafkaConsumer(
             bootstrap_servers=server_list(conf.broker, 9092), group_id=None,
@@ -368,14 +386,17 @@ class CheckedRecovery(Recovery):
                     last = spans[tp][1]
                     found[tp] += (record for record in records if record.offset <= last)
                     if records and records[-1].offset >= last:
+                        reached.add(tp)
                         reader.pause(partition)
-                if len(reader.paused()) == len(reading):
+                if len(reached) == len(reading):
                     break
-        except KafkaError as error:
-            log.warning("changelog_not_compared", partitions=len(spans), error=repr(error))
+        except KafkaError as failure:
+            error = repr(failure)
         finally:
             await reader.stop()
-        return found
+        if len(reached) < len(spans):
+            log.warning("changelog_not_compared", partitions=len(spans) - len(reached), error=error)
+        return {tp: found[tp] for tp in reached}
 
 
 _COMPARED_RECORDS: Final = 32

@@ -9,8 +9,10 @@ says, as the broker would acknowledge them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import defaultdict
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,6 +20,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import RecordMetadata, TopicPartition
 from faust.types import TP
+from test_recovery_fast_path import rocksdb_store
 
 from risk.replay import INPUT_TOPICS
 from risk.state import UserState
@@ -120,6 +123,66 @@ async def test_each_write_reaches_the_store_at_its_changelog_offset_once_deliver
         *((key, value, TP(TOPIC, 2), 100 + i) for i, (key, value) in enumerate(writes[2].records)),
         *((key, value, TP(TOPIC, 5), i) for i, (key, value) in enumerate(writes[5].records)),
     ]
+
+
+class PowerLoss:
+    """A partition's RocksDB database whose writes after the first never reach the disk."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.writes = 0
+
+    def _write(self) -> None:
+        self.writes += 1
+        if self.writes > 1:
+            raise OSError("the power was lost")
+
+    def write(self, batch: Any) -> None:
+        self._write()
+        self.db.write(batch)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._write()
+        self.db.put(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self._write()
+        self.db.delete(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+async def test_rocksdb_stores_each_partitions_records_and_offset_in_one_write(
+    tmp_path: Path,
+) -> None:
+    """A crash after any write leaves the store at the offset of what it holds.
+
+    Faust's ``apply_changelog_batch`` wrote the data, then the offset in a put of its own:
+    a power loss between them left a store newer than its offset, which the next first
+    recovery took for another changelog's and rebuilt (RELIABILITY.md, defect 41).
+    """
+    store = rocksdb_store(tmp_path, "users")
+    for partition in (2, 5):
+        store._db_for_partition(partition)
+    disks = {partition: PowerLoss(store._dbs[partition]) for partition in (2, 5)}
+    store._dbs.update(disks)
+    producer = FakeProducer(batch_bytes=300)
+    producer.ends[2] = 100
+    states = [(b"u-%d" % (i % 3), bytes([i]) * 40) for i in range(12)]  # several batches
+    writes = {2: PartitionWrites(None, states), 5: PartitionWrites(None, [(b"u-x", b"x")])}
+    written = asyncio.ensure_future(ChangelogWriter(_table(store)).write(producer, writes))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    producer.deliver()
+    with contextlib.suppress(OSError):
+        await written
+    store._dbs.update({partition: disk.db for partition, disk in disks.items()})
+    assert {partition: disk.writes for partition, disk in disks.items()} == {2: 1, 5: 1}
+    assert store.persisted_offset(TP(TOPIC, 2)) == 111
+    assert store.persisted_offset(TP(TOPIC, 5)) == 0
+    assert dict(store._db_for_partition(2).items()) == dict(states) | {store.offset_key: b"111"}
+    assert dict(store._db_for_partition(5).items()) == {b"u-x": b"x", store.offset_key: b"0"}
 
 
 async def test_the_opening_record_heads_every_batch_and_is_stored_at_each_of_its_offsets() -> None:

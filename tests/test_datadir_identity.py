@@ -142,26 +142,40 @@ async def test_a_first_recovery_drops_a_store_that_does_not_hold_the_changelogs_
         TP("users-changelog", 1): [record(3, b"user", b"old"), record(7, b"user", b"state")],
         # a delete of a key the store holds
         TP("users-changelog", 2): [record(7, b"user", None)],
-        # a delete of a key it does not hold; and nothing read (say, a slow broker)
+        # a delete of a key it does not hold
         TP("users-changelog", 3): [record(2, b"gone", None)],
-        TP("users-changelog", 4): [],
     }
-    for tp in read:
+    unread = TP("users-changelog", 4)  # not read up to its offset (say, a slow broker)
+    for tp in [*read, unread]:
         store._db_for_partition(tp.partition).put(b"user", b"state")
         store.set_persisted_offset(tp, 40)
         recovery.tp_to_table[tp] = SimpleNamespace(data=store)
     recovery.records_at = AsyncMock(return_value=read)  # type: ignore[method-assign]
-    offsets: Counter[TP] = Counter(dict.fromkeys(read, 40))
-    consumer = Consumer(earliest=dict.fromkeys(read, 2), ends=dict.fromkeys(read, 41))
+    offsets: Counter[TP] = Counter(dict.fromkeys([*read, unread], 40))
+    consumer = Consumer(earliest=dict.fromkeys(offsets, 2), ends=dict.fromkeys(offsets, 41))
     await recovery._build_offsets(consumer, set(offsets), offsets, "active")
     # The last 32 records up to the stored offset, from no earlier than the earliest.
-    recovery.records_at.assert_awaited_once_with(dict.fromkeys(read, (9, 40)))
-    kept = {tp: 40 for tp in read if tp.partition in (1, 3, 4)}
-    assert offsets == {tp: 1 for tp in read} | kept  # Faust reads a dropped one from 2
+    recovery.records_at.assert_awaited_once_with(dict.fromkeys(offsets, (9, 40)))
+    kept = {tp: 40 for tp in offsets if tp.partition in (1, 3, 4)}
+    assert offsets == {tp: 1 for tp in offsets} | kept  # Faust reads a dropped one from 2
     # A later recovery of the same partitions compares nothing: the worker wrote them since.
     recovery.records_at.return_value = {}
     await recovery._build_offsets(consumer, set(offsets), Counter(offsets), "active")
     recovery.records_at.assert_awaited_with({})
+
+
+async def test_a_store_first_recovered_empty_is_not_compared_later(tmp_path: Path) -> None:
+    # The worker writes the store itself after its first recovery; the store may then be
+    # newer than the offset a later recovery reads, and is not from another changelog.
+    app = faust.App("datadir-identity-empty", TableManager=PromptTableManager)
+    recovery = app.tables.recovery
+    assert isinstance(recovery, CheckedRecovery)
+    tp = TP("users-changelog", 0)
+    recovery.tp_to_table[tp] = SimpleNamespace(data=rocksdb_store(tmp_path, "users"))
+    recovery.records_at = AsyncMock(return_value={})  # type: ignore[method-assign]
+    await recovery._build_offsets(Consumer({tp: 0}, {tp: 0}), {tp}, Counter({tp: None}), "active")
+    await recovery._build_offsets(Consumer({tp: 0}, {tp: 10}), {tp}, Counter({tp: 9}), "active")
+    assert [call.args for call in recovery.records_at.await_args_list] == [({},)]  # nothing read
 
 
 async def test_changelog_records_that_cannot_be_read_are_not_compared() -> None:
@@ -174,8 +188,38 @@ async def test_changelog_records_that_cannot_be_read_are_not_compared() -> None:
     assert isinstance(recovery, CheckedRecovery)
     tp = TP("users-changelog", 0)
     with capture_logs() as logs:
-        assert await recovery.records_at({tp: (0, 7)}) == {tp: []}
+        assert await recovery.records_at({tp: (0, 7)}) == {}
     assert [entry["event"] for entry in logs] == ["changelog_not_compared"]
+
+
+@pytest.mark.integration
+async def test_only_the_partitions_read_up_to_the_stored_offset_are_compared(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    """A read cut short is not compared: a prefix of the window is not the last writes.
+
+    Partition 1's read cannot reach offset 39: the broker has 30 records there, as a slow
+    broker has brought only those when the reads stop. Returned, they showed ``user-1``
+    last written as ``v29`` where a store at offset 39 rightly holds a later write, and
+    the healthy store was dropped.
+    """
+    changelog = await create_changelog(kafka_bootstrap, topics, 2)
+    full, short = TP(changelog, 0), TP(changelog, 1)
+    sent = [(b"user-%d" % (n % 2), b"v%d" % (n // 2)) for n in range(60)]
+    await produce_to_changelog(kafka_bootstrap, changelog, sent, lambda key: key[-1] - ord("0"))
+    app = faust.App("datadir-identity-short", broker=f"kafka://{kafka_bootstrap}",
+                    TableManager=PromptTableManager)  # fmt: skip
+    recovery = app.tables.recovery
+    assert isinstance(recovery, CheckedRecovery)
+    with capture_logs() as logs:
+        read = await recovery.records_at({full: (8, 25), short: (0, 39)})
+    assert list(read) == [full]
+    assert [(r.offset, r.key, r.value) for r in read[full]] == [
+        (n, b"user-0", b"v%d" % n) for n in range(8, 26)
+    ]
+    assert [(entry["event"], entry["partitions"]) for entry in logs] == [
+        ("changelog_not_compared", 1)
+    ]
 
 
 # --- integration: one data directory, two brokers ------------------------------------------
