@@ -83,17 +83,6 @@ LAST_EVENT_TIMESTAMP = Gauge(
     ["topic"],
     registry=REGISTRY,
 )
-USERS = Gauge(
-    "lineguard_users",
-    "Users with state in this worker's partitions, by limit status.",
-    ["status"],
-    registry=REGISTRY,
-)
-TIMERS_PENDING = Gauge(
-    "lineguard_timers_pending",
-    "Overdue, cure and window timers scheduled in this worker's partitions.",
-    registry=REGISTRY,
-)
 RECOVERY_IN_PROGRESS = Gauge(
     "lineguard_recovery_in_progress",
     "1 while the worker rebalances or recovers its table from the changelog, else 0.",
@@ -184,6 +173,57 @@ class ConsumerLag(Collector, Generic[TP]):
             "lineguard_consumer_lag_records",
             "Records in an assigned input partition not yet committed by this worker.",
             labels=["topic", "partition"],
+        )
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What a worker's partitions hold: users by limit status, and timers scheduled."""
+
+    users: Mapping[str, int]
+    timers: int
+
+
+class PartitionCounts(Collector):
+    """``lineguard_users{status}`` and ``lineguard_timers_pending``, read at scrape time.
+
+    ``read`` gives None while the worker does not know its partitions' counts: it is
+    rebalancing, recovering its table, or has no partition. Then there is no sample, not
+    a 0 that would read as every user gone and back at each rebalance; the partitions
+    that moved are counted by the worker that has them now.
+    """
+
+    def __init__(self, read: Callable[[], Counts | None]) -> None:
+        self._read = read
+
+    def describe(self) -> Iterable[Metric]:
+        """The families without samples, so registering does not read the worker."""
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        """One sample per status and one of timers, once the counts are known."""
+        users, timers = self._families()
+        counts = self._read()
+        if counts is not None:
+            for status, count in counts.users.items():
+                users.add_metric([status], count)
+            timers.add_metric([], counts.timers)
+        return [users, timers]
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "lineguard_users",
+                "Users with state in this worker's partitions, by limit status; no sample"
+                " while the worker rebalances, recovers or has no partition.",
+                labels=["status"],
+            ),
+            GaugeMetricFamily(
+                "lineguard_timers_pending",
+                "Overdue, cure and window timers scheduled in this worker's partitions; no"
+                " sample while the worker rebalances, recovers or has no partition.",
+            ),
         )
 
 

@@ -14,7 +14,7 @@ from prometheus_client.samples import Sample
 
 from risk.contract import Reason
 from risk.limits import DECISION_REASONS
-from streams.metrics import ConsumerLag, Partition
+from streams.metrics import ConsumerLag, Counts, Partition, PartitionCounts
 
 EXPOSE = (
     "import agents.assess;"
@@ -49,11 +49,12 @@ def test_every_series_the_hot_path_uses_exists_at_zero_before_the_first_record(
         assert values[key] == 0
     names = {s.name for s in samples}
     assert names >= {
-        "lineguard_events_total", "lineguard_users", "lineguard_timers_pending",
-        "lineguard_recovery_in_progress", "lineguard_processing_seconds_bucket",
-        "lineguard_decision_lag_seconds_bucket", "lineguard_last_event_timestamp_seconds",
-        "lineguard_build_info",
+        "lineguard_events_total", "lineguard_recovery_in_progress",
+        "lineguard_processing_seconds_bucket", "lineguard_decision_lag_seconds_bucket",
+        "lineguard_last_event_timestamp_seconds", "lineguard_build_info",
     }  # fmt: skip
+    # counted once the worker has recovered its partitions (test_sre_gauges.py)
+    assert not names & {"lineguard_users", "lineguard_timers_pending"}
 
 
 def test_no_metric_label_can_hold_a_user_id(samples: list[Sample]) -> None:
@@ -142,3 +143,34 @@ def test_an_assignment_that_cannot_be_read_gives_a_scrape_without_lag_samples() 
     scraped = generate_latest(registry).decode()
     assert "# TYPE lineguard_consumer_lag_records gauge" in scraped
     assert "lineguard_consumer_lag_records{" not in scraped
+
+
+def count_samples(counts: Counts | None) -> dict[tuple[str, str], float]:
+    """The samples of ``lineguard_users`` and ``lineguard_timers_pending``, by (name, status)."""
+    registry = CollectorRegistry()
+    registry.register(PartitionCounts(lambda: counts))
+    return {
+        (s.name, s.labels.get("status", "")): s.value
+        for family in registry.collect()
+        for s in family.samples
+    }
+
+
+def test_a_worker_that_knows_its_counts_exports_each_status_and_its_timers() -> None:
+    counts = Counts(users={"active": 1990, "reduced": 0, "probation": 3, "frozen": 7}, timers=42)
+    assert count_samples(counts) == {
+        ("lineguard_users", "active"): 1990,
+        ("lineguard_users", "reduced"): 0,
+        ("lineguard_users", "probation"): 3,
+        ("lineguard_users", "frozen"): 7,
+        ("lineguard_timers_pending", ""): 42,
+    }
+
+
+def test_a_worker_that_does_not_know_its_counts_exports_no_sample_not_zero() -> None:
+    registry = CollectorRegistry()
+    registry.register(PartitionCounts(lambda: None))
+    scraped = generate_latest(registry).decode()
+    assert "# TYPE lineguard_users gauge" in scraped
+    assert "# TYPE lineguard_timers_pending gauge" in scraped
+    assert count_samples(None) == {}
