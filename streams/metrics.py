@@ -66,9 +66,12 @@ BATCH_SECONDS = Histogram(
 DECISION_LAG_SECONDS = Histogram(
     "lineguard_decision_lag_seconds",
     "Emit time of a limit event minus the event time of the record or timer that caused it.",
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 300, 3600, 86400),
+    # Live timers trail event time by the watermark delay (60 s), so 60-300 s is split
+    # finely; a backlog or a backfill reaches hours to weeks, which the last ones tell apart.
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 90, 120, 180, 300, 600, 1800, 3600,
+             21600, 86400, 604800, 2592000),
     registry=REGISTRY,
-)
+)  # fmt: skip
 MISROUTED_USERS = Counter(
     "lineguard_input_misrouted_users",
     "Users whose state was created on another partition than murmur2 gives their key, by the"

@@ -14,7 +14,13 @@ from prometheus_client.samples import Sample
 
 from risk.contract import Reason
 from risk.limits import DECISION_REASONS
-from streams.metrics import ConsumerLag, Counts, Partition, PartitionCounts
+from streams.metrics import (
+    DECISION_LAG_SECONDS,
+    ConsumerLag,
+    Counts,
+    Partition,
+    PartitionCounts,
+)
 
 EXPOSE = (
     "import agents.assess;"
@@ -174,3 +180,30 @@ def test_a_worker_that_does_not_know_its_counts_exports_no_sample_not_zero() -> 
     assert "# TYPE lineguard_users gauge" in scraped
     assert "# TYPE lineguard_timers_pending gauge" in scraped
     assert count_samples(None) == {}
+
+
+def histogram_quantile(q: float, bounds: list[float], amounts: list[float]) -> float:
+    """Prometheus's ``histogram_quantile`` of ``amounts`` counted in buckets with ``bounds``."""
+    counts = [sum(1 for amount in amounts if amount <= bound) for bound in bounds]
+    rank = q * len(amounts)
+    index = next(i for i, count in enumerate(counts) if count >= rank)
+    if bounds[index] == float("inf"):
+        return bounds[index - 1]  # what Prometheus returns for the +Inf bucket
+    lower, below = (bounds[index - 1], counts[index - 1]) if index else (0.0, 0)
+    return lower + (bounds[index] - lower) * (rank - below) / (counts[index] - below)
+
+
+@pytest.mark.parametrize(
+    ("lags", "low", "high"),
+    [
+        # live timers: watermark delay (60 s) plus up to a minute
+        ([60 + n * 0.06 for n in range(1000)], 100, 130),
+        # a backfill of events about three weeks old: no longer capped at a day
+        ([20 * 86400 + n * 86.4 for n in range(1000)], 20 * 86400, 30 * 86400),
+    ],
+)
+def test_the_decision_lag_p99_reads_close_to_the_lags_observed(
+    lags: list[float], low: float, high: float
+) -> None:
+    bounds = list(DECISION_LAG_SECONDS._upper_bounds)
+    assert low <= histogram_quantile(0.99, bounds, lags) <= high
