@@ -88,7 +88,8 @@ LAST_EVENT_TIMESTAMP = Gauge(
 )
 RECOVERY_IN_PROGRESS = Gauge(
     "lineguard_recovery_in_progress",
-    "1 while the worker rebalances or recovers its table from the changelog, else 0.",
+    "1 while the worker has no input partition (more workers than partitions), rebalances"
+    " or recovers its table from the changelog; else 0.",
     registry=REGISTRY,
 )
 STORE_PARTITIONS_DROPPED = Counter(

@@ -9,6 +9,7 @@ import sys
 import pytest
 from metric_labels import assert_no_label_can_hold_a_user_id
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -31,14 +32,19 @@ EXPOSE = (
 
 
 @pytest.fixture(scope="module")
-def samples() -> list[Sample]:
+def families() -> list[Metric]:
     """The registry of a worker process that has started but seen no record."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
     done = subprocess.run(
         [sys.executable, "-c", EXPOSE], env=clean, capture_output=True, text=True, timeout=60,
         check=True,
     )  # fmt: skip
-    return [s for f in text_string_to_metric_families(done.stdout) for s in f.samples]
+    return list(text_string_to_metric_families(done.stdout))
+
+
+@pytest.fixture(scope="module")
+def samples(families: list[Metric]) -> list[Sample]:
+    return [s for f in families for s in f.samples]
 
 
 def test_every_series_the_hot_path_uses_exists_at_zero_before_the_first_record(
@@ -61,6 +67,13 @@ def test_every_series_the_hot_path_uses_exists_at_zero_before_the_first_record(
     }  # fmt: skip
     # counted once the worker has recovered its partitions (test_sre_gauges.py)
     assert not names & {"lineguard_users", "lineguard_timers_pending"}
+
+
+def test_the_recovery_gauge_says_that_a_worker_without_partitions_reports_1(
+    families: list[Metric],
+) -> None:
+    (help_text,) = (f.documentation for f in families if f.name == "lineguard_recovery_in_progress")
+    assert "no input partition" in help_text
 
 
 def test_no_metric_label_can_hold_a_user_id(samples: list[Sample]) -> None:
