@@ -4,7 +4,8 @@ Every label takes its values from a small closed set (topics, outcomes, reasons,
 statuses, partitions), never a user id. The label children the hot path uses are
 bound once, when the runtime starts, so every series exists from the first scrape
 (a ``rate()`` over a series that appears late misses its first increase) and no
-event pays for a label lookup.
+event pays for a label lookup. The exception is the latest event time of a topic, a
+gauge: it has no sample until the topic's first record, rather than 0 (1970).
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ MISROUTED_USERS = Counter(
 )
 LAST_EVENT_TIMESTAMP = Gauge(
     "lineguard_last_event_timestamp_seconds",
-    "Event time (occurred_at) of the latest accepted record, by input topic.",
+    "Event time (occurred_at) of the latest accepted record, by input topic; no sample before"
+    " the topic's first record.",
     ["topic"],
     registry=REGISTRY,
 )
@@ -248,6 +250,14 @@ def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
     histogram._sum.inc(sum(amounts))
 
 
+class _FirstSeen(dict[str, Gauge]):
+    """Each topic's ``lineguard_last_event_timestamp_seconds`` child, made at its first use."""
+
+    def __missing__(self, topic: str) -> Gauge:
+        child = self[topic] = LAST_EVENT_TIMESTAMP.labels(topic)
+        return child
+
+
 @dataclass(frozen=True)
 class Bound:
     """The label children the hot path increments, created once."""
@@ -260,7 +270,7 @@ class Bound:
 
 
 def bind(topics: Iterable[str], decision_reasons: Mapping[str, Iterable[str]]) -> Bound:
-    """Create every (topic, outcome), (topic, reason), (type, reason) and topic series at zero."""
+    """Create every (topic, outcome), (topic, reason), (type, reason) and topic counter at zero."""
     topics = tuple(topics)
     return Bound(
         events={(t, str(o)): EVENTS.labels(t, str(o)) for t in topics for o in Outcome},
@@ -270,6 +280,6 @@ def bind(topics: Iterable[str], decision_reasons: Mapping[str, Iterable[str]]) -
             for kind, codes in decision_reasons.items()
             for code in codes
         },
-        last_event={t: LAST_EVENT_TIMESTAMP.labels(t) for t in topics},
+        last_event=_FirstSeen(),
         misrouted={t: MISROUTED_USERS.labels(t) for t in topics},
     )

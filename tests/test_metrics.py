@@ -17,10 +17,12 @@ from risk.contract import Reason
 from risk.limits import DECISION_REASONS
 from streams.metrics import (
     DECISION_LAG_SECONDS,
+    REGISTRY,
     ConsumerLag,
     Counts,
     Partition,
     PartitionCounts,
+    bind,
 )
 
 EXPOSE = (
@@ -63,10 +65,12 @@ def test_every_series_the_hot_path_uses_exists_at_zero_before_the_first_record(
     assert names >= {
         "lineguard_events_total", "lineguard_recovery_in_progress",
         "lineguard_processing_seconds_bucket", "lineguard_decision_lag_seconds_bucket",
-        "lineguard_last_event_timestamp_seconds", "lineguard_build_info",
+        "lineguard_build_info",
     }  # fmt: skip
     # counted once the worker has recovered its partitions (test_sre_gauges.py)
     assert not names & {"lineguard_users", "lineguard_timers_pending"}
+    # no record yet: no event time, rather than 0 (1970)
+    assert "lineguard_last_event_timestamp_seconds" not in names
 
 
 def test_the_recovery_gauge_says_that_a_worker_without_partitions_reports_1(
@@ -220,3 +224,19 @@ def test_the_decision_lag_p99_reads_close_to_the_lags_observed(
 ) -> None:
     bounds = list(DECISION_LAG_SECONDS._upper_bounds)
     assert low <= histogram_quantile(0.99, bounds, lags) <= high
+
+
+def test_a_topics_event_time_has_a_sample_from_its_first_record() -> None:
+    def event_times() -> dict[str, float]:
+        return {
+            s.labels["topic"]: s.value
+            for f in REGISTRY.collect()
+            if f.name == "lineguard_last_event_timestamp_seconds"
+            for s in f.samples
+            if s.labels["topic"].startswith("sre.")
+        }
+
+    bound = bind(["sre.first-seen.v1", "sre.never-seen.v1"], {})
+    assert event_times() == {}
+    bound.last_event["sre.first-seen.v1"].set(1_764_000_000)
+    assert event_times() == {"sre.first-seen.v1": 1_764_000_000}
