@@ -4,7 +4,8 @@ Every label takes its values from a small closed set (topics, outcomes, reasons,
 statuses, partitions), never a user id. The label children the hot path uses are
 bound once, when the runtime starts, so every series exists from the first scrape
 (a ``rate()`` over a series that appears late misses its first increase) and no
-event pays for a label lookup.
+event pays for a label lookup. The exception is the latest event time of a topic, a
+gauge: it has no sample until the topic's first record, rather than 0 (1970).
 """
 
 from __future__ import annotations
@@ -66,9 +67,12 @@ BATCH_SECONDS = Histogram(
 DECISION_LAG_SECONDS = Histogram(
     "lineguard_decision_lag_seconds",
     "Emit time of a limit event minus the event time of the record or timer that caused it.",
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 300, 3600, 86400),
+    # Live timers trail event time by the watermark delay (60 s), so 60-300 s is split
+    # finely; a backlog or a backfill reaches hours to weeks, which the last ones tell apart.
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 90, 120, 180, 300, 600, 1800, 3600,
+             21600, 86400, 604800, 2592000),
     registry=REGISTRY,
-)
+)  # fmt: skip
 MISROUTED_USERS = Counter(
     "lineguard_input_misrouted_users",
     "Users whose state was created on another partition than murmur2 gives their key, by the"
@@ -79,24 +83,15 @@ MISROUTED_USERS = Counter(
 )
 LAST_EVENT_TIMESTAMP = Gauge(
     "lineguard_last_event_timestamp_seconds",
-    "Event time (occurred_at) of the latest accepted record, by input topic.",
+    "Event time (occurred_at) of the latest accepted record, by input topic; no sample before"
+    " the topic's first record.",
     ["topic"],
-    registry=REGISTRY,
-)
-USERS = Gauge(
-    "lineguard_users",
-    "Users with state in this worker's partitions, by limit status.",
-    ["status"],
-    registry=REGISTRY,
-)
-TIMERS_PENDING = Gauge(
-    "lineguard_timers_pending",
-    "Overdue, cure and window timers scheduled in this worker's partitions.",
     registry=REGISTRY,
 )
 RECOVERY_IN_PROGRESS = Gauge(
     "lineguard_recovery_in_progress",
-    "1 while the worker rebalances or recovers its table from the changelog, else 0.",
+    "1 while the worker has no input partition (more workers than partitions), rebalances"
+    " or recovers its table from the changelog; else 0.",
     registry=REGISTRY,
 )
 STORE_PARTITIONS_DROPPED = Counter(
@@ -187,6 +182,57 @@ class ConsumerLag(Collector, Generic[TP]):
         )
 
 
+@dataclass(frozen=True)
+class Counts:
+    """What a worker's partitions hold: users by limit status, and timers scheduled."""
+
+    users: Mapping[str, int]
+    timers: int
+
+
+class PartitionCounts(Collector):
+    """``lineguard_users{status}`` and ``lineguard_timers_pending``, read at scrape time.
+
+    ``read`` gives None while the worker does not know its partitions' counts: it is
+    rebalancing, recovering its table, or has no partition. Then there is no sample, not
+    a 0 that would read as every user gone and back at each rebalance; the partitions
+    that moved are counted by the worker that has them now.
+    """
+
+    def __init__(self, read: Callable[[], Counts | None]) -> None:
+        self._read = read
+
+    def describe(self) -> Iterable[Metric]:
+        """The families without samples, so registering does not read the worker."""
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        """One sample per status and one of timers, once the counts are known."""
+        users, timers = self._families()
+        counts = self._read()
+        if counts is not None:
+            for status, count in counts.users.items():
+                users.add_metric([status], count)
+            timers.add_metric([], counts.timers)
+        return [users, timers]
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "lineguard_users",
+                "Users with state in this worker's partitions, by limit status; no sample"
+                " while the worker rebalances, recovers or has no partition.",
+                labels=["status"],
+            ),
+            GaugeMetricFamily(
+                "lineguard_timers_pending",
+                "Overdue, cure and window timers scheduled in this worker's partitions; no"
+                " sample while the worker rebalances, recovers or has no partition.",
+            ),
+        )
+
+
 def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
     """``histogram.observe`` of every amount, with one increment per bucket and one of the sum.
 
@@ -204,6 +250,14 @@ def observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
     histogram._sum.inc(sum(amounts))
 
 
+class _FirstSeen(dict[str, Gauge]):
+    """Each topic's ``lineguard_last_event_timestamp_seconds`` child, made at its first use."""
+
+    def __missing__(self, topic: str) -> Gauge:
+        child = self[topic] = LAST_EVENT_TIMESTAMP.labels(topic)
+        return child
+
+
 @dataclass(frozen=True)
 class Bound:
     """The label children the hot path increments, created once."""
@@ -216,7 +270,7 @@ class Bound:
 
 
 def bind(topics: Iterable[str], decision_reasons: Mapping[str, Iterable[str]]) -> Bound:
-    """Create every (topic, outcome), (topic, reason), (type, reason) and topic series at zero."""
+    """Create every (topic, outcome), (topic, reason), (type, reason) and topic counter at zero."""
     topics = tuple(topics)
     return Bound(
         events={(t, str(o)): EVENTS.labels(t, str(o)) for t in topics for o in Outcome},
@@ -226,6 +280,6 @@ def bind(topics: Iterable[str], decision_reasons: Mapping[str, Iterable[str]]) -
             for kind, codes in decision_reasons.items()
             for code in codes
         },
-        last_event={t: LAST_EVENT_TIMESTAMP.labels(t) for t in topics},
+        last_event=_FirstSeen(),
         misrouted={t: MISROUTED_USERS.labels(t) for t in topics},
     )

@@ -311,17 +311,21 @@ class Runtime:
 
     def _export_gauges(self) -> None:
         """Gauges read at scrape time from this worker's partitions and consumer."""
-        for name in STATUSES:
-            metrics.USERS.labels(name).set_function(partial(self._users, name))
-        metrics.TIMERS_PENDING.set_function(
-            lambda: sum(g.processor.pending_timers for g in self.groups.values())
-        )
+        metrics.REGISTRY.register(metrics.PartitionCounts(self._counts))
         metrics.RECOVERY_IN_PROGRESS.set_function(lambda: float(not self.ready()))
         lag = metrics.ConsumerLag(lambda: sorted(self.assignment()), self._input_partition)
         metrics.REGISTRY.register(lag)
 
-    def _users(self, status: str) -> int:
-        return sum(group.processor.users[status] for group in self.groups.values())
+    def _counts(self) -> metrics.Counts | None:
+        """Users and timers of the assigned partitions; None until each one's group is built."""
+        partitions = {tp.partition for tp in self.assignment()}
+        if not self.ready() or not partitions <= self.groups.keys():
+            return None
+        groups = [self.groups[partition] for partition in partitions]
+        return metrics.Counts(
+            users={name: sum(g.processor.users[name] for g in groups) for name in STATUSES},
+            timers=sum(g.processor.pending_timers for g in groups),
+        )
 
     def ready(self) -> bool:
         """Partitions are assigned, and the table and timer index are recovered."""

@@ -9,12 +9,21 @@ import sys
 import pytest
 from metric_labels import assert_no_label_can_hold_a_user_id
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from risk.contract import Reason
 from risk.limits import DECISION_REASONS
-from streams.metrics import ConsumerLag, Partition
+from streams.metrics import (
+    DECISION_LAG_SECONDS,
+    REGISTRY,
+    ConsumerLag,
+    Counts,
+    Partition,
+    PartitionCounts,
+    bind,
+)
 
 EXPOSE = (
     "import agents.assess;"
@@ -25,14 +34,19 @@ EXPOSE = (
 
 
 @pytest.fixture(scope="module")
-def samples() -> list[Sample]:
+def families() -> list[Metric]:
     """The registry of a worker process that has started but seen no record."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
     done = subprocess.run(
         [sys.executable, "-c", EXPOSE], env=clean, capture_output=True, text=True, timeout=60,
         check=True,
     )  # fmt: skip
-    return [s for f in text_string_to_metric_families(done.stdout) for s in f.samples]
+    return list(text_string_to_metric_families(done.stdout))
+
+
+@pytest.fixture(scope="module")
+def samples(families: list[Metric]) -> list[Sample]:
+    return [s for f in families for s in f.samples]
 
 
 def test_every_series_the_hot_path_uses_exists_at_zero_before_the_first_record(
@@ -49,11 +63,21 @@ def test_every_series_the_hot_path_uses_exists_at_zero_before_the_first_record(
         assert values[key] == 0
     names = {s.name for s in samples}
     assert names >= {
-        "lineguard_events_total", "lineguard_users", "lineguard_timers_pending",
-        "lineguard_recovery_in_progress", "lineguard_processing_seconds_bucket",
-        "lineguard_decision_lag_seconds_bucket", "lineguard_last_event_timestamp_seconds",
+        "lineguard_events_total", "lineguard_recovery_in_progress",
+        "lineguard_processing_seconds_bucket", "lineguard_decision_lag_seconds_bucket",
         "lineguard_build_info",
     }  # fmt: skip
+    # counted once the worker has recovered its partitions (test_sre_gauges.py)
+    assert not names & {"lineguard_users", "lineguard_timers_pending"}
+    # no record yet: no event time, rather than 0 (1970)
+    assert "lineguard_last_event_timestamp_seconds" not in names
+
+
+def test_the_recovery_gauge_says_that_a_worker_without_partitions_reports_1(
+    families: list[Metric],
+) -> None:
+    (help_text,) = (f.documentation for f in families if f.name == "lineguard_recovery_in_progress")
+    assert "no input partition" in help_text
 
 
 def test_no_metric_label_can_hold_a_user_id(samples: list[Sample]) -> None:
@@ -142,3 +166,77 @@ def test_an_assignment_that_cannot_be_read_gives_a_scrape_without_lag_samples() 
     scraped = generate_latest(registry).decode()
     assert "# TYPE lineguard_consumer_lag_records gauge" in scraped
     assert "lineguard_consumer_lag_records{" not in scraped
+
+
+def count_samples(counts: Counts | None) -> dict[tuple[str, str], float]:
+    """The samples of ``lineguard_users`` and ``lineguard_timers_pending``, by (name, status)."""
+    registry = CollectorRegistry()
+    registry.register(PartitionCounts(lambda: counts))
+    return {
+        (s.name, s.labels.get("status", "")): s.value
+        for family in registry.collect()
+        for s in family.samples
+    }
+
+
+def test_a_worker_that_knows_its_counts_exports_each_status_and_its_timers() -> None:
+    counts = Counts(users={"active": 1990, "reduced": 0, "probation": 3, "frozen": 7}, timers=42)
+    assert count_samples(counts) == {
+        ("lineguard_users", "active"): 1990,
+        ("lineguard_users", "reduced"): 0,
+        ("lineguard_users", "probation"): 3,
+        ("lineguard_users", "frozen"): 7,
+        ("lineguard_timers_pending", ""): 42,
+    }
+
+
+def test_a_worker_that_does_not_know_its_counts_exports_no_sample_not_zero() -> None:
+    registry = CollectorRegistry()
+    registry.register(PartitionCounts(lambda: None))
+    scraped = generate_latest(registry).decode()
+    assert "# TYPE lineguard_users gauge" in scraped
+    assert "# TYPE lineguard_timers_pending gauge" in scraped
+    assert count_samples(None) == {}
+
+
+def histogram_quantile(q: float, bounds: list[float], amounts: list[float]) -> float:
+    """Prometheus's ``histogram_quantile`` of ``amounts`` counted in buckets with ``bounds``."""
+    counts = [sum(1 for amount in amounts if amount <= bound) for bound in bounds]
+    rank = q * len(amounts)
+    index = next(i for i, count in enumerate(counts) if count >= rank)
+    if bounds[index] == float("inf"):
+        return bounds[index - 1]  # what Prometheus returns for the +Inf bucket
+    lower, below = (bounds[index - 1], counts[index - 1]) if index else (0.0, 0)
+    return lower + (bounds[index] - lower) * (rank - below) / (counts[index] - below)
+
+
+@pytest.mark.parametrize(
+    ("lags", "low", "high"),
+    [
+        # live timers: watermark delay (60 s) plus up to a minute
+        ([60 + n * 0.06 for n in range(1000)], 100, 130),
+        # a backfill of events about three weeks old: no longer capped at a day
+        ([20 * 86400 + n * 86.4 for n in range(1000)], 20 * 86400, 30 * 86400),
+    ],
+)
+def test_the_decision_lag_p99_reads_close_to_the_lags_observed(
+    lags: list[float], low: float, high: float
+) -> None:
+    bounds = list(DECISION_LAG_SECONDS._upper_bounds)
+    assert low <= histogram_quantile(0.99, bounds, lags) <= high
+
+
+def test_a_topics_event_time_has_a_sample_from_its_first_record() -> None:
+    def event_times() -> dict[str, float]:
+        return {
+            s.labels["topic"]: s.value
+            for f in REGISTRY.collect()
+            if f.name == "lineguard_last_event_timestamp_seconds"
+            for s in f.samples
+            if s.labels["topic"].startswith("sre.")
+        }
+
+    bound = bind(["sre.first-seen.v1", "sre.never-seen.v1"], {})
+    assert event_times() == {}
+    bound.last_event["sre.first-seen.v1"].set(1_764_000_000)
+    assert event_times() == {"sre.first-seen.v1": 1_764_000_000}

@@ -43,6 +43,7 @@ REQUIRED_ALERTS = {
     "LineguardPolicyDiverged",
     "LineguardPolicyVersionsMixed",
     "LineguardInputMisrouted",
+    "LineguardStalled",
 }
 KAFKA_EXPORTER_METRICS = frozenset({"kafka_consumergroup_lag_sum"})
 """Names kafka-exporter exports (danielqsj/kafka-exporter v1.8.0, pinned in
@@ -389,6 +390,36 @@ MUTATIONS = {
         "sum by (topic, instance)",
     ),
     "misrouted in any job": ("LineguardInputMisrouted", '{job="lineguard"}', ""),
+    "stalled for 2m": ("LineguardStalled", "for: 5m", "for: 2m"),
+    "stalled for 10m": ("LineguardStalled", "for: 5m", "for: 10m"),
+    "stalled over 1m": ("LineguardStalled", "[5m]", "[1m]"),
+    "stalled over 10m": ("LineguardStalled", "[5m]", "[10m]"),
+    "stalled without records waiting": (
+        "LineguardStalled",
+        're:sum\\(lineguard_consumer_lag_records\\{job="lineguard"\\}\\) > 0\\n\\s*and\\n\\s*',
+        "",
+    ),
+    "stalled without the rate of records applied": (
+        "LineguardStalled",
+        "re:\\n\\s*and\\n\\s*sum\\(rate\\(lineguard_events_total[^\\n]*== 0",
+        "",
+    ),
+    "stalled on processed records only": (
+        "LineguardStalled",
+        'lineguard_events_total{job="lineguard"}',
+        'lineguard_events_total{job="lineguard", outcome="processed"}',
+    ),
+    "stalled per worker": ("LineguardStalled", "sum(", "sum by (instance) ("),
+    "stalled with any job's lag": (
+        "LineguardStalled",
+        'lineguard_consumer_lag_records{job="lineguard"}',
+        "lineguard_consumer_lag_records",
+    ),
+    "stalled with any job's records applied": (
+        "LineguardStalled",
+        'lineguard_events_total{job="lineguard"}',
+        "lineguard_events_total",
+    ),
 }
 """Rule changes that ``alerts_test.yml`` must catch: each `for:` and window pinned, and
 the selectors that keep other jobs and other series out."""
