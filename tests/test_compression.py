@@ -12,8 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -22,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition
+from test_worker import PARTITIONS, start_worker, topics
 from worker_harness import (
     LIMIT_TOPIC,
     Topics,
@@ -38,35 +38,13 @@ from risk.replay import INPUT_TOPICS, InputRecord, parse_records, replay
 
 from builders import application, override, purchase, repayment, verification
 
-PARTITIONS = 3
 CODECS = ["gzip", "snappy", "lz4", "zstd"]
 """Every codec Kafka has; the development broker, Tansu 0.6.0, stores and serves each."""
 CODEC_IDS = {"gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 """The codec's number in a record batch's attributes."""
 REPAYMENTS = "credit.repayments.v1"
 
-
-@pytest.fixture
-def topics(unique_prefix: str) -> Topics:
-    return Topics(unique_prefix)
-
-
-@pytest.fixture
-def start_worker(
-    kafka_bootstrap: str, topics: Topics, tmp_path: Path
-) -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
-
-    def start(**kwargs: Any) -> Worker:
-        worker = Worker(kafka_bootstrap, topics, tmp_path, PARTITIONS, **kwargs).start()
-        started.append(worker)
-        return worker
-
-    try:
-        yield start
-    finally:
-        for worker in started:
-            worker.stop()
+__all__ = ["start_worker", "topics"]  # fixtures shared with test_worker
 
 
 def scenario() -> list[InputRecord]:
