@@ -396,7 +396,7 @@ MUTATIONS = {
     "stalled over 10m": ("LineguardStalled", "[5m]", "[10m]"),
     "stalled without records waiting": (
         "LineguardStalled",
-        're:sum\\(lineguard_consumer_lag_records\\{job="lineguard"\\}\\) > 0\\n\\s*and\\n\\s*',
+        're:sum\\(lineguard_consumer_lag_records\\{job="lineguard"\\} > 1\\) > 0\\n\\s*and\\n\\s*',
         "",
     ),
     "stalled without the rate of records applied": (
@@ -410,6 +410,11 @@ MUTATIONS = {
         'lineguard_events_total{job="lineguard", outcome="processed"}',
     ),
     "stalled per worker": ("LineguardStalled", "sum(", "sum by (instance) ("),
+    "stalled on a commit marker's lag": (
+        "LineguardStalled",
+        '{job="lineguard"} > 1)',
+        '{job="lineguard"})',
+    ),
     "stalled with any job's lag": (
         "LineguardStalled",
         'lineguard_consumer_lag_records{job="lineguard"}',
