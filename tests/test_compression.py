@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition
@@ -27,8 +27,8 @@ from worker_harness import (
     Topics,
     Worker,
     consume_all,
-    create_topics,
     limit_events_by_partition,
+    produce,
     wait_for,
 )
 
@@ -92,22 +92,6 @@ def bad_record(records: list[InputRecord]) -> InputRecord:
     return next(record for record in records if record.key == b"bad")
 
 
-async def produce_compressed(
-    bootstrap: str, topics: Topics, records: list[InputRecord], codec: str | None
-) -> None:
-    """Send ``records`` with one producer, in batches compressed with ``codec`` (None: not)."""
-    await create_topics(bootstrap, topics, PARTITIONS)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, compression_type=codec, linger_ms=50)
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(topics.name(r.topic), value=r.value, key=r.key) for r in records
-        ]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
 async def stored_codecs(bootstrap: str, topic: str) -> set[int]:
     """The codec numbers of the record batches the broker serves for ``topic``.
 
@@ -141,7 +125,7 @@ def test_the_worker_applies_every_record_of_compressed_input_batches(
     kafka_bootstrap: str, topics: Topics, start_worker: Callable[..., Worker], codec: str
 ) -> None:
     records = scenario()
-    asyncio.run(produce_compressed(kafka_bootstrap, topics, records, codec))
+    asyncio.run(produce(kafka_bootstrap, topics, records, PARTITIONS, codec))
     for contract_topic in INPUT_TOPICS:
         stored = asyncio.run(stored_codecs(kafka_bootstrap, topics.name(contract_topic)))
         assert stored == {CODEC_IDS[codec]}, contract_topic
@@ -172,7 +156,7 @@ def test_producer_compression_compresses_what_the_worker_writes_and_it_is_read_b
     kafka_bootstrap: str, topics: Topics, start_worker: Callable[..., Worker], codec: str
 ) -> None:
     records = scenario()
-    asyncio.run(produce_compressed(kafka_bootstrap, topics, records, None))
+    asyncio.run(produce(kafka_bootstrap, topics, records, PARTITIONS))
     setting = {"LINEGUARD_PRODUCER_COMPRESSION": codec}
     worker = start_worker(extra_env=setting)
     worker.wait_ready()
@@ -196,7 +180,7 @@ def test_producer_compression_compresses_what_the_worker_writes_and_it_is_read_b
     # freeze the line only if it knows the three before them.
     lines = [application(f"2026-09-0{d}T10:00:00Z", 500_000, user="vel-2") for d in (2, 3)]
     later = list(parse_records([orjson.dumps(line) for line in lines]))
-    asyncio.run(produce_compressed(kafka_bootstrap, topics, later, None))
+    asyncio.run(produce(kafka_bootstrap, topics, later, PARTITIONS))
     expected = replayed([*records, *later])
     caused = {d["caused_by"]: d["type"] for docs in expected.values() for d in docs}
     assert caused[lines[-1]["value"]["event_id"]] == "limit.freeze"

@@ -188,11 +188,18 @@ async def create_topics(
 
 
 async def produce(
-    bootstrap: str, topics: Topics, records: list[InputRecord], partitions: int = 3, **client: Any
+    bootstrap: str,
+    topics: Topics,
+    records: list[InputRecord],
+    partitions: int = 3,
+    compression_type: str | None = None,
+    **client: Any,
 ) -> None:
     """Send records in order; each topic-partition's log keeps the list's order."""
     await create_topics(bootstrap, topics, partitions, **client)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **client)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, compression_type=compression_type, **client
+    )
     await producer.start()
     try:
         futures = [
