@@ -17,7 +17,17 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -27,6 +37,15 @@ from risk.partition import Outcome
 log = structlog.get_logger(__name__)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# The standard process, interpreter and garbage-collector families that SREs' dashboards
+# and alerts expect of a Python service (memory, CPU, open files, collections), which a
+# registry of one's own leaves out.
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+# No ``_created`` series: one more per counter and histogram child, which Prometheus
+# stores as a gauge that no query here reads; a reset shows in the counter itself.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 TP = TypeVar("TP")
 """What the consumer names an assigned partition by (Faust's ``TP`` in the worker)."""

@@ -17,7 +17,10 @@ _CLOSED_SETS: dict[str, set[str]] = {
     "reason": {str(reason) for reason in Reason} | _CODES,
     "type": set(DECISION_REASONS),
     "status": set(STATUSES),
+    "generation": {"0", "1", "2"},  # the garbage collector's
 }
+_INTERPRETER_LABELS = {"implementation", "major", "minor", "patchlevel", "version"}
+"""``python_info``'s labels, which name the running interpreter."""
 
 
 def assert_no_label_can_hold_a_user_id(
@@ -34,7 +37,9 @@ def assert_no_label_can_hold_a_user_id(
         for label, value in sample.labels.items():
             checked += 1
             where = f"{sample.name}{{{label}={value!r}}}"
-            if label == "topic":
+            if sample.name == "python_info":
+                assert label in _INTERPRETER_LABELS, where
+            elif label == "topic":
                 assert value in topics, where
             elif label == "partition":
                 assert value.isdigit() and int(value) < partitions, where
