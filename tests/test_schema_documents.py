@@ -1254,6 +1254,18 @@ def test_asyncapi_header() -> None:
         assert text in description
 
 
+def test_the_contract_says_a_policy_rollout_may_make_a_decision_again_differently() -> None:
+    # Records applied but not yet committed when a worker stops are applied again by its
+    # successor: under a new policy_version their decisions get other ids, or none at all.
+    texts = [load(LIMIT)["description"]]
+    texts += [c["description"] for c in load_asyncapi()["channels"].values()
+              if c["address"] == "credit.limit-events.v1"]  # fmt: skip
+    for text in texts:
+        flat = " ".join(text.split())
+        assert "same event_id only under the same policy_version" in flat
+        assert "never retracted" in flat
+
+
 def test_asyncapi_input_topics_match_the_core() -> None:
     assert set(CORE_INPUT_TOPICS) == INPUT_TOPICS
     for channel in load_asyncapi()["channels"].values():
