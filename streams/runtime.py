@@ -870,7 +870,7 @@ class Runtime:
         topic_index: int,
         rejection: Rejection,
     ) -> Awaitable[Any]:
-        """Send a rejected record's original bytes to its topic's dead-letter topic.
+        """Send a rejected record's original bytes and headers to its topic's dead-letter topic.
 
         A dead letter the producer or the broker refuses as too large is sent again with a
         note for its value (:meth:`_dead_letter_without_value`).
@@ -888,7 +888,7 @@ class Runtime:
             partition=message.partition,
         )  # fmt: skip
         try:
-            sent = await send(message.value, headers=headers)
+            sent = await send(message.value, headers=[*headers, *_own_headers(message)])
         except TOO_LARGE:  # aiokafka checks the producer's max_request_size before queueing
             return asyncio.ensure_future(self._dead_letter_without_value(send, message, headers))
         return asyncio.ensure_future(self._delivered_or_without_value(sent, send, message, headers))
@@ -918,9 +918,10 @@ class Runtime:
         may allow more, or take a compressed batch whose record is larger once
         uncompressed. Sending the same dead letter again would fail the same way, and the
         worker would stop, restart, read the record again and stop again: its partition
-        stalled for good. So the dead letter goes with the key and headers unchanged, the
-        original size in ``dlt.value.truncated``, and ``dlt.original.*`` pointing at the
-        record, which stays in its input topic for its retention. It is sent after the
+        stalled for good. So the dead letter goes with the key and the ``dlt.*`` headers
+        unchanged, the original size in ``dlt.value.truncated``, and ``dlt.original.*``
+        pointing at the record, which stays in its input topic for its retention. The
+        record's own headers are left out too: they count in its size. It is sent after the
         batch's other dead letters, so it may follow later ones on the dead-letter
         partition.
         """
@@ -939,6 +940,17 @@ class Runtime:
         self.metrics.dead_letters[topic, rejection.reason].inc()
         log.info("dead_letter", topic=topic, partition=message.partition, offset=message.offset,
                  reason=str(rejection.reason))  # fmt: skip
+
+
+def _own_headers(message: Message) -> list[tuple[str, bytes]]:
+    """A rejected record's headers, for whoever replays its dead letter.
+
+    Not its ``dlt.*`` ones: a record re-published from a dead-letter topic brings its
+    earlier rejection's, which would stand beside this one's.
+    """
+    headers = message.headers or ()
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return [(name, value) for name, value in pairs if not name.startswith("dlt.")]
 
 
 @dataclass(slots=True)

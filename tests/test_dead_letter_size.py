@@ -57,7 +57,7 @@ def _runtime(dead_letter_topic: str) -> Any:
 
 def _record(value: bytes, partition: int = 0) -> Any:
     return SimpleNamespace(
-        topic=INPUT, partition=partition, offset=123_456, key=b"u-1", value=value
+        topic=INPUT, partition=partition, offset=123_456, key=b"u-1", value=value, headers=[]
     )
 
 

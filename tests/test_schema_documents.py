@@ -666,7 +666,20 @@ BAD_TIMESTAMPS = [
 @pytest.mark.parametrize("value", GOOD_TIMESTAMPS)
 def test_good_timestamps_are_accepted(value: str) -> None:
     assert_valid("purchase.v1.schema.json", with_(PURCHASE, occurred_at=value, first_due_at=value))
-    assert_valid("limit-event.v1.schema.json", with_(limit_freeze(), decided_at=value))
+    if value.endswith("Z"):  # lineguard writes its own times in UTC
+        assert_valid("limit-event.v1.schema.json", with_(limit_freeze(), decided_at=value))
+
+
+def test_the_times_lineguard_writes_are_utc_and_the_schema_says_how_they_are_written() -> None:
+    schema = load(LIMIT)
+    for value in ("2026-03-04T08:00:01.2+08:00", "2026-03-04T00:00:01.2+00:00"):
+        assert_invalid(LIMIT, with_(limit_freeze(), decided_at=value))
+        features = dict(limit_freeze()["features"], cure_ends_at=value)
+        assert_invalid(LIMIT, with_(limit_freeze(), features=features))
+    written = schema["$defs"]["utc_timestamp"]["description"]
+    assert "at most 6 digits" in written
+    assert "compare them as instants, not as text" in written
+    assert "can be earlier than occurred_at" in schema["properties"]["decided_at"]["description"]
 
 
 @pytest.mark.parametrize("value", BAD_TIMESTAMPS)
@@ -1239,6 +1252,18 @@ def test_asyncapi_header() -> None:
     assert "three input topics" not in description
     for text in ("limit.freeze", "limit.reduce", "limit.restore", "income verifications"):
         assert text in description
+
+
+def test_the_contract_says_a_policy_rollout_may_make_a_decision_again_differently() -> None:
+    # Records applied but not yet committed when a worker stops are applied again by its
+    # successor: under a new policy_version their decisions get other ids, or none at all.
+    texts = [load(LIMIT)["description"]]
+    texts += [c["description"] for c in load_asyncapi()["channels"].values()
+              if c["address"] == "credit.limit-events.v1"]  # fmt: skip
+    for text in texts:
+        flat = " ".join(text.split())
+        assert "same event_id only under the same policy_version" in flat
+        assert "never retracted" in flat
 
 
 def test_asyncapi_input_topics_match_the_core() -> None:
