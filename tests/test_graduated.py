@@ -712,3 +712,40 @@ def test_an_operators_freeze_puts_a_rule_already_freezing_before_a_later_one_it_
     (freeze,) = decoded(lines[-1:])
     apply(state, freeze, load_policy())
     assert state.freeze_reasons == ["OVERDUE_ACTIVE", "LOAN_VELOCITY", "MANUAL_OVERRIDE"]
+
+
+def test_an_overdue_instalment_after_one_set_aside_was_repaid_ends_the_waiver() -> None:
+    # The operator sets two overdue instalments aside; one is repaid, so one stays set aside.
+    # o-c going overdue then is new evidence, as in the test above, although the count is
+    # back at the two of the operator's restore.
+    lines = [
+        purchase("2026-01-01T00:00:00Z", 1000, order="o-a", first_due="2026-02-01T00:00:00Z"),
+        purchase("2026-01-01T00:00:00Z", 1000, order="o-b", first_due="2026-02-01T00:00:00Z"),
+        purchase("2026-01-01T00:00:00Z", 1000, order="o-c", first_due="2026-03-01T00:00:00Z"),
+        override("2026-02-10T00:00:00Z", "restore", event_id="ov-1"),
+        repayment("2026-02-11T00:00:00Z", 1000, order="o-a", event_id="r-1"),
+    ]
+    docs = decisions(run(lines, until="2026-03-10T00:00:00Z"))
+    assert brief(docs)[1:] == [
+        (RESTORE, "active", "2026-02-10T00:00:00Z", "ov-1", ["MANUAL_OVERRIDE"]),
+        (FREEZE, "frozen", "2026-03-04T00:00:00Z", "timer:overdue:2026-03-04T00:00:00Z",
+         ["OVERDUE_ACTIVE"]),
+    ]  # fmt: skip
+    assert docs[2]["reasons"][0]["value"] == 2
+
+
+def test_an_application_after_one_set_aside_left_the_window_ends_the_waiver() -> None:
+    # Six applications set aside; the first leaves the 7 days at 03-08T00:00Z, five stay and
+    # the rule still holds. A new one at 00:30 is another application, as in the test of the
+    # waiver that lapses, whether or not anything came in between.
+    lines = [
+        application(f"2026-03-01T0{hour}:00:00Z", 500_000, event_id=f"a-{hour}")
+        for hour in range(6)
+    ]
+    lines.append(override("2026-03-01T07:00:00Z", "restore", event_id="ov-1"))
+    later = application("2026-03-08T00:30:00Z", 500_000, event_id="a-9")
+    unrelated = purchase("2026-03-08T00:10:00Z", 100, order="o-9", event_id="p-9")
+    alone = brief(decisions(run([*lines, later], until="2026-03-09T00:00:00Z")))
+    with_purchase = run([*lines, unrelated, later], until="2026-03-09T00:00:00Z")
+    assert alone == brief(decisions(with_purchase))
+    assert alone[2] == (FREEZE, "frozen", "2026-03-08T00:30:00Z", "a-9", ["LOAN_VELOCITY"])
