@@ -749,3 +749,27 @@ def test_an_application_after_one_set_aside_left_the_window_ends_the_waiver() ->
     with_purchase = run([*lines, unrelated, later], until="2026-03-09T00:00:00Z")
     assert alone == brief(decisions(with_purchase))
     assert alone[2] == (FREEZE, "frozen", "2026-03-08T00:30:00Z", "a-9", ["LOAN_VELOCITY"])
+
+
+def test_a_spell_counts_in_the_largest_dpd_of_180_days_until_180_days_after_it_ended() -> None:
+    # A 70-DPD spell from 01-13 to 03-21. It leaves the episode count on 07-12, 180 days after
+    # it started, but its DPD is the score's "largest DPD in 180 days" until 09-17, 180 days
+    # after it ended: 600 - 70 (late share) - 90 (DPD) + 10 (account age) = 450 until then.
+    policy = policy_with(
+        {
+            "rules.score_low": {"enabled": True, "freeze_below": 500, "restore_margin": 20},
+            "restore": {"automatic_per_window": 12},
+        }
+    )
+    lines = [
+        purchase("2026-01-01T00:00:00Z", 1000, order="o-1", first_due="2026-01-10T00:00:00Z"),
+        repayment("2026-03-21T00:00:00Z", 1000, event_id="r-1"),
+    ]
+    state = state_after([*lines, application("2026-08-01T00:00:00Z", 500_000)], policy)
+    assert state.episodes[0].max_dpd == 70
+    docs = decisions(run(lines, until="2026-12-01T00:00:00Z", policy=policy))
+    assert brief(docs)[1] == (
+        RESTORE, "probation", "2026-09-17T00:00:00Z", "timer:window:2026-09-17T00:00:00Z",
+        ["REPAID_AND_CURED", "SCORE_LOW_CLEARED"],
+    )  # fmt: skip
+    assert docs[1]["features"]["score"] == 540
