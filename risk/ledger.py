@@ -40,7 +40,7 @@ def add_purchase(state: UserState, purchase: Purchase, policy: Policy) -> None:
                 instalments.insert(index, instalment)
             if index < lowest:
                 lowest = index
-        else:
+        elif instalment.amount:  # paid ahead from credit; an instalment of 0 is no payment
             state.paid_on_time += 1
     while len(state.instalments) > INSTALMENTS_CAP:
         _merge_latest(state)

@@ -773,3 +773,16 @@ def test_a_spell_counts_in_the_largest_dpd_of_180_days_until_180_days_after_it_e
         ["REPAID_AND_CURED", "SCORE_LOW_CLEARED"],
     )  # fmt: skip
     assert docs[1]["features"]["score"] == 540
+
+
+def test_instalments_of_nothing_are_not_paid_on_time_and_end_no_probation() -> None:
+    # 2 fen in 24 instalments: 2 on the first and 0 on the other 23. Nothing was owed on
+    # those, so nothing was paid on time: they ended probation and lifted the score before.
+    lines = [
+        purchase("2026-01-01T00:00:00Z", 1000, order="o-a", first_due="2026-02-01T00:00:00Z"),
+        repayment("2026-03-15T00:00:00Z", 1000, event_id="r-1"),  # 42 DPD: probation
+        purchase("2026-05-01T00:00:00Z", 2, order="o-tiny", installments=24, event_id="p-1"),
+    ]
+    docs = decisions(run(lines, until="2026-06-01T00:00:00Z"))
+    assert [d["status"] for d in docs] == ["frozen", "probation"]
+    assert state_after(lines, load_policy()).paid_on_time == 0
