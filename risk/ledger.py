@@ -40,7 +40,7 @@ def add_purchase(state: UserState, purchase: Purchase, policy: Policy) -> None:
                 instalments.insert(index, instalment)
             if index < lowest:
                 lowest = index
-        else:
+        elif instalment.amount:  # paid ahead from credit; an instalment of 0 is no payment
             state.paid_on_time += 1
     while len(state.instalments) > INSTALMENTS_CAP:
         _merge_latest(state)
@@ -179,10 +179,15 @@ def next_overdue_at(state: UserState, policy: Policy) -> int | None:
 
 
 def prune_episodes(state: UserState, policy: Policy) -> None:
-    """Forget ended episodes that no window or cure rule can see any more."""
+    """Forget episodes that ended before the episode window: no rule nor score sees them.
+
+    One that started before the window but ended in it still counts in the score's largest
+    DPD. Spells follow one another, so their ends are in order like their starts.
+    """
     horizon = state.clock - policy.episode_window
-    if state.episodes and state.episodes[0].start <= horizon and state.episodes[0].end is not None:
-        state.episodes = [e for e in state.episodes if e.start > horizon or e.end is None]
+    first = state.episodes[0] if state.episodes else None
+    if first is not None and first.end is not None and first.end <= horizon:
+        state.episodes = [e for e in state.episodes if e.end is None or e.end > horizon]
 
 
 def _bound_episodes(state: UserState, policy: Policy) -> None:

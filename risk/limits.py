@@ -68,8 +68,11 @@ def evaluate(
     reduce = reduce_hits(state, m, policy)
     if state.waived:
         holding = {hit.code: hit.value for hit in freeze + reduce}
+        # A waiver keeps the best measure seen since the operator's restore: evidence that
+        # left (a repaid instalment, an application out of the window) is not set aside
+        # again when new evidence of the same amount comes in.
         state.waived = {
-            code: value
+            code: float(holding[code]) if _worse(code, value, holding[code]) else value
             for code, value in state.waived.items()
             if code in holding and not _worse(code, holding[code], value)
         }
@@ -95,7 +98,7 @@ def evaluate(
 
 
 def _worse(code: str, now: float, waived: float) -> bool:
-    """Whether a rule's measure is worse than when an operator set the rule aside."""
+    """Whether measure ``now`` is worse than ``waived``, the best since the operator's restore."""
     return now < waived if code == "SCORE_LOW" else now > waived
 
 

@@ -113,7 +113,8 @@ def freeze_hits(state: UserState, m: Measures, policy: Policy) -> list[ReasonCod
     if spend.enabled and spend_above(m.spend, income, policy.freeze_above_ratio):
         assert income is not None  # noqa: S101 - implied by spend_above
         hits.append(ReasonCode(
-            "SPEND_INCOME_MISMATCH", ratio(m.spend, income), number(policy.freeze_above_ratio),
+            "SPEND_INCOME_MISMATCH", ratio_above(m.spend, income, policy.freeze_above_ratio),
+            number(policy.freeze_above_ratio),
             f"spend {m.spend} over the last {spend.window} is above"
             f" {spend.freeze_above_ratio} × {income_label(state)}",
         ))  # fmt: skip
@@ -141,7 +142,8 @@ def reduce_hits(state: UserState, m: Measures, policy: Policy) -> list[ReasonCod
     if spend.enabled and spend_above(m.spend, income, policy.reduce_above_ratio):
         assert income is not None  # noqa: S101 - implied by spend_above
         hits.append(ReasonCode(
-            "SPEND_INCOME_MISMATCH", ratio(m.spend, income), number(policy.reduce_above_ratio),
+            "SPEND_INCOME_MISMATCH", ratio_above(m.spend, income, policy.reduce_above_ratio),
+            number(policy.reduce_above_ratio),
             f"spend {m.spend} over the last {rules.spend_income.window} is above"
             f" {spend.reduce_above_ratio} × {income_label(state)}",
         ))  # fmt: skip
@@ -422,6 +424,18 @@ def current_days_past_due(state: UserState) -> int:
 def ratio(spend: int, income: int) -> float:
     """A spend-to-income ratio for a reason's ``value``, rounded for reading."""
     return round(spend / income, 4)
+
+
+def ratio_above(spend: int, income: int, bar: Fraction) -> float:
+    """:func:`ratio` of a spend above ``bar`` × income, never rounded onto the bar.
+
+    Rounded up where rounding to the nearest would reach it: a reason's value must read
+    above the threshold it is above.
+    """
+    value = ratio(spend, income)
+    if Fraction(value) > bar:
+        return value
+    return -(-spend * 10_000 // income) / 10_000
 
 
 def number(value: Fraction) -> int | float:

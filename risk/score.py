@@ -51,7 +51,8 @@ def characteristics(state: UserState, policy: Policy) -> dict[str, Value]:
         "on_time_instalments": state.paid_on_time,
         "late_share": Fraction(state.paid_late, settled) if settled else None,
         "overdue_episodes_180d": episodes_since(state, clock - policy.episode_window),
-        "max_dpd_180d": max_dpd_since(state, clock - policy.episode_window),
+        # Spells running in the window (t - W, t]: at or after its first microsecond.
+        "max_dpd_180d": max_dpd_since(state, clock - policy.episode_window + 1),
         "active_days_90d": active_days(state, policy),
         "account_age_days": (clock - state.first_seen) // DAY,
         "other_lender_applications_30d": state.other_lender_applications.total(

@@ -712,3 +712,77 @@ def test_an_operators_freeze_puts_a_rule_already_freezing_before_a_later_one_it_
     (freeze,) = decoded(lines[-1:])
     apply(state, freeze, load_policy())
     assert state.freeze_reasons == ["OVERDUE_ACTIVE", "LOAN_VELOCITY", "MANUAL_OVERRIDE"]
+
+
+def test_an_overdue_instalment_after_one_set_aside_was_repaid_ends_the_waiver() -> None:
+    # The operator sets two overdue instalments aside; one is repaid, so one stays set aside.
+    # o-c going overdue then is new evidence, as in the test above, although the count is
+    # back at the two of the operator's restore.
+    lines = [
+        purchase("2026-01-01T00:00:00Z", 1000, order="o-a", first_due="2026-02-01T00:00:00Z"),
+        purchase("2026-01-01T00:00:00Z", 1000, order="o-b", first_due="2026-02-01T00:00:00Z"),
+        purchase("2026-01-01T00:00:00Z", 1000, order="o-c", first_due="2026-03-01T00:00:00Z"),
+        override("2026-02-10T00:00:00Z", "restore", event_id="ov-1"),
+        repayment("2026-02-11T00:00:00Z", 1000, order="o-a", event_id="r-1"),
+    ]
+    docs = decisions(run(lines, until="2026-03-10T00:00:00Z"))
+    assert brief(docs)[1:] == [
+        (RESTORE, "active", "2026-02-10T00:00:00Z", "ov-1", ["MANUAL_OVERRIDE"]),
+        (FREEZE, "frozen", "2026-03-04T00:00:00Z", "timer:overdue:2026-03-04T00:00:00Z",
+         ["OVERDUE_ACTIVE"]),
+    ]  # fmt: skip
+    assert docs[2]["reasons"][0]["value"] == 2
+
+
+def test_an_application_after_one_set_aside_left_the_window_ends_the_waiver() -> None:
+    # Six applications set aside; the first leaves the 7 days at 03-08T00:00Z, five stay and
+    # the rule still holds. A new one at 00:30 is another application, as in the test of the
+    # waiver that lapses, whether or not anything came in between.
+    lines = [
+        application(f"2026-03-01T0{hour}:00:00Z", 500_000, event_id=f"a-{hour}")
+        for hour in range(6)
+    ]
+    lines.append(override("2026-03-01T07:00:00Z", "restore", event_id="ov-1"))
+    later = application("2026-03-08T00:30:00Z", 500_000, event_id="a-9")
+    unrelated = purchase("2026-03-08T00:10:00Z", 100, order="o-9", event_id="p-9")
+    alone = brief(decisions(run([*lines, later], until="2026-03-09T00:00:00Z")))
+    with_purchase = run([*lines, unrelated, later], until="2026-03-09T00:00:00Z")
+    assert alone == brief(decisions(with_purchase))
+    assert alone[2] == (FREEZE, "frozen", "2026-03-08T00:30:00Z", "a-9", ["LOAN_VELOCITY"])
+
+
+def test_a_spell_counts_in_the_largest_dpd_of_180_days_until_180_days_after_it_ended() -> None:
+    # A 70-DPD spell from 01-13 to 03-21. It leaves the episode count on 07-12, 180 days after
+    # it started, but its DPD is the score's "largest DPD in 180 days" until 09-17, 180 days
+    # after it ended: 600 - 70 (late share) - 90 (DPD) + 10 (account age) = 450 until then.
+    policy = policy_with(
+        {
+            "rules.score_low": {"enabled": True, "freeze_below": 500, "restore_margin": 20},
+            "restore": {"automatic_per_window": 12},
+        }
+    )
+    lines = [
+        purchase("2026-01-01T00:00:00Z", 1000, order="o-1", first_due="2026-01-10T00:00:00Z"),
+        repayment("2026-03-21T00:00:00Z", 1000, event_id="r-1"),
+    ]
+    state = state_after([*lines, application("2026-08-01T00:00:00Z", 500_000)], policy)
+    assert state.episodes[0].max_dpd == 70
+    docs = decisions(run(lines, until="2026-12-01T00:00:00Z", policy=policy))
+    assert brief(docs)[1] == (
+        RESTORE, "probation", "2026-09-17T00:00:00Z", "timer:window:2026-09-17T00:00:00Z",
+        ["REPAID_AND_CURED", "SCORE_LOW_CLEARED"],
+    )  # fmt: skip
+    assert docs[1]["features"]["score"] == 540
+
+
+def test_instalments_of_nothing_are_not_paid_on_time_and_end_no_probation() -> None:
+    # 2 fen in 24 instalments: 2 on the first and 0 on the other 23. Nothing was owed on
+    # those, so nothing was paid on time: they ended probation and lifted the score before.
+    lines = [
+        purchase("2026-01-01T00:00:00Z", 1000, order="o-a", first_due="2026-02-01T00:00:00Z"),
+        repayment("2026-03-15T00:00:00Z", 1000, event_id="r-1"),  # 42 DPD: probation
+        purchase("2026-05-01T00:00:00Z", 2, order="o-tiny", installments=24, event_id="p-1"),
+    ]
+    docs = decisions(run(lines, until="2026-06-01T00:00:00Z"))
+    assert [d["status"] for d in docs] == ["frozen", "probation"]
+    assert state_after(lines, load_policy()).paid_on_time == 0

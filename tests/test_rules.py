@@ -321,6 +321,15 @@ def test_spend_exactly_at_three_times_income_does_not_freeze() -> None:
     assert summary(run(_spend_lines([("2026-04-02T00:00:00Z", 2_400_000)]))) == []
 
 
+def test_spend_one_fen_above_three_times_income_reads_above_the_bar() -> None:
+    # 2,400,001 / 800,000 = 3.00000125: rounded to 3.0 it read as no more than the bar.
+    (freeze,) = decisions(run(_spend_lines([("2026-04-02T00:00:00Z", 2_400_001)])))
+    reason = freeze["reasons"][0]
+    assert (reason["code"], reason["value"], reason["threshold"]) == (
+        "SPEND_INCOME_MISMATCH", 3.0001, 3
+    )  # fmt: skip
+
+
 def test_spend_without_declared_income_never_freezes() -> None:
     lines = [
         purchase("2026-04-02T00:00:00Z", 90_000_000),
