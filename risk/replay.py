@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -67,9 +68,12 @@ def parse_records(
     """Parse replay lines; blank lines are skipped, anything else malformed is an error.
 
     ``topics`` are the input topics' names in the contract's order, when the settings
-    rename them.
+    rename them. A byte order mark before the first line is skipped: a file saved as
+    "UTF-8 with BOM", as some Windows editors and exporters save it, begins with one.
     """
     for number, line in enumerate(lines, start=1):
+        if number == 1:
+            line = _without_bom(line)
         if not line.strip():
             continue
         try:
@@ -87,6 +91,12 @@ def parse_records(
         if key is not None and not isinstance(key, str):
             raise ReplayInputError(f"line {number}: `key` must be a string or null")
         yield InputRecord(number, topic, None if key is None else key.encode(), _value(doc, number))
+
+
+def _without_bom(line: bytes | str) -> bytes | str:
+    if isinstance(line, bytes):
+        return line.removeprefix(codecs.BOM_UTF8)
+    return line.removeprefix("\ufeff")
 
 
 def _value(doc: dict[str, Any], number: int) -> bytes | None:
