@@ -7,14 +7,18 @@ lineguard verbs added with ``@app.command``. The app is configured only from
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gzip
+import io
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import click
 import colorlog
@@ -298,6 +302,29 @@ def _note_policy_file_unused(command: str, given: str | None, option: str) -> No
         )
 
 
+GZIP_MAGIC: Final = b"\x1f\x8b"
+
+
+@contextlib.contextmanager
+def _input_lines(input_file: str) -> Iterator[Iterable[bytes]]:
+    """The input file (``-``: stdin), decompressed if it is gzip, whatever its name.
+
+    Exports of topics are often kept compressed; read as text, one stopped at
+    ``line 1: not valid JSON ... (byte 0)``.
+    """
+    stdin = cast(io.BufferedReader, sys.stdin.buffer)  # a buffered reader, which can peek
+    raw = stdin if input_file == "-" else open(input_file, "rb")  # noqa: SIM115 - closed below
+    try:
+        if raw.peek(len(GZIP_MAGIC)).startswith(GZIP_MAGIC):
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unpacked:
+                yield unpacked
+        else:
+            yield raw
+    finally:
+        if raw is not stdin:
+            raw.close()
+
+
 def _replay_run(
     input_file: str, partitions: int | None, until: str | None, now: str | None
 ) -> _ReplayRun:
@@ -313,11 +340,11 @@ def _replay_run(
             file=sys.stderr,
         )
     try:
-        if input_file == "-":
-            records = list(parse_records(sys.stdin.buffer, settings.input_topics))
-        else:
-            with open(input_file, "rb") as lines:
-                records = list(parse_records(lines, settings.input_topics))
+        with _input_lines(input_file) as lines:
+            records = list(parse_records(lines, settings.input_topics))
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        _fail(f"{input_file}: a damaged gzip file: {error}")
+        raise AssertionError from error  # unreachable: _fail exits
     except (OSError, ReplayInputError) as error:
         _fail(f"{input_file}: {error}")
         raise AssertionError from error  # unreachable: _fail exits

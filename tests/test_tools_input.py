@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import gzip
 from pathlib import Path
 
 import orjson
@@ -12,6 +13,7 @@ from risk.replay import parse_records
 
 from builders import repayment
 
+POLICY = Path(__file__).resolve().parent.parent / "risk" / "default_policy.toml"
 RECORD = orjson.dumps(repayment("2026-03-06T00:00:00Z", 1))
 
 
@@ -24,3 +26,24 @@ def test_a_byte_order_mark_before_the_first_line_is_skipped(tmp_path: Path) -> N
     done = _lineguard("replay", source, "--partitions", "1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "records=2 processed=1 duplicates=1" in done.stderr
+
+
+def test_a_gzip_file_is_read_decompressed_and_a_damaged_one_is_named(tmp_path: Path) -> None:
+    plain = tmp_path / "in.jsonl"
+    plain.write_bytes(RECORD + b"\n" + RECORD + b"\n")
+    packed = tmp_path / "export"  # the magic bytes tell, not the name
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert packed.read_bytes().startswith(b"\x1f\x8b")
+    runs = [
+        _lineguard(command, packed, *more, "--partitions", "1", cwd=tmp_path)
+        for command, *more in (("replay",), ("backtest", "--candidate", POLICY))
+    ]
+    assert [run.returncode for run in runs] == [0, 0], [run.stderr for run in runs]
+    assert "records=2 processed=1 duplicates=1" in runs[0].stderr
+    assert "records=2 processed=1 duplicates=1" in runs[1].stdout
+    damaged = tmp_path / "damaged.gz"
+    damaged.write_bytes(packed.read_bytes()[:-12])
+    done = _lineguard("replay", damaged, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"lineguard: {damaged}: a damaged gzip file: ")
+    assert len(done.stderr.splitlines()) == 1
