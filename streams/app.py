@@ -12,6 +12,7 @@ import functools
 import gzip
 import io
 import logging
+import math
 import os
 import sys
 import zlib
@@ -515,14 +516,39 @@ _POSITIVE: Final = click.FloatRange(min=0, min_open=True)
 """``simulate`` and ``demo`` check their numbers with click, before anything starts."""
 
 
+class _Bounded(click.FloatRange):
+    """A range of numbers that also refuses ``nan``, which no comparison with a bound catches."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The number, or click's usage error naming the option."""
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
+
+
+SIMULATE_MAX_USERS: Final = 1_000_000
+SIMULATE_MAX_RATE: Final = 100_000.0
+SIMULATE_MAX_DURATION: Final = 86_400.0
+"""A day: compressed 14,400 times, the simulated clock then starts 39 years before the run,
+still after 1970; much further and it would stamp records the contract refuses, or
+overflow. Each bound also keeps the run's memory and time bounded: the simulator holds
+every user, and stops only when the duration is over."""
+
+
 @app.command(
-    option("--users", default=1000, type=_USERS, help="Simulated users."),
-    option("--rate", default=200.0, type=_POSITIVE, help="Records per second."),
-    option("--duration", default=60.0, type=_POSITIVE, help="Seconds to run."),
+    option("--users", default=1000, type=click.IntRange(1, SIMULATE_MAX_USERS),
+           help="Simulated users."),
+    option("--rate", default=200.0, type=_Bounded(0, SIMULATE_MAX_RATE, min_open=True),
+           help="Records per second."),
+    option("--duration", default=60.0, type=_Bounded(0, SIMULATE_MAX_DURATION, min_open=True),
+           help="Seconds to run (at most a day)."),
     option("--seed", default=1, type=int, help="Seed: the same seed gives the same records."),
-)
+)  # fmt: skip
 async def simulate(self: AppCommand, users: int, rate: float, duration: float, seed: int) -> None:
     """Produce persona traffic (see streams/simulate.py) to the configured input topics."""
+    if rate * duration < 1:
+        _fail(f"--rate {rate:g} for --duration {duration:g} s is less than one record")
     from aiokafka.errors import KafkaConnectionError
 
     from streams.preflight import bootstrap_servers, client_options
