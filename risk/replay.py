@@ -82,7 +82,13 @@ def parse_records(
             raise ReplayInputError(f"line {number}: not valid JSON: {error}") from error
         if not isinstance(doc, dict):
             raise ReplayInputError(f"line {number}: not a JSON object")
-        topic = doc.get("topic")
+        if "topic" not in doc:
+            raise ReplayInputError(
+                f"line {number}: no `topic`: each line is a Kafka record, like"
+                ' {"topic": ..., "key": ..., "value": {...}}, not a record\'s value alone'
+                " (as kafka-console-consumer prints it)"
+            )
+        topic = doc["topic"]
         if not isinstance(topic, str) or topic not in topics:
             raise ReplayInputError(
                 f"line {number}: unknown topic {topic!r}; expected one of {', '.join(topics)}"

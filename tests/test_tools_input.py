@@ -47,3 +47,15 @@ def test_a_gzip_file_is_read_decompressed_and_a_damaged_one_is_named(tmp_path: P
     assert done.returncode == 2
     assert done.stderr.startswith(f"lineguard: {damaged}: a damaged gzip file: ")
     assert len(done.stderr.splitlines()) == 1
+
+
+def test_a_dump_of_values_alone_is_refused_saying_what_a_line_needs(tmp_path: Path) -> None:
+    source = tmp_path / "console.jsonl"  # kafka-console-consumer prints each value alone
+    source.write_bytes(orjson.dumps(orjson.loads(RECORD)["value"]) + b"\n")
+    done = _lineguard("replay", source, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"lineguard: {source}: line 1: no `topic`: each line is a Kafka record, like"
+        ' {"topic": ..., "key": ..., "value": {...}}, not a record\'s value alone'
+        " (as kafka-console-consumer prints it)\n"
+    )
