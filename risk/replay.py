@@ -111,6 +111,8 @@ def _value(doc: dict[str, Any], number: int) -> bytes | None:
             return base64.b64decode(doc["value_base64"], validate=True)
         except (binascii.Error, TypeError, ValueError) as error:
             raise ReplayInputError(f"line {number}: `value_base64` is not base64") from error
+    if "value" not in doc and "payload" in doc:
+        return _payload(doc["payload"], number)
     if "value" not in doc:
         raise ReplayInputError(f"line {number}: needs `value` or `value_base64`")
     value = doc["value"]
@@ -121,6 +123,17 @@ def _value(doc: dict[str, Any], number: int) -> bytes | None:
     # msgspec, not orjson: it keeps integers past 64 bits exact, and its bytes are allocated
     # to size, where orjson's keep a 4 KiB block each, which a replay holds per record.
     return msgspec.json.encode(value)
+
+
+def _payload(payload: Any, number: int) -> bytes | None:
+    """``kcat -C -J``'s name for the value: the record's bytes as a JSON string, or null.
+
+    Its other fields (``partition``, ``offset``, ``ts`` ...) are not needed: records are
+    grouped by their keys, as Kafka's partitioner grouped them.
+    """
+    if payload is not None and not isinstance(payload, str):
+        raise ReplayInputError(f"line {number}: `payload` must be a string or null")
+    return None if payload is None else payload.encode("utf-8", "surrogatepass")
 
 
 def dead_letter(record: InputRecord, rejection: Rejection) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import gzip
 from pathlib import Path
+from typing import Any
 
 import orjson
 from test_cli import _lineguard
@@ -59,3 +60,33 @@ def test_a_dump_of_values_alone_is_refused_saying_what_a_line_needs(tmp_path: Pa
         ' {"topic": ..., "key": ..., "value": {...}}, not a record\'s value alone'
         " (as kafka-console-consumer prints it)\n"
     )
+
+
+def _kcat(offset: int, record: dict[str, Any]) -> bytes:
+    """A line of ``kcat -C -J``: the value is ``payload``, a string or null."""
+    value = record["value"]
+    return orjson.dumps(
+        {"topic": record["topic"], "partition": 2, "offset": offset, "tstype": "create",
+         "ts": 1772755200000, "broker": 1, "key": record["key"],
+         "payload": None if value is None else orjson.dumps(value).decode()}
+    )  # fmt: skip
+
+
+def test_a_kcat_json_dump_is_read_with_its_payload_as_the_value(tmp_path: Path) -> None:
+    good = orjson.loads(RECORD)
+    bad = {**good, "value": {**good["value"], "amount": 1.5}}
+    source = tmp_path / "kcat.jsonl"
+    lines = [
+        _kcat(offset, record) for offset, record in enumerate((good, bad, {**good, "value": None}))
+    ]
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    done = _lineguard("replay", source, "--dead-letters", "dlt.jsonl", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "records=3 processed=1 duplicates=0 dead_lettered=2" in done.stderr
+    letters = [orjson.loads(line) for line in (tmp_path / "dlt.jsonl").read_bytes().splitlines()]
+    assert [(letter["line"], letter["reason"]) for letter in letters] == [
+        (2, "schema_violation"),
+        (3, "invalid_json"),  # as a worker rejects a tombstone
+    ]
+    assert orjson.loads(letters[0]["value"]) == bad["value"]
+    assert letters[1]["value"] is None  # a tombstone: kcat's null payload
