@@ -422,8 +422,10 @@ async def replay_command(
     """Replay a JSON-lines file of Kafka records through the risk core."""
     _note_policy_file_unused("replay", policy, "--policy")
     loaded = _policy_option(policy)
-    if dead_letters is not None and dead_letters != "-" and _same_file(dead_letters, output):
-        _fail(f"--dead-letters {dead_letters} is also --output")
+    if dead_letters is not None and (
+        dead_letters == output == "-" or (dead_letters != "-" and _same_file(dead_letters, output))
+    ):
+        _fail(f"--dead-letters {dead_letters} is also --output: one would be read as the other")
     limit_events = _Output(output, input_file)
     dead_letter_lines = None if dead_letters is None else _Output(dead_letters, input_file)
     run = _replay_run(input_file, partitions, until, now)

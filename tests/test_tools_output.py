@@ -1,0 +1,23 @@
+"""What `lineguard replay` and `backtest` write, and where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from test_cli import _lineguard
+
+from builders import repayment
+
+
+def test_dead_letters_and_limit_events_are_never_mixed_on_stdout(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(orjson.dumps(repayment("2026-03-06T00:00:00Z", 1)) + b"\n")
+    for given in (("--dead-letters", "-"), ("-o", "-", "--dead-letters", "-")):
+        done = _lineguard("replay", source, *given, cwd=tmp_path)
+        assert done.returncode == 2
+        assert done.stderr == (
+            "lineguard: --dead-letters - is also --output: one would be read as the other\n"
+        )
+    apart = _lineguard("replay", source, "-o", "events.jsonl", "--dead-letters", "-", cwd=tmp_path)
+    assert apart.returncode == 0, apart.stderr
