@@ -463,7 +463,11 @@ async def replay_command(
         "--format", "report_format", type=click.Choice(["text", "json"]), default="text",
         help="text: tables for a person; json: one document for machines.",
     ),
-    option("--show", default=20, type=int, help="Differing decisions listed in the text report."),
+    option(
+        "--show", default=20, type=click.IntRange(min=0),
+        help="Differing decisions, and as many alike ones reported differently, listed in the"
+        " text report (0: their counts only).",
+    ),
 )  # fmt: skip
 async def backtest_command(
     self: AppCommand,

@@ -9,6 +9,8 @@ from test_cli import _lineguard
 
 from builders import repayment
 
+POLICY = Path(__file__).resolve().parent.parent / "risk" / "default_policy.toml"
+
 
 def test_dead_letters_and_limit_events_are_never_mixed_on_stdout(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
@@ -21,3 +23,12 @@ def test_dead_letters_and_limit_events_are_never_mixed_on_stdout(tmp_path: Path)
         )
     apart = _lineguard("replay", source, "-o", "events.jsonl", "--dead-letters", "-", cwd=tmp_path)
     assert apart.returncode == 0, apart.stderr
+
+
+def test_backtest_refuses_a_negative_number_of_changes_to_show(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(orjson.dumps(repayment("2026-03-06T00:00:00Z", 1)) + b"\n")
+    done = _lineguard("backtest", source, "--candidate", POLICY, "--show", "-1", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "Invalid value for '--show': -1 is not in the range x>=0." in done.stderr
+    assert done.stdout == ""
