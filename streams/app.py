@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from risk.backtest import backtest, render_text
 from risk.clock import parse_timestamp
 from risk.policy import Policy, PolicyError, load_policy
-from risk.replay import InputRecord, ReplayInputError, parse_records, replay
+from risk.replay import InputRecord, ReplayInputError, last_lines, parse_records, replay
 from streams.preflight import PRODUCER_MAX_REQUEST_SIZE, kafka_credentials
 from streams.recovery import PromptTableManager, install_changelog_fast_path
 from streams.runtime import wall_micros
@@ -259,12 +259,15 @@ def _policy_option(path: str | None) -> Policy:
 class _ReplayRun:
     """What ``replay`` and ``backtest`` hand to the core besides the policy."""
 
-    records: list[InputRecord]
+    records: Iterable[InputRecord]
+    """A list, or with ``ends`` the file read again as the core takes its records."""
     partitions: int
     until: int | None
     now: int
     topics: tuple[str, ...]
     """The input topics' names from the settings, in the contract's order."""
+    ends: dict[tuple[int, int], int] | None = None
+    """Each partition's and topic's last line, found by a first pass (:func:`last_lines`)."""
 
 
 _REPLAY_OPTIONS: Final = (
@@ -327,9 +330,19 @@ def _input_lines(input_file: str) -> Iterator[Iterable[bytes]]:
 
 
 def _replay_run(
-    input_file: str, partitions: int | None, until: str | None, now: str | None
+    input_file: str,
+    partitions: int | None,
+    until: str | None,
+    now: str | None,
+    *,
+    as_read: bool = False,
 ) -> _ReplayRun:
-    """Read the input file (``-``: stdin) and the shared options; a bad line stops naming it."""
+    """Read the input file (``-``: stdin) and the shared options; a bad line stops naming it.
+
+    ``as_read``: a regular file is read twice, first for :func:`last_lines`, so that the core
+    then holds only the records the merge must wait behind, not the whole input. Stdin and a
+    pipe (``<(zcat ...)``) can be read only once, and are held.
+    """
     count = _partitions_option(partitions)
     until_at = _timestamp_option(until, "--until")
     now_at = _timestamp_option(now, "--now")
@@ -340,19 +353,35 @@ def _replay_run(
             " that)",
             file=sys.stderr,
         )
+    topics = settings.input_topics
+    ends = None
+    records: Iterable[InputRecord]
+    with _input_errors(input_file), _input_lines(input_file) as lines:
+        if as_read and input_file != "-" and Path(input_file).is_file():  # not a pipe
+            ends = last_lines(parse_records(lines, topics), count, topics)
+            records = _read_again(input_file)
+        else:
+            records = list(parse_records(lines, topics))
+    return _ReplayRun(
+        records, count, until_at, wall_micros() if now_at is None else now_at, topics, ends
+    )
+
+
+@contextlib.contextmanager
+def _input_errors(input_file: str) -> Iterator[None]:
+    """Stop naming the input file, and its line when a line is not a Kafka record."""
     try:
-        with _input_lines(input_file) as lines:
-            records = list(parse_records(lines, settings.input_topics))
+        yield
     except (EOFError, zlib.error, gzip.BadGzipFile) as error:
         _fail(f"{input_file}: a damaged gzip file: {error}")
-        raise AssertionError from error  # unreachable: _fail exits
     except (OSError, ReplayInputError) as error:
         _fail(f"{input_file}: {error}")
-        raise AssertionError from error  # unreachable: _fail exits
-    return _ReplayRun(
-        records, count, until_at, wall_micros() if now_at is None else now_at,
-        settings.input_topics,
-    )  # fmt: skip
+
+
+def _read_again(input_file: str) -> Iterator[InputRecord]:
+    """The input file's records, parsed again as they are taken (a second pass)."""
+    with _input_errors(input_file), _input_lines(input_file) as lines:
+        yield from parse_records(lines, settings.input_topics)
 
 
 class _Output:
@@ -428,10 +457,10 @@ async def replay_command(
         _fail(f"--dead-letters {dead_letters} is also --output: one would be read as the other")
     limit_events = _Output(output, input_file)
     dead_letter_lines = None if dead_letters is None else _Output(dead_letters, input_file)
-    run = _replay_run(input_file, partitions, until, now)
+    run = _replay_run(input_file, partitions, until, now, as_read=True)
     result = replay(
         run.records, loaded, partitions=run.partitions, until=run.until, now=run.now,
-        topics=run.topics,
+        topics=run.topics, ends=run.ends,
     )  # fmt: skip
     limit_events.write_lines(d.to_json(wall_micros()) for d in result.decisions)
     if dead_letter_lines is not None:
