@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Iterator, Sequence
+import codecs
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -17,7 +18,7 @@ import msgspec
 
 from risk.contract import Rejection
 from risk.decision import Decision
-from risk.group import PartitionGroup, never_more
+from risk.group import Applied, PartitionGroup, never_more
 from risk.partition import Outcome
 from risk.partitioner import partition_for
 from risk.policy import Policy
@@ -67,9 +68,12 @@ def parse_records(
     """Parse replay lines; blank lines are skipped, anything else malformed is an error.
 
     ``topics`` are the input topics' names in the contract's order, when the settings
-    rename them.
+    rename them. A byte order mark before the first line is skipped: a file saved as
+    "UTF-8 with BOM", as some Windows editors and exporters save it, begins with one.
     """
     for number, line in enumerate(lines, start=1):
+        if number == 1:
+            line = _without_bom(line)
         if not line.strip():
             continue
         try:
@@ -78,7 +82,13 @@ def parse_records(
             raise ReplayInputError(f"line {number}: not valid JSON: {error}") from error
         if not isinstance(doc, dict):
             raise ReplayInputError(f"line {number}: not a JSON object")
-        topic = doc.get("topic")
+        if "topic" not in doc:
+            raise ReplayInputError(
+                f"line {number}: no `topic`: each line is a Kafka record, like"
+                ' {"topic": ..., "key": ..., "value": {...}}, not a record\'s value alone'
+                " (as kafka-console-consumer prints it)"
+            )
+        topic = doc["topic"]
         if not isinstance(topic, str) or topic not in topics:
             raise ReplayInputError(
                 f"line {number}: unknown topic {topic!r}; expected one of {', '.join(topics)}"
@@ -89,12 +99,20 @@ def parse_records(
         yield InputRecord(number, topic, None if key is None else key.encode(), _value(doc, number))
 
 
+def _without_bom(line: bytes | str) -> bytes | str:
+    if isinstance(line, bytes):
+        return line.removeprefix(codecs.BOM_UTF8)
+    return line.removeprefix("\ufeff")
+
+
 def _value(doc: dict[str, Any], number: int) -> bytes | None:
     if "value_base64" in doc:
         try:
             return base64.b64decode(doc["value_base64"], validate=True)
         except (binascii.Error, TypeError, ValueError) as error:
             raise ReplayInputError(f"line {number}: `value_base64` is not base64") from error
+    if "value" not in doc and "payload" in doc:
+        return _payload(doc["payload"], number)
     if "value" not in doc:
         raise ReplayInputError(f"line {number}: needs `value` or `value_base64`")
     value = doc["value"]
@@ -105,6 +123,17 @@ def _value(doc: dict[str, Any], number: int) -> bytes | None:
     # msgspec, not orjson: it keeps integers past 64 bits exact, and its bytes are allocated
     # to size, where orjson's keep a 4 KiB block each, which a replay holds per record.
     return msgspec.json.encode(value)
+
+
+def _payload(payload: Any, number: int) -> bytes | None:
+    """``kcat -C -J``'s name for the value: the record's bytes as a JSON string, or null.
+
+    Its other fields (``partition``, ``offset``, ``ts`` ...) are not needed: records are
+    grouped by their keys, as Kafka's partitioner grouped them.
+    """
+    if payload is not None and not isinstance(payload, str):
+        raise ReplayInputError(f"line {number}: `payload` must be a string or null")
+    return None if payload is None else payload.encode("utf-8", "surrogatepass")
 
 
 def dead_letter(record: InputRecord, rejection: Rejection) -> dict[str, Any]:
@@ -126,6 +155,17 @@ def dead_letter(record: InputRecord, rejection: Rejection) -> dict[str, Any]:
     return letter
 
 
+def last_lines(
+    records: Iterable[InputRecord], partitions: int, topics: Sequence[str] = INPUT_TOPICS
+) -> dict[tuple[int, int], int]:
+    """Each (partition, topic index)'s last line: a first pass over a file, for :func:`replay`."""
+    topic_index = {topic: index for index, topic in enumerate(topics)}
+    return {
+        (partition_for(record.key, partitions), topic_index[record.topic]): record.line
+        for record in records
+    }
+
+
 def replay(
     records: Iterable[InputRecord],
     policy: Policy,
@@ -134,16 +174,24 @@ def replay(
     until: int | None = None,
     now: int,
     topics: Sequence[str] = INPUT_TOPICS,
+    ends: Mapping[tuple[int, int], int] | None = None,
 ) -> ReplayResult:
     """Run records through the core as ``partitions`` partition groups would.
 
     ``topics`` name the input topics in the contract's order, as :func:`parse_records` got them.
+    With ``ends``, the :func:`last_lines` of the same records, each record is applied as soon
+    as the merge allows, as a worker applies it, and only the records the merge must wait
+    behind are held: the merge waits for a topic with no record buffered only while its
+    partition has one later in the input. Without, every record is held first. Either way the
+    decisions are the same, in the same order.
     """
+    topic_index = {topic: index for index, topic in enumerate(topics)}
+    if ends is not None:
+        return _replay_as_read(records, policy, partitions, until, now, topic_index, ends)
     groups: list[list[InputRecord]] = [[] for _ in range(partitions)]
     for record in records:
         groups[partition_for(record.key, partitions)].append(record)
     result = ReplayResult()
-    topic_index = {topic: index for index, topic in enumerate(topics)}
     for group in groups:
         _replay_partition(group, policy, until, now, topic_index, result)
     return result
@@ -161,7 +209,59 @@ def _replay_partition(
     for record in records:
         group.push(topic_index[record.topic], record.key, record.value, record)
     result.records += len(records)
-    for applied in group.drain(never_more, now):
+    _count(group.drain(never_more, now), result)
+    if until is not None:
+        result.decisions += group.processor.advance_watermark(until)
+
+
+def _replay_as_read(
+    records: Iterable[InputRecord],
+    policy: Policy,
+    partitions: int,
+    until: int | None,
+    now: int,
+    topic_index: dict[str, int],
+    ends: Mapping[tuple[int, int], int],
+) -> ReplayResult:
+    """:func:`replay` applying records as they are read.
+
+    Each partition's results are kept apart, so that they come out in partition order, as
+    from a replay that holds every record first.
+    """
+    groups = [PartitionGroup[InputRecord](policy, {}, len(INPUT_TOPICS)) for _ in range(partitions)]
+    results = [ReplayResult() for _ in range(partitions)]
+    for record in records:
+        partition = partition_for(record.key, partitions)
+        groups[partition].push(topic_index[record.topic], record.key, record.value, record)
+        results[partition].records += 1
+        more = _more_later(ends, partition, record.line)
+        _count(groups[partition].drain(more, now), results[partition])
+    result = ReplayResult()
+    for group, part in zip(groups, results, strict=True):
+        _count(group.drain(never_more, now), part)
+        if until is not None:
+            part.decisions += group.processor.advance_watermark(until)
+        result.decisions += part.decisions
+        result.dead_letters += part.dead_letters
+        result.records += part.records
+        result.processed += part.processed
+        result.duplicates += part.duplicates
+    return result
+
+
+def _more_later(
+    ends: Mapping[tuple[int, int], int], partition: int, line: int
+) -> Callable[[list[int], object], bool]:
+    """``may_receive`` after ``line``: some empty topic of the partition has a later line."""
+
+    def may_receive(empty: list[int], _candidate: object) -> bool:
+        return any(ends.get((partition, topic), 0) > line for topic in empty)
+
+    return may_receive
+
+
+def _count(applied_records: Iterable[Applied[InputRecord]], result: ReplayResult) -> None:
+    for applied in applied_records:
         if applied.outcome is Outcome.PROCESSED:
             result.processed += 1
         elif applied.outcome is Outcome.DUPLICATE:
@@ -170,5 +270,3 @@ def _replay_partition(
             assert applied.rejection is not None  # noqa: S101 - DEAD_LETTERED always carries one
             result.dead_letters.append(dead_letter(applied.record, applied.rejection))
         result.decisions += applied.decisions
-    if until is not None:
-        result.decisions += group.processor.advance_watermark(until)

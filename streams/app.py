@@ -7,14 +7,19 @@ lineguard verbs added with ``@app.command``. The app is configured only from
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gzip
+import io
 import logging
+import math
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import click
 import colorlog
@@ -27,7 +32,7 @@ from pydantic import ValidationError
 from risk.backtest import backtest, render_text
 from risk.clock import parse_timestamp
 from risk.policy import Policy, PolicyError, load_policy
-from risk.replay import InputRecord, ReplayInputError, parse_records, replay
+from risk.replay import InputRecord, ReplayInputError, last_lines, parse_records, replay
 from streams.preflight import PRODUCER_MAX_REQUEST_SIZE, kafka_credentials
 from streams.recovery import PromptTableManager, install_changelog_fast_path
 from streams.runtime import wall_micros
@@ -254,12 +259,15 @@ def _policy_option(path: str | None) -> Policy:
 class _ReplayRun:
     """What ``replay`` and ``backtest`` hand to the core besides the policy."""
 
-    records: list[InputRecord]
+    records: Iterable[InputRecord]
+    """A list, or with ``ends`` the file read again as the core takes its records."""
     partitions: int
     until: int | None
     now: int
     topics: tuple[str, ...]
     """The input topics' names from the settings, in the contract's order."""
+    ends: dict[tuple[int, int], int] | None = None
+    """Each partition's and topic's last line, found by a first pass (:func:`last_lines`)."""
 
 
 _REPLAY_OPTIONS: Final = (
@@ -298,10 +306,43 @@ def _note_policy_file_unused(command: str, given: str | None, option: str) -> No
         )
 
 
+GZIP_MAGIC: Final = b"\x1f\x8b"
+
+
+@contextlib.contextmanager
+def _input_lines(input_file: str) -> Iterator[Iterable[bytes]]:
+    """The input file (``-``: stdin), decompressed if it is gzip, whatever its name.
+
+    Exports of topics are often kept compressed; read as text, one stopped at
+    ``line 1: not valid JSON ... (byte 0)``.
+    """
+    stdin = cast(io.BufferedReader, sys.stdin.buffer)  # a buffered reader, which can peek
+    raw = stdin if input_file == "-" else open(input_file, "rb")  # noqa: SIM115 - closed below
+    try:
+        if raw.peek(len(GZIP_MAGIC)).startswith(GZIP_MAGIC):
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unpacked:
+                yield unpacked
+        else:
+            yield raw
+    finally:
+        if raw is not stdin:
+            raw.close()
+
+
 def _replay_run(
-    input_file: str, partitions: int | None, until: str | None, now: str | None
+    input_file: str,
+    partitions: int | None,
+    until: str | None,
+    now: str | None,
+    *,
+    as_read: bool = False,
 ) -> _ReplayRun:
-    """Read the input file (``-``: stdin) and the shared options; a bad line stops naming it."""
+    """Read the input file (``-``: stdin) and the shared options; a bad line stops naming it.
+
+    ``as_read``: a regular file is read twice, first for :func:`last_lines`, so that the core
+    then holds only the records the merge must wait behind, not the whole input. Stdin and a
+    pipe (``<(zcat ...)``) can be read only once, and are held.
+    """
     count = _partitions_option(partitions)
     until_at = _timestamp_option(until, "--until")
     now_at = _timestamp_option(now, "--now")
@@ -312,19 +353,35 @@ def _replay_run(
             " that)",
             file=sys.stderr,
         )
-    try:
-        if input_file == "-":
-            records = list(parse_records(sys.stdin.buffer, settings.input_topics))
+    topics = settings.input_topics
+    ends = None
+    records: Iterable[InputRecord]
+    with _input_errors(input_file), _input_lines(input_file) as lines:
+        if as_read and input_file != "-" and Path(input_file).is_file():  # not a pipe
+            ends = last_lines(parse_records(lines, topics), count, topics)
+            records = _read_again(input_file)
         else:
-            with open(input_file, "rb") as lines:
-                records = list(parse_records(lines, settings.input_topics))
+            records = list(parse_records(lines, topics))
+    return _ReplayRun(
+        records, count, until_at, wall_micros() if now_at is None else now_at, topics, ends
+    )
+
+
+@contextlib.contextmanager
+def _input_errors(input_file: str) -> Iterator[None]:
+    """Stop naming the input file, and its line when a line is not a Kafka record."""
+    try:
+        yield
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        _fail(f"{input_file}: a damaged gzip file: {error}")
     except (OSError, ReplayInputError) as error:
         _fail(f"{input_file}: {error}")
-        raise AssertionError from error  # unreachable: _fail exits
-    return _ReplayRun(
-        records, count, until_at, wall_micros() if now_at is None else now_at,
-        settings.input_topics,
-    )  # fmt: skip
+
+
+def _read_again(input_file: str) -> Iterator[InputRecord]:
+    """The input file's records, parsed again as they are taken (a second pass)."""
+    with _input_errors(input_file), _input_lines(input_file) as lines:
+        yield from parse_records(lines, settings.input_topics)
 
 
 class _Output:
@@ -394,14 +451,16 @@ async def replay_command(
     """Replay a JSON-lines file of Kafka records through the risk core."""
     _note_policy_file_unused("replay", policy, "--policy")
     loaded = _policy_option(policy)
-    if dead_letters is not None and dead_letters != "-" and _same_file(dead_letters, output):
-        _fail(f"--dead-letters {dead_letters} is also --output")
+    if dead_letters is not None and (
+        dead_letters == output == "-" or (dead_letters != "-" and _same_file(dead_letters, output))
+    ):
+        _fail(f"--dead-letters {dead_letters} is also --output: one would be read as the other")
     limit_events = _Output(output, input_file)
     dead_letter_lines = None if dead_letters is None else _Output(dead_letters, input_file)
-    run = _replay_run(input_file, partitions, until, now)
+    run = _replay_run(input_file, partitions, until, now, as_read=True)
     result = replay(
         run.records, loaded, partitions=run.partitions, until=run.until, now=run.now,
-        topics=run.topics,
+        topics=run.topics, ends=run.ends,
     )  # fmt: skip
     limit_events.write_lines(d.to_json(wall_micros()) for d in result.decisions)
     if dead_letter_lines is not None:
@@ -433,7 +492,11 @@ async def replay_command(
         "--format", "report_format", type=click.Choice(["text", "json"]), default="text",
         help="text: tables for a person; json: one document for machines.",
     ),
-    option("--show", default=20, type=int, help="Differing decisions listed in the text report."),
+    option(
+        "--show", default=20, type=click.IntRange(min=0),
+        help="Differing decisions, and as many alike ones reported differently, listed in the"
+        " text report (0: their counts only).",
+    ),
 )  # fmt: skip
 async def backtest_command(
     self: AppCommand,
@@ -488,14 +551,39 @@ _POSITIVE: Final = click.FloatRange(min=0, min_open=True)
 """``simulate`` and ``demo`` check their numbers with click, before anything starts."""
 
 
+class _Bounded(click.FloatRange):
+    """A range of numbers that also refuses ``nan``, which no comparison with a bound catches."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The number, or click's usage error naming the option."""
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
+
+
+SIMULATE_MAX_USERS: Final = 1_000_000
+SIMULATE_MAX_RATE: Final = 100_000.0
+SIMULATE_MAX_DURATION: Final = 86_400.0
+"""A day: compressed 14,400 times, the simulated clock then starts 39 years before the run,
+still after 1970; much further and it would stamp records the contract refuses, or
+overflow. Each bound also keeps the run's memory and time bounded: the simulator holds
+every user, and stops only when the duration is over."""
+
+
 @app.command(
-    option("--users", default=1000, type=_USERS, help="Simulated users."),
-    option("--rate", default=200.0, type=_POSITIVE, help="Records per second."),
-    option("--duration", default=60.0, type=_POSITIVE, help="Seconds to run."),
+    option("--users", default=1000, type=click.IntRange(1, SIMULATE_MAX_USERS),
+           help="Simulated users."),
+    option("--rate", default=200.0, type=_Bounded(0, SIMULATE_MAX_RATE, min_open=True),
+           help="Records per second."),
+    option("--duration", default=60.0, type=_Bounded(0, SIMULATE_MAX_DURATION, min_open=True),
+           help="Seconds to run (at most a day)."),
     option("--seed", default=1, type=int, help="Seed: the same seed gives the same records."),
-)
+)  # fmt: skip
 async def simulate(self: AppCommand, users: int, rate: float, duration: float, seed: int) -> None:
     """Produce persona traffic (see streams/simulate.py) to the configured input topics."""
+    if rate * duration < 1:
+        _fail(f"--rate {rate:g} for --duration {duration:g} s is less than one record")
     from aiokafka.errors import KafkaConnectionError
 
     from streams.preflight import bootstrap_servers, client_options

@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -604,10 +605,10 @@ async def run_simulation(
         The totals of what was produced.
 
     Raises:
-        ValueError: A non-positive rate, duration or time scale.
+        ValueError: A rate, duration or time scale that is not a positive finite number.
     """
-    if rate <= 0 or duration <= 0 or time_scale <= 0:
-        raise ValueError("rate, duration and time_scale must be positive")
+    if not all(0 < number < math.inf for number in (rate, duration, time_scale)):  # nan too
+        raise ValueError("rate, duration and time_scale must be positive and finite")
     simulator = Simulator(users, seed, invalid_fraction=invalid_fraction, topics=topics)
     clock = SimulatedClock.ending_at(datetime.now(UTC), duration, time_scale)
     stats = SimulationStats(clock.start, clock.start)

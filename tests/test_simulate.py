@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import socket
 import subprocess
@@ -367,11 +368,23 @@ def _lineguard(*args: str, broker_url: str | None = None) -> subprocess.Complete
 @pytest.mark.parametrize(
     ("args", "problem"),
     [
-        (("simulate", "--rate", "0"), "Invalid value for '--rate': 0.0 is not in the range x>0."),
-        (("simulate", "--users", "0"), "Invalid value for '--users': 0 is not in the range x>=1."),
+        (("simulate", "--rate", "0"), "'--rate': 0.0 is not in the range 0<x<=100000.0."),
+        (("simulate", "--rate", "inf"), "'--rate': inf is not in the range 0<x<=100000.0."),
+        (("simulate", "--rate", "nan"), "Invalid value for '--rate': 'nan' is not a number."),
+        (("simulate", "--users", "0"), "'--users': 0 is not in the range 1<=x<=1000000."),
         (
-            ("simulate", "--duration", "-5"),
-            "Invalid value for '--duration': -5.0 is not in the range x>0.",
+            ("simulate", "--users", "1000001"),
+            "'--users': 1000001 is not in the range 1<=x<=1000000.",
+        ),
+        (("simulate", "--duration", "-5"), "'--duration': -5.0 is not in the range 0<x<=86400.0."),
+        (("simulate", "--duration", "inf"), "'--duration': inf is not in the range 0<x<=86400.0."),
+        (
+            ("simulate", "--duration", "1e7"),
+            "'--duration': 10000000.0 is not in the range 0<x<=86400.0.",
+        ),
+        (
+            ("simulate", "--duration", "nan"),
+            "Invalid value for '--duration': 'nan' is not a number.",
         ),
         (
             ("demo", "--duration", "0"),
@@ -392,6 +405,24 @@ def test_bad_numbers_stop_with_a_usage_message_before_anything_starts(
     assert problem in done.stderr
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize("number", ["rate", "duration", "time_scale"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, 0.0])
+async def test_run_simulation_refuses_a_number_that_is_not_positive_and_finite(
+    number: str, value: float
+) -> None:
+    numbers = {"rate": 10.0, "duration": 1.0, "time_scale": 1.0} | {number: value}
+    with pytest.raises(ValueError, match="must be positive and finite"):
+        await run_simulation("127.0.0.1:1", users=1, seed=1, **numbers)
+
+
+def test_a_rate_and_duration_that_give_no_record_are_refused_before_anything_starts() -> None:
+    done = _lineguard(
+        "simulate", "--rate", "0.01", "--duration", "60", broker_url="kafka://127.0.0.1:1"
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "lineguard: --rate 0.01 for --duration 60 s is less than one record\n"
 
 
 def test_simulate_against_an_unreachable_broker_says_so_in_one_line() -> None:
