@@ -8,15 +8,19 @@ against a real Prometheus.
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import promql_parser
 import pytest
 import yaml
 from prom_tools import ROOT, exposed_series_names, exposition, load_dashboards, metric_names, panels
 
+from streams.devbroker import free_port
 from streams.settings import Settings
 
 RUNBOOK = ROOT / "docs" / "runbook.md"
@@ -101,3 +105,51 @@ def test_every_setting_and_command_the_runbook_names_exists() -> None:
     used = set(re.findall(r"`lineguard ([a-z-]+)", text))
     assert used
     assert used <= commands, f"no such command: {used - commands}"
+
+
+def exit_statuses() -> dict[int, list[re.Pattern[str]]]:
+    """The LineguardWorkerDown section's start-up exit statuses, each with its stderr lines."""
+    section = sections()["LineguardWorkerDown"]
+    statuses: dict[int, list[re.Pattern[str]]] = {}
+    for code, text in re.findall(r"^- status (\d): (.+?)(?=^- |^\n|\Z)", section, re.M | re.S):
+        lines = [" ".join(span.split()) for span in re.findall(r"`(lineguard: [^`]+)`", text)]
+        statuses[int(code)] = [
+            re.compile(re.escape(line).replace(r"\.\.\.", ".*")) for line in lines
+        ]
+    return statuses
+
+
+def start_worker_and_fail(tmp_path: Path, **settings: str) -> tuple[int, str]:
+    """Exit status and last stderr line of a ``lineguard worker`` that stops at start-up."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
+    env.update(LINEGUARD_API_ALLOW_ANONYMOUS="true", LINEGUARD_DATADIR=str(tmp_path / "data"))
+    env["LINEGUARD_WEB_PORT"] = str(free_port())
+    env.update(settings)
+    done = subprocess.run(
+        [sys.executable, "-c", "from streams.app import main; main()", "worker"],
+        env=env, capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    return done.returncode, done.stderr.strip().splitlines()[-1]
+
+
+def test_the_runbook_explains_each_start_up_failure_by_its_status(tmp_path: Path) -> None:
+    statuses = exit_statuses()
+    assert set(statuses) == {1, 2, 3, 4}
+    bad_policy = tmp_path / "policy.toml"
+    bad_policy.write_text('version = "x"\nbogus = 1\n')
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    closed = f"kafka://127.0.0.1:{free_port()}"  # nothing listens there
+    try:
+        failures = [
+            start_worker_and_fail(tmp_path, LINEGUARD_POLICY_FILE=str(bad_policy)),
+            start_worker_and_fail(tmp_path, LINEGUARD_WEB_PORT="0"),
+            start_worker_and_fail(tmp_path, LINEGUARD_WEB_PORT=str(taken.getsockname()[1])),
+            start_worker_and_fail(tmp_path, LINEGUARD_BROKER_URL=closed),
+        ]
+    finally:
+        taken.close()
+    assert [code for code, _ in failures] == [1, 2, 2, 4]
+    for code, line in failures:
+        assert any(p.fullmatch(line) for p in statuses[code]), f"status {code}: {line!r}"
