@@ -1,10 +1,13 @@
 """Start-up checks against the cluster, before the worker's consumer subscribes.
 
 The input topics must be co-partitioned, or one user's events would be split
-between workers. Missing topics are created with the configured partition
-count first, so that no broker auto-creates them with its own default, and
-missing dead-letter topics with room for the largest record their input topic
-takes plus the dead letter's headers (:func:`dead_letter_max_bytes`).
+between workers, and have ``LINEGUARD_TOPIC_PARTITIONS`` partitions: each user's
+state lives on the partition murmur2 of the user id picks among that many, so the
+count of an existing deployment cannot change in place (:func:`refuse_other_counts`).
+Missing topics are created with the configured partition count first, so that no
+broker auto-creates them with its own default, and missing dead-letter topics with
+room for the largest record their input topic takes plus the dead letter's headers
+(:func:`dead_letter_max_bytes`).
 """
 
 from __future__ import annotations
@@ -93,6 +96,44 @@ def required_topics(settings: Settings) -> list[str]:
     ]
 
 
+def partitioned_topics(settings: Settings) -> list[str]:
+    """The topics that must have ``LINEGUARD_TOPIC_PARTITIONS`` partitions, as the users do.
+
+    The inputs, the ticks and the table's changelog (Faust names it
+    ``<app id>-<table>-changelog``; the table is ``users``) are co-partitioned: partition *p*
+    of each holds the same users.
+    """
+    return [*settings.input_topics, settings.tick_topic, f"{settings.app_id}-users-changelog"]
+
+
+def refuse_other_counts(settings: Settings, counts: Mapping[str, int]) -> None:
+    """Stop start-up, in one line, unless the co-partitioned topics have the setting's count.
+
+    ``counts`` holds the partition counts of topics of :func:`partitioned_topics`. A worker
+    that ran on topics of another count than the setting's disagreed with ``lineguard
+    replay``, whose default is the setting, and the topics it created later (a new input,
+    the ticks of a new app id) got the setting's count, which the next start refused.
+    """
+    wanted = settings.topic_partitions
+    listing = ", ".join(f"{name}: {count}" for name, count in counts.items())
+    if len(set(counts.values())) > 1:
+        raise PreflightError(
+            "the input topics must have the same number of partitions (co-partitioned, all"
+            f" keyed by user_id with murmur2), but they have {listing}"
+            f" (LINEGUARD_TOPIC_PARTITIONS is {wanted}). Repartition them, or point"
+            " LINEGUARD_*_TOPIC at co-partitioned topics."
+        )
+    found = next(iter(counts.values()), wanted)
+    if found != wanted:
+        raise PreflightError(
+            f"LINEGUARD_TOPIC_PARTITIONS is {wanted}, but the existing topics have {found}"
+            f" partitions ({listing}). A user's state lives on the partition murmur2 of the"
+            " user id picks among that count, so the count of a deployment cannot change in"
+            f" place: set LINEGUARD_TOPIC_PARTITIONS={found}, or migrate (README, Changing the"
+            " partition count)."
+        )
+
+
 def dead_letter_topics(settings: Settings) -> list[str]:
     """Each input topic's dead-letter topic."""
     return [f"{topic}.dlt" for topic in settings.input_topics]
@@ -111,6 +152,9 @@ def dead_letter_max_bytes(input_limits: Mapping[str, int | None]) -> int:
 async def prepare_topics(settings: Settings) -> dict[str, int]:
     """Create missing topics, then refuse to run unless the inputs are co-partitioned.
 
+    Existing co-partitioned topics of another count than the setting's stop start-up
+    before anything is created (:func:`refuse_other_counts`).
+
     The dead-letter topics are created after the others, once the input topics'
     ``max.message.bytes`` can be read (:func:`dead_letter_max_bytes`). An existing
     dead-letter topic is left as it is, with a warning if it allows less.
@@ -119,6 +163,12 @@ async def prepare_topics(settings: Settings) -> dict[str, int]:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        # Before anything is created: a topic made with the wrong count would stay behind.
+        refuse_other_counts(
+            settings, await _partition_counts(
+                admin, [t for t in partitioned_topics(settings) if t in existing]
+            ),
+        )  # fmt: skip
         dead_letters = dead_letter_topics(settings)
         missing = [name for name in required_topics(settings) if name not in existing]
         refused = await _create(admin, settings, [t for t in missing if t not in dead_letters])
@@ -138,24 +188,25 @@ async def prepare_topics(settings: Settings) -> dict[str, int]:
             {"max.message.bytes": str(room)},
         )  # fmt: skip
         _refuse_creation_errors(refused)
-        described = await admin.describe_topics([*settings.input_topics, settings.tick_topic])
+        counts = await _partition_counts(admin, [*settings.input_topics, settings.tick_topic])
     finally:
         await admin.close()
-    counts = {topic["topic"]: len(topic["partitions"]) for topic in described}
     absent = [name for name, count in counts.items() if count == 0]
     if absent:
         raise PreflightError(
             f"the topics {', '.join(absent)} have no partitions: they do not exist, and the"
             " cluster did not create them. Create them, or let lineguard's client create topics."
         )
-    if len(set(counts.values())) != 1:
-        listing = ", ".join(f"{name}: {count}" for name, count in counts.items())
-        raise PreflightError(
-            "the input topics must have the same number of partitions (co-partitioned, all"
-            f" keyed by user_id with murmur2), but they have {listing}. Repartition them, or"
-            " point LINEGUARD_*_TOPIC at co-partitioned topics."
-        )
+    refuse_other_counts(settings, counts)  # another worker may have created them meanwhile
     return counts
+
+
+async def _partition_counts(admin: Any, topics: list[str]) -> dict[str, int]:
+    """Each topic's partition count, 0 for one that does not exist."""
+    if not topics:
+        return {}
+    described = await admin.describe_topics(topics)
+    return {topic["topic"]: len(topic["partitions"]) for topic in described}
 
 
 async def _create(

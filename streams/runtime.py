@@ -343,8 +343,9 @@ class Runtime:
     def _partition_count(self, topic: str) -> int:
         """An input topic's partition count in the consumer's metadata, else the setting's.
 
-        Producers partition by the topic's own count, which the preflight compares between
-        the input topics but not with ``LINEGUARD_TOPIC_PARTITIONS``.
+        Producers partition by the topic's own count. The preflight makes it equal to
+        ``LINEGUARD_TOPIC_PARTITIONS`` at start-up, but partitions can be added while the
+        worker runs.
         """
         try:
             count = self.app.consumer.topic_partitions(topic)

@@ -97,10 +97,75 @@ def test_a_topic_another_worker_created_first_is_not_an_error(admin: type[FakeAd
 
     class CreatedMeanwhile(admin):  # type: ignore[valid-type,misc]
         async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+            return [{"topic": t, "partitions": list(range(6))} for t in topics]
+
+    preflight.AIOKafkaAdminClient = CreatedMeanwhile  # type: ignore[misc]  # undone by monkeypatch
+    assert set(asyncio.run(prepare_topics(SETTINGS)).values()) == {6}
+
+
+def test_topics_another_worker_created_with_another_count_meanwhile_stop_start_up(
+    admin: type[FakeAdmin],
+) -> None:
+    admin.refusal = (36, "Topic already exists.")
+
+    class CreatedMeanwhile(admin):  # type: ignore[valid-type,misc]
+        async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
             return [{"topic": t, "partitions": [0, 1, 2]} for t in topics]
 
     preflight.AIOKafkaAdminClient = CreatedMeanwhile  # type: ignore[misc]  # undone by monkeypatch
-    assert set(asyncio.run(prepare_topics(SETTINGS)).values()) == {3}
+    with pytest.raises(PreflightError, match="LINEGUARD_TOPIC_PARTITIONS is 6, but the existing"):
+        asyncio.run(prepare_topics(SETTINGS))
+
+
+def _existing(admin: type[FakeAdmin], counts: dict[str, int]) -> type[FakeAdmin]:
+    """``admin`` on a cluster that already holds ``counts``' topics with those counts."""
+
+    class Existing(admin):  # type: ignore[valid-type,misc]
+        def __init__(self, **options: Any) -> None:
+            super().__init__(**options)
+            self.partitions.update(counts)
+
+    preflight.AIOKafkaAdminClient = Existing  # type: ignore[misc]  # undone by monkeypatch
+    return Existing
+
+
+def test_existing_inputs_of_another_count_than_the_setting_stop_start_up_before_any_creation(
+    admin: type[FakeAdmin],
+) -> None:
+    """Inputs of 3 partitions and the setting's 6: the ticks topic, created with 6, was
+    refused as if the inputs disagreed, and stayed behind to refuse the corrected setting."""
+    inputs = dict.fromkeys(SETTINGS.input_topics, 3)
+    existing = _existing(admin, inputs)
+    made: list[str] = []
+
+    async def create_topics(self: FakeAdmin, new_topics: list[Any]) -> Any:
+        made.extend(topic.name for topic in new_topics)
+        return await FakeAdmin.create_topics(self, new_topics)
+
+    existing.create_topics = create_topics  # type: ignore[method-assign]
+    with pytest.raises(PreflightError) as refused:
+        asyncio.run(prepare_topics(SETTINGS))
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith("LINEGUARD_TOPIC_PARTITIONS is 6, but the existing topics have 3")
+    assert f"{SETTINGS.purchases_topic}: 3" in message
+    assert "set LINEGUARD_TOPIC_PARTITIONS=3" in message
+    assert made == []
+
+
+def test_a_changelog_of_another_count_than_the_inputs_stops_start_up(
+    admin: type[FakeAdmin],
+) -> None:
+    """Inputs and ticks repartitioned to the setting, the state's changelog left behind: each
+    user's state would stay on the partition the old count picked, apart from the records."""
+    changelog = f"{SETTINGS.app_id}-users-changelog"
+    _existing(
+        admin, {**dict.fromkeys([*SETTINGS.input_topics, SETTINGS.tick_topic], 6), changelog: 3}
+    )
+    with pytest.raises(PreflightError) as refused:
+        asyncio.run(prepare_topics(SETTINGS))
+    assert "must have the same number of partitions" in str(refused.value)
+    assert f"{changelog}: 3" in str(refused.value)
 
 
 def test_topics_that_still_do_not_exist_stop_start_up(admin: type[FakeAdmin]) -> None:
