@@ -546,11 +546,6 @@ async def check_policy(self: AppCommand, policy_file: str) -> None:
     )
 
 
-_USERS: Final = click.IntRange(min=1)
-_POSITIVE: Final = click.FloatRange(min=0, min_open=True)
-"""``simulate`` and ``demo`` check their numbers with click, before anything starts."""
-
-
 class _Bounded(click.FloatRange):
     """A range of numbers that also refuses ``nan``, which no comparison with a bound catches."""
 
@@ -569,14 +564,17 @@ SIMULATE_MAX_DURATION: Final = 86_400.0
 still after 1970; much further and it would stamp records the contract refuses, or
 overflow. Each bound also keeps the run's memory and time bounded: the simulator holds
 every user, and stops only when the duration is over."""
+_SIMULATED_USERS: Final = click.IntRange(1, SIMULATE_MAX_USERS)
+_SIMULATED_RATE: Final = _Bounded(0, SIMULATE_MAX_RATE, min_open=True)
+_SIMULATED_DURATION: Final = _Bounded(0, SIMULATE_MAX_DURATION, min_open=True)
+"""``simulate`` and ``demo`` check their numbers with click, before anything starts: the
+demo runs the same simulator, so the same bounds hold for it."""
 
 
 @app.command(
-    option("--users", default=1000, type=click.IntRange(1, SIMULATE_MAX_USERS),
-           help="Simulated users."),
-    option("--rate", default=200.0, type=_Bounded(0, SIMULATE_MAX_RATE, min_open=True),
-           help="Records per second."),
-    option("--duration", default=60.0, type=_Bounded(0, SIMULATE_MAX_DURATION, min_open=True),
+    option("--users", default=1000, type=_SIMULATED_USERS, help="Simulated users."),
+    option("--rate", default=200.0, type=_SIMULATED_RATE, help="Records per second."),
+    option("--duration", default=60.0, type=_SIMULATED_DURATION,
            help="Seconds to run (at most a day)."),
     option("--seed", default=1, type=int, help="Seed: the same seed gives the same records."),
 )  # fmt: skip
@@ -605,11 +603,12 @@ async def simulate(self: AppCommand, users: int, rate: float, duration: float, s
 
 
 @app.command(
-    option("--duration", default=60.0, type=_POSITIVE, help="Seconds to run before stopping."),
-    option("--users", default=1000, type=_USERS, help="Simulated users."),
-    option("--rate", default=200.0, type=_POSITIVE, help="Records per second."),
+    option("--duration", default=60.0, type=_SIMULATED_DURATION,
+           help="Seconds to run before stopping (at most a day)."),
+    option("--users", default=1000, type=_SIMULATED_USERS, help="Simulated users."),
+    option("--rate", default=200.0, type=_SIMULATED_RATE, help="Records per second."),
     option("--seed", default=1, type=int, help="Simulator seed."),
-)
+)  # fmt: skip
 async def demo(self: AppCommand, duration: float, users: int, rate: float, seed: int) -> None:
     """Start an embedded broker, a worker and the simulator, and show live figures."""
     from streams.demo import run_demo

@@ -386,12 +386,13 @@ def _lineguard(*args: str, broker_url: str | None = None) -> subprocess.Complete
             ("simulate", "--duration", "nan"),
             "Invalid value for '--duration': 'nan' is not a number.",
         ),
-        (
-            ("demo", "--duration", "0"),
-            "Invalid value for '--duration': 0.0 is not in the range x>0.",
-        ),
-        (("demo", "--users", "0"), "Invalid value for '--users': 0 is not in the range x>=1."),
-        (("demo", "--rate", "-1"), "Invalid value for '--rate': -1.0 is not in the range x>0."),
+        (("demo", "--duration", "0"), "'--duration': 0.0 is not in the range 0<x<=86400.0."),
+        (("demo", "--duration", "inf"), "'--duration': inf is not in the range 0<x<=86400.0."),
+        (("demo", "--duration", "nan"), "Invalid value for '--duration': 'nan' is not a number."),
+        (("demo", "--users", "0"), "'--users': 0 is not in the range 1<=x<=1000000."),
+        (("demo", "--users", "2000000"), "'--users': 2000000 is not in the range 1<=x<=1000000."),
+        (("demo", "--rate", "-1"), "'--rate': -1.0 is not in the range 0<x<=100000.0."),
+        (("demo", "--rate", "nan"), "Invalid value for '--rate': 'nan' is not a number."),
     ],
 )
 def test_bad_numbers_stop_with_a_usage_message_before_anything_starts(
