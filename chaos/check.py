@@ -46,6 +46,7 @@ class StoredRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +188,8 @@ async def read_inputs(
                     f" but its offsets span {spans[partition]}"
                 )
             records += [
-                StoredRecord(index, partition, m.offset, m.key, m.value) for m in stored[partition]
+                StoredRecord(index, partition, m.offset, m.key, m.value, tuple(m.headers or ()))
+                for m in stored[partition]
             ]
     return records
 
@@ -218,7 +220,7 @@ class DeadLetter:
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
+    headers: tuple[tuple[str, bytes | None], ...]
 
 
 LetterKey = tuple[int, int, int, str, str]
@@ -257,14 +259,16 @@ def locate_letter(
 
     As ``streams.runtime`` writes them (DESIGN §1, Dead-letter records): on the ``.dlt``
     topic of the input named by ``dlt.original.topic``, on the original partition, with the
-    input's key and value unchanged, and each header once.
+    input's key and value unchanged, each ``dlt.*`` header once, and after them the input's
+    own headers but its ``dlt.*`` ones, unchanged and in order.
     """
     where = f"{topics[letter.topic_index]}.dlt[{letter.partition}]@{letter.offset}"
-    names = [name for name, _ in letter.headers]
+    rejection = letter.headers[: len(_HEADERS)]
+    names = [name for name, _ in rejection]
     if sorted(names) != sorted(_HEADERS):
-        return f"{where}: headers {names}, not one each of {list(_HEADERS)}"
+        return f"{where}: headers {names}, not one each of {list(_HEADERS)} first"
     try:
-        headers = {name: value.decode() for name, value in letter.headers}
+        headers = {name: value.decode() for name, value in rejection}
         partition = int(headers["dlt.original.partition"])
         offset = int(headers["dlt.original.offset"])
     except (AttributeError, UnicodeDecodeError, ValueError) as error:  # None, bytes, no int
@@ -278,6 +282,9 @@ def locate_letter(
         return f"{where}: names offset {offset}, which the input partition does not hold"
     if (letter.key, letter.value) != (record.key, record.value):
         return f"{where}: its key or value differs from the input record's"
+    own = tuple((name, value) for name, value in record.headers if not name.startswith("dlt."))
+    if letter.headers[len(_HEADERS) :] != own:
+        return f"{where}: its headers after the dlt.* ones are not the input record's own"
     return letter.topic_index, partition, offset, headers["dlt.reason"], headers["dlt.error"]
 
 

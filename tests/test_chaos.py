@@ -195,6 +195,29 @@ def test_a_malformed_dead_letter_is_unexpected_and_the_real_one_lost(letter: Dea
     assert len(counts.problems) == 1
 
 
+OWN = (("traceparent", b"00-ab-01"), ("empty", None), ("traceparent", b"twice"))
+"""A producer's own headers: a null value and a repeated name, as Kafka allows."""
+
+
+def test_a_dead_letter_carries_its_record_own_headers_after_the_rejection() -> None:
+    record = StoredRecord(0, 3, 41, b"u-1", b"{not json", (("dlt.reason", b"stale"), *OWN))
+    expected = [{"topic": 0, "partition": 3, "offset": 41, "reason": "invalid_json",
+                 "error": "bad"}]  # fmt: skip
+    letter = DeadLetter(0, 3, 0, b"u-1", b"{not json", (*_headers(), *OWN))
+    counts = compare_dead_letters(expected, [letter], TOPICS, [record])
+    assert (counts.found, counts.unexpected, counts.malformed) == (1, 0, 0)
+    for headers in (
+        _headers(),  # the record's own headers lost
+        (*_headers(), *OWN[:2]),  # one of them lost
+        (*_headers(), *reversed(OWN)),  # out of order
+        (*_headers(), ("dlt.reason", b"stale"), *OWN),  # the stale rejection kept
+        (*OWN, *_headers()),  # before the rejection
+    ):
+        letter = DeadLetter(0, 3, 0, b"u-1", b"{not json", headers)
+        counts = compare_dead_letters(expected, [letter], TOPICS, [record])
+        assert (counts.found, counts.unexpected, counts.malformed) == (0, 1, 1), headers
+
+
 def test_a_dead_letter_with_another_reason_or_error_is_unexpected() -> None:
     for letter in (_letter(reason="too_late"), _letter(error="other")):
         counts = _compare(letter)
