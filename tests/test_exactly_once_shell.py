@@ -91,7 +91,9 @@ def test_limit_events_and_dead_letters_go_with_the_plain_producer_to_their_parti
     guarantee: str,
 ) -> None:
     runtime, producer = _runtime(guarantee)
-    record = SimpleNamespace(topic=INPUT, partition=4, offset=17, key=b"u-9", value=b"{")
+    record = SimpleNamespace(
+        topic=INPUT, partition=4, offset=17, key=b"u-9", value=b"{", headers=[("trace", b"t-1")]
+    )
     rejected = SimpleNamespace(
         record=record, topic_index=0, rejection=Rejection(Reason.INVALID_JSON, "not JSON")
     )
@@ -99,6 +101,7 @@ def test_limit_events_and_dead_letters_go_with_the_plain_producer_to_their_parti
     batch = SimpleNamespace(applied=[rejected], decisions=[(decision, None)])
     asyncio.run(runtime._complete(batch, {}))
     assert producer.sent == [(DEAD_LETTERS, b"u-9", 4), (LIMITS, b"u-1", None)]
+    assert producer.headers[0]["trace"] == b"t-1"  # the record's own, after the dlt.* ones
 
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
@@ -113,13 +116,16 @@ def test_a_dead_letter_the_producer_refuses_goes_with_a_note_in_either_mode(guar
     # Through Faust's topics, exactly-once wrapped the refusal in ProducerSendError, which the
     # fallback never saw: the worker stopped at every restart on the same record.
     runtime, producer = _runtime(guarantee, limit=1000)
-    record = SimpleNamespace(topic=INPUT, partition=2, offset=5, key=b"u-9", value=b"x" * 5000)
+    record = SimpleNamespace(
+        topic=INPUT, partition=2, offset=5, key=b"u-9", value=b"x" * 5000, headers=[("t", b"1")]
+    )
     rejected = SimpleNamespace(
         record=record, topic_index=0, rejection=Rejection(Reason.TOO_LARGE, "too large")
     )
     asyncio.run(runtime._complete(SimpleNamespace(applied=[rejected], decisions=[]), {}))
     assert producer.sent == [(DEAD_LETTERS, b"u-9", 2)]
     assert producer.headers[0][TRUNCATED_HEADER] == b"5000"
+    assert "t" not in producer.headers[0]  # a note stands for the record: its headers stay out
 
 
 def _persisting(
