@@ -267,11 +267,13 @@ def locate_letter(
     names = [name for name, _ in rejection]
     if sorted(names) != sorted(_HEADERS):
         return f"{where}: headers {names}, not one each of {list(_HEADERS)} first"
+    if any(value is None for _, value in rejection):
+        return f"{where}: a dlt.* header without a value"
     try:
-        headers = {name: value.decode() for name, value in rejection}
+        headers = {name: bytes(value or b"").decode() for name, value in rejection}
         partition = int(headers["dlt.original.partition"])
         offset = int(headers["dlt.original.offset"])
-    except (AttributeError, UnicodeDecodeError, ValueError) as error:  # None, bytes, no int
+    except (UnicodeDecodeError, ValueError) as error:  # not UTF-8, no int
         return f"{where}: unreadable headers: {error}"
     if headers["dlt.original.topic"] != topics[letter.topic_index]:
         return f"{where}: names {headers['dlt.original.topic']!r} as its original topic"

@@ -187,6 +187,7 @@ def test_a_dead_letter_as_the_worker_writes_it_is_found_and_a_copy_is_a_duplicat
         DeadLetter(0, 3, 0, b"u-1", b"{not json", _headers()[1:]),  # once a KeyError
         DeadLetter(0, 3, 0, b"u-1", b"{not json", (*_headers(), ("dlt.reason", b"too_late"))),
         DeadLetter(0, 3, 0, b"u-1", b"{not json", (*_headers()[:-1], ("dlt.error", b"\xff"))),
+        DeadLetter(0, 3, 0, b"u-1", b"{not json", (*_headers()[:-1], ("dlt.error", None))),
     ],
 )
 def test_a_malformed_dead_letter_is_unexpected_and_the_real_one_lost(letter: DeadLetter) -> None:
