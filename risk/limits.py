@@ -68,13 +68,10 @@ def evaluate(
     reduce = reduce_hits(state, m, policy)
     if state.waived:
         holding = {hit.code: hit.value for hit in freeze + reduce}
-        # A waiver keeps the best measure seen since the operator's restore: evidence that
-        # left (a repaid instalment, an application out of the window) is not set aside
-        # again when new evidence of the same amount comes in.
         state.waived = {
-            code: float(holding[code]) if _worse(code, value, holding[code]) else value
+            code: kept
             for code, value in state.waived.items()
-            if code in holding and not _worse(code, holding[code], value)
+            if code in holding and (kept := _waiver(code, value, holding[code])) is not None
         }
         freeze = [hit for hit in freeze if hit.code not in state.waived]
         reduce = [hit for hit in reduce if hit.code not in state.waived]
@@ -97,9 +94,18 @@ def evaluate(
     return decide(state, m, policy, RESTORE, caused_by, unique)
 
 
-def _worse(code: str, now: float, waived: float) -> bool:
-    """Whether measure ``now`` is worse than ``waived``, the best since the operator's restore."""
-    return now < waived if code == "SCORE_LOW" else now > waived
+def _waiver(code: str, waived: float, now: float) -> float | None:
+    """The measure a waiver keeps once its rule measures ``now``; ``None`` once it is worse.
+
+    A count keeps the best measure seen since the operator's restore: evidence that left (a
+    repaid instalment, an application out of the window) is not set aside again when new
+    evidence of the same amount comes in, and a count rises only on evidence. The score
+    rises and falls with time alone, so it keeps the score the operator set aside: a dip
+    back from a peak that time brought is no new evidence.
+    """
+    if code == "SCORE_LOW":
+        return None if now < waived else waived
+    return None if now > waived else float(min(now, waived))
 
 
 def _update_freeze(

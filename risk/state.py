@@ -69,8 +69,9 @@ class UserState(msgspec.Struct, omit_defaults=True, gc=False):
     """Instalments paid on time in a row since probation began."""
     reduce_reasons: list[str] = []
     waived: dict[str, float] = {}
-    """Rule codes an operator's restore set aside, with the best measured value since. Each
-    lapses once its rule stops holding or its value gets worse: new evidence freezes again."""
+    """Rule codes an operator's restore set aside, with the best measured value since (the
+    score: the one set aside). Each lapses once its rule stops holding or its value gets
+    worse: new evidence freezes again."""
     automatic_restores: list[int] = []
     """Times of automatic restores from a freeze within ``restore.window`` (anti-flapping)."""
     cure_shortened_by: int = 0

@@ -786,3 +786,31 @@ def test_instalments_of_nothing_are_not_paid_on_time_and_end_no_probation() -> N
     docs = decisions(run(lines, until="2026-06-01T00:00:00Z"))
     assert [d["status"] for d in docs] == ["frozen", "probation"]
     assert state_after(lines, load_policy()).paid_on_time == 0
+
+
+def test_a_score_set_aside_lapses_below_the_restores_score_not_on_a_dip_time_alone_brings() -> None:
+    # Set aside at 590 (600 + 10 account age + 10 active days - 30 for three other lenders'
+    # applications). On 05-31 the first application leaves the 30 days: 610; on 06-03 the
+    # active days leave the 90: 600. No evidence came in, and 600 is better than the score
+    # the operator set aside. A fourth application on 06-05 takes it to 580: worse, so frozen.
+    policy = policy_with(
+        {"rules.score_low": {"enabled": True, "freeze_below": 620, "restore_margin": 20}}
+    )
+    lines = [application("2025-09-01T00:00:00Z", 500_000, event_id="a-0")]
+    lines += [
+        repayment(f"2026-03-0{day}T00:00:00Z", 100, event_id=f"r-{day}") for day in range(5, 10)
+    ]
+    lines += [
+        application(f"2026-{day}T00:00:00Z", 500_000, channel="other", event_id=f"x-{day}")
+        for day in ("05-01", "05-10", "05-11")
+    ]
+    lines.append(override("2026-05-12T00:00:00Z", "restore", event_id="ov-1"))
+    docs = decisions(run(lines, until="2026-06-20T00:00:00Z", policy=policy))
+    assert brief(docs)[1:] == [
+        (RESTORE, "active", "2026-05-12T00:00:00Z", "ov-1", ["MANUAL_OVERRIDE"])
+    ]
+    assert docs[1]["features"]["score"] == 590
+    later = application("2026-06-05T00:00:00Z", 500_000, channel="other", event_id="x-4")
+    docs = decisions(run([*lines, later], until="2026-06-20T00:00:00Z", policy=policy))
+    assert brief(docs)[2:] == [(FREEZE, "frozen", "2026-06-05T00:00:00Z", "x-4", ["SCORE_LOW"])]
+    assert docs[2]["reasons"][0]["value"] == 580
