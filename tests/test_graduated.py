@@ -814,3 +814,51 @@ def test_a_score_set_aside_lapses_below_the_restores_score_not_on_a_dip_time_alo
     docs = decisions(run([*lines, later], until="2026-06-20T00:00:00Z", policy=policy))
     assert brief(docs)[2:] == [(FREEZE, "frozen", "2026-06-05T00:00:00Z", "x-4", ["SCORE_LOW"])]
     assert docs[2]["reasons"][0]["value"] == 580
+
+
+# Spend of 3.00000125 × income, set aside by the operator: its reason reads 3.0001.
+SPEND_SET_ASIDE = [
+    application("2026-04-01T00:00:00Z", 500_000, income=800_000, event_id="a-1"),
+    purchase(
+        "2026-04-02T00:00:00Z",
+        2_400_001,
+        order="o-1",
+        event_id="p-1",
+        first_due="2026-06-01T00:00:00Z",
+    ),
+    override("2026-04-03T00:00:00Z", "restore", event_id="ov-1"),
+]
+
+
+def test_a_spend_waiver_an_earlier_version_stored_holds_for_the_same_spend() -> None:
+    # The earlier version stored the ratio rounded to the nearest, 3.0, and no exact measure;
+    # its changelog must not freeze the same spend as worse (3.0001 > 3.0) at the next event.
+    policy = load_policy()
+    state = state_after(SPEND_SET_ASIDE, policy)
+    state.waived, state.waived_spend = {"SPEND_INCOME_MISMATCH": 3.0}, None
+    old = STATE_DECODER.decode(STATE_ENCODER.encode(state))
+    assert b"waived_spend" not in STATE_ENCODER.encode(old)
+    (unrelated,) = decoded([repayment("2026-04-04T00:00:00Z", 1, event_id="r-1")])
+    assert apply(old, unrelated, policy) == []
+    assert not old.frozen
+    assert old.waived == {"SPEND_INCOME_MISMATCH": 3.0}
+    assert old.waived_spend == (2_400_001, 800_000)
+
+
+def test_a_spend_rise_below_a_ten_thousandth_of_income_ends_the_spend_waiver() -> None:
+    # 10 fen more is 3.0000138 × income, still 3.0001 as a reason's value: new evidence.
+    later = purchase("2026-04-05T00:00:00Z", 10, order="o-2", event_id="p-2",
+                     first_due="2026-06-01T00:00:00Z")  # fmt: skip
+    unrelated = repayment("2026-04-04T00:00:00Z", 1, event_id="r-1")
+    docs = decisions(run([*SPEND_SET_ASIDE, unrelated], until="2026-04-10T00:00:00Z"))
+    assert brief(docs)[1:] == [
+        (RESTORE, "active", "2026-04-03T00:00:00Z", "ov-1", ["MANUAL_OVERRIDE"])
+    ]  # fmt: skip
+    docs = decisions(run([*SPEND_SET_ASIDE, unrelated, later], until="2026-04-10T00:00:00Z"))
+    assert brief(docs)[2:] == [
+        (FREEZE, "frozen", "2026-04-05T00:00:00Z", "p-2", ["SPEND_INCOME_MISMATCH"])
+    ]  # fmt: skip
+    state = state_after([*SPEND_SET_ASIDE, unrelated], load_policy())
+    encoded = STATE_ENCODER.encode(state)
+    assert STATE_ENCODER.encode(STATE_DECODER.decode(encoded)) == encoded
+    assert state.waived_spend == (2_400_001, 800_000)
