@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from test_graduated import state_after
+from test_schema_documents import LIMIT, load, load_asyncapi
 
 from risk.engine import apply
 from risk.policy import load_policy
@@ -41,6 +42,21 @@ def test_a_state_whose_spell_was_forgotten_by_its_start_scores_above_replay_unti
         assert scores == ((540, 450) if later < "2026-09-17" else (540, 540))
     upgrading = " ".join(_guarantees().split("**Upgrading lineguard.**")[1].split())
     assert "Until 180 days after the upgrade, `features.score` can read higher" in upgrading
+
+
+def test_the_contract_says_a_release_may_repeat_a_decision_with_the_same_id_and_other_content() -> (
+    None
+):
+    # Under an unchanged policy_version a new build applies the records its predecessor left
+    # uncommitted, and a fix in it changes what their decisions read, not their ids.
+    texts = [load(LIMIT)["description"]]
+    texts += [c["description"] for c in load_asyncapi()["channels"].values()
+              if c["address"] == "credit.limit-events.v1"]  # fmt: skip
+    texts.append(_guarantees())
+    for text in texts:
+        flat = " ".join(text.split())
+        assert "release" in flat
+        assert "same event_id and other content" in flat.replace("`", "")
 
 
 def _guarantees() -> str:
