@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -773,6 +774,21 @@ def test_a_spell_counts_in_the_largest_dpd_of_180_days_until_180_days_after_it_e
         ["REPAID_AND_CURED", "SCORE_LOW_CLEARED"],
     )  # fmt: skip
     assert docs[1]["features"]["score"] == 540
+
+
+def test_design_says_the_state_keeps_the_spells_that_ended_in_the_last_180_days() -> None:
+    # DESIGN.md §State said "that started in the last 180 days", which the state kept before
+    # the score needed a spell until 180 days after its end (defect 87).
+    design = (Path(__file__).resolve().parent.parent / "DESIGN.md").read_text("utf-8")
+    section = " ".join(design.split("### Per-user state")[1].split("###")[0].split())
+    assert "Overdue episodes (delinquency spells) running or ended in the last 180 days" in section
+    lines = [
+        purchase("2026-01-01T00:00:00Z", 1000, order="o-1", first_due="2026-01-10T00:00:00Z"),
+        repayment("2026-03-21T00:00:00Z", 1000, event_id="r-1"),
+    ]
+    for day, kept in (("2026-09-16", 1), ("2026-09-17", 0)):
+        state = state_after([*lines, application(f"{day}T00:00:00Z", 500_000)], load_policy())
+        assert len(state.episodes) == kept
 
 
 def test_instalments_of_nothing_are_not_paid_on_time_and_end_no_probation() -> None:
