@@ -26,6 +26,7 @@ from risk.rules import (
     freeze_blocked,
     freeze_hits,
     freeze_path,
+    ratio,
     reduce_cleared,
     reduce_hits,
     reduce_path,
@@ -68,14 +69,14 @@ def evaluate(
     reduce = reduce_hits(state, m, policy)
     if state.waived:
         holding = {hit.code: hit.value for hit in freeze + reduce}
-        # A waiver keeps the best measure seen since the operator's restore: evidence that
-        # left (a repaid instalment, an application out of the window) is not set aside
-        # again when new evidence of the same amount comes in.
         state.waived = {
-            code: float(holding[code]) if _worse(code, value, holding[code]) else value
+            code: kept
             for code, value in state.waived.items()
-            if code in holding and not _worse(code, holding[code], value)
+            if code in holding
+            and (kept := _waiver(state, m, code, value, holding[code])) is not None
         }
+        if "SPEND_INCOME_MISMATCH" not in state.waived:
+            state.waived_spend = None
         freeze = [hit for hit in freeze if hit.code not in state.waived]
         reduce = [hit for hit in reduce if hit.code not in state.waived]
     if before == "active" and not freeze and not reduce:
@@ -97,9 +98,40 @@ def evaluate(
     return decide(state, m, policy, RESTORE, caused_by, unique)
 
 
-def _worse(code: str, now: float, waived: float) -> bool:
-    """Whether measure ``now`` is worse than ``waived``, the best since the operator's restore."""
-    return now < waived if code == "SCORE_LOW" else now > waived
+def _waiver(state: UserState, m: Measures, code: str, waived: float, now: float) -> float | None:
+    """The measure a waiver keeps once its rule measures ``now``; ``None`` once it is worse.
+
+    A count, or the spend, keeps the best measure seen since the operator's restore: evidence
+    that left (a repaid instalment, an application out of the window) is not set aside again
+    when new evidence of the same amount comes in, and they rise only on evidence. The score
+    rises and falls with time alone, so it keeps the score the operator set aside: a dip
+    back from a peak that time brought is no new evidence.
+    """
+    if code == "SCORE_LOW":
+        return None if now < waived else waived
+    if code == "SPEND_INCOME_MISMATCH":
+        return _spend_waiver(state, m, waived)
+    return None if now > waived else float(min(now, waived))
+
+
+def _spend_waiver(state: UserState, m: Measures, waived: float) -> float | None:
+    """:func:`_waiver` of the spend, compared exactly and kept in ``state.waived_spend``.
+
+    The reason's value is rounded, up near its bar, so it would call a rise of less than
+    0.0001 × income no worse, and a waiver an earlier version stored rounded to the nearest
+    worse at once. Such a waiver is compared as that version did until the first evaluation.
+    """
+    income = state.effective_income
+    assert income is not None  # noqa: S101 - the rule holds
+    best = state.waived_spend
+    if best is None:
+        if ratio(m.spend, income) > waived:
+            return None
+    elif m.spend * best[1] > best[0] * income:
+        return None
+    if best is None or m.spend * best[1] < best[0] * income:
+        state.waived_spend = best = (m.spend, income)
+    return ratio(*best)
 
 
 def _update_freeze(
@@ -201,7 +233,7 @@ def apply_override(state: UserState, override: LimitOverride, policy: Policy) ->
         MANUAL, 1, 1, f"{override.action} by operator {override.operator}: {override.note}"
     )
     if override.action == "freeze":
-        state.waived = {}
+        state.waived, state.waived_spend = {}, None
         # The rules that hold now are frozen alongside, and the reduce rules reduce, as an
         # evaluation would add them: left out, whether they could undo the freeze, or what
         # its automatic restore came back to, depended on an evaluation before they cleared.
@@ -217,6 +249,12 @@ def apply_override(state: UserState, override: LimitOverride, policy: Policy) ->
         # As floats, as the state's type has them: an int would come back from the
         # changelog as a float, and a state read again would differ from one kept.
         state.waived = {hit.code: float(hit.value) for hit in holding}
+        state.waived_spend = None
+        if "SPEND_INCOME_MISMATCH" in state.waived:
+            income = state.effective_income
+            assert income is not None  # noqa: S101 - the rule holds
+            state.waived_spend = (m.spend, income)
+            state.waived["SPEND_INCOME_MISMATCH"] = ratio(m.spend, income)
         state.frozen = state.probation = False
         state.freeze_reasons, state.reduce_reasons = [], []
         state.cure_shortened_by = 0

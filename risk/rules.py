@@ -430,10 +430,12 @@ def ratio_above(spend: int, income: int, bar: Fraction) -> float:
     """:func:`ratio` of a spend above ``bar`` × income, never rounded onto the bar.
 
     Rounded up where rounding to the nearest would reach it: a reason's value must read
-    above the threshold it is above.
+    above the threshold it is above, also to a consumer comparing the two JSON numbers as
+    floats, where a bar such as 2.2 is a float slightly above the decimal. Rounded up, the
+    value is a decimal of 4 places above the bar's of up to 12, so their floats differ too.
     """
     value = ratio(spend, income)
-    if Fraction(value) > bar:
+    if value > number(bar):
         return value
     return -(-spend * 10_000 // income) / 10_000
 

@@ -69,8 +69,13 @@ class UserState(msgspec.Struct, omit_defaults=True, gc=False):
     """Instalments paid on time in a row since probation began."""
     reduce_reasons: list[str] = []
     waived: dict[str, float] = {}
-    """Rule codes an operator's restore set aside, with the best measured value since. Each
-    lapses once its rule stops holding or its value gets worse: new evidence freezes again."""
+    """Rule codes an operator's restore set aside, with the best measured value since (the
+    score: the one set aside). Each lapses once its rule stops holding or its value gets
+    worse: new evidence freezes again."""
+    waived_spend: tuple[int, int] | None = None
+    """Spend and income of the best spend-to-income ratio since the operator's restore, while
+    ``SPEND_INCOME_MISMATCH`` is set aside: its exact measure, where ``waived`` has the ratio
+    rounded to 4 decimals. ``None`` with a waiver an earlier version made, which kept that only."""
     automatic_restores: list[int] = []
     """Times of automatic restores from a freeze within ``restore.window`` (anti-flapping)."""
     cure_shortened_by: int = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -775,6 +776,21 @@ def test_a_spell_counts_in_the_largest_dpd_of_180_days_until_180_days_after_it_e
     assert docs[1]["features"]["score"] == 540
 
 
+def test_design_says_the_state_keeps_the_spells_that_ended_in_the_last_180_days() -> None:
+    # DESIGN.md §State said "that started in the last 180 days", which the state kept before
+    # the score needed a spell until 180 days after its end (defect 87).
+    design = (Path(__file__).resolve().parent.parent / "DESIGN.md").read_text("utf-8")
+    section = " ".join(design.split("### Per-user state")[1].split("###")[0].split())
+    assert "Overdue episodes (delinquency spells) running or ended in the last 180 days" in section
+    lines = [
+        purchase("2026-01-01T00:00:00Z", 1000, order="o-1", first_due="2026-01-10T00:00:00Z"),
+        repayment("2026-03-21T00:00:00Z", 1000, event_id="r-1"),
+    ]
+    for day, kept in (("2026-09-16", 1), ("2026-09-17", 0)):
+        state = state_after([*lines, application(f"{day}T00:00:00Z", 500_000)], load_policy())
+        assert len(state.episodes) == kept
+
+
 def test_instalments_of_nothing_are_not_paid_on_time_and_end_no_probation() -> None:
     # 2 fen in 24 instalments: 2 on the first and 0 on the other 23. Nothing was owed on
     # those, so nothing was paid on time: they ended probation and lifted the score before.
@@ -786,3 +802,79 @@ def test_instalments_of_nothing_are_not_paid_on_time_and_end_no_probation() -> N
     docs = decisions(run(lines, until="2026-06-01T00:00:00Z"))
     assert [d["status"] for d in docs] == ["frozen", "probation"]
     assert state_after(lines, load_policy()).paid_on_time == 0
+
+
+def test_a_score_set_aside_lapses_below_the_restores_score_not_on_a_dip_time_alone_brings() -> None:
+    # Set aside at 590 (600 + 10 account age + 10 active days - 30 for three other lenders'
+    # applications). On 05-31 the first application leaves the 30 days: 610; on 06-03 the
+    # active days leave the 90: 600. No evidence came in, and 600 is better than the score
+    # the operator set aside. A fourth application on 06-05 takes it to 580: worse, so frozen.
+    policy = policy_with(
+        {"rules.score_low": {"enabled": True, "freeze_below": 620, "restore_margin": 20}}
+    )
+    lines = [application("2025-09-01T00:00:00Z", 500_000, event_id="a-0")]
+    lines += [
+        repayment(f"2026-03-0{day}T00:00:00Z", 100, event_id=f"r-{day}") for day in range(5, 10)
+    ]
+    lines += [
+        application(f"2026-{day}T00:00:00Z", 500_000, channel="other", event_id=f"x-{day}")
+        for day in ("05-01", "05-10", "05-11")
+    ]
+    lines.append(override("2026-05-12T00:00:00Z", "restore", event_id="ov-1"))
+    docs = decisions(run(lines, until="2026-06-20T00:00:00Z", policy=policy))
+    assert brief(docs)[1:] == [
+        (RESTORE, "active", "2026-05-12T00:00:00Z", "ov-1", ["MANUAL_OVERRIDE"])
+    ]
+    assert docs[1]["features"]["score"] == 590
+    later = application("2026-06-05T00:00:00Z", 500_000, channel="other", event_id="x-4")
+    docs = decisions(run([*lines, later], until="2026-06-20T00:00:00Z", policy=policy))
+    assert brief(docs)[2:] == [(FREEZE, "frozen", "2026-06-05T00:00:00Z", "x-4", ["SCORE_LOW"])]
+    assert docs[2]["reasons"][0]["value"] == 580
+
+
+# Spend of 3.00000125 × income, set aside by the operator: its reason reads 3.0001.
+SPEND_SET_ASIDE = [
+    application("2026-04-01T00:00:00Z", 500_000, income=800_000, event_id="a-1"),
+    purchase(
+        "2026-04-02T00:00:00Z",
+        2_400_001,
+        order="o-1",
+        event_id="p-1",
+        first_due="2026-06-01T00:00:00Z",
+    ),
+    override("2026-04-03T00:00:00Z", "restore", event_id="ov-1"),
+]
+
+
+def test_a_spend_waiver_an_earlier_version_stored_holds_for_the_same_spend() -> None:
+    # The earlier version stored the ratio rounded to the nearest, 3.0, and no exact measure;
+    # its changelog must not freeze the same spend as worse (3.0001 > 3.0) at the next event.
+    policy = load_policy()
+    state = state_after(SPEND_SET_ASIDE, policy)
+    state.waived, state.waived_spend = {"SPEND_INCOME_MISMATCH": 3.0}, None
+    old = STATE_DECODER.decode(STATE_ENCODER.encode(state))
+    assert b"waived_spend" not in STATE_ENCODER.encode(old)
+    (unrelated,) = decoded([repayment("2026-04-04T00:00:00Z", 1, event_id="r-1")])
+    assert apply(old, unrelated, policy) == []
+    assert not old.frozen
+    assert old.waived == {"SPEND_INCOME_MISMATCH": 3.0}
+    assert old.waived_spend == (2_400_001, 800_000)
+
+
+def test_a_spend_rise_below_a_ten_thousandth_of_income_ends_the_spend_waiver() -> None:
+    # 10 fen more is 3.0000138 × income, still 3.0001 as a reason's value: new evidence.
+    later = purchase("2026-04-05T00:00:00Z", 10, order="o-2", event_id="p-2",
+                     first_due="2026-06-01T00:00:00Z")  # fmt: skip
+    unrelated = repayment("2026-04-04T00:00:00Z", 1, event_id="r-1")
+    docs = decisions(run([*SPEND_SET_ASIDE, unrelated], until="2026-04-10T00:00:00Z"))
+    assert brief(docs)[1:] == [
+        (RESTORE, "active", "2026-04-03T00:00:00Z", "ov-1", ["MANUAL_OVERRIDE"])
+    ]  # fmt: skip
+    docs = decisions(run([*SPEND_SET_ASIDE, unrelated, later], until="2026-04-10T00:00:00Z"))
+    assert brief(docs)[2:] == [
+        (FREEZE, "frozen", "2026-04-05T00:00:00Z", "p-2", ["SPEND_INCOME_MISMATCH"])
+    ]  # fmt: skip
+    state = state_after([*SPEND_SET_ASIDE, unrelated], load_policy())
+    encoded = STATE_ENCODER.encode(state)
+    assert STATE_ENCODER.encode(STATE_DECODER.decode(encoded)) == encoded
+    assert state.waived_spend == (2_400_001, 800_000)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from fractions import Fraction
+
+import orjson
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from risk.clock import DAY
-from risk.contract import LoanApplication, Purchase, Repayment
+from risk.contract import MAX_MONEY, LoanApplication, Purchase, Repayment
 from risk.decision import Decision
 from risk.engine import OVERDUE, WINDOW, apply, fire_timers, new_state, next_timer
 from risk.limits import restore_path
-from risk.rules import Measures
+from risk.rules import Measures, number, ratio_above
 from risk.state import UserState
 
 from builders import (
@@ -327,6 +332,43 @@ def test_spend_one_fen_above_three_times_income_reads_above_the_bar() -> None:
     reason = freeze["reasons"][0]
     assert (reason["code"], reason["value"], reason["threshold"]) == (
         "SPEND_INCOME_MISMATCH", 3.0001, 3
+    )  # fmt: skip
+
+
+@st.composite
+def bars(draw: st.DrawFn) -> Fraction:
+    """A ratio as the policy takes it: up to 12 decimals, above 0 and at most 1000."""
+    places = draw(st.integers(0, 12))
+    scale = 10**places
+    return Fraction(draw(st.integers(1, 1000 * scale)), scale)
+
+
+@given(bars(), st.integers(1, MAX_MONEY), st.integers(1, 10**6))
+@example(Fraction("2.2"), 1_000_000, 1)
+@example(Fraction("1.1"), 1_000_000, 1)
+@example(Fraction("2.7"), 10_000_000, 3)
+def test_a_spend_reasons_value_reads_above_its_bar_as_json_numbers(
+    bar: Fraction, income: int, above: int
+) -> None:
+    # A consumer compares the JSON numbers as floats: 2.2 is a float slightly above 2.2, so a
+    # value rounded onto it (2,200,001 / 1,000,000) read as not above its threshold.
+    spend = bar.numerator * income // bar.denominator + above
+    value = ratio_above(spend, income, bar)
+    written = orjson.loads(orjson.dumps({"value": value, "threshold": number(bar)}))
+    assert written["value"] > written["threshold"]
+    assert abs(Fraction(value) - Fraction(spend, income)) <= Fraction(1, 10_000)
+
+
+def test_spend_one_fen_above_a_decimal_bar_reads_above_it() -> None:
+    policy = policy_with({"rules.spend_income": {"freeze_above_ratio": "2.2"}})
+    lines = [
+        application("2026-04-01T00:00:00Z", 500_000, income=1_000_000, event_id="a-1"),
+        purchase("2026-04-02T00:00:00Z", 2_200_001, event_id="p-1"),
+    ]
+    (freeze,) = decisions(run(lines, policy=policy))
+    reason = freeze["reasons"][0]
+    assert (reason["code"], reason["value"], reason["threshold"]) == (
+        "SPEND_INCOME_MISMATCH", 2.2001, 2.2
     )  # fmt: skip
 
 
