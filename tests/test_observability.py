@@ -144,6 +144,8 @@ def test_the_overview_shows_what_the_design_asks_for() -> None:
         "histogram_quantile(0.99, sum by (le) (rate(lineguard_decision_lag_seconds_bucket",
         "lineguard_consumer_lag_records",
         'up{job="lineguard"',  # worker up/down
+        "sum by (instance) (rate(process_cpu_seconds_total",  # CPU by worker
+        "sum by (instance) (process_resident_memory_bytes",  # memory by worker
     ):
         assert needle in exprs, needle
 
