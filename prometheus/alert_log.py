@@ -18,7 +18,12 @@ MAX_BODY = 1 << 20
 
 
 class AlertLog(BaseHTTPRequestHandler):
-    """One line per alert in each notification: receiver path, status, name and summary."""
+    """One line per alert: receiver path, status, name, labels, summary, description, runbook.
+
+    The description says what the alert measured and the runbook link where to go next:
+    without them whoever watches this log had a name and a sentence, and had to find the
+    rule to learn either.
+    """
 
     def do_POST(self) -> None:
         """Print the alerts of one webhook call and answer 200, or 400 for a bad body."""
@@ -33,10 +38,12 @@ class AlertLog(BaseHTTPRequestHandler):
             return
         for alert in alerts:
             labels = alert.get("labels", {})
-            summary = alert.get("annotations", {}).get("summary", "")
+            annotations = alert.get("annotations", {})
             print(
                 f"{self.path.strip('/')} {alert.get('status')} {labels.get('alertname')}"
-                f" {json.dumps(labels, sort_keys=True)} {summary}",
+                f" {json.dumps(labels, sort_keys=True)} {_one_line(annotations, 'summary')}"
+                f" | {_one_line(annotations, 'description')}"
+                f" | runbook: {_one_line(annotations, 'runbook_url')}",
                 flush=True,
             )
         self.send_response(200)
@@ -44,6 +51,14 @@ class AlertLog(BaseHTTPRequestHandler):
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """No access log: the alerts are the log. Errors still go to stderr."""
+
+
+def _one_line(annotations: dict[str, str], name: str) -> str:
+    """An annotation with its runs of whitespace as one space, so an alert stays one line.
+
+    ``-`` for one the alert lacks, so that each field keeps its place.
+    """
+    return " ".join(str(annotations.get(name, "")).split()) or "-"
 
 
 def main() -> None:

@@ -136,7 +136,10 @@ class UserView(View):
         A request is forwarded to the owner of the user's partition: checked first, the
         token is never sent on for a caller who lacks it. While this worker
         rebalances or recovers, its table may hold no state, or an old one, for users it is
-        about to own, and its view of who owns what is moving: 503, as ``/readyz``.
+        about to own, and its view of who owns what is moving: 503, as ``/readyz``. So
+        does a worker that holds no partition: 503 is what a client already retries,
+        elsewhere behind a load balancer, and ``Retry-After: 1`` still fits: a worker
+        that leaves hands this one a partition, seconds after a clean stop.
         """
         refusal = _refusal(self, request)
         if refusal is not None:
@@ -145,8 +148,9 @@ class UserView(View):
         if isinstance(named, _Problem):
             return self.json({"error": "bad request", "detail": named.detail}, status=400)
         user_id = named  # strictly decoded: aiohttp's own keeps a bad escape as it came
-        if not runtime.ready():
-            return _ask_again(self, "rebalancing or recovering; ask again")
+        unready = _unready()
+        if unready is not None:
+            return _ask_again(self, unready)
         try:
             owner = app.router.key_store(users.name, user_id)
         except KeyError:  # the assignor has no owner for the partition yet
@@ -261,6 +265,29 @@ def _user_id(request: Request) -> str | _Problem:
     return user_id
 
 
+NO_PARTITION: Final = (
+    "this worker holds no partition: there are more workers than partitions, or the"
+    " assignor left it none (README, Scaling out); ask another worker"
+)
+"""Why an idle worker is not ready. It stays so until another worker leaves the group."""
+
+
+def _unready() -> str | None:
+    """Why this worker cannot answer for its partitions, as ``/users`` and ``/readyz`` say.
+
+    None when it is ready. A worker whose rebalance and recovery are done with no input
+    partition stays so until another worker leaves: "rebalancing or recovering" would
+    send its clients back to it for an answer that does not come.
+    """
+    if runtime.ready():
+        return None
+    recovery_done = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+    settled = recovery_done and not app.rebalancing
+    if settled and not runtime.assignment():
+        return NO_PARTITION
+    return "rebalancing or recovering; ask again"
+
+
 def _ask_again(view: View, detail: str) -> Response:
     """503 with ``Retry-After``: the answer exists, but not here or not yet."""
     return view.json(
@@ -292,17 +319,19 @@ class Ready(View):
     """Readiness: partitions are assigned and table recovery has finished."""
 
     async def get(self, request: Request) -> Response:
-        """503 while rebalancing or recovering."""
+        """503 while rebalancing, recovering or holding no partition, saying which."""
         recovery_done = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
-        ready = runtime.ready()
+        unready = _unready()
         partitions = sorted({tp.partition for tp in runtime.assignment()})
         body: dict[str, Any] = {
-            "ready": ready,
+            "ready": unready is None,
             "rebalancing": app.rebalancing,
             "recovery_done": recovery_done,
             "partitions": partitions,
         }
-        return self.json(body, status=200 if ready else 503)
+        if unready is not None:
+            body["detail"] = unready
+        return self.json(body, status=200 if unready is None else 503)
 
 
 @app.page("/metrics")

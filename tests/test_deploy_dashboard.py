@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -61,9 +62,16 @@ def evaluate(prometheus: Prometheus) -> dict[str, list[tuple[dict[str, str], flo
 
 
 def expected_units(expr: str) -> set[str]:
-    """The Grafana units a query's result can be shown in: seconds, a rate or a count."""
+    """The Grafana units a query's result can be shown in: seconds, bytes, a rate or a count.
+
+    The rate of a ``_seconds_total`` counter is seconds a second, a share of one CPU.
+    """
     if "_seconds_bucket" in expr:
         return {"s"}
+    if "_bytes" in expr:
+        return {"bytes"}
+    if "rate(" in expr and "_seconds_total" in expr:
+        return {"percentunit"}
     if "rate(" in expr:
         return {"cps", "ops"}
     return {"short", "none"}
@@ -74,6 +82,8 @@ def test_the_unit_check_refuses_a_panel_in_the_wrong_unit() -> None:
     assert "ms" not in expected_units(lag)
     assert "short" not in expected_units("sum(rate(lineguard_events_total[1m]))")
     assert "cps" not in expected_units("sum(lineguard_users)")
+    assert "cps" not in expected_units("rate(process_cpu_seconds_total[1m])")
+    assert "short" not in expected_units("process_resident_memory_bytes")
 
 
 def test_every_panel_is_in_the_unit_of_its_queries() -> None:
@@ -89,8 +99,10 @@ def check_units(results: dict[str, list[tuple[dict[str, str], float]]]) -> None:
         for labels, value in series:
             assert not math.isnan(value), f"{where} {labels}: NaN"
             assert value >= 0, f"{where} {labels}: {value} < 0"
-            if unit(panel) in ("none", "short"):
+            if unit(panel) in ("none", "short", "bytes"):
                 assert value == int(value), f"{where} {labels}: {value} is no count"
+            if unit(panel) == "percentunit":  # of one CPU: a process uses at most them all
+                assert value <= (os.cpu_count() or 1) + 0.5, f"{where} {labels}: {value} CPUs"
             if unit(panel) == "s":
                 assert value < 2592000 + 1, f"{where} {labels}: {value} s"
 

@@ -44,14 +44,15 @@ def alerts() -> list[str]:
 
 
 def promql(text: str) -> list[str]:
-    """The code spans of ``text`` that are PromQL selecting lineguard's, kafka's or ``up``."""
+    """The code spans of ``text`` that are PromQL over lineguard's, kafka's, process or ``up``."""
     queries = []
     for span in re.findall(r"`([^`\n]+)`", text):
         try:
             names = metric_names(span)
         except (ValueError, AssertionError):
             continue
-        if names and all(re.match(r"lineguard_|kafka_|up$", name) for name in names):
+        known = r"lineguard_|kafka_|process_|python_|up$"
+        if names and all(re.match(known, name) for name in names):
             queries.append(span)
     return queries
 

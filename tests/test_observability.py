@@ -144,6 +144,8 @@ def test_the_overview_shows_what_the_design_asks_for() -> None:
         "histogram_quantile(0.99, sum by (le) (rate(lineguard_decision_lag_seconds_bucket",
         "lineguard_consumer_lag_records",
         'up{job="lineguard"',  # worker up/down
+        "sum by (instance) (rate(process_cpu_seconds_total",  # CPU by worker
+        "sum by (instance) (process_resident_memory_bytes",  # memory by worker
     ):
         assert needle in exprs, needle
 
@@ -551,7 +553,9 @@ def test_the_alert_log_prints_every_alert_of_a_notification(
         url = f"http://127.0.0.1:{server.server_address[1]}/critical"
         body = {"alerts": [
             {"status": "firing", "labels": {"alertname": "LineguardWorkerDown", "severity": "critical"},
-             "annotations": {"summary": "A lineguard worker is down."}},
+             "annotations": {"summary": "A lineguard worker is down.",
+                             "description": "Prometheus has failed to scrape\n  worker-1:6066.",
+                             "runbook_url": "docs/runbook.md#lineguardworkerdown"}},
             {"status": "resolved", "labels": {"alertname": "LineguardFreezeRateSpike"}},
         ]}  # fmt: skip
         request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
@@ -566,6 +570,10 @@ def test_the_alert_log_prints_every_alert_of_a_notification(
         thread.join(10)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("critical firing LineguardWorkerDown {")
-    assert lines[0].endswith("A lineguard worker is down.")
+    assert lines[0].endswith(
+        "} A lineguard worker is down. | Prometheus has failed to scrape worker-1:6066."
+        " | runbook: docs/runbook.md#lineguardworkerdown"
+    )
     assert lines[1].startswith("critical resolved LineguardFreezeRateSpike")
+    assert lines[1].endswith("} - | - | runbook: -")
     assert len(lines) == 2

@@ -164,3 +164,42 @@ def _forwarded_once_and_marked(one: Worker, two: Worker, users: list[str], token
         status, body, _ = worker.request(f"/users/{users[0]}/", {**auth, "Host": "a:b:c"})
         assert (status, body["user_id"]) == (200, users[0])
     assert content_types == {"application/json; charset=utf-8"}
+
+
+def test_a_worker_without_a_partition_says_so_and_sends_the_client_elsewhere(
+    start_worker: Callable[..., Worker],
+) -> None:
+    """A worker beyond the partition count answers 503 saying it holds none, not "rebalancing".
+
+    It stays so until another worker leaves; "rebalancing or recovering" sent its clients
+    back to it for as long as it ran. /readyz says the same, and the owner still answers.
+    """
+    token = "s3cret-token-of-the-idle-worker"  # noqa: S105 - a test token for a loopback worker
+    env = {"LINEGUARD_API_TOKEN": token, "LINEGUARD_TOPIC_PARTITIONS": "1"}
+    owner = start_worker(extra_env=env)
+    owner.wait_ready()
+    spare = start_worker(extra_env=env)
+
+    def settled() -> bool:
+        try:
+            owner_status, mine = owner.get("/readyz")
+            spare_status, theirs = spare.get("/readyz")
+        except OSError:  # the spare's web server is not up yet
+            return False
+        return (
+            (owner_status, mine["partitions"]) == (200, [0])
+            and (spare_status, theirs["partitions"]) == (503, [])
+            and theirs["recovery_done"]
+            and not theirs["rebalancing"]
+        )
+
+    wait_for(settled, 90, "the first worker to keep the partition and the second to settle idle")
+    auth = {"Authorization": f"Bearer {token}"}
+    status, body, headers = spare.request("/users/u-idle", auth)
+    assert (status, headers["Retry-After"], body["error"]) == (503, "1", "not ready"), body
+    assert "holds no partition" in body["detail"] and "ask another worker" in body["detail"]
+    _, ready = spare.get("/readyz")
+    assert (ready["ready"], ready.get("detail")) == (False, body["detail"])
+    assert "detail" not in owner.get("/readyz")[1]
+    status, body, _ = owner.request("/users/u-idle", auth)
+    assert (status, body["error"]) == (404, "unknown user")
