@@ -7,7 +7,11 @@ count of an existing deployment cannot change in place (:func:`refuse_other_coun
 Missing topics are created with the configured partition count first, so that no
 broker auto-creates them with its own default, and missing dead-letter topics with
 room for the largest record their input topic takes plus the dead letter's headers
-(:func:`dead_letter_max_bytes`).
+(:func:`dead_letter_max_bytes`). A dead letter goes to its record's partition of the
+dead-letter topic, so an existing one needs at least its input's partitions
+(:func:`refuse_small_dead_letter_topics`). The limit events may have any count: the
+producer spreads them by user over the topic's own partitions, and consumers rely on
+per-user order only.
 """
 
 from __future__ import annotations
@@ -134,6 +138,31 @@ def refuse_other_counts(settings: Settings, counts: Mapping[str, int]) -> None:
         )
 
 
+def refuse_small_dead_letter_topics(settings: Settings, counts: Mapping[str, int]) -> None:
+    """Stop start-up, in one line, if an existing ``.dlt`` topic is smaller than its input.
+
+    ``counts`` holds the partition counts of existing ``.dlt`` topics. A dead letter goes to
+    its record's partition; aiokafka raised ``AssertionError: Unrecognized partition`` for
+    one beyond the topic's count, and the worker stopped, read the record again after each
+    restart and stopped again. More partitions than the input are harmless: the extra ones
+    stay empty. The inputs have ``LINEGUARD_TOPIC_PARTITIONS`` (:func:`refuse_other_counts`).
+    """
+    wanted = settings.topic_partitions
+    small = [
+        f"{topic}.dlt has {counts[f'{topic}.dlt']} partitions and needs at least {wanted},"
+        f" those of {topic}"
+        for topic in settings.input_topics
+        if counts.get(f"{topic}.dlt", wanted) < wanted
+    ]
+    if small:
+        raise PreflightError(
+            "a dead-letter topic has fewer partitions than its input topic: "
+            + "; ".join(small)
+            + ". A rejected record goes to its own partition number there. Add partitions to"
+            " it (kafka-topics --alter --partitions), or delete it and let lineguard create it."
+        )
+
+
 def dead_letter_topics(settings: Settings) -> list[str]:
     """Each input topic's dead-letter topic."""
     return [f"{topic}.dlt" for topic in settings.input_topics]
@@ -152,8 +181,9 @@ def dead_letter_max_bytes(input_limits: Mapping[str, int | None]) -> int:
 async def prepare_topics(settings: Settings) -> dict[str, int]:
     """Create missing topics, then refuse to run unless the inputs are co-partitioned.
 
-    Existing co-partitioned topics of another count than the setting's stop start-up
-    before anything is created (:func:`refuse_other_counts`).
+    Existing co-partitioned topics of another count than the setting's, and existing
+    dead-letter topics of fewer, stop start-up before anything is created
+    (:func:`refuse_other_counts`, :func:`refuse_small_dead_letter_topics`).
 
     The dead-letter topics are created after the others, once the input topics'
     ``max.message.bytes`` can be read (:func:`dead_letter_max_bytes`). An existing
@@ -170,6 +200,9 @@ async def prepare_topics(settings: Settings) -> dict[str, int]:
             ),
         )  # fmt: skip
         dead_letters = dead_letter_topics(settings)
+        refuse_small_dead_letter_topics(
+            settings, await _partition_counts(admin, [t for t in dead_letters if t in existing])
+        )
         missing = [name for name in required_topics(settings) if name not in existing]
         refused = await _create(admin, settings, [t for t in missing if t not in dead_letters])
         limits = await _max_message_bytes(

@@ -43,6 +43,7 @@ from streams import metrics
 from streams.changelog import ChangelogWriter, PartitionWrites
 from streams.delivery import InOrderDelivery, guard_recovery_seeks
 from streams.fetch import BatchDiversion
+from streams.header_keys import tolerate_header_keys
 from streams.progress import Marks, event_time_at, is_progress_key, progress_key
 from streams.stored import stored_state_getter, stored_states
 
@@ -300,6 +301,7 @@ class Runtime:
         self.diversion = BatchDiversion(
             (*self.topics, tick_topic), self.on_fetched, settings.batch_max_records
         )
+        tolerate_header_keys()  # a header key that is not UTF-8 stopped the fetch for good
         self._hold_since: dict[TP, float] = {}
         self._fetched: dict[tuple[TP, int], int] = {}
         """When the fetch response that brought each record waiting in a merge came, in

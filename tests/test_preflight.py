@@ -228,3 +228,36 @@ def test_dead_letter_topics_are_created_with_room_for_their_inputs_largest_recor
     limits = asyncio.run(run())
     expected = str(5_000_000 + DEAD_LETTER_HEADROOM)
     assert limits == {f"{topic}.dlt": expected for topic in settings.input_topics}
+
+
+def test_an_existing_dead_letter_topic_of_fewer_partitions_than_its_input_stops_start_up(
+    admin: type[FakeAdmin],
+) -> None:
+    """A dead letter goes to its record's partition: a ``.dlt`` topic of 2 partitions beside an
+    input of 6 stopped the worker at the first rejected record of partitions 2 to 5."""
+    purchases, repayments = SETTINGS.input_topics[:2]
+    existing = _existing(admin, {f"{purchases}.dlt": 2, f"{repayments}.dlt": 9})
+    made: list[str] = []
+
+    async def create_topics(self: FakeAdmin, new_topics: list[Any]) -> Any:
+        made.extend(topic.name for topic in new_topics)
+        return await FakeAdmin.create_topics(self, new_topics)
+
+    existing.create_topics = create_topics  # type: ignore[method-assign]
+    with pytest.raises(PreflightError) as refused:
+        asyncio.run(prepare_topics(SETTINGS))
+    message = str(refused.value)
+    assert "\n" not in message
+    assert (
+        f"{purchases}.dlt has 2 partitions and needs at least 6, those of {purchases}." in message
+    )
+    assert repayments not in message  # more partitions than the input are harmless
+    assert made == []
+
+
+def test_dead_letter_topics_of_as_many_partitions_as_their_inputs_or_more_pass(
+    admin: type[FakeAdmin],
+) -> None:
+    purchases, repayments = SETTINGS.input_topics[:2]
+    _existing(admin, {f"{purchases}.dlt": 6, f"{repayments}.dlt": 12})
+    assert set(asyncio.run(prepare_topics(SETTINGS)).values()) == {6}
