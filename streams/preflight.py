@@ -119,13 +119,15 @@ def refuse_other_counts(settings: Settings, counts: Mapping[str, int]) -> None:
     the ticks of a new app id) got the setting's count, which the next start refused.
     """
     wanted = settings.topic_partitions
+    counts = {name: count for name, count in counts.items() if count}  # 0: being deleted
     listing = ", ".join(f"{name}: {count}" for name, count in counts.items())
     if len(set(counts.values())) > 1:
         raise PreflightError(
-            "the input topics must have the same number of partitions (co-partitioned, all"
-            f" keyed by user_id with murmur2), but they have {listing}"
-            f" (LINEGUARD_TOPIC_PARTITIONS is {wanted}). Repartition them, or point"
-            " LINEGUARD_*_TOPIC at co-partitioned topics."
+            f"the input topics, {settings.tick_topic} and {settings.app_id}-users-changelog"
+            " must have the same number of partitions (co-partitioned, all keyed by user_id"
+            f" with murmur2), but they have {listing} (LINEGUARD_TOPIC_PARTITIONS is"
+            f" {wanted}). Partitions added in place split each user's state: see README,"
+            " Changing the partition count." + _ticks_alone(settings, counts)
         )
     found = next(iter(counts.values()), wanted)
     if found != wanted:
@@ -136,6 +138,17 @@ def refuse_other_counts(settings: Settings, counts: Mapping[str, int]) -> None:
             f" place: set LINEGUARD_TOPIC_PARTITIONS={found}, or migrate (README, Changing the"
             " partition count)."
         )
+
+
+def _ticks_alone(settings: Settings, counts: Mapping[str, int]) -> str:
+    """A hint when only the ticks topic differs: it holds no state, so it can go."""
+    others = {count for name, count in counts.items() if name != settings.tick_topic}
+    if settings.tick_topic not in counts or len(others) != 1:
+        return ""
+    return (
+        f" Only {settings.tick_topic} differs: it holds ticks, no state, so with every worker"
+        " stopped it can be deleted, and start-up creates it again with the setting's count."
+    )
 
 
 def refuse_small_dead_letter_topics(settings: Settings, counts: Mapping[str, int]) -> None:

@@ -23,6 +23,7 @@ from streams.preflight import (
     PreflightError,
     dead_letter_max_bytes,
     prepare_topics,
+    refuse_other_counts,
     required_topics,
 )
 from streams.settings import Settings
@@ -166,6 +167,35 @@ def test_a_changelog_of_another_count_than_the_inputs_stops_start_up(
         asyncio.run(prepare_topics(SETTINGS))
     assert "must have the same number of partitions" in str(refused.value)
     assert f"{changelog}: 3" in str(refused.value)
+
+
+def test_a_ticks_topic_left_at_another_count_is_named_as_deletable_and_the_others_not(
+    admin: type[FakeAdmin],
+) -> None:
+    changelog = f"{SETTINGS.app_id}-users-changelog"
+    _existing(
+        admin, {**dict.fromkeys([*SETTINGS.input_topics, changelog], 6), SETTINGS.tick_topic: 3}
+    )
+    with pytest.raises(PreflightError) as refused:
+        asyncio.run(prepare_topics(SETTINGS))
+    message = str(refused.value)
+    assert f"{SETTINGS.tick_topic}: 3" in message
+    assert f"Only {SETTINGS.tick_topic} differs" in message
+    assert "Changing the partition count" in message
+    assert "\n" not in message
+    _existing(
+        admin, {**dict.fromkeys([*SETTINGS.input_topics, SETTINGS.tick_topic], 6), changelog: 3}
+    )
+    with pytest.raises(PreflightError) as refused:
+        asyncio.run(prepare_topics(SETTINGS))
+    assert "can be deleted" not in str(refused.value)  # the changelog holds the state
+
+
+def test_a_topic_without_partitions_is_not_taken_for_a_count_of_zero() -> None:
+    """A topic being deleted lists with no partitions: no ``LINEGUARD_TOPIC_PARTITIONS=0``."""
+    counts = dict.fromkeys(SETTINGS.input_topics, 6) | {SETTINGS.tick_topic: 0}
+    refuse_other_counts(SETTINGS, counts)  # the setting's 6: nothing to refuse
+    refuse_other_counts(SETTINGS, dict.fromkeys(SETTINGS.input_topics, 0))
 
 
 def test_topics_that_still_do_not_exist_stop_start_up(admin: type[FakeAdmin]) -> None:
