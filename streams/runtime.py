@@ -655,7 +655,7 @@ class Runtime:
         value: bytes | None,
         *,
         partition: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: list[tuple[str, bytes | None]] | None = None,
     ) -> Awaitable[Any]:
         """Send one record with aiokafka's producer; the key picks the partition when none is given."""
         name = self._topic_names.get(topic)
@@ -945,7 +945,7 @@ class Runtime:
                  reason=str(rejection.reason))  # fmt: skip
 
 
-def _own_headers(message: Message) -> list[tuple[str, bytes]]:
+def _own_headers(message: Message) -> list[tuple[str, bytes | None]]:
     """A rejected record's headers, for whoever replays its dead letter.
 
     Not its ``dlt.*`` ones: a record re-published from a dead-letter topic brings its
