@@ -2,13 +2,13 @@
 
 Faust's ``CopartitionedAssignor`` is sticky: each member keeps its partitions while it holds
 at most ⌈P ÷ N⌉ of them, and it trims members to ⌊P ÷ N⌋, which frees partitions for a
-newcomer, only when there are no standby replicas. With lineguard's one standby, three
-workers holding two of six partitions each kept them, and a fourth got no partition (nor a
+newcomer, only when there are no standby replicas. With one standby, three workers
+holding two of six partitions each kept them, and a fourth got no partition (nor a
 standby: every partition's standby had a holder within its capacity) for as long as the
 group did not change (RELIABILITY.md, defect 102). Dropping the standbys would balance the
 group, but a ``rocksdb://`` worker taking a partition over resumes from its standby copy
-instead of reading the partition's changelog whole (102 has the measurements); this keeps
-them.
+instead of reading the partition's changelog whole (102 has the measurements), so
+``rocksdb://`` workers keep one (:func:`standby_replicas`) and this balances them.
 """
 
 from __future__ import annotations
@@ -19,6 +19,17 @@ from collections.abc import Mapping, MutableMapping
 from faust.assignor import PartitionAssignor
 from faust.assignor.client_assignment import ClientAssignment, CopartitionedAssignment
 from faust.assignor.copartitioned_assignor import CopartitionedAssignor
+
+
+def standby_replicas(store: str) -> int:
+    """One standby copy of each partition on another worker with ``rocksdb://``; none else.
+
+    A ``rocksdb://`` worker that takes a partition over resumes from its standby copy. Faust
+    keeps no offset for an in-memory store, so a ``memory://`` worker reads the partition's
+    changelog whole either way, and its standby copies only cost memory and the CPU of
+    applying the other workers' changelog records (RELIABILITY.md, A1).
+    """
+    return 1 if store.startswith("rocksdb") else 0
 
 
 def even_out(

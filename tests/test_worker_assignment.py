@@ -59,10 +59,12 @@ def _settled(workers: list[Worker]) -> Callable[[], bool]:
 def test_each_worker_that_joins_gets_a_share_of_the_partitions(
     kafka_bootstrap: str, topics: Topics, start_worker: Callable[..., Worker]
 ) -> None:
+    """With ``rocksdb://``, whose workers keep standby copies, under which Faust's own
+    assignor left the newcomer nothing (RELIABILITY.md, defect 102)."""
     asyncio.run(create_topics(kafka_bootstrap, topics, PARTITIONS))
     workers: list[Worker] = []
     for _ in range(5):  # the fourth and the fifth joined workers holding ⌈6 ÷ N⌉ each
-        workers.append(start_worker())
+        workers.append(start_worker(extra_env={"LINEGUARD_STORE": "rocksdb://"}))
         try:
             wait_for(_settled(workers), 90, f"{len(workers)} workers to share the partitions")
         except AssertionError as error:
@@ -78,3 +80,27 @@ def test_each_worker_that_joins_gets_a_share_of_the_partitions(
         "the five workers to apply every record",
     )
     assert all(worker.metric("lineguard_events_total") > 0 for worker in workers)
+
+
+STANDBY_LOG = "Highwater - Standby"
+"""Faust's recovery logs this table when it starts reading the worker's standby partitions."""
+
+
+@pytest.mark.parametrize(("store", "standbys"), [("memory://", False), ("rocksdb://", True)])
+def test_only_rocksdb_workers_keep_standby_copies(
+    kafka_bootstrap: str,
+    topics: Topics,
+    start_worker: Callable[..., Worker],
+    store: str,
+    standbys: bool,
+) -> None:
+    """A ``memory://`` worker reads a partition it takes over whole anyway (RELIABILITY.md, A1).
+
+    Faust's recovery of the last rebalance has logged the standbys it reads by the time
+    ``/readyz`` answers 200.
+    """
+    asyncio.run(create_topics(kafka_bootstrap, topics, PARTITIONS))
+    workers = [start_worker(extra_env={"LINEGUARD_STORE": store}) for _ in range(2)]
+    wait_for(_settled(workers), 90, "two workers to share the partitions")
+    logs = [(w.workdir / f"worker-{w.port}.log").read_text(errors="replace") for w in workers]
+    assert [STANDBY_LOG in log for log in logs] == [standbys, standbys]
