@@ -33,6 +33,7 @@ from risk.backtest import backtest, render_text
 from risk.clock import parse_timestamp
 from risk.policy import Policy, PolicyError, load_policy
 from risk.replay import InputRecord, ReplayInputError, last_lines, parse_records, replay
+from streams.assignor import EvenPartitionAssignor, standby_replicas
 from streams.preflight import PRODUCER_MAX_REQUEST_SIZE, kafka_credentials
 from streams.recovery import PromptTableManager, install_changelog_fast_path
 from streams.runtime import wall_micros
@@ -162,6 +163,8 @@ def create_app(settings: Settings) -> faust.App:
         producer_compression_type=settings.producer_compression_type(),
         producer_max_request_size=PRODUCER_MAX_REQUEST_SIZE,  # a dead letter is its record and more
         TableManager=PromptTableManager,  # starts the tables without Faust's 1 s sleep
+        PartitionAssignor=EvenPartitionAssignor,  # a joining worker gets partitions, standbys kept
+        table_standby_replicas=standby_replicas(settings.store),
     )
     install_changelog_fast_path(app)  # recovery reads the changelog a fetch at a time
     tune_worker_consumer(app, settings.fetch_max_wait())
