@@ -27,7 +27,7 @@ def standby_replicas(store: str) -> int:
     A ``rocksdb://`` worker that takes a partition over resumes from its standby copy. Faust
     keeps no offset for an in-memory store, so a ``memory://`` worker reads the partition's
     changelog whole either way, and its standby copies only cost memory and the CPU of
-    applying the other workers' changelog records (RELIABILITY.md, A1).
+    applying the other workers' changelog records (RELIABILITY.md, defect 116).
     """
     return 1 if store.startswith("rocksdb") else 0
 

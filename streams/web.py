@@ -266,8 +266,8 @@ def _user_id(request: Request) -> str | _Problem:
 
 
 NO_PARTITION: Final = (
-    "this worker holds no partition: there are more workers than partitions, or the"
-    " assignor left it none (README, Scaling out); ask another worker"
+    "this worker holds no partition: there are more workers than partitions (README,"
+    " Scaling out); ask another worker"
 )
 """Why an idle worker is not ready. It stays so until another worker leaves the group."""
 

@@ -94,7 +94,7 @@ def test_only_rocksdb_workers_keep_standby_copies(
     store: str,
     standbys: bool,
 ) -> None:
-    """A ``memory://`` worker reads a partition it takes over whole anyway (RELIABILITY.md, A1).
+    """A ``memory://`` worker reads a partition it takes over whole anyway (RELIABILITY.md, defect 116).
 
     Faust's recovery of the last rebalance has logged the standbys it reads by the time
     ``/readyz`` answers 200.
