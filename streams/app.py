@@ -32,7 +32,14 @@ from pydantic import ValidationError
 from risk.backtest import backtest, render_text
 from risk.clock import parse_timestamp
 from risk.policy import Policy, PolicyError, load_policy
-from risk.replay import InputRecord, ReplayInputError, last_lines, parse_records, replay
+from risk.replay import (
+    EarliestTimes,
+    InputRecord,
+    ReplayInputError,
+    earliest_times,
+    parse_records,
+    replay,
+)
 from streams.preflight import PRODUCER_MAX_REQUEST_SIZE, kafka_credentials
 from streams.recovery import PromptTableManager, install_changelog_fast_path
 from streams.runtime import wall_micros
@@ -260,14 +267,14 @@ class _ReplayRun:
     """What ``replay`` and ``backtest`` hand to the core besides the policy."""
 
     records: Iterable[InputRecord]
-    """A list, or with ``ends`` the file read again as the core takes its records."""
+    """A list, or with ``earliest`` the file read again as the core takes its records."""
     partitions: int
     until: int | None
     now: int
     topics: tuple[str, ...]
     """The input topics' names from the settings, in the contract's order."""
-    ends: dict[tuple[int, int], int] | None = None
-    """Each partition's and topic's last line, found by a first pass (:func:`last_lines`)."""
+    earliest: EarliestTimes | None = None
+    """What the merge needs of the records not read yet, found by a first pass."""
 
 
 _REPLAY_OPTIONS: Final = (
@@ -339,9 +346,9 @@ def _replay_run(
 ) -> _ReplayRun:
     """Read the input file (``-``: stdin) and the shared options; a bad line stops naming it.
 
-    ``as_read``: a regular file is read twice, first for :func:`last_lines`, so that the core
-    then holds only the records the merge must wait behind, not the whole input. Stdin and a
-    pipe (``<(zcat ...)``) can be read only once, and are held.
+    ``as_read``: a regular file is read twice, first for :func:`earliest_times`, so that the
+    core then holds only the records the merge must wait behind, not the whole input. Stdin
+    and a pipe (``<(zcat ...)``) can be read only once, and are held.
     """
     count = _partitions_option(partitions)
     until_at = _timestamp_option(until, "--until")
@@ -354,16 +361,16 @@ def _replay_run(
             file=sys.stderr,
         )
     topics = settings.input_topics
-    ends = None
+    earliest = None
     records: Iterable[InputRecord]
     with _input_errors(input_file), _input_lines(input_file) as lines:
         if as_read and input_file != "-" and Path(input_file).is_file():  # not a pipe
-            ends = last_lines(parse_records(lines, topics), count, topics)
+            earliest = earliest_times(parse_records(lines, topics), count, topics)
             records = _read_again(input_file)
         else:
             records = list(parse_records(lines, topics))
     return _ReplayRun(
-        records, count, until_at, wall_micros() if now_at is None else now_at, topics, ends
+        records, count, until_at, wall_micros() if now_at is None else now_at, topics, earliest
     )
 
 
@@ -458,10 +465,11 @@ async def replay_command(
     limit_events = _Output(output, input_file)
     dead_letter_lines = None if dead_letters is None else _Output(dead_letters, input_file)
     run = _replay_run(input_file, partitions, until, now, as_read=True)
-    result = replay(
-        run.records, loaded, partitions=run.partitions, until=run.until, now=run.now,
-        topics=run.topics, ends=run.ends,
-    )  # fmt: skip
+    with _input_errors(input_file):  # the second pass's, which the core may find too
+        result = replay(
+            run.records, loaded, partitions=run.partitions, until=run.until, now=run.now,
+            topics=run.topics, earliest=run.earliest,
+        )  # fmt: skip
     limit_events.write_lines(d.to_json(wall_micros()) for d in result.decisions)
     if dead_letter_lines is not None:
         import orjson
