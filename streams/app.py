@@ -11,6 +11,7 @@ import contextlib
 import functools
 import gzip
 import io
+import itertools
 import logging
 import math
 import os
@@ -317,7 +318,7 @@ GZIP_MAGIC: Final = b"\x1f\x8b"
 
 
 @contextlib.contextmanager
-def _input_lines(input_file: str) -> Iterator[Iterable[bytes]]:
+def _input_lines(input_file: str) -> Iterator[io.BufferedIOBase]:
     """The input file (``-``: stdin), decompressed if it is gzip, whatever its name.
 
     Exports of topics are often kept compressed; read as text, one stopped at
@@ -365,8 +366,9 @@ def _replay_run(
     records: Iterable[InputRecord]
     with _input_errors(input_file), _input_lines(input_file) as lines:
         if as_read and input_file != "-" and Path(input_file).is_file():  # not a pipe
-            earliest = earliest_times(parse_records(lines, topics), count, topics)
-            records = _read_again(input_file)
+            first = _Counted(lines)
+            earliest = earliest_times(parse_records(first, topics), count, topics)
+            records = _read_again(input_file, first.count, os.fstat(lines.fileno()))
         else:
             records = list(parse_records(lines, topics))
     return _ReplayRun(
@@ -385,10 +387,49 @@ def _input_errors(input_file: str) -> Iterator[None]:
         _fail(f"{input_file}: {error}")
 
 
-def _read_again(input_file: str) -> Iterator[InputRecord]:
-    """The input file's records, parsed again as they are taken (a second pass)."""
+class _Counted:
+    """Lines, counted as they are taken."""
+
+    def __init__(self, lines: Iterable[bytes]) -> None:
+        self._lines = lines
+        self.count = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self._lines:
+            self.count += 1
+            yield line
+
+
+def _read_again(input_file: str, count: int, first: os.stat_result) -> Iterator[InputRecord]:
+    """The input file's records, parsed again as they are taken (a second pass).
+
+    Exactly the ``count`` lines the first pass read, of the file ``first`` describes: lines
+    appended since (an export still being written) are left out, with a note, and a file
+    replaced or cut short since stops the command, as the first pass no longer describes it.
+    """
     with _input_errors(input_file), _input_lines(input_file) as lines:
-        yield from parse_records(lines, settings.input_topics)
+        file = os.fstat(lines.fileno())
+        if (file.st_dev, file.st_ino) != (first.st_dev, first.st_ino):
+            _changed(input_file, "was replaced by another file")
+        if file.st_size < first.st_size:
+            _changed(input_file, f"shrank from {first.st_size} to {file.st_size} bytes")
+        again = _Counted(itertools.islice(lines, count))
+        yield from parse_records(again, settings.input_topics)
+        if again.count < count:
+            _changed(input_file, f"shrank from {count} to {again.count} lines")
+        if lines.readline():
+            print(
+                f"lineguard: note: {input_file}: the lines added after its first reading"
+                f" (line {count + 1} on) were not replayed",
+                file=sys.stderr,
+            )
+
+
+def _changed(input_file: str, how: str) -> None:
+    _fail(
+        f"{input_file}: {how} between replay's two readings of it; replay a file that is"
+        " no longer written"
+    )
 
 
 class _Output:
