@@ -10,12 +10,15 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any, Final
 
 import msgspec
 
+from risk.clock import parse_timestamp
 from risk.contract import Rejection
 from risk.decision import Decision
 from risk.group import Applied, PartitionGroup, never_more
@@ -155,15 +158,69 @@ def dead_letter(record: InputRecord, rejection: Rejection) -> dict[str, Any]:
     return letter
 
 
-def last_lines(
+@dataclass(frozen=True, slots=True)
+class EarliestTimes:
+    """What the merge needs of a file's records that it has not read yet.
+
+    For each partition and topic, one number a record, in the file's order: the earliest
+    event time of that record and the topic's later ones, among those that may be applied
+    (a record whose time cannot be read is certainly dead-lettered), then
+    :data:`_NOTHING_LATER`. Arrays, not objects: 8 bytes a record.
+    """
+
+    times: list[list[array[int]]]
+    """By partition, then topic index."""
+
+
+_NOTHING_LATER: Final = 2**63 - 1
+"""The bound of a topic with nothing left that could be applied: later than any event."""
+_ANY_TIME: Final = -(2**63)
+
+
+class _Timed(msgspec.Struct):
+    occurred_at: str
+
+
+_timed: Final = msgspec.json.Decoder(_Timed)
+
+
+def _event_time(value: bytes | None) -> int:
+    """The time the record would be applied at, or :data:`_NOTHING_LATER` if it cannot be.
+
+    Only ``occurred_at`` is read, cheaply: a value without a valid one is rejected by the
+    contract's decoders too. One that they may reject for another reason keeps its time,
+    so the merge may wait for it needlessly, never wrongly.
+    """
+    if value is None:
+        return _NOTHING_LATER
+    try:
+        text = _timed.decode(value).occurred_at
+    except msgspec.DecodeError:
+        return _NOTHING_LATER
+    except RecursionError:  # the contract's decoders may yet read it: wait for it
+        return _ANY_TIME
+    at = parse_timestamp(text)
+    return _NOTHING_LATER if isinstance(at, str) else at
+
+
+def earliest_times(
     records: Iterable[InputRecord], partitions: int, topics: Sequence[str] = INPUT_TOPICS
-) -> dict[tuple[int, int], int]:
-    """Each (partition, topic index)'s last line: a first pass over a file, for :func:`replay`."""
+) -> EarliestTimes:
+    """A first pass over a file, for :func:`replay` to apply the records as it reads them again."""
     topic_index = {topic: index for index, topic in enumerate(topics)}
-    return {
-        (partition_for(record.key, partitions), topic_index[record.topic]): record.line
-        for record in records
-    }
+    count = len(INPUT_TOPICS)
+    columns = [array("q") for _ in range(partitions * count)]
+    for record in records:
+        partition = partition_for(record.key, partitions)
+        columns[partition * count + topic_index[record.topic]].append(_event_time(record.value))
+    for index, column in enumerate(columns):
+        earliest = array("q", accumulate(reversed(column), min))
+        earliest.reverse()
+        earliest.append(_NOTHING_LATER)
+        columns[index] = earliest
+    return EarliestTimes(
+        [columns[partition * count : (partition + 1) * count] for partition in range(partitions)]
+    )
 
 
 def replay(
@@ -174,20 +231,21 @@ def replay(
     until: int | None = None,
     now: int,
     topics: Sequence[str] = INPUT_TOPICS,
-    ends: Mapping[tuple[int, int], int] | None = None,
+    earliest: EarliestTimes | None = None,
 ) -> ReplayResult:
     """Run records through the core as ``partitions`` partition groups would.
 
     ``topics`` name the input topics in the contract's order, as :func:`parse_records` got them.
-    With ``ends``, the :func:`last_lines` of the same records, each record is applied as soon
-    as the merge allows, as a worker applies it, and only the records the merge must wait
-    behind are held: the merge waits for a topic with no record buffered only while its
-    partition has one later in the input. Without, every record is held first. Either way the
-    decisions are the same, in the same order.
+    With ``earliest``, the :func:`earliest_times` of the same records, each record is applied
+    as soon as the merge allows, as a worker applies it, and only the records the merge must
+    wait behind are held: the merge waits for a topic with no record buffered only while its
+    partition has a record of it later in the input that may sort before the next record to
+    apply. Without, every record is held first. Either way the decisions are the same, in
+    the same order.
     """
     topic_index = {topic: index for index, topic in enumerate(topics)}
-    if ends is not None:
-        return _replay_as_read(records, policy, partitions, until, now, topic_index, ends)
+    if earliest is not None:
+        return _replay_as_read(records, policy, partitions, until, now, topic_index, earliest)
     groups: list[list[InputRecord]] = [[] for _ in range(partitions)]
     for record in records:
         groups[partition_for(record.key, partitions)].append(record)
@@ -221,7 +279,7 @@ def _replay_as_read(
     until: int | None,
     now: int,
     topic_index: dict[str, int],
-    ends: Mapping[tuple[int, int], int],
+    earliest: EarliestTimes,
 ) -> ReplayResult:
     """:func:`replay` applying records as they are read.
 
@@ -229,13 +287,16 @@ def _replay_as_read(
     from a replay that holds every record first.
     """
     groups = [PartitionGroup[InputRecord](policy, {}, len(INPUT_TOPICS)) for _ in range(partitions)]
+    readers = [_Reader(times, topic_index) for times in earliest.times]
     results = [ReplayResult() for _ in range(partitions)]
     for record in records:
         partition = partition_for(record.key, partitions)
-        groups[partition].push(topic_index[record.topic], record.key, record.value, record)
+        topic = topic_index[record.topic]
+        reader = readers[partition]
+        reader.read(topic, record.line)
+        groups[partition].push(topic, record.key, record.value, record)
         results[partition].records += 1
-        more = _more_later(ends, partition, record.line)
-        _count(groups[partition].drain(more, now), results[partition])
+        _count(groups[partition].drain(reader.may_receive, now), results[partition])
     result = ReplayResult()
     for group, part in zip(groups, results, strict=True):
         _count(group.drain(never_more, now), part)
@@ -249,15 +310,41 @@ def _replay_as_read(
     return result
 
 
-def _more_later(
-    ends: Mapping[tuple[int, int], int], partition: int, line: int
-) -> Callable[[list[int], object], bool]:
-    """``may_receive`` after ``line``: some empty topic of the partition has a later line."""
+class _Reader:
+    """How far a partition's records have been read, topic by topic, against the first pass."""
 
-    def may_receive(empty: list[int], _candidate: object) -> bool:
-        return any(ends.get((partition, topic), 0) > line for topic in empty)
+    __slots__ = ("_candidate", "_read", "_times", "_topic_index")
 
-    return may_receive
+    def __init__(self, times: list[array[int]], topic_index: dict[str, int]) -> None:
+        self._times = times
+        self._read = [0] * len(times)
+        self._topic_index = topic_index
+        self._candidate = (0, 0)
+        """The line and event time of the last candidate asked about: one is asked about
+        again after each record read until it is applied."""
+
+    def read(self, topic: int, line: int) -> None:
+        """Count a record of ``topic`` read; one the first pass did not count is an error."""
+        self._read[topic] += 1
+        if self._read[topic] == len(self._times[topic]):
+            raise ReplayInputError(
+                f"line {line}: not in the file when it was first read: it changed since"
+            )
+
+    def may_receive(self, empty: list[int], candidate: InputRecord) -> bool:
+        """Whether an empty topic's next records may sort before ``candidate``.
+
+        The candidate's (event time, topic index) is compared as the merge orders records.
+        """
+        times, read = self._times, self._read
+        if all(times[topic][read[topic]] == _NOTHING_LATER for topic in empty):
+            return False
+        line, at = self._candidate
+        if line != candidate.line:
+            at = _event_time(candidate.value)
+            self._candidate = (candidate.line, at)
+        order = (at, self._topic_index[candidate.topic])
+        return any((times[topic][read[topic]], topic) < order for topic in empty)
 
 
 def _count(applied_records: Iterable[Applied[InputRecord]], result: ReplayResult) -> None:

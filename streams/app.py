@@ -11,6 +11,7 @@ import contextlib
 import functools
 import gzip
 import io
+import itertools
 import logging
 import math
 import os
@@ -32,7 +33,14 @@ from pydantic import ValidationError
 from risk.backtest import backtest, render_text
 from risk.clock import parse_timestamp
 from risk.policy import Policy, PolicyError, load_policy
-from risk.replay import InputRecord, ReplayInputError, last_lines, parse_records, replay
+from risk.replay import (
+    EarliestTimes,
+    InputRecord,
+    ReplayInputError,
+    earliest_times,
+    parse_records,
+    replay,
+)
 from streams.assignor import EvenPartitionAssignor, standby_replicas
 from streams.preflight import PRODUCER_MAX_REQUEST_SIZE, kafka_credentials
 from streams.recovery import PromptTableManager, install_changelog_fast_path
@@ -263,14 +271,14 @@ class _ReplayRun:
     """What ``replay`` and ``backtest`` hand to the core besides the policy."""
 
     records: Iterable[InputRecord]
-    """A list, or with ``ends`` the file read again as the core takes its records."""
+    """A list, or with ``earliest`` the file read again as the core takes its records."""
     partitions: int
     until: int | None
     now: int
     topics: tuple[str, ...]
     """The input topics' names from the settings, in the contract's order."""
-    ends: dict[tuple[int, int], int] | None = None
-    """Each partition's and topic's last line, found by a first pass (:func:`last_lines`)."""
+    earliest: EarliestTimes | None = None
+    """What the merge needs of the records not read yet, found by a first pass."""
 
 
 _REPLAY_OPTIONS: Final = (
@@ -313,7 +321,7 @@ GZIP_MAGIC: Final = b"\x1f\x8b"
 
 
 @contextlib.contextmanager
-def _input_lines(input_file: str) -> Iterator[Iterable[bytes]]:
+def _input_lines(input_file: str) -> Iterator[io.BufferedIOBase]:
     """The input file (``-``: stdin), decompressed if it is gzip, whatever its name.
 
     Exports of topics are often kept compressed; read as text, one stopped at
@@ -342,9 +350,9 @@ def _replay_run(
 ) -> _ReplayRun:
     """Read the input file (``-``: stdin) and the shared options; a bad line stops naming it.
 
-    ``as_read``: a regular file is read twice, first for :func:`last_lines`, so that the core
-    then holds only the records the merge must wait behind, not the whole input. Stdin and a
-    pipe (``<(zcat ...)``) can be read only once, and are held.
+    ``as_read``: a regular file is read twice, first for :func:`earliest_times`, so that the
+    core then holds only the records the merge must wait behind, not the whole input. Stdin
+    and a pipe (``<(zcat ...)``) can be read only once, and are held.
     """
     count = _partitions_option(partitions)
     until_at = _timestamp_option(until, "--until")
@@ -357,16 +365,17 @@ def _replay_run(
             file=sys.stderr,
         )
     topics = settings.input_topics
-    ends = None
+    earliest = None
     records: Iterable[InputRecord]
     with _input_errors(input_file), _input_lines(input_file) as lines:
         if as_read and input_file != "-" and Path(input_file).is_file():  # not a pipe
-            ends = last_lines(parse_records(lines, topics), count, topics)
-            records = _read_again(input_file)
+            first = _Counted(lines)
+            earliest = earliest_times(parse_records(first, topics), count, topics)
+            records = _read_again(input_file, first.count, os.fstat(lines.fileno()))
         else:
             records = list(parse_records(lines, topics))
     return _ReplayRun(
-        records, count, until_at, wall_micros() if now_at is None else now_at, topics, ends
+        records, count, until_at, wall_micros() if now_at is None else now_at, topics, earliest
     )
 
 
@@ -381,10 +390,49 @@ def _input_errors(input_file: str) -> Iterator[None]:
         _fail(f"{input_file}: {error}")
 
 
-def _read_again(input_file: str) -> Iterator[InputRecord]:
-    """The input file's records, parsed again as they are taken (a second pass)."""
+class _Counted:
+    """Lines, counted as they are taken."""
+
+    def __init__(self, lines: Iterable[bytes]) -> None:
+        self._lines = lines
+        self.count = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self._lines:
+            self.count += 1
+            yield line
+
+
+def _read_again(input_file: str, count: int, first: os.stat_result) -> Iterator[InputRecord]:
+    """The input file's records, parsed again as they are taken (a second pass).
+
+    Exactly the ``count`` lines the first pass read, of the file ``first`` describes: lines
+    appended since (an export still being written) are left out, with a note, and a file
+    replaced or cut short since stops the command, as the first pass no longer describes it.
+    """
     with _input_errors(input_file), _input_lines(input_file) as lines:
-        yield from parse_records(lines, settings.input_topics)
+        file = os.fstat(lines.fileno())
+        if (file.st_dev, file.st_ino) != (first.st_dev, first.st_ino):
+            _changed(input_file, "was replaced by another file")
+        if file.st_size < first.st_size:
+            _changed(input_file, f"shrank from {first.st_size} to {file.st_size} bytes")
+        again = _Counted(itertools.islice(lines, count))
+        yield from parse_records(again, settings.input_topics)
+        if again.count < count:
+            _changed(input_file, f"shrank from {count} to {again.count} lines")
+        if lines.readline():
+            print(
+                f"lineguard: note: {input_file}: the lines added after its first reading"
+                f" (line {count + 1} on) were not replayed",
+                file=sys.stderr,
+            )
+
+
+def _changed(input_file: str, how: str) -> None:
+    _fail(
+        f"{input_file}: {how} between replay's two readings of it; replay a file that is"
+        " no longer written"
+    )
 
 
 class _Output:
@@ -461,10 +509,11 @@ async def replay_command(
     limit_events = _Output(output, input_file)
     dead_letter_lines = None if dead_letters is None else _Output(dead_letters, input_file)
     run = _replay_run(input_file, partitions, until, now, as_read=True)
-    result = replay(
-        run.records, loaded, partitions=run.partitions, until=run.until, now=run.now,
-        topics=run.topics, ends=run.ends,
-    )  # fmt: skip
+    with _input_errors(input_file):  # the second pass's, which the core may find too
+        result = replay(
+            run.records, loaded, partitions=run.partitions, until=run.until, now=run.now,
+            topics=run.topics, earliest=run.earliest,
+        )  # fmt: skip
     limit_events.write_lines(d.to_json(wall_micros()) for d in result.decisions)
     if dead_letter_lines is not None:
         import orjson
