@@ -110,16 +110,19 @@ def _waiver(state: UserState, m: Measures, code: str, waived: float, now: float)
     if code == "SCORE_LOW":
         return None if now < waived else waived
     if code == "SPEND_INCOME_MISMATCH":
-        return _spend_waiver(state, m, waived)
+        return _spend_waiver(state, m, waived, now)
     return None if now > waived else float(min(now, waived))
 
 
-def _spend_waiver(state: UserState, m: Measures, waived: float) -> float | None:
-    """:func:`_waiver` of the spend, compared exactly and kept in ``state.waived_spend``.
+def _spend_waiver(state: UserState, m: Measures, waived: float, now: float) -> float | None:
+    """:func:`_waiver` of the spend, compared exactly with ``state.waived_spend``.
 
     The reason's value is rounded, up near its bar, so it would call a rise of less than
     0.0001 × income no worse, and a waiver an earlier version stored rounded to the nearest
-    worse at once. Such a waiver is compared as that version did until the first evaluation.
+    worse at once: such a waiver (no ``waived_spend``) is compared as that version did until
+    the first evaluation. ``waived`` keeps the reason's value of the best spend, which every
+    earlier version, reading it back in a rolling deploy or a rollback, finds no better than
+    its own measure of that spend.
     """
     income = state.effective_income
     assert income is not None  # noqa: S101 - the rule holds
@@ -130,8 +133,10 @@ def _spend_waiver(state: UserState, m: Measures, waived: float) -> float | None:
     elif m.spend * best[1] > best[0] * income:
         return None
     if best is None or m.spend * best[1] < best[0] * income:
-        state.waived_spend = best = (m.spend, income)
-    return ratio(*best)
+        improved = best is not None
+        state.waived_spend = (m.spend, income)
+        return float(now) if improved else waived
+    return waived
 
 
 def _update_freeze(
@@ -254,7 +259,6 @@ def apply_override(state: UserState, override: LimitOverride, policy: Policy) ->
             income = state.effective_income
             assert income is not None  # noqa: S101 - the rule holds
             state.waived_spend = (m.spend, income)
-            state.waived["SPEND_INCOME_MISMATCH"] = ratio(m.spend, income)
         state.frozen = state.probation = False
         state.freeze_reasons, state.reduce_reasons = [], []
         state.cure_shortened_by = 0

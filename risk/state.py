@@ -74,8 +74,9 @@ class UserState(msgspec.Struct, omit_defaults=True, gc=False):
     worse: new evidence freezes again."""
     waived_spend: tuple[int, int] | None = None
     """Spend and income of the best spend-to-income ratio since the operator's restore, while
-    ``SPEND_INCOME_MISMATCH`` is set aside: its exact measure, where ``waived`` has the ratio
-    rounded to 4 decimals. ``None`` with a waiver an earlier version made, which kept that only."""
+    ``SPEND_INCOME_MISMATCH`` is set aside: its exact measure, where ``waived`` has its
+    reason's value, rounded to 4 decimals. ``None`` with a waiver an earlier version made,
+    which kept that only."""
     automatic_restores: list[int] = []
     """Times of automatic restores from a freeze within ``restore.window`` (anti-flapping)."""
     cure_shortened_by: int = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from risk.contract import Repayment
 from risk.engine import WINDOW, apply, fire_timers, new_state, next_timer
 from risk.partition import PartitionProcessor
 from risk.policy import Policy, load_policy
+from risk.rules import ratio, ratio_above
 from risk.state import STATE_DECODER, STATE_ENCODER, Instalment, UserState
 
 from builders import (
@@ -859,6 +861,16 @@ def test_a_spend_waiver_an_earlier_version_stored_holds_for_the_same_spend() -> 
     assert not old.frozen
     assert old.waived == {"SPEND_INCOME_MISMATCH": 3.0}
     assert old.waived_spend == (2_400_001, 800_000)
+
+
+def test_a_spend_waiver_keeps_a_value_no_earlier_version_finds_worse_than_the_same_spend() -> None:
+    # A state this version writes is read by the one before it in a rolling deploy or a
+    # rollback, which compares its own measure of the same spend with ``waived``: rounded to
+    # the nearest (before defect 88) or up near the bar (since), 3.0 or 3.0001 here.
+    state = state_after(SPEND_SET_ASIDE, load_policy())
+    assert state.waived_spend == (2_400_001, 800_000)
+    assert state.waived == {"SPEND_INCOME_MISMATCH": 3.0001}
+    assert ratio(2_400_001, 800_000) <= ratio_above(2_400_001, 800_000, Fraction(3)) == 3.0001
 
 
 def test_a_spend_rise_below_a_ten_thousandth_of_income_ends_the_spend_waiver() -> None:
