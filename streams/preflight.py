@@ -118,8 +118,8 @@ def refuse_other_counts(settings: Settings, counts: Mapping[str, int]) -> None:
     replay``, whose default is the setting, and the topics it created later (a new input,
     the ticks of a new app id) got the setting's count, which the next start refused.
     """
+    refuse_partitionless(counts)
     wanted = settings.topic_partitions
-    counts = {name: count for name, count in counts.items() if count}  # 0: being deleted
     listing = ", ".join(f"{name}: {count}" for name, count in counts.items())
     if len(set(counts.values())) > 1:
         raise PreflightError(
@@ -140,14 +140,31 @@ def refuse_other_counts(settings: Settings, counts: Mapping[str, int]) -> None:
         )
 
 
+def refuse_partitionless(counts: Mapping[str, int]) -> None:
+    """Stop start-up, in one line, if an existing topic lists no partitions.
+
+    A topic being deleted does: counted as 0 partitions, it was taken for a deployment of 0
+    (``set LINEGUARD_TOPIC_PARTITIONS=0``), or for a too small dead-letter topic.
+    """
+    empty = [name for name, count in counts.items() if count == 0]
+    if empty:
+        raise PreflightError(
+            f"the topics {', '.join(empty)} exist but have no partitions, as a topic being"
+            " deleted has: start lineguard again once the deletion is done."
+        )
+
+
 def _ticks_alone(settings: Settings, counts: Mapping[str, int]) -> str:
     """A hint when only the ticks topic differs: it holds no state, so it can go."""
     others = {count for name, count in counts.items() if name != settings.tick_topic}
     if settings.tick_topic not in counts or len(others) != 1:
         return ""
+    (count,) = others
+    then = "." if count == settings.topic_partitions else f", which must then be {count}."
     return (
         f" Only {settings.tick_topic} differs: it holds ticks, no state, so with every worker"
-        " stopped it can be deleted, and start-up creates it again with the setting's count."
+        " stopped it can be deleted; start-up creates it again with LINEGUARD_TOPIC_PARTITIONS"
+        " partitions" + then
     )
 
 
@@ -160,6 +177,7 @@ def refuse_small_dead_letter_topics(settings: Settings, counts: Mapping[str, int
     restart and stopped again. More partitions than the input are harmless: the extra ones
     stay empty. The inputs have ``LINEGUARD_TOPIC_PARTITIONS`` (:func:`refuse_other_counts`).
     """
+    refuse_partitionless(counts)
     wanted = settings.topic_partitions
     small = [
         f"{topic}.dlt has {counts[f'{topic}.dlt']} partitions and needs at least {wanted},"

@@ -24,6 +24,7 @@ from streams.preflight import (
     dead_letter_max_bytes,
     prepare_topics,
     refuse_other_counts,
+    refuse_small_dead_letter_topics,
     required_topics,
 )
 from streams.settings import Settings
@@ -191,11 +192,38 @@ def test_a_ticks_topic_left_at_another_count_is_named_as_deletable_and_the_other
     assert "can be deleted" not in str(refused.value)  # the changelog holds the state
 
 
-def test_a_topic_without_partitions_is_not_taken_for_a_count_of_zero() -> None:
-    """A topic being deleted lists with no partitions: no ``LINEGUARD_TOPIC_PARTITIONS=0``."""
-    counts = dict.fromkeys(SETTINGS.input_topics, 6) | {SETTINGS.tick_topic: 0}
-    refuse_other_counts(SETTINGS, counts)  # the setting's 6: nothing to refuse
-    refuse_other_counts(SETTINGS, dict.fromkeys(SETTINGS.input_topics, 0))
+@pytest.mark.parametrize(
+    "topic", [SETTINGS.tick_topic, f"{SETTINGS.app_id}-users-changelog", SETTINGS.purchases_topic]
+)
+def test_a_topic_without_partitions_is_refused_as_being_deleted_not_as_a_count_of_zero(
+    topic: str,
+) -> None:
+    """A topic being deleted lists with no partitions: no ``LINEGUARD_TOPIC_PARTITIONS=0``,
+    and no start without the changelog."""
+    counts = dict.fromkeys(SETTINGS.input_topics, 6) | {topic: 0}
+    with pytest.raises(PreflightError) as refused:
+        refuse_other_counts(SETTINGS, counts)
+    assert str(refused.value) == (
+        f"the topics {topic} exist but have no partitions, as a topic being deleted has:"
+        " start lineguard again once the deletion is done."
+    )
+
+
+def test_a_dead_letter_topic_being_deleted_is_not_called_too_small() -> None:
+    dead_letters = f"{SETTINGS.purchases_topic}.dlt"
+    with pytest.raises(PreflightError, match=f"{dead_letters} exist but have no partitions"):
+        refuse_small_dead_letter_topics(SETTINGS, {dead_letters: 0})
+
+
+def test_the_ticks_hint_says_which_count_the_setting_must_then_have() -> None:
+    """Defect 101's case: the setting is the ticks topic's count, the others another."""
+    settings = Settings(topic_partitions=3)
+    counts = {**dict.fromkeys([*SETTINGS.input_topics, f"{SETTINGS.app_id}-users-changelog"], 6)}
+    with pytest.raises(PreflightError) as refused:
+        refuse_other_counts(settings, counts | {SETTINGS.tick_topic: 3})
+    assert str(refused.value).endswith(
+        "LINEGUARD_TOPIC_PARTITIONS partitions, which must then be 6."
+    )
 
 
 def test_topics_that_still_do_not_exist_stop_start_up(admin: type[FakeAdmin]) -> None:
