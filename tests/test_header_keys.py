@@ -132,7 +132,8 @@ def test_the_warning_names_the_topic_partition_and_offsets_never_a_key() -> None
         list(_read(records))
     assert logs == [
         {"event": "input_header_key_not_utf8", "log_level": "warning",
-         "topic": "warned.purchases", "partition": 4, "offsets": [1, 3], "records": 2}
+         "topic": "warned.purchases", "partition": 4, "first_offset": 1, "last_offset": 3,
+         "records": 2}
     ]  # fmt: skip
 
 
@@ -176,7 +177,7 @@ def test_a_worker_applies_records_with_such_keys_and_dead_letters_them_with_thei
     warning = next(
         line for line in worker.log().splitlines() if "input_header_key_not_utf8" in line
     )
-    assert f'"topic": "{purchases}", "partition": 1, "offsets": [0, 1]' in warning
+    assert f'"topic": "{purchases}", "partition": 1, "first_offset": 0, "last_offset": 1' in warning
     assert user not in warning
 
 
