@@ -172,7 +172,7 @@ def test_the_readme_gives_the_demos_default_durations() -> None:
         [sys.executable, "-c", "from streams.app import main; main()", "demo", "--help"],
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout  # fmt: skip
-    helped = re.search(r"--duration FLOAT(?: RANGE)? .*?\[default: (\d+)(?:\.0)?[;\]]", shown)
+    helped = re.search(r"--duration FLOAT(?: RANGE)? [^[]*\[default: (\d+)(?:\.0)?[;\]]", shown)
     made = re.search(
         r"lineguard demo --duration \$\$\{DURATION:-(\d+)\}", (root / "Makefile").read_text()
     )
