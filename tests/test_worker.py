@@ -21,6 +21,7 @@ from worker_harness import (
     create_topics,
     limit_events_by_partition,
     produce,
+    started_workers,
     wait_for,
 )
 
@@ -43,18 +44,8 @@ def topics(unique_prefix: str) -> Topics:
 def start_worker(
     kafka_bootstrap: str, topics: Topics, tmp_path: Path
 ) -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
-
-    def start(**kwargs: Any) -> Worker:
-        worker = Worker(kafka_bootstrap, topics, tmp_path, PARTITIONS, **kwargs).start()
-        started.append(worker)
-        return worker
-
-    try:
+    with started_workers(kafka_bootstrap, topics, tmp_path, PARTITIONS) as start:
         yield start
-    finally:
-        for worker in started:
-            worker.stop()
 
 
 def records_of(lines: list[dict[str, Any]]) -> list[InputRecord]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from history import synthetic_history
 from test_worker import records_of, topics
-from worker_harness import Topics, Worker, create_topics, produce, wait_for
+from worker_harness import Topics, Worker, create_topics, produce, started_workers, wait_for
 
 pytestmark = pytest.mark.integration
 __all__ = ["topics"]  # fixture shared with test_worker
@@ -23,18 +22,8 @@ PARTITIONS = 6
 def start_worker(
     kafka_bootstrap: str, topics: Topics, tmp_path: Path
 ) -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
-
-    def start(**kwargs: Any) -> Worker:
-        worker = Worker(kafka_bootstrap, topics, tmp_path, PARTITIONS, **kwargs).start()
-        started.append(worker)
-        return worker
-
-    try:
+    with started_workers(kafka_bootstrap, topics, tmp_path, PARTITIONS) as start:
         yield start
-    finally:
-        for worker in started:
-            worker.stop()
 
 
 def _settled(workers: list[Worker]) -> Callable[[], bool]:

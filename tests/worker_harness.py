@@ -11,7 +11,8 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,25 @@ class Worker:
     def log(self) -> str:
         path = self.workdir / f"worker-{self.port}.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+
+@contextmanager
+def started_workers(
+    bootstrap: str, topics: Topics, tmp_path: Path, partitions: int
+) -> Iterator[Callable[..., Worker]]:
+    """Start workers as a test asks (``Worker``'s keywords), and stop each, even when it fails."""
+    started: list[Worker] = []
+
+    def start(**kwargs: Any) -> Worker:
+        worker = Worker(bootstrap, topics, tmp_path, partitions, **kwargs).start()
+        started.append(worker)
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.stop()
 
 
 def _parse(body: bytes, headers: Any) -> Any:
