@@ -479,15 +479,20 @@ def test_proof_of_income_for_one_cure_is_not_credited_to_a_later_one() -> None:
     )  # fmt: skip
 
 
-def test_a_waiver_lapses_when_its_window_rule_stops_holding_not_at_the_next_event() -> None:
-    # Five applications freeze; the operator's restore sets LOAN_VELOCITY aside. At 03-08 the
-    # first one leaves the 7 days, the rule stops holding and the waiver lapses then, so the
-    # application at 00:30 (five again) freezes whether or not anything came in between.
+@pytest.mark.parametrize("applications", [5, 6])
+def test_a_velocity_waiver_ends_at_the_next_application_after_one_left_the_window(
+    applications: int,
+) -> None:
+    # Applications freeze; the operator's restore sets LOAN_VELOCITY aside. At 03-08 the
+    # first one leaves the 7 days. Of five, four stay: the rule stops holding and the waiver
+    # lapses then. Of six, five stay and the rule still holds, with one set aside gone. Either
+    # way the application at 00:30 (five again) is new evidence, and freezes whether or not
+    # anything came in between.
     lines = [
         application(f"2026-03-01T0{hour}:00:00Z", 500_000, event_id=f"a-{hour}")
-        for hour in range(5)
+        for hour in range(applications)
     ]
-    lines.append(override("2026-03-01T06:00:00Z", "restore", event_id="ov-1"))
+    lines.append(override(f"2026-03-01T0{applications + 1}:00:00Z", "restore", event_id="ov-1"))
     later = application("2026-03-08T00:30:00Z", 500_000, event_id="a-9")
     unrelated = purchase("2026-03-08T00:10:00Z", 100, order="o-9", event_id="p-9")
     alone = brief(decisions(run([*lines, later], until="2026-03-09T00:00:00Z")))
@@ -735,23 +740,6 @@ def test_an_overdue_instalment_after_one_set_aside_was_repaid_ends_the_waiver() 
          ["OVERDUE_ACTIVE"]),
     ]  # fmt: skip
     assert docs[2]["reasons"][0]["value"] == 2
-
-
-def test_an_application_after_one_set_aside_left_the_window_ends_the_waiver() -> None:
-    # Six applications set aside; the first leaves the 7 days at 03-08T00:00Z, five stay and
-    # the rule still holds. A new one at 00:30 is another application, as in the test of the
-    # waiver that lapses, whether or not anything came in between.
-    lines = [
-        application(f"2026-03-01T0{hour}:00:00Z", 500_000, event_id=f"a-{hour}")
-        for hour in range(6)
-    ]
-    lines.append(override("2026-03-01T07:00:00Z", "restore", event_id="ov-1"))
-    later = application("2026-03-08T00:30:00Z", 500_000, event_id="a-9")
-    unrelated = purchase("2026-03-08T00:10:00Z", 100, order="o-9", event_id="p-9")
-    alone = brief(decisions(run([*lines, later], until="2026-03-09T00:00:00Z")))
-    with_purchase = run([*lines, unrelated, later], until="2026-03-09T00:00:00Z")
-    assert alone == brief(decisions(with_purchase))
-    assert alone[2] == (FREEZE, "frozen", "2026-03-08T00:30:00Z", "a-9", ["LOAN_VELOCITY"])
 
 
 def test_a_spell_counts_in_the_largest_dpd_of_180_days_until_180_days_after_it_ended() -> None:
