@@ -131,13 +131,9 @@ def _existing(admin: type[FakeAdmin], counts: dict[str, int]) -> type[FakeAdmin]
     return Existing
 
 
-def test_existing_inputs_of_another_count_than_the_setting_stop_start_up_before_any_creation(
-    admin: type[FakeAdmin],
-) -> None:
-    """Inputs of 3 partitions and the setting's 6: the ticks topic, created with 6, was
-    refused as if the inputs disagreed, and stayed behind to refuse the corrected setting."""
-    inputs = dict.fromkeys(SETTINGS.input_topics, 3)
-    existing = _existing(admin, inputs)
+def _refused_before_creating(admin: type[FakeAdmin], counts: dict[str, int]) -> str:
+    """The one line start-up stops with on a cluster holding ``counts``, having created nothing."""
+    existing = _existing(admin, counts)
     made: list[str] = []
 
     async def create_topics(self: FakeAdmin, new_topics: list[Any]) -> Any:
@@ -147,12 +143,21 @@ def test_existing_inputs_of_another_count_than_the_setting_stop_start_up_before_
     existing.create_topics = create_topics  # type: ignore[method-assign]
     with pytest.raises(PreflightError) as refused:
         asyncio.run(prepare_topics(SETTINGS))
+    assert made == []
     message = str(refused.value)
     assert "\n" not in message
+    return message
+
+
+def test_existing_inputs_of_another_count_than_the_setting_stop_start_up_before_any_creation(
+    admin: type[FakeAdmin],
+) -> None:
+    """Inputs of 3 partitions and the setting's 6: the ticks topic, created with 6, was
+    refused as if the inputs disagreed, and stayed behind to refuse the corrected setting."""
+    message = _refused_before_creating(admin, dict.fromkeys(SETTINGS.input_topics, 3))
     assert message.startswith("LINEGUARD_TOPIC_PARTITIONS is 6, but the existing topics have 3")
     assert f"{SETTINGS.purchases_topic}: 3" in message
     assert "set LINEGUARD_TOPIC_PARTITIONS=3" in message
-    assert made == []
 
 
 def test_a_changelog_of_another_count_than_the_inputs_stops_start_up(
@@ -294,23 +299,11 @@ def test_an_existing_dead_letter_topic_of_fewer_partitions_than_its_input_stops_
     """A dead letter goes to its record's partition: a ``.dlt`` topic of 2 partitions beside an
     input of 6 stopped the worker at the first rejected record of partitions 2 to 5."""
     purchases, repayments = SETTINGS.input_topics[:2]
-    existing = _existing(admin, {f"{purchases}.dlt": 2, f"{repayments}.dlt": 9})
-    made: list[str] = []
-
-    async def create_topics(self: FakeAdmin, new_topics: list[Any]) -> Any:
-        made.extend(topic.name for topic in new_topics)
-        return await FakeAdmin.create_topics(self, new_topics)
-
-    existing.create_topics = create_topics  # type: ignore[method-assign]
-    with pytest.raises(PreflightError) as refused:
-        asyncio.run(prepare_topics(SETTINGS))
-    message = str(refused.value)
-    assert "\n" not in message
+    message = _refused_before_creating(admin, {f"{purchases}.dlt": 2, f"{repayments}.dlt": 9})
     assert (
         f"{purchases}.dlt has 2 partitions and needs at least 6, those of {purchases}." in message
     )
     assert repayments not in message  # more partitions than the input are harmless
-    assert made == []
 
 
 def test_dead_letter_topics_of_as_many_partitions_as_their_inputs_or_more_pass(
