@@ -392,7 +392,7 @@ def run_replay(
     output, dead = workdir / "replay-decisions.jsonl", workdir / "replay-dead-letters.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINEGUARD_")}
     completed = subprocess.run(  # noqa: S603 - our own interpreter and CLI
-        [sys.executable, "-c", "from streams.app import main; main()", "replay",
+        [sys.executable, "-c", "from streams.entry import main; main()", "replay",
          str(input_path), "--output", str(output), "--dead-letters", str(dead),
          "--partitions", str(partitions), "--now", format_timestamp(now), "--policy", str(policy)],
         env=env, capture_output=True, timeout=_REPLAY_TIMEOUT_SECONDS, check=False,

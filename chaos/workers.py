@@ -99,7 +99,7 @@ class WorkerSlot:
         )
         with (self.workdir / f"{self.name}.log").open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", "from streams.app import main; main()", "worker",
+                [sys.executable, "-c", "from streams.entry import main; main()", "worker",
                  "-l", "info"],
                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=self.workdir,

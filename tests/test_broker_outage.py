@@ -143,7 +143,7 @@ def test_a_worker_that_cannot_reach_kafka_at_start_stops_with_a_message(tmp_path
     env |= {"LINEGUARD_BROKER_URL": f"kafka://127.0.0.1:{free_port()}",  # nothing listens
             "LINEGUARD_WEB_PORT": str(free_port()), "LINEGUARD_DATADIR": str(tmp_path)}  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-c", "from streams.app import main; main()", "worker"],
+        [sys.executable, "-c", "from streams.entry import main; main()", "worker"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 4, done.stderr
@@ -162,7 +162,7 @@ def test_a_rocksdb_data_directory_another_worker_holds_is_refused_before_kafka(
 
     def start_worker() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-c", "from streams.app import main; main()", "worker"],
+            [sys.executable, "-c", "from streams.entry import main; main()", "worker"],
             env=env, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
 
@@ -188,7 +188,7 @@ def test_a_web_port_in_use_stops_the_worker_naming_the_setting(tmp_path: Path) -
         env |= {"LINEGUARD_BROKER_URL": f"kafka://127.0.0.1:{free_port()}",
                 "LINEGUARD_WEB_PORT": str(port), "LINEGUARD_DATADIR": str(tmp_path)}  # fmt: skip
         done = subprocess.run(
-            [sys.executable, "-c", "from streams.app import main; main()", "worker"],
+            [sys.executable, "-c", "from streams.entry import main; main()", "worker"],
             env=env, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
     assert done.returncode == 2, done.stderr

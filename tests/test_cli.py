@@ -16,7 +16,7 @@ import pytest
 
 from builders import application, purchase, repayment
 
-LINEGUARD = [sys.executable, "-c", "from streams.app import main; main()"]
+LINEGUARD = [sys.executable, "-c", "from streams.entry import main; main()"]
 
 
 def _lineguard(
@@ -510,3 +510,38 @@ def test_the_help_and_version_are_lineguards(tmp_path: Path) -> None:
     assert "Welcome" not in shown.stdout
     version = _lineguard("--version", cwd=tmp_path)
     assert version.stdout.startswith(f"lineguard {package_version('lineguard')} (faust-streaming ")
+
+
+@pytest.mark.parametrize(
+    ("args", "environment", "where"),
+    [
+        (["-L", "uvloop", "worker"], {}, "-L 'uvloop'"),
+        (["--loop=eventlet", "worker"], {}, "--loop 'eventlet'"),
+        (["worker", "--loop", "gevent"], {}, "--loop 'gevent'"),
+        (["worker"], {"FAUST_LOOP": "uvloop"}, "FAUST_LOOP 'uvloop'"),
+        (["replay", "x.jsonl"], {"F_LOOP": "uvloop"}, "F_LOOP 'uvloop'"),
+    ],
+)
+def test_another_event_loop_is_refused_in_one_line_before_faust_loads_it(
+    args: list[str], environment: dict[str, str], where: str, tmp_path: Path
+) -> None:
+    # Faust loads the loop's library when it is imported: a traceback ("No module named
+    # 'uvloop'"), before lineguard's own checks ran.
+    done = _lineguard(*args, cwd=tmp_path, settings=environment)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"lineguard: {where}: lineguard runs only on asyncio's event loop, aio (Faust's"
+        " default); leave the option out"
+    ]
+
+
+def test_the_installed_command_checks_the_loop_before_faust_is_imported() -> None:
+    from importlib.metadata import entry_points
+
+    (command,) = entry_points(group="console_scripts", name="lineguard")
+    assert command.value == "streams.entry:main"
+    asked = subprocess.run(
+        [sys.executable, "-c", "import sys; import streams.entry; print('faust' in sys.modules)"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert asked.stdout == "False\n"

@@ -99,7 +99,7 @@ def _demo(
     env["TMPDIR"] = str(temp)
     children: dict[int, bytes] = {}
     with subprocess.Popen(
-        [sys.executable, "-c", "from streams.app import main; main()", "demo",
+        [sys.executable, "-c", "from streams.entry import main; main()", "demo",
          "--duration", str(duration), "--users", "300"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
         start_new_session=True,
@@ -169,7 +169,7 @@ def test_the_readme_gives_the_demos_default_durations() -> None:
     """``lineguard demo`` and ``make demo`` have different defaults; the README gives both."""
     root = Path(__file__).resolve().parent.parent
     shown = subprocess.run(
-        [sys.executable, "-c", "from streams.app import main; main()", "demo", "--help"],
+        [sys.executable, "-c", "from streams.entry import main; main()", "demo", "--help"],
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout  # fmt: skip
     helped = re.search(r"--duration FLOAT(?: RANGE)? [^[]*\[default: (\d+)(?:\.0)?[;\]]", shown)

@@ -98,7 +98,7 @@ def test_every_setting_and_command_the_runbook_names_exists() -> None:
     assert settings
     assert {s for s in settings if s.lower() not in fields} == set()
     help_text = subprocess.run(
-        [sys.executable, "-c", "from streams.app import main; main()", "--help"],
+        [sys.executable, "-c", "from streams.entry import main; main()", "--help"],
         capture_output=True, text=True, timeout=60, check=True, cwd=ROOT,
     ).stdout  # fmt: skip
     commands = set(re.findall(r"^  ([a-z-]+)  ", help_text, re.MULTILINE))
@@ -127,7 +127,7 @@ def start_worker_and_fail(tmp_path: Path, **settings: str) -> tuple[int, str]:
     env["LINEGUARD_WEB_PORT"] = str(free_port())
     env.update(settings)
     done = subprocess.run(
-        [sys.executable, "-c", "from streams.app import main; main()", "worker"],
+        [sys.executable, "-c", "from streams.entry import main; main()", "worker"],
         env=env, capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
     )  # fmt: skip
     return done.returncode, done.stderr.strip().splitlines()[-1]

@@ -17,7 +17,7 @@ from risk.replay import parse_records
 
 from builders import NOW, application, ts
 
-LINEGUARD = [sys.executable, "-c", "from streams.app import main; main()"]
+LINEGUARD = [sys.executable, "-c", "from streams.entry import main; main()"]
 PACKAGED = resources.files("risk").joinpath("default_policy.toml").read_text("utf-8")
 VERSION = load_policy().version
 # The same version, but probation after a freeze past 5 DPD instead of 30.

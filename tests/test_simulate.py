@@ -353,7 +353,7 @@ async def _read_back(bootstrap: str, topics: tuple[str, ...], expected: int) -> 
     return counts
 
 
-LINEGUARD = [sys.executable, "-c", "from streams.app import main; main()"]
+LINEGUARD = [sys.executable, "-c", "from streams.entry import main; main()"]
 
 
 def _lineguard(*args: str, broker_url: str | None = None) -> subprocess.CompletedProcess[str]:

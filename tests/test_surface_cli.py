@@ -15,7 +15,7 @@ from worker_harness import Topics, Worker
 pytestmark = pytest.mark.integration
 __all__ = ["start_worker", "topics"]  # fixtures shared with test_worker
 
-LINEGUARD = [sys.executable, "-c", "from streams.app import main; main()"]
+LINEGUARD = [sys.executable, "-c", "from streams.entry import main; main()"]
 
 
 def lineguard_as(worker: Worker, *args: str) -> subprocess.CompletedProcess[str]:

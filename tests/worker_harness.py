@@ -83,7 +83,7 @@ class Worker:
         env.update(self.extra_env)
         log = open(self.workdir / f"worker-{self.port}.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from streams.app import main; main()", "worker", "-l", "info"],
+            [sys.executable, "-c", "from streams.entry import main; main()", "worker", "-l", "info"],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
         )  # fmt: skip
         log.close()
